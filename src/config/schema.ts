@@ -1,0 +1,215 @@
+// Owns the one configuration schema: every key, its type, default and bound; Config types derive from it.
+// Must not read files or environment (load.ts does) nor hold behaviour beyond validation.
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+const ms = (def: number) => z.number().int().min(0).default(def);
+const cidrList = z.array(z.string()).default([]);
+
+export const TLS_MODES = ['none', 'starttls', 'implicit'] as const;
+export const PROTOCOLS = ['imap', 'pop3', 'submission', 'smtp'] as const;
+export type ListenerProtocol = (typeof PROTOCOLS)[number];
+
+/** A secret given inline or read from a file (`passwordFile`-style keys are resolved by load.ts). */
+const secret = z.string();
+
+const listenerSchema = z.strictObject({
+  protocol: z.enum(PROTOCOLS),
+  address: z.string().default('0.0.0.0'),
+  port,
+  /** starttls: plain port offering STARTTLS/STLS; implicit: TLS from the first byte (993/995/465). */
+  tls: z.enum(TLS_MODES).default('starttls'),
+  /** Accept HAProxy PROXY protocol v1/v2 headers, only from proxyTrustedNetworks. */
+  proxyProtocol: z.boolean().default(false),
+  proxyTrustedNetworks: cidrList,
+});
+
+const tlsSchema = z.strictObject({
+  certFile: z.string(),
+  keyFile: z.string(),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  ciphers: z.string().optional(),
+});
+
+const limitsSchema = z.strictObject({
+  /** Longest pre-login command line in bytes (RFC 9051 §4 recommends ≥ 8192). */
+  maxLineBytes: z.number().int().min(512).default(8192),
+  /** Largest literal accepted before login (a password literal; messages are post-login). */
+  maxLiteralBytes: z.number().int().min(64).default(8192),
+  maxBadCommands: z.number().int().min(1).default(10),
+  maxAuthAttempts: z.number().int().min(1).default(3),
+  /** Whole pre-login phase: greeting to successful login. */
+  preAuthDeadlineMs: ms(60_000),
+  /** Relay idle timeout: RFC 9051 §5.4 requires ≥ 30 min for IMAP autologout. */
+  idleTimeoutMs: ms(30 * 60_000),
+  /** Delay before answering a failed login: slows guessing without blocking other clients. */
+  authFailureDelayMs: ms(2000),
+});
+
+const protocolSettings = z.strictObject({
+  greeting: z.string().optional(),
+  /** Refuse LOGIN/AUTH/USER before TLS on plain listeners (advertise LOGINDISABLED). */
+  requireTlsForAuth: z.boolean().default(true),
+  limits: limitsSchema.prefault({}),
+});
+
+const smtpSettings = z.strictObject({
+  hostname: z.string().optional(),
+  requireTlsForAuth: z.boolean().default(true),
+  /** SIZE advertised and enforced (RFC 1870). */
+  maxMessageBytes: z.number().int().min(1024).default(50 * 1024 * 1024),
+  maxRecipients: z.number().int().min(1).default(100),
+  maxErrors: z.number().int().min(1).default(10),
+  /** Client inactivity before DATA and between DATA chunks (RFC 5321 §4.5.3.2 suggests 5/3/10 min). */
+  commandTimeoutMs: ms(5 * 60_000),
+  dataTimeoutMs: ms(10 * 60_000),
+  authFailureDelayMs: ms(2000),
+  /** Submission: relay to this host instead of the user's backend (host:port). */
+  centralRelay: z.strictObject({ host: z.string(), port, tls: z.enum(TLS_MODES).default('none') }).optional(),
+  /** Inbound: how to deliver to backends unless a backend says otherwise. */
+  inboundDelivery: z.enum(['lmtp', 'smtp']).default('lmtp'),
+});
+
+const endpointSchema = z.strictObject({
+  port,
+  tls: z.enum(TLS_MODES).default('none'),
+});
+
+const backendSchema = z.strictObject({
+  host: z.string(),
+  imap: endpointSchema.optional(),
+  pop3: endpointSchema.optional(),
+  submission: endpointSchema.optional(),
+  lmtp: endpointSchema.optional(),
+  smtp: endpointSchema.optional(),
+  /** Verify the backend's TLS certificate (off for self-signed lab backends). */
+  tlsVerify: z.boolean().default(true),
+  /** TLS server name to send and verify; defaults to host. */
+  tlsServerName: z.string().optional(),
+  /** The backend trusts this proxy to forward the client address (Dovecot login_trusted_networks). */
+  trustsProxy: z.boolean().default(false),
+  /** How the client address reaches a trusting backend: IMAP ID / POP3+SMTP XCLIENT, or PROXY v2. */
+  forwardClientAddress: z.enum(['native', 'proxy-v2', 'none']).default('native'),
+  /** Backend name to use while this one is down and the standby's own probe shows it serving. */
+  standby: z.string().optional(),
+  inboundDelivery: z.enum(['lmtp', 'smtp']).optional(),
+});
+
+const ldapSchema = z.strictObject({
+  urls: z.array(z.string().regex(/^ldaps?:\/\//, 'must start with ldap:// or ldaps://')).min(1),
+  bindDN: z.string(),
+  bindPassword: secret.optional(),
+  bindPasswordFile: z.string().optional(),
+  baseDN: z.string(),
+  /** %u is replaced by the RFC 4515-escaped login name. */
+  filter: z.string().default('(&(objectClass=inetLocalMailRecipient)(|(uid=%u)(mail=%u)))'),
+  /** Filter used to look up inbound recipients by address (%u = address). */
+  recipientFilter: z.string().default('(&(objectClass=inetLocalMailRecipient)(|(mail=%u)(mailLocalAddress=%u)))'),
+  hostAttribute: z.string().default('mailHost'),
+  /** Attribute holding the name the backend knows the user by. */
+  loginAttribute: z.string().default('uid'),
+  timeoutMs: ms(5000),
+  connectTimeoutMs: ms(3000),
+  tlsVerify: z.boolean().default(true),
+  /** Try the preferred (first) server again this long after it failed. */
+  failbackAfterMs: ms(30_000),
+});
+
+const staticDirSchema = z.strictObject({ file: z.string() });
+
+const cacheSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  maxEntries: z.number().int().min(1).default(100_000),
+  ttlMs: ms(60_000),
+  negativeTtlMs: ms(10_000),
+  /** How long a last-good route may be served while the directory fails. */
+  maxStaleMs: ms(3_600_000),
+});
+
+const directorySchema = z.strictObject({
+  type: z.enum(['ldap', 'static']),
+  ldap: ldapSchema.optional(),
+  static: staticDirSchema.optional(),
+  cache: cacheSchema.prefault({}),
+}).refine((d) => (d.type === 'ldap' ? !!d.ldap : !!d.static), { message: 'directory.type needs its matching section (directory.ldap or directory.static)' });
+
+const backendLoginSchema = z.strictObject({
+  /** Replay the user's own credentials, or log in as `user<separator>master` with the master password. */
+  mode: z.enum(['user', 'master']).default('user'),
+  masterUser: z.string().optional(),
+  masterPassword: secret.optional(),
+  masterPasswordFile: z.string().optional(),
+  masterSeparator: z.string().default('*'),
+  /** One budget for connect + greeting + STARTTLS + ID/XCLIENT + login. */
+  backendLoginBudgetMs: ms(10_000),
+  connectTimeoutMs: ms(3000),
+});
+
+const healthSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  intervalMs: z.number().int().min(100).default(5000),
+  jitterRatio: z.number().min(0).max(1).default(0.2),
+  timeoutMs: z.number().int().min(50).default(2000),
+  rise: z.number().int().min(1).default(2),
+  fall: z.number().int().min(1).default(2),
+  /** While down, let one real login through every this many ms to keep testing the backend. */
+  trickleIntervalMs: ms(10_000),
+  /** Spread goodbyes to sessions of a backend that went down over this window. */
+  kickWindowMs: ms(5000),
+  deepProbe: z.strictObject({ user: z.string(), password: secret.optional(), passwordFile: z.string().optional() }).optional(),
+  hooks: z.strictObject({
+    command: z.string().optional(),
+    webhookUrl: z.string().optional(),
+    timeoutMs: ms(5000),
+  }).prefault({}),
+});
+
+const adminSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  address: z.string().default('127.0.0.1'),
+  port: port.default(8025),
+  token: secret.optional(),
+  tokenFile: z.string().optional(),
+  agentCheckPort: port.optional(),
+});
+
+export const configSchema = z.strictObject({
+  instanceName: z.string().default('mailproxy'),
+  workers: z.union([z.literal('auto'), z.number().int().min(1)]).default(1),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).prefault({}),
+  tls: tlsSchema.optional(),
+  listeners: z.array(listenerSchema).min(1),
+  imap: protocolSettings.prefault({}),
+  pop3: protocolSettings.prefault({}),
+  smtp: smtpSettings.prefault({}),
+  directory: directorySchema,
+  backendLogin: backendLoginSchema.prefault({}),
+  routing: z.strictObject({
+    /** Backend for accounts without a host attribute; unset = temporary failure. */
+    defaultBackend: z.string().optional(),
+  }).prefault({}),
+  backends: z.record(z.string(), backendSchema).default({}),
+  health: healthSchema.prefault({}),
+  admin: adminSchema.prefault({}),
+  shutdown: z.strictObject({ drainDeadlineMs: ms(30_000) }).prefault({}),
+}).superRefine((c, ctx) => {
+  c.listeners.forEach((l, i) => {
+    if (l.tls !== 'none' && !c.tls) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'tls'], message: 'a TLS listener needs the top-level tls section (certFile, keyFile)' });
+  });
+  for (const [name, b] of Object.entries(c.backends)) {
+    if (b.standby && !c.backends[b.standby]) ctx.addIssue({ code: 'custom', path: ['backends', name, 'standby'], message: `standby '${b.standby}' is not a configured backend` });
+    if (b.standby === name) ctx.addIssue({ code: 'custom', path: ['backends', name, 'standby'], message: 'a backend cannot be its own standby' });
+  }
+  if (c.routing.defaultBackend && !c.backends[c.routing.defaultBackend]) ctx.addIssue({ code: 'custom', path: ['routing', 'defaultBackend'], message: `'${c.routing.defaultBackend}' is not a configured backend` });
+  if (c.backendLogin.mode === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['backendLogin'], message: 'mode master needs masterUser and masterPassword or masterPasswordFile' });
+});
+
+export type Config = z.output<typeof configSchema>;
+export type ListenerConfig = Config['listeners'][number];
+export type BackendConfig = Config['backends'][string];
+export type EndpointConfig = z.output<typeof endpointSchema>;
+export type LimitsConfig = z.output<typeof limitsSchema>;
+export type LdapConfig = z.output<typeof ldapSchema>;
+export type CacheConfig = z.output<typeof cacheSchema>;
+export type HealthConfig = z.output<typeof healthSchema>;
+export type TlsMode = (typeof TLS_MODES)[number];

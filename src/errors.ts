@@ -1,0 +1,94 @@
+// Owns the one error catalogue: every failure code with its per-protocol reply, log reason, metric label, retry and health signal.
+// Must not carry backend error text to clients; foreign errors are wrapped at module boundaries, never thrown raw.
+
+export type ErrorCode =
+  | 'AUTH_FAILED'            // wrong password, unknown user, empty password: indistinguishable to the client
+  | 'AUTHZ_UNSUPPORTED'      // SASL authorization identity differs from authentication identity
+  | 'TLS_REQUIRED'           // plaintext auth refused before TLS
+  | 'DIRECTORY_UNAVAILABLE'  // LDAP down, timed out, or answered an error
+  | 'NO_ROUTE'               // account has no host attribute and no default backend
+  | 'BACKEND_UNAVAILABLE'    // connect refused / timed out / TLS failed / closed during login
+  | 'BACKEND_DOWN'           // health says down: fail fast without trying
+  | 'BACKEND_MAINTENANCE'    // administratively drained
+  | 'BACKEND_AUTH_FAILED'    // backend refused the credentials the directory accepted
+  | 'BACKEND_PROTOCOL'       // backend said something we cannot parse during login
+  | 'LINE_TOO_LONG'
+  | 'LITERAL_TOO_LARGE'
+  | 'TOO_MANY_ERRORS'
+  | 'PREAUTH_TIMEOUT'
+  | 'IDLE_TIMEOUT'
+  | 'SHUTDOWN'
+  | 'PROXY_HEADER_INVALID'
+  | 'UNTRUSTED_SOURCE'
+  | 'CONFIG_INVALID'
+  | 'INTERNAL';
+
+export type HealthSignal = 'none' | 'backend-failure' | 'backend-alive';
+
+export interface ErrorSpec {
+  imap: string;   // text after the tag (tagged) or after '* ' for BYE-class codes
+  pop3: string;
+  smtp: string;
+  logReason: string;
+  metricLabel: string;
+  retryable: boolean;
+  health: HealthSignal;
+}
+
+const TEMP_IMAP = 'NO [UNAVAILABLE] Temporary failure, please try again later';
+const TEMP_POP3 = '-ERR [SYS/TEMP] Temporary failure, please try again later';
+const TEMP_SMTP = '454 4.7.0 Temporary authentication failure, please try again later';
+
+// RFC 5530 (IMAP response codes), RFC 3206 (POP3 SYS/AUTH), RFC 4954 §6 / RFC 3463 (SMTP enhanced codes).
+export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
+  AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'authentication failed', metricLabel: 'auth_failed', retryable: false, health: 'none' },
+  AUTHZ_UNSUPPORTED: { imap: 'NO [AUTHORIZATIONFAILED] Authorization identity not supported', pop3: '-ERR [AUTH] Authorization identity not supported', smtp: '535 5.7.8 Authorization identity not supported', logReason: 'authzid differs from authcid', metricLabel: 'authz_unsupported', retryable: false, health: 'none' },
+  TLS_REQUIRED: { imap: 'NO [PRIVACYREQUIRED] Plaintext authentication disallowed without TLS', pop3: '-ERR [AUTH] Plaintext authentication disallowed without TLS', smtp: '538 5.7.11 Encryption required for requested authentication mechanism', logReason: 'plaintext auth without TLS', metricLabel: 'tls_required', retryable: false, health: 'none' },
+  DIRECTORY_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'directory unavailable', metricLabel: 'directory_unavailable', retryable: true, health: 'none' },
+  NO_ROUTE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'no backend for account', metricLabel: 'no_route', retryable: true, health: 'none' },
+  BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', retryable: true, health: 'backend-failure' },
+  BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', retryable: true, health: 'none' },
+  BACKEND_MAINTENANCE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend in maintenance', metricLabel: 'backend_maintenance', retryable: true, health: 'none' },
+  BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', retryable: false, health: 'backend-alive' },
+  BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', retryable: true, health: 'backend-failure' },
+  LINE_TOO_LONG: { imap: 'BAD Line too long', pop3: '-ERR Line too long', smtp: '500 5.5.2 Line too long', logReason: 'line too long', metricLabel: 'line_too_long', retryable: false, health: 'none' },
+  LITERAL_TOO_LARGE: { imap: 'BAD Literal too large', pop3: '-ERR Too large', smtp: '552 5.3.4 Too large', logReason: 'literal too large', metricLabel: 'literal_too_large', retryable: false, health: 'none' },
+  TOO_MANY_ERRORS: { imap: 'BYE Too many invalid commands', pop3: '-ERR Too many invalid commands', smtp: '421 4.7.0 Too many errors', logReason: 'too many bad commands', metricLabel: 'too_many_errors', retryable: false, health: 'none' },
+  PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', retryable: true, health: 'none' },
+  IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', retryable: true, health: 'none' },
+  SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', retryable: true, health: 'none' },
+  PROXY_HEADER_INVALID: { imap: 'BYE Invalid PROXY header', pop3: '-ERR Invalid PROXY header', smtp: '421 4.7.0 Invalid PROXY header', logReason: 'invalid PROXY protocol header', metricLabel: 'proxy_header_invalid', retryable: false, health: 'none' },
+  UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', retryable: false, health: 'none' },
+  CONFIG_INVALID: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'invalid configuration', metricLabel: 'config_invalid', retryable: false, health: 'none' },
+  INTERNAL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: '451 4.3.0 Internal error, please try again later', logReason: 'internal error', metricLabel: 'internal', retryable: true, health: 'none' },
+};
+
+export class ProxyError extends Error {
+  readonly code: ErrorCode;
+  /** Sanitised detail for logs only (never sent to a client). */
+  readonly detail: string | undefined;
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ? `${CATALOGUE[code].logReason}: ${detail}` : CATALOGUE[code].logReason, options);
+    this.name = 'ProxyError';
+    this.code = code;
+    this.detail = detail === undefined ? undefined : sanitize(detail);
+  }
+  get spec(): ErrorSpec { return CATALOGUE[this.code]; }
+}
+
+export function isProxyError(e: unknown): e is ProxyError {
+  return e instanceof ProxyError;
+}
+
+/** Wrap anything thrown by foreign code into a ProxyError with the given code (ProxyErrors pass through). */
+export function toProxyError(e: unknown, code: ErrorCode): ProxyError {
+  if (e instanceof ProxyError) return e;
+  const msg = e instanceof Error ? `${(e as NodeJS.ErrnoException).code ?? e.name}: ${e.message}` : String(e);
+  return new ProxyError(code, msg, { cause: e });
+}
+
+/** Make foreign text safe for a log line: printable ASCII only, cut short. */
+export function sanitize(text: string, max = 200): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}

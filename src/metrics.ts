@@ -1,0 +1,32 @@
+// Owns the one Prometheus registry (prefix mailproxy_) and every metric the proxy exports.
+// Must not carry per-user labels or do I/O; the admin HTTP server exposes it, workers' values are aggregated by the primary.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const registry = new Registry();
+let defaultsCollected = false;
+
+/** Process metrics (CPU, memory, fds, event loop lag); called once per process that exports metrics. */
+export function collectProcessMetrics(): void {
+  if (defaultsCollected) return;
+  defaultsCollected = true;
+  collectDefaultMetrics({ register: registry, prefix: 'mailproxy_' });
+}
+
+const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export const connectionsTotal = new Counter({ name: 'mailproxy_connections_total', help: 'Client connections accepted', labelNames: ['protocol'], registers: [registry] });
+export const sessionsActive = new Gauge({ name: 'mailproxy_sessions_active', help: 'Client sessions open now, by phase (prelogin, login, relay)', labelNames: ['protocol', 'phase'], registers: [registry] });
+export const loginsTotal = new Counter({ name: 'mailproxy_logins_total', help: 'Login attempts by result (ok or an error catalogue label)', labelNames: ['protocol', 'result'], registers: [registry] });
+export const disconnectsTotal = new Counter({ name: 'mailproxy_disconnects_total', help: 'Sessions ended, by reason', labelNames: ['protocol', 'reason'], registers: [registry] });
+export const relayBytesTotal = new Counter({ name: 'mailproxy_relay_bytes_total', help: 'Bytes relayed after login', labelNames: ['protocol', 'direction'], registers: [registry] });
+export const directoryRequestSeconds = new Histogram({ name: 'mailproxy_directory_request_seconds', help: 'Directory request latency', labelNames: ['operation', 'result'], buckets: LATENCY_BUCKETS, registers: [registry] });
+export const directoryCacheTotal = new Counter({ name: 'mailproxy_directory_cache_total', help: 'Directory cache lookups by result (hit, miss, stale, negative)', labelNames: ['result'], registers: [registry] });
+export const backendConnectSeconds = new Histogram({ name: 'mailproxy_backend_connect_seconds', help: 'Backend TCP/TLS connect latency', labelNames: ['backend', 'protocol'], buckets: LATENCY_BUCKETS, registers: [registry] });
+export const backendLoginSeconds = new Histogram({ name: 'mailproxy_backend_login_seconds', help: 'Backend login dialogue latency (connect to logged in)', labelNames: ['backend', 'protocol', 'result'], buckets: LATENCY_BUCKETS, registers: [registry] });
+export const backendUp = new Gauge({ name: 'mailproxy_backend_up', help: '1 when the backend is up (or unknown), 0 when suspect-less down or in maintenance', labelNames: ['backend', 'protocol'], registers: [registry] });
+export const backendStateTransitionsTotal = new Counter({ name: 'mailproxy_backend_state_transitions_total', help: 'Backend health state changes', labelNames: ['backend', 'from', 'to'], registers: [registry] });
+export const backendIdentityChangesTotal = new Counter({ name: 'mailproxy_backend_identity_changes_total', help: 'Backend greeting identity changes seen by probes (VIP moved, split brain)', labelNames: ['backend', 'protocol'], registers: [registry] });
+export const probesTotal = new Counter({ name: 'mailproxy_probes_total', help: 'Active health probes by result', labelNames: ['backend', 'protocol', 'result'], registers: [registry] });
+export const ldapUp = new Gauge({ name: 'mailproxy_ldap_up', help: '1 when the LDAP server answers', labelNames: ['server'], registers: [registry] });
+export const smtpMessagesTotal = new Counter({ name: 'mailproxy_smtp_messages_total', help: 'SMTP transactions by service and result', labelNames: ['service', 'result'], registers: [registry] });
+export const smtpRecipientsTotal = new Counter({ name: 'mailproxy_smtp_recipients_total', help: 'SMTP recipients by service and result', labelNames: ['service', 'result'], registers: [registry] });

@@ -1,0 +1,90 @@
+// Owns the contract between the Session (I/O) and protocol modules (sans-I/O dialogues and backend logins).
+// Must not contain protocol specifics or touch sockets, timers, the directory or health state.
+import type { ProxyError } from '../errors.js';
+import type { Credentials } from './sasl.js';
+import type { LimitsConfig } from '../config/schema.js';
+import type { Route } from '../directory/backends.js';
+
+/** What the Session tells a client dialogue. */
+export type ClientEvent =
+  | { kind: 'data'; bytes: Buffer }
+  /** STARTTLS/STLS handshake finished; the dialogue now runs over TLS. */
+  | { kind: 'tls-ready' }
+  /** Backend login succeeded; `text` is the backend's final reply without its tag (IMAP: `OK [CAPABILITY …] Logged in`; POP3: `+OK …`). */
+  | { kind: 'login-ok'; text: string }
+  | { kind: 'login-failed'; error: ProxyError }
+  /** The pre-login deadline passed. */
+  | { kind: 'deadline' }
+  /** The process is shutting down before login completed. */
+  | { kind: 'shutdown' };
+
+/** What a client dialogue asks the Session to do, in order. */
+export type ClientAction =
+  | { kind: 'send'; bytes: string | Buffer }
+  /** Stop reading, upgrade the socket to TLS, then deliver `tls-ready`. The dialogue has already dropped any bytes it buffered (RFC 3207 §4.2 / STARTTLS injection). */
+  | { kind: 'start-tls' }
+  /** Authenticate and log in to the backend; the Session answers with `login-ok` or `login-failed`. */
+  | { kind: 'login'; credentials: Credentials; clientId?: Record<string, string> }
+  /** Splice from now on; `pending` holds client bytes already read past the login command. */
+  | { kind: 'relay'; pending: Buffer }
+  /** Close after flushing what was sent; `reason` is for logs/metrics. */
+  | { kind: 'close'; reason: string };
+
+export interface Dialogue {
+  /** Actions for a new connection (greeting). */
+  start(): ClientAction[];
+  step(event: ClientEvent): ClientAction[];
+}
+
+export interface DialogueOptions {
+  /** The connection is already TLS (implicit TLS listener or after STARTTLS). */
+  tls: boolean;
+  /** STARTTLS/STLS may be offered (plain listener with TLS configured). */
+  starttls: boolean;
+  requireTlsForAuth: boolean;
+  limits: LimitsConfig;
+  greeting?: string;
+}
+
+/** Who the client is, as the backend should hear it. */
+export interface ClientEndpoint {
+  address: string;
+  port: number;
+  localAddress: string;
+  localPort: number;
+}
+
+export interface BackendLoginContext {
+  /** Name to log in as at the backend (account login, or `login*master`). */
+  user: string;
+  password: string;
+  route: Route;
+  client: ClientEndpoint;
+  sessionId: string;
+  /** Forward the client address (IMAP ID / XCLIENT) — only when the backend trusts the proxy. */
+  forwardClient: boolean;
+  /** Parameters the client sent in IMAP ID, to pass on. */
+  clientId?: Record<string, string>;
+}
+
+/** Backend events: one line at a time (without CRLF), or TLS done. */
+export type BackendEvent = { kind: 'line'; line: string } | { kind: 'tls-ready' };
+
+export type BackendAction =
+  | { kind: 'send'; bytes: string | Buffer }
+  | { kind: 'start-tls' }
+  /** Logged in; `text` is what login-ok carries to the client dialogue. */
+  | { kind: 'done'; text: string }
+  | { kind: 'fail'; error: ProxyError };
+
+export interface BackendLogin {
+  step(event: BackendEvent): BackendAction[];
+}
+
+export interface ProtocolModule {
+  readonly protocol: 'imap' | 'pop3';
+  createDialogue(options: DialogueOptions): Dialogue;
+  createBackendLogin(context: BackendLoginContext): BackendLogin;
+  /** Goodbye sent on a spliced session the proxy closes (backend down, shutdown, kick). */
+  goodbye(error: ProxyError): string;
+}

@@ -1,0 +1,35 @@
+// Owns the in-process registry of live client sessions (for /sessions, kicks, drain and backend-down goodbyes).
+// Must not know protocols or sockets; each entry brings its own kick function.
+import type { ProxyError } from '../errors.js';
+
+export interface SessionInfo {
+  id: string;
+  protocol: string;
+  client: string;
+  user?: string;
+  backend?: string;
+  phase: 'prelogin' | 'login' | 'relay';
+  startedAt: number;
+}
+
+export interface LiveSession {
+  info: SessionInfo;
+  /** Close with the protocol's goodbye for this error. */
+  kick(error: ProxyError): void;
+}
+
+export class SessionRegistry {
+  private readonly live = new Map<string, LiveSession>();
+  add(s: LiveSession): void { this.live.set(s.info.id, s); }
+  remove(id: string): void { this.live.delete(id); }
+  get size(): number { return this.live.size; }
+  list(filter: { user?: string; backend?: string } = {}): LiveSession[] {
+    return [...this.live.values()].filter((s) => (!filter.user || s.info.user === filter.user) && (!filter.backend || s.info.backend === filter.backend));
+  }
+  /** Kick matching sessions; returns how many. */
+  kick(filter: { user?: string; backend?: string }, error: ProxyError): number {
+    const hits = this.list(filter);
+    for (const s of hits) s.kick(error);
+    return hits.length;
+  }
+}

@@ -1,0 +1,181 @@
+// Owns the lifecycle of every fixture process the harness spawns: spawn, signal whole process trees, kill on exit.
+// Must not know about LDAP or Dovecot specifics, and must never signal a process it did not spawn itself.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+
+const live = new Set<ChildProcess>();
+let hooksInstalled = false;
+
+/** Direct and indirect children of `pid`, read from /proc (Linux only). */
+export function descendantsOf(pid: number): number[] {
+  const byParent = new Map<number, number[]>();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  for (const name of entries) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // Field 4 (ppid) follows the parenthesised command, which may itself contain spaces or ')'.
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ppid = Number(rest[1]);
+      const list = byParent.get(ppid) ?? [];
+      list.push(Number(name));
+      byParent.set(ppid, list);
+    } catch {
+      // process vanished while scanning
+    }
+  }
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const next = queue.shift()!;
+    for (const child of byParent.get(next) ?? []) {
+      out.push(child);
+      queue.push(child);
+    }
+  }
+  return out;
+}
+
+/** Send `signal` to `pid` and every descendant; missing processes are ignored. */
+export function signalTree(pid: number, signal: NodeJS.Signals): void {
+  const pids = [pid, ...descendantsOf(pid)];
+  for (const p of pids) {
+    try {
+      process.kill(p, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function killAllSync(): void {
+  for (const child of live) {
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
+    const tree = [child.pid, ...descendantsOf(child.pid)];
+    for (const p of tree) {
+      try {
+        process.kill(p, 'SIGCONT');
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  live.clear();
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', killAllSync);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = (): void => {
+      killAllSync();
+      // Only re-raise when nobody else handles the signal, so default termination still happens.
+      if (process.listenerCount(sig) === 1) {
+        process.removeListener(sig, onSignal);
+        process.kill(process.pid, sig);
+      }
+    };
+    process.on(sig, onSignal);
+  }
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  exited: Promise<void>;
+  /** Tail of what the process wrote to stdout/stderr (kept in `outputPath`). */
+  output(): string;
+}
+
+/**
+ * Spawn a long-running fixture process with stdout+stderr appended to `outputPath`; it is killed
+ * (with its tree) if this Node process exits.
+ */
+export function spawnFixture(cmd: string, args: string[], cwd: string, outputPath: string): Spawned {
+  installHooks();
+  const fd = openSync(outputPath, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, args, { cwd, stdio: ['ignore', fd, fd] });
+  } finally {
+    closeSync(fd);
+  }
+  let spawnError = '';
+  live.add(child);
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => {
+      live.delete(child);
+      resolve();
+    });
+    child.once('error', (err) => {
+      spawnError = String(err);
+      live.delete(child);
+      resolve();
+    });
+  });
+  const output = (): string => {
+    let text = '';
+    try {
+      text = readFileSync(outputPath, 'utf8');
+    } catch {
+      // not written yet
+    }
+    return (spawnError + text).slice(-4000);
+  };
+  return { child, exited, output };
+}
+
+/** Graceful stop: SIGCONT (in case paused), SIGTERM, then SIGKILL of the whole tree after `graceMs`. */
+export async function stopFixture(sp: Spawned, graceMs = 3000): Promise<void> {
+  const pid = sp.child.pid;
+  if (pid === undefined || sp.child.exitCode !== null || sp.child.signalCode !== null) return;
+  const tree = [pid, ...descendantsOf(pid)];
+  signalTree(pid, 'SIGCONT');
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    // gone
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    sp.exited.then(() => false),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), graceMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (timedOut) signalTree(pid, 'SIGKILL');
+  // Children that outlive their master (e.g. Dovecot login processes) still hold listener fds.
+  for (const p of tree) {
+    try {
+      process.kill(p, 0);
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // gone, as expected
+    }
+  }
+  await sp.exited;
+}
+
+/** Run a short command to completion; rejects with its stderr on a non-zero exit. */
+export function runCommand(cmd: string, args: string[], opts: { cwd?: string; input?: string } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      if (code === 0) resolve(out);
+      else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.trim() || out.trim()}`));
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}

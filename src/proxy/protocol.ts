@@ -88,3 +88,19 @@ export interface ProtocolModule {
   /** Goodbye sent on a spliced session the proxy closes (backend down, shutdown, kick). */
   goodbye(error: ProxyError): string;
 }
+
+/** A client connection after accept and PROXY header, handed to a protocol service. */
+export interface AcceptedConnection {
+  id: string;
+  /** Real client address (from the PROXY header when one was accepted). */
+  client: ClientEndpoint;
+  listener: import('../config/schema.js').ListenerConfig;
+}
+
+/** What a listener hands sockets to (IMAP/POP3 sessions, SMTP services). */
+export interface ConnectionHandler {
+  /** Take over a raw TCP socket (no TLS yet, PROXY header already consumed). */
+  handle(socket: import('node:net').Socket, conn: AcceptedConnection): void;
+  /** Stop taking connections and say goodbye to live ones (drain deadline handled by caller). */
+  close(): Promise<void>;
+}

@@ -131,34 +131,48 @@ export function spawnFixture(cmd: string, args: string[], cwd: string, outputPat
   return { child, exited, output };
 }
 
-/** Graceful stop: SIGCONT (in case paused), SIGTERM, then SIGKILL of the whole tree after `graceMs`. */
-export async function stopFixture(sp: Spawned, graceMs = 3000): Promise<void> {
-  const pid = sp.child.pid;
-  if (pid === undefined || sp.child.exitCode !== null || sp.child.signalCode !== null) return;
-  const tree = [pid, ...descendantsOf(pid)];
-  signalTree(pid, 'SIGCONT');
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    // gone
-  }
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = await Promise.race([
-    sp.exited.then(() => false),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), graceMs);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (timedOut) signalTree(pid, 'SIGKILL');
-  // Children that outlive their master (e.g. Dovecot login processes) still hold listener fds.
-  for (const p of tree) {
+function killPids(pids: number[]): void {
+  for (const p of pids) {
     try {
-      process.kill(p, 0);
       process.kill(p, 'SIGKILL');
     } catch {
-      // gone, as expected
+      // gone
     }
+  }
+}
+
+/**
+ * Stop a fixture and every process below it. `graceful`: SIGTERM the top process and wait up to
+ * `graceMs` before SIGKILL; otherwise SIGKILL the whole tree at once (a crash, and fast: Dovecot's
+ * master takes about 1 s to honour SIGTERM). Survivors of the tree are always killed, since
+ * orphaned children (e.g. Dovecot login processes) would keep the listening sockets open.
+ */
+export async function stopFixture(sp: Spawned, opts: { graceful?: boolean; graceMs?: number } = {}): Promise<void> {
+  const pid = sp.child.pid;
+  if (pid === undefined || sp.child.exitCode !== null || sp.child.signalCode !== null) return;
+  if (opts.graceful === true) {
+    const tree = [pid, ...descendantsOf(pid)];
+    signalTree(pid, 'SIGCONT');
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // gone
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      sp.exited.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), opts.graceMs ?? 3000))),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) killPids(tree);
+  } else {
+    // A stopped parent cannot fork between listing its children and the kill.
+    try {
+      process.kill(pid, 'SIGSTOP');
+    } catch {
+      // gone
+    }
+    killPids([pid, ...descendantsOf(pid)]);
   }
   await sp.exited;
 }

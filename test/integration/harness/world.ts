@@ -1,0 +1,121 @@
+// Owns composing the whole integration test world: temp folder, cert, SMTP sink, slapd, two Dovecot backends.
+// Must not contain protocol or config details of one component (those live in their own harness modules).
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { requireBinaries } from './binaries.js';
+import { startDovecot, type DovecotInstance } from './dovecot-backend.js';
+import { startLdap, type LdapInstance } from './ldap-server.js';
+import { allocatePorts } from './ports.js';
+import { startSmtpSink, type SmtpSink } from './smtp-sink.js';
+import { markOwner, reapStaleWorlds, WORLD_PARENT, WORLD_PREFIX } from './stale-worlds.js';
+import { generateCert, type TlsFiles } from './tls-cert.js';
+import { makeUsers, MASTER_PASSWORD, MASTER_SEPARATOR, MASTER_USER, type TestUser, type UserName } from './users.js';
+
+export type { DovecotInstance, DovecotPorts } from './dovecot-backend.js';
+export type { LdapInstance } from './ldap-server.js';
+export type { SmtpSink, SinkMessage } from './smtp-sink.js';
+export type { TestUser, UserName } from './users.js';
+export type { TlsFiles } from './tls-cert.js';
+
+export interface World {
+  /** Temp root folder (kept after stop() when MAILPROXY_KEEP_WORLD=1, for reading logs). */
+  dir: string;
+  ldap: LdapInstance;
+  backends: { a: DovecotInstance; b: DovecotInstance };
+  /** A loopback port where nothing listens (allocated, then closed). */
+  deadPort: number;
+  sink: SmtpSink;
+  tls: TlsFiles;
+  users: Record<UserName, TestUser>;
+  /** Dovecot master user for the proxy's master-user login mode: login as `uid${separator}${name}`. */
+  masterUser: { name: string; password: string; separator: string };
+  /** Milliseconds startWorld took. */
+  startupMs: number;
+  stop(): Promise<void>;
+}
+
+export interface WorldOptions {
+  /** Long-lived Dovecot processes with high client limits, for load tests (TEST-WORLD.md). */
+  dovecotPerfTuning?: boolean;
+}
+
+type Stoppable = { stop(): Promise<void> } | { close(): Promise<void> };
+
+async function stopAll(parts: Stoppable[]): Promise<void> {
+  const results = await Promise.allSettled(parts.map((p) => ('stop' in p ? p.stop() : p.close())));
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length > 0) throw new Error(`world teardown: ${failed.map((f) => String(f.reason)).join('; ')}`);
+}
+
+export async function startWorld(opts: WorldOptions = {}): Promise<World> {
+  const t0 = Date.now();
+  const bins = requireBinaries();
+  reapStaleWorlds();
+  const dir = await mkdtemp(join(WORLD_PARENT, WORLD_PREFIX));
+  // Dovecot drops to the mail and dovenull users, which must traverse this folder.
+  await chmod(dir, 0o755);
+  markOwner(dir);
+
+  const started: Stoppable[] = [];
+  const removeDir = async (): Promise<void> => {
+    if (process.env['MAILPROXY_KEEP_WORLD'] !== '1') await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const [ldapPort, deadPort, ...p] = await allocatePorts(14);
+    const portsFor = (i: number) => ({
+      imap: p[i]!, imaps: p[i + 1]!, pop3: p[i + 2]!, pop3s: p[i + 3]!, lmtp: p[i + 4]!, submission: p[i + 5]!,
+    });
+    const [tls, sink] = await Promise.all([generateCert(bins.get('openssl')!, dir), startSmtpSink()]);
+    started.push(sink);
+    const users = makeUsers();
+    const all = Object.values(users);
+    const backend = (name: string, ports: ReturnType<typeof portsFor>) =>
+      startDovecot({
+        name,
+        dir: join(dir, name),
+        ports,
+        sinkPort: sink.port,
+        certPath: tls.certPath,
+        keyPath: tls.keyPath,
+        dovecot: bins.get('dovecot')!,
+        users: all,
+        residents: all.filter((u) => u.mailHost === name),
+        perfTuning: opts.dovecotPerfTuning === true,
+      });
+    const settled = await Promise.allSettled([
+      startLdap({ dir: join(dir, 'ldap'), port: ldapPort!, users: all, slapd: bins.get('slapd')!, slapadd: bins.get('slapadd')! }),
+      backend('backend-a', portsFor(0)),
+      backend('backend-b', portsFor(6)),
+    ] as const);
+    for (const s of settled) if (s.status === 'fulfilled') started.push(s.value);
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failure !== undefined) throw failure.reason;
+    const [ldap, a, b] = settled.map((s) => (s as PromiseFulfilledResult<unknown>).value) as [LdapInstance, DovecotInstance, DovecotInstance];
+
+    let stopped = false;
+    return {
+      dir,
+      ldap,
+      backends: { a, b },
+      deadPort: deadPort!,
+      sink,
+      tls,
+      users,
+      masterUser: { name: MASTER_USER, password: MASTER_PASSWORD, separator: MASTER_SEPARATOR },
+      startupMs: Date.now() - t0,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        try {
+          await stopAll(started);
+        } finally {
+          await removeDir();
+        }
+      },
+    };
+  } catch (err) {
+    await stopAll(started).catch(() => undefined);
+    await removeDir();
+    throw err;
+  }
+}

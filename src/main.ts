@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+// Owns the command line: start, check-config, lookup, status; and process signals (SIGHUP reload, SIGTERM drain).
+// Must not hold protocol or health logic; it loads config and composes the modules (see server.ts, runtime.ts).
+import { parseArgs } from 'node:util';
+import { loadConfig, ConfigError } from './config/load.js';
+import { createLogger, silentLogger } from './log.js';
+import { createDirectory } from './directory/create.js';
+import { isProxyError } from './errors.js';
+import { runInstance } from './runtime.js';
+
+const USAGE = `usage: mailproxy <command> [options]
+  start -c FILE           run the proxy
+  check-config -c FILE    validate a configuration file and exit
+  lookup USER -c FILE     show what the directory says about USER (no password)
+  status -c FILE          print the backend table; exit 0 all up, 2 any down, 3 unknown`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+  const [command, ...rest] = positionals;
+  if (values.help || !command) { console.log(USAGE); return command ? 0 : 64; }
+  const file = values.config ?? process.env['MAILPROXY_CONFIG'] ?? 'config/example.yaml';
+  const config = () => {
+    try { return loadConfig(file); } catch (e) {
+      if (e instanceof ConfigError) { console.error(`${e.message}\n  ${e.problems.join('\n  ')}`); process.exit(78); }
+      throw e;
+    }
+  };
+  switch (command) {
+    case 'check-config': {
+      const c = config();
+      console.log(`${file}: OK (${c.listeners.length} listeners, directory ${c.directory.type}, ${Object.keys(c.backends).length} backends)`);
+      return 0;
+    }
+    case 'lookup': {
+      const user = rest[0];
+      if (!user) { console.error('lookup needs a USER'); return 64; }
+      const dir = createDirectory(config(), silentLogger);
+      try {
+        const account = await dir.lookup(user);
+        console.log(JSON.stringify(account ? { found: true, ...account } : { found: false, user }, null, 2));
+        return account ? 0 : 1;
+      } catch (e) {
+        console.error(`lookup failed: ${isProxyError(e) ? `${e.code} ${e.detail ?? ''}` : (e as Error).message}`);
+        return 75;
+      } finally { await dir.close(); }
+    }
+    case 'status': {
+      const { runStatus } = await import('./health/status.js');
+      return runStatus(config());
+    }
+    case 'start': {
+      const c = config();
+      await runInstance(c, file, createLogger(c.log.level));
+      return -1; // keep running
+    }
+    default:
+      console.error(`unknown command '${command}'\n${USAGE}`);
+      return 64;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => { if (code >= 0) process.exitCode = code; }, (e) => {
+  console.error(`mailproxy: ${(e as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,39 @@
+// Owns opening a connection to a backend endpoint: TCP connect under a deadline, optional PROXY v2 header, implicit TLS.
+// Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE.
+import { connect, type Socket } from 'node:net';
+import { ProxyError } from '../errors.js';
+import type { Route } from '../directory/backends.js';
+import { upgradeClient } from './starttls.js';
+import { encodeProxyV2 } from './proxy-header.js';
+import { backendConnectSeconds } from '../metrics.js';
+import type { ClientEndpoint } from './protocol.js';
+
+export interface ConnectOptions {
+  timeoutMs: number;
+  /** Send a PROXY v2 header carrying this client (route.forwardClientAddress === 'proxy-v2' and trusted). */
+  proxyFor?: ClientEndpoint;
+}
+
+export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
+  const started = performance.now();
+  const socket = await new Promise<Socket>((resolve, reject) => {
+    const s = connect({ host: route.host, port: route.port, noDelay: true });
+    const timer = setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
+    s.once('connect', () => { clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
+    s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });
+  });
+  socket.on('error', () => undefined); // replaced by the session's handler; prevents an unhandled error in between
+  if (opts.proxyFor) {
+    socket.write(encodeProxyV2({
+      source: { address: opts.proxyFor.address, port: opts.proxyFor.port },
+      destination: { address: opts.proxyFor.localAddress, port: opts.proxyFor.localPort },
+    }));
+  }
+  let out: Socket = socket;
+  if (route.tls === 'implicit') {
+    out = await upgradeClient(socket, { servername: route.servername, rejectUnauthorized: route.tlsVerify }, opts.timeoutMs);
+    out.on('error', () => undefined);
+  }
+  backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (performance.now() - started) / 1000);
+  return out;
+}

@@ -1,0 +1,112 @@
+// Owns accepting TCP connections on one configured listener: PROXY protocol header (trusted sources only), ids, metrics.
+// Must not speak mail protocols beyond a one-line refusal; it hands each socket to the protocol's ConnectionHandler.
+import { createServer, type Server, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { ListenerConfig } from '../config/schema.js';
+import { CATALOGUE, type ErrorCode } from '../errors.js';
+import { connectionsTotal } from '../metrics.js';
+import type { ClientEndpoint, ConnectionHandler } from './protocol.js';
+import { isTrustedSource, parseProxyHeader } from './proxy-header.js';
+
+const PROXY_HEADER_DEADLINE_MS = 5000;
+const PROXY_HEADER_MAX_BYTES = 16 + 65535;
+
+export function newConnectionId(): string { return randomBytes(6).toString('hex'); }
+
+export function plainAddress(a: string | undefined): string {
+  if (!a) return '0.0.0.0';
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+/** One-line refusal in the listener's protocol (before any dialogue exists). */
+export function refusal(protocol: ListenerConfig['protocol'], code: ErrorCode): string {
+  const spec = CATALOGUE[code];
+  if (protocol === 'imap') return `* ${spec.imap}\r\n`;
+  if (protocol === 'pop3') return `${spec.pop3}\r\n`;
+  return `${spec.smtp}\r\n`;
+}
+
+export class Listener {
+  readonly server: Server;
+  private readonly log: Logger;
+
+  constructor(readonly config: ListenerConfig, private readonly handler: () => ConnectionHandler, logger: Logger) {
+    this.log = logger.child({ listener: `${config.protocol}/${config.address}:${config.port}` });
+    this.server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 }, (s) => this.accept(s));
+    this.server.on('error', (e) => this.log.error({ err: e.message }, 'listener error'));
+  }
+
+  listen(): Promise<{ address: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host: this.config.address, port: this.config.port }, () => {
+        this.server.off('error', reject);
+        const a = this.server.address();
+        resolve(typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: this.config.address, port: this.config.port });
+      });
+    });
+  }
+
+  /** Stop accepting; open connections are left to their sessions. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: Socket): void {
+    connectionsTotal.inc({ protocol: this.config.protocol });
+    socket.on('error', () => undefined);
+    const id = newConnectionId();
+    const client: ClientEndpoint = {
+      address: plainAddress(socket.remoteAddress), port: socket.remotePort ?? 0,
+      localAddress: plainAddress(socket.localAddress), localPort: socket.localPort ?? 0,
+    };
+    if (!this.config.proxyProtocol) return this.handOver(socket, id, client);
+    if (!isTrustedSource(client.address, this.config.proxyTrustedNetworks)) {
+      this.log.warn({ conn: id, client: client.address }, 'PROXY header from untrusted source refused');
+      socket.end(refusal(this.config.protocol, 'UNTRUSTED_SOURCE'));
+      return;
+    }
+    this.readProxyHeader(socket, id, client);
+  }
+
+  private readProxyHeader(socket: Socket, id: string, peer: ClientEndpoint): void {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => fail('no PROXY header in time'), PROXY_HEADER_DEADLINE_MS);
+    const fail = (reason: string) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      this.log.warn({ conn: id, client: peer.address, reason }, 'invalid PROXY header');
+      socket.end(refusal(this.config.protocol, 'PROXY_HEADER_INVALID'));
+      setTimeout(() => socket.destroy(), 1000).unref();
+    };
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length > PROXY_HEADER_MAX_BYTES) return fail('header too large');
+      const r = parseProxyHeader(buf);
+      if (r.state === 'need-more') return;
+      if (r.state === 'error') return fail(r.reason);
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.pause();
+      const rest = buf.subarray(r.consumed);
+      if (rest.length) socket.unshift(rest);
+      const h = r.header;
+      const client: ClientEndpoint = h.command === 'PROXY' && h.source && h.destination
+        ? { address: plainAddress(h.source.address), port: h.source.port, localAddress: plainAddress(h.destination.address), localPort: h.destination.port }
+        : peer;
+      this.handOver(socket, id, client);
+    };
+    socket.on('data', onData);
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  private handOver(socket: Socket, id: string, client: ClientEndpoint): void {
+    try {
+      this.handler().handle(socket, { id, client, listener: this.config });
+    } catch (e) {
+      this.log.error({ conn: id, err: (e as Error).message }, 'handler failed');
+      socket.destroy();
+    }
+  }
+}

@@ -1,0 +1,275 @@
+// Owns one IMAP/POP3 client connection: runs the sans-I/O dialogue's actions against the socket, timers, the one auth path and the relay.
+// Must not parse protocol bytes (dialogues do) nor pump bytes itself after login (the Relay does).
+import type { Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import type { Logger } from '../log.js';
+import type { Config } from '../config/schema.js';
+import type { Directory, Account } from '../directory/directory.js';
+import type { BackendGate } from '../health/gate.js';
+import { resolveRoute, type Route } from '../directory/backends.js';
+import { ProxyError, toProxyError } from '../errors.js';
+import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, Dialogue, ProtocolModule } from './protocol.js';
+import type { Credentials } from './sasl.js';
+import { SessionRegistry, type SessionInfo } from './sessions.js';
+import { upgradeServer } from './starttls.js';
+import { loginToBackend, type LoggedIn } from './backend-login.js';
+import { Relay, type RelayResult } from './relay.js';
+import { backendLoginSeconds, disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
+
+export interface ProtocolServiceDeps {
+  module: ProtocolModule;
+  /** Current configuration (replaced on reload; a session keeps what it started with for limits). */
+  config: () => Config;
+  directory: () => Directory;
+  gate: BackendGate;
+  sessions: SessionRegistry;
+  logger: Logger;
+  secureContext: () => SecureContext | undefined;
+}
+
+/** A ConnectionHandler that runs a Session per IMAP or POP3 connection. */
+export class ProtocolService implements ConnectionHandler {
+  private readonly live = new Set<Session>();
+  constructor(private readonly deps: ProtocolServiceDeps) {}
+  handle(socket: Socket, conn: AcceptedConnection): void {
+    const s = new Session(this.deps, socket, conn, () => this.live.delete(s));
+    this.live.add(s);
+    s.run();
+  }
+  async close(): Promise<void> {
+    const all = [...this.live];
+    for (const s of all) s.kick(new ProxyError('SHUTDOWN'));
+    await Promise.all(all.map((s) => s.finished));
+  }
+}
+
+type Phase = 'new' | 'prelogin' | 'login' | 'relay' | 'closed';
+
+class Session {
+  private socket: Socket;
+  private dialogue!: Dialogue;
+  private phase: Phase = 'new';
+  private readonly config: Config;
+  private readonly log: Logger;
+  private readonly info: SessionInfo;
+  private readonly started = Date.now();
+  private deadline: NodeJS.Timeout | undefined;
+  private loginAbort: AbortController | undefined;
+  private loggedIn: LoggedIn | undefined;
+  private relay: Relay | undefined;
+  private route: Route | undefined;
+  private result = 'no login';
+  private settle!: () => void;
+  readonly finished = new Promise<void>((r) => { this.settle = r; });
+
+  constructor(private readonly deps: ProtocolServiceDeps, socket: Socket, private readonly conn: AcceptedConnection, private readonly onGone: () => void) {
+    this.socket = socket;
+    this.config = deps.config();
+    const protocol = deps.module.protocol;
+    this.log = deps.logger.child({ conn: conn.id, protocol, client: conn.client.address });
+    this.info = { id: conn.id, protocol, client: `${conn.client.address}:${conn.client.port}`, phase: 'prelogin', startedAt: this.started };
+  }
+
+  private get settings() { return this.config[this.deps.module.protocol]; }
+
+  async run(): Promise<void> {
+    const { deps, conn } = this;
+    deps.sessions.add({ info: this.info, kick: (e) => this.kick(e) });
+    this.setPhase('prelogin');
+    this.socket.on('error', (e: NodeJS.ErrnoException) => this.log.debug({ phase: this.phase, err: e.code ?? e.message }, 'client socket error'));
+    this.socket.on('close', this.onClientClose);
+    this.deadline = setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
+    const ctx = deps.secureContext();
+    if (conn.listener.tls === 'implicit') {
+      if (!ctx) return this.end('no TLS context');
+      try {
+        this.socket.off('close', this.onClientClose);
+        this.socket = await upgradeServer(this.socket, ctx, this.settings.limits.preAuthDeadlineMs);
+        this.socket.on('close', this.onClientClose);
+        this.socket.on('error', () => undefined);
+      } catch {
+        return this.end('TLS handshake failed');
+      }
+    }
+    this.dialogue = deps.module.createDialogue({
+      tls: conn.listener.tls === 'implicit',
+      starttls: conn.listener.tls === 'starttls' && !!ctx,
+      requireTlsForAuth: this.settings.requireTlsForAuth,
+      limits: this.settings.limits,
+      ...(this.settings.greeting ? { greeting: this.settings.greeting } : {}),
+    });
+    this.socket.on('data', this.onData);
+    this.socket.resume(); // a PROXY header reader may have paused it
+    this.apply(this.dialogue.start());
+  }
+
+  private readonly onData = (bytes: Buffer) => this.feed({ kind: 'data', bytes });
+
+  private readonly onClientClose = () => {
+    if (this.phase === 'relay' || this.phase === 'closed') return;
+    this.loginAbort?.abort();
+    this.finish('client closed before login', 'client');
+  };
+
+  private feed(event: ClientEvent): void {
+    if (this.phase === 'closed' || this.phase === 'relay') return;
+    let actions: ClientAction[];
+    try { actions = this.dialogue.step(event); } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'dialogue failed');
+      return this.end('internal error');
+    }
+    this.apply(actions);
+  }
+
+  private apply(actions: ClientAction[]): void {
+    for (const a of actions) {
+      if (this.phase === 'closed') return;
+      switch (a.kind) {
+        case 'send': this.socket.write(a.bytes); break;
+        case 'start-tls': this.startTls(); return;
+        case 'login': this.login(a.credentials, a.clientId); break;
+        case 'relay': this.startRelay(a.pending); return;
+        case 'close': this.end(a.reason); return;
+      }
+    }
+  }
+
+  private startTls(): void {
+    const ctx = this.deps.secureContext();
+    if (!ctx) return this.end('no TLS context');
+    const raw = this.socket;
+    raw.off('data', this.onData);
+    raw.off('close', this.onClientClose);
+    raw.pause();
+    upgradeServer(raw, ctx, this.settings.limits.preAuthDeadlineMs).then((tls) => {
+      this.socket = tls;
+      tls.on('error', () => undefined);
+      tls.on('close', this.onClientClose);
+      tls.on('data', this.onData);
+      this.feed({ kind: 'tls-ready' });
+    }, () => this.finish('STARTTLS handshake failed', 'client'));
+  }
+
+  private login(credentials: Credentials, clientId?: Record<string, string>): void {
+    this.setPhase('login');
+    this.loginAbort = new AbortController();
+    const started = performance.now();
+    this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
+      if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
+      this.loggedIn = loggedIn;
+      this.result = 'ok';
+      loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
+      this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(performance.now() - started) }, 'login ok');
+      this.feed({ kind: 'login-ok', text: loggedIn.text });
+    }, (e: unknown) => {
+      const err = toProxyError(e, 'INTERNAL');
+      this.result = err.spec.metricLabel;
+      loginsTotal.inc({ protocol: this.deps.module.protocol, result: err.spec.metricLabel });
+      this.log.info({ phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail }, 'login failed');
+      if (this.phase === 'closed') return;
+      this.setPhase('prelogin');
+      const delay = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED' ? this.settings.limits.authFailureDelayMs : 0;
+      const deliver = () => this.feed({ kind: 'login-failed', error: err });
+      if (delay > 0) setTimeout(deliver, delay); else deliver();
+    });
+  }
+
+  private async authenticateAndConnect(credentials: Credentials, clientId: Record<string, string> | undefined, signal: AbortSignal): Promise<LoggedIn> {
+    const { deps, config } = this;
+    const auth = await deps.directory().authenticate(credentials);
+    if (!auth.ok) throw new ProxyError('AUTH_FAILED');
+    const account: Account = auth.account;
+    this.info.user = account.login;
+    const route = deps.gate.admit(resolveRoute(config, account.host, deps.module.protocol));
+    this.route = route;
+    this.info.backend = route.backend;
+    const bl = config.backendLogin;
+    const master = bl.mode === 'master';
+    const started = performance.now();
+    try {
+      const loggedIn = await loginToBackend(deps.module, route, {
+        user: master ? `${account.login}${bl.masterSeparator}${bl.masterUser}` : account.login,
+        password: master ? bl.masterPassword ?? '' : credentials.password,
+        route,
+        client: this.conn.client,
+        sessionId: this.conn.id,
+        forwardClient: route.trustsProxy && route.forwardClientAddress === 'native',
+        ...(clientId ? { clientId } : {}),
+      }, { budgetMs: bl.backendLoginBudgetMs, connectTimeoutMs: bl.connectTimeoutMs, signal });
+      backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, (performance.now() - started) / 1000);
+      deps.gate.report(route, 'ok');
+      return loggedIn;
+    } catch (e) {
+      const err = toProxyError(e, 'BACKEND_PROTOCOL');
+      backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, (performance.now() - started) / 1000);
+      if (!signal.aborted) deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
+      throw err;
+    }
+  }
+
+  private startRelay(pending: Buffer): void {
+    const loggedIn = this.loggedIn;
+    if (!loggedIn) return this.end('relay without backend');
+    clearTimeout(this.deadline);
+    this.setPhase('relay');
+    this.socket.off('data', this.onData);
+    this.socket.off('close', this.onClientClose);
+    loggedIn.socket.on('error', () => undefined);
+    const idleGoodbye = this.deps.module.goodbye(new ProxyError('IDLE_TIMEOUT'));
+    this.relay = new Relay(this.socket, loggedIn.socket, {
+      protocol: this.deps.module.protocol,
+      idleTimeoutMs: this.settings.limits.idleTimeoutMs,
+      pendingUp: pending,
+      pendingDown: loggedIn.leftover,
+      idleGoodbye,
+    });
+    this.relay.done.then((r) => this.summarise(r));
+    this.relay.start();
+  }
+
+  /** Close from outside (shutdown, kick, backend down) with the protocol's goodbye. */
+  kick(error: ProxyError): void {
+    if (this.phase === 'closed') return;
+    if (this.relay) return this.relay.stop(error.spec.logReason, this.deps.module.goodbye(error));
+    this.feed({ kind: error.code === 'SHUTDOWN' ? 'shutdown' : 'deadline' });
+  }
+
+  private end(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.loginAbort?.abort();
+    const s = this.socket;
+    s.end();
+    setTimeout(() => s.destroy(), 2000).unref();
+    this.finish(reason, 'proxy');
+  }
+
+  private finish(reason: string, closedBy: string): void {
+    if (this.phase === 'closed') return;
+    this.setPhase('closed');
+    clearTimeout(this.deadline);
+    this.loggedIn?.socket.destroy();
+    this.deps.sessions.remove(this.conn.id);
+    disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: reason.split(':')[0]!.replace(/[^a-z]+/gi, '_').toLowerCase() });
+    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, closedBy, reason, durationMs: Date.now() - this.started }, 'session');
+    this.onGone();
+    this.settle();
+  }
+
+  private summarise(r: RelayResult): void {
+    this.setPhase('closed');
+    this.deps.sessions.remove(this.conn.id);
+    disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: r.reason.replace(/[^a-z]+/gi, '_').toLowerCase() });
+    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, bytesUp: r.bytesUp, bytesDown: r.bytesDown, closedBy: r.closedBy, reason: r.reason, durationMs: Date.now() - this.started }, 'session');
+    this.onGone();
+    this.settle();
+  }
+
+  private setPhase(p: Phase): void {
+    const old = this.phase;
+    if (old === p) return;
+    const protocol = this.deps.module.protocol;
+    if (old !== 'new' && old !== 'closed') sessionsActive.dec({ protocol, phase: old });
+    if (p !== 'closed' && p !== 'new') { sessionsActive.inc({ protocol, phase: p }); this.info.phase = p; }
+    this.phase = p;
+  }
+}

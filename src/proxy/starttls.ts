@@ -1,0 +1,31 @@
+// Owns upgrading sockets to TLS: server side for STARTTLS/implicit client connections, client side towards backends.
+// Must not know protocols; callers decide when to upgrade and what to do with bytes sent before the handshake.
+import { TLSSocket, connect as tlsConnect, type SecureContext } from 'node:tls';
+import type { Socket } from 'node:net';
+import { ProxyError, toProxyError } from '../errors.js';
+
+/** Wrap an accepted socket as a TLS server and wait for the handshake (bounded by timeoutMs). */
+export function upgradeServer(socket: Socket, secureContext: SecureContext, timeoutMs: number): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const tls = new TLSSocket(socket, { isServer: true, secureContext });
+    const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), timeoutMs);
+    const fail = (e: Error) => { clearTimeout(timer); tls.destroy(); socket.destroy(); reject(toProxyError(e, 'PREAUTH_TIMEOUT')); };
+    tls.once('secure', () => { clearTimeout(timer); tls.off('error', fail); resolve(tls); });
+    tls.once('error', fail);
+    tls.once('close', () => fail(new Error('closed during TLS handshake')));
+  });
+}
+
+export interface ClientTlsOptions { servername: string; rejectUnauthorized: boolean; minVersion?: 'TLSv1.2' | 'TLSv1.3' }
+
+/** TLS client handshake over an existing connection to a backend; failures are BACKEND_UNAVAILABLE. */
+export function upgradeClient(socket: Socket, opts: ClientTlsOptions, timeoutMs: number): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const isIp = /^[\d.]+$|:/.test(opts.servername);
+    const tls = tlsConnect({ socket, ...(isIp ? {} : { servername: opts.servername }), rejectUnauthorized: opts.rejectUnauthorized, minVersion: opts.minVersion ?? 'TLSv1.2' });
+    const timer = setTimeout(() => fail(new Error('backend TLS handshake timeout')), timeoutMs);
+    const fail = (e: Error) => { clearTimeout(timer); tls.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `TLS: ${e.message}`, { cause: e })); };
+    tls.once('secureConnect', () => { clearTimeout(timer); tls.off('error', fail); resolve(tls); });
+    tls.once('error', fail);
+  });
+}

@@ -1,6 +1,8 @@
 // Proves the integration test world itself: real slapd and two real Dovecot backends behave as the harness promises.
 // Must not test the proxy; every connection here goes straight to a fixture.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { Client } from 'ldapts';
 import nodemailer from 'nodemailer';
@@ -38,6 +40,20 @@ function connectRefused(port: number): Promise<boolean> {
     });
     s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
   });
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie awaiting its parent counts as gone.
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 describe('integration test world (real slapd + Dovecot)', function () {
@@ -139,6 +155,16 @@ describe('integration test world (real slapd + Dovecot)', function () {
     const m = world.masterUser;
     const c = await imapLogin(world.backends.a.ports.imap, `alice${m.separator}${m.name}`, m.password);
     c.close();
+  });
+
+  it('serves IMAPS and POP3S with the world certificate (verified against tls.caPath)', async function () {
+    const ca = readFileSync(world.tls.caPath);
+    const imaps = await LineClient.connect(world.backends.a.ports.imaps, { tls: true, ca });
+    assert.match(await imaps.readLine(), /^\* OK/);
+    imaps.close();
+    const pop3s = await LineClient.connect(world.backends.b.ports.pop3s, { tls: true, ca });
+    assert.match(await pop3s.readLine(), /^\+OK/);
+    pop3s.close();
   });
 
   it('logs bob into backend-b over POP3 USER/PASS', async function () {
@@ -247,5 +273,48 @@ describe('integration test world (real slapd + Dovecot)', function () {
     const client = new Client({ url: ldap.url, timeout: 5000, connectTimeout: 5000 });
     await client.bind(ldap.bindDN, ldap.bindPassword);
     await client.unbind();
+  });
+});
+
+describe('integration test world lifecycle', function () {
+  it('kills every fixture process and removes its folder when the test process exits without stop()', async function () {
+    this.timeout(20000);
+    const worldModule = new URL('./harness/world.js', import.meta.url).href;
+    const processesModule = new URL('./harness/processes.js', import.meta.url).href;
+    const script = `
+      const { startWorld } = await import(${JSON.stringify(worldModule)});
+      const { descendantsOf } = await import(${JSON.stringify(processesModule)});
+      const w = await startWorld();
+      const masters = [w.ldap.pid(), w.backends.a.pid(), w.backends.b.pid()];
+      const pids = masters.flatMap((p) => [p, ...descendantsOf(p)]);
+      console.log(JSON.stringify({ dir: w.dir, pids }));
+      process.exit(3);`;
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 15000 }, (err, stdout, stderr) => {
+        if (err !== null && err.code !== 3) reject(new Error(`${err.message}\n${stderr}`));
+        else resolve(stdout);
+      });
+    });
+    const { dir, pids } = JSON.parse(out) as { dir: string; pids: number[] };
+    assert.ok(pids.length >= 6, `expected slapd and two Dovecot trees, got ${pids.length} pids`);
+    const deadline = Date.now() + 3000;
+    while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(pids.filter(pidAlive), []);
+    assert.equal(existsSync(dir), false);
+  });
+
+  it('starts with dovecotPerfTuning and serves many concurrent logins', async function () {
+    this.timeout(30000);
+    const w = await startWorld({ dovecotPerfTuning: true });
+    const clients: LineClient[] = [];
+    try {
+      const config = readFileSync(w.backends.a.configPath, 'utf8');
+      assert.match(config, /service_count = 0/);
+      for (let i = 0; i < 50; i++) clients.push(await imapLogin(w.backends.a.ports.imap, 'alice', 'alice-secret'));
+      assert.doesNotMatch(await w.backends.a.readLog(), /Fatal|Error:/);
+    } finally {
+      for (const c of clients) c.close();
+      await w.stop();
+    }
   });
 });

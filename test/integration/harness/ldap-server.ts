@@ -21,6 +21,8 @@ export interface LdapInstance {
   adminPassword: string;
   /** slapd's stats log (stdout/stderr of `slapd -d stats`). */
   logPath: string;
+  /** slapd's pid while running. */
+  pid(): number | undefined;
   stop(): Promise<void>;
   start(): Promise<void>;
   pause(): void;
@@ -108,6 +110,7 @@ export async function startLdap(opts: LdapOptions): Promise<LdapInstance> {
     adminDN: ADMIN_DN,
     adminPassword: ADMIN_PASSWORD,
     logPath,
+    pid: () => proc?.child.pid,
     stop,
     start,
     pause: () => signal('SIGSTOP'),

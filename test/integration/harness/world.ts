@@ -1,5 +1,6 @@
 // Owns composing the whole integration test world: temp folder, cert, SMTP sink, slapd, two Dovecot backends.
 // Must not contain protocol or config details of one component (those live in their own harness modules).
+import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireBinaries } from './binaries.js';
@@ -93,6 +94,11 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
     const [ldap, a, b] = settled.map((s) => (s as PromiseFulfilledResult<unknown>).value) as [LdapInstance, DovecotInstance, DovecotInstance];
 
     let stopped = false;
+    // If the test process exits without stop(), processes.ts kills the fixtures; this removes the folder.
+    const removeDirOnExit = (): void => {
+      if (process.env['MAILPROXY_KEEP_WORLD'] !== '1') rmSync(dir, { recursive: true, force: true });
+    };
+    process.on('exit', removeDirOnExit);
     return {
       dir,
       ldap,
@@ -106,6 +112,7 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
       async stop() {
         if (stopped) return;
         stopped = true;
+        process.removeListener('exit', removeDirOnExit);
         try {
           await stopAll(started);
         } finally {

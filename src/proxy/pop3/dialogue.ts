@@ -1,0 +1,267 @@
+// Owns the POP3 client dialogue before login (RFC 1939, 2449 CAPA, 2595 STLS, 5034 AUTH): commands in, actions out.
+// Must not do I/O, check passwords, talk to backends or relay: every login becomes one Credentials value in a `login` action.
+import { CATALOGUE, type ErrorCode } from '../../errors.js';
+import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
+import { decodeLoginStep, decodePlain, LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, type Credentials } from '../sasl.js';
+import { Pop3LineParser, type Pop3LineResult } from './parser.js';
+import * as R from './replies.js';
+
+type State =
+  | { name: 'command' }
+  | { name: 'auth-plain' }
+  | { name: 'auth-login-user' }
+  | { name: 'auth-login-pass'; user: string }
+  | { name: 'tls-wait' }
+  | { name: 'login-wait' }
+  | { name: 'done' };
+
+/** Commands valid only after login (RFC 1939 §5, RFC 2449 §6): answered -ERR and counted as bad. */
+const TRANSACTION_COMMANDS = new Set(['STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'TOP', 'UIDL', 'LAST']);
+/** Client bytes held while a login runs (pipelined commands for the backend); beyond this the client is cut off. */
+const MIN_PENDING_BYTES = 64 * 1024;
+
+const send = (bytes: string): ClientAction => ({ kind: 'send', bytes });
+const close = (reason: string): ClientAction => ({ kind: 'close', reason });
+
+export function createPop3Dialogue(options: DialogueOptions): Dialogue {
+  return new Pop3Dialogue(options);
+}
+
+class Pop3Dialogue implements Dialogue {
+  private state: State = { name: 'command' };
+  private tls: boolean;
+  private readonly parser: Pop3LineParser;
+  private readonly pendingLimit: number;
+  /** USER given and waiting for PASS (RFC 1939 §7). */
+  private user: string | null = null;
+  private badCommands = 0;
+  private authFailures = 0;
+
+  constructor(private readonly options: DialogueOptions) {
+    this.tls = options.tls;
+    this.parser = new Pop3LineParser(options.limits.maxLineBytes);
+    this.pendingLimit = Math.max(MIN_PENDING_BYTES, options.limits.maxLineBytes * 4);
+  }
+
+  start(): ClientAction[] {
+    return [send(R.greeting(this.options.greeting))];
+  }
+
+  step(event: ClientEvent): ClientAction[] {
+    if (this.state.name === 'done') return [];
+    switch (event.kind) {
+      case 'data':
+        return this.onData(event.bytes);
+      case 'tls-ready':
+        if (this.state.name !== 'tls-wait') return [];
+        this.tls = true;
+        this.state = { name: 'command' };
+        return [];
+      case 'login-ok':
+        if (this.state.name !== 'login-wait') return [];
+        this.state = { name: 'done' };
+        return [send(R.line(event.text)), { kind: 'relay', pending: this.parser.takeRemaining() }];
+      case 'login-failed':
+        return this.onLoginFailed(event.error.code);
+      case 'deadline':
+        return this.finish('PREAUTH_TIMEOUT');
+      case 'shutdown':
+        return this.finish('SHUTDOWN');
+    }
+  }
+
+  private get authAllowed(): boolean {
+    return this.tls || !this.options.requireTlsForAuth;
+  }
+
+  private onData(bytes: Buffer): ClientAction[] {
+    // RFC 2595 §4: bytes that arrive between STLS and the handshake are not commands; drop them.
+    if (this.state.name === 'tls-wait') return [];
+    this.parser.push(bytes);
+    if (this.state.name === 'login-wait') {
+      if (this.parser.buffered <= this.pendingLimit) return [];
+      return this.finish('LITERAL_TOO_LARGE');
+    }
+    return this.drain();
+  }
+
+  /** Answer buffered lines until a login, STLS or close stops the loop. */
+  private drain(): ClientAction[] {
+    const actions: ClientAction[] = [];
+    while (this.reading()) {
+      const result = this.parser.next();
+      if (!result) break;
+      actions.push(...this.handle(result));
+    }
+    return actions;
+  }
+
+  private reading(): boolean {
+    const s = this.state.name;
+    return s === 'command' || s === 'auth-plain' || s === 'auth-login-user' || s === 'auth-login-pass';
+  }
+
+  private handle(result: Pop3LineResult): ClientAction[] {
+    if (result.kind === 'too-long') {
+      this.state = { name: 'command' };
+      return this.bad(R.catalogueLine('LINE_TOO_LONG'));
+    }
+    const text = result.line;
+    switch (this.state.name) {
+      case 'auth-plain':
+        return this.plainResponse(text, false);
+      case 'auth-login-user':
+        return this.loginUser(text, false);
+      case 'auth-login-pass':
+        return this.loginPass(this.state.user, text);
+      default:
+        return this.command(text);
+    }
+  }
+
+  private command(text: string): ClientAction[] {
+    if (text.includes('\0')) return this.bad(R.ERR_SYNTAX);
+    const space = text.indexOf(' ');
+    const verb = (space < 0 ? text : text.slice(0, space)).toUpperCase();
+    const rest = space < 0 ? null : text.slice(space + 1);
+    switch (verb) {
+      case 'CAPA':
+        return [send(R.capa({ authAllowed: this.authAllowed, stls: this.stlsOffered() }))];
+      case 'STLS':
+        return this.stls(rest);
+      case 'USER':
+        if (!this.authAllowed) return this.bad(R.catalogueLine('TLS_REQUIRED'));
+        if (!rest) return this.bad(R.ERR_SYNTAX);
+        this.user = rest;
+        return [send(R.OK_USER)];
+      case 'PASS':
+        return this.pass(rest);
+      case 'AUTH':
+        return this.auth(rest);
+      case 'QUIT':
+        this.state = { name: 'done' };
+        return [send(R.OK_BYE), close('client quit')];
+      case 'APOP':
+        return this.bad(R.ERR_APOP);
+      default:
+        return this.bad(TRANSACTION_COMMANDS.has(verb) ? R.ERR_NOT_AUTHENTICATED : R.ERR_UNKNOWN);
+    }
+  }
+
+  private stlsOffered(): boolean {
+    return this.options.starttls && !this.tls;
+  }
+
+  private stls(rest: string | null): ClientAction[] {
+    if (!this.stlsOffered() || rest !== null) return this.bad(R.ERR_STLS);
+    // STARTTLS injection: whatever followed STLS in the plaintext stream is discarded, as is any USER.
+    this.parser.discard();
+    this.user = null;
+    this.state = { name: 'tls-wait' };
+    return [send(R.OK_STLS), { kind: 'start-tls' }];
+  }
+
+  /** RFC 1939 §7: PASS takes the rest of the line, spaces included. */
+  private pass(rest: string | null): ClientAction[] {
+    const user = this.user;
+    this.user = null;
+    if (!this.authAllowed) return this.bad(R.catalogueLine('TLS_REQUIRED'));
+    if (user === null) return this.bad(R.ERR_NO_USER);
+    if (rest === null) return this.bad(R.ERR_SYNTAX);
+    return this.login({ user, password: rest, mechanism: 'USER' });
+  }
+
+  private auth(rest: string | null): ClientAction[] {
+    if (rest === null || rest === '') return [send(R.authMechanisms(this.authAllowed))];
+    this.user = null;
+    if (!this.authAllowed) return this.bad(R.catalogueLine('TLS_REQUIRED'));
+    const parts = rest.split(' ');
+    if (parts.length > 2) return this.bad(R.ERR_SYNTAX);
+    const mechanism = parts[0]!.toUpperCase();
+    const initial = parts[1];
+    if (mechanism === 'PLAIN') {
+      if (initial === undefined) {
+        this.state = { name: 'auth-plain' };
+        return [send(R.challenge(''))];
+      }
+      return this.plainResponse(initial, true);
+    }
+    if (mechanism === 'LOGIN') {
+      if (initial === undefined) {
+        this.state = { name: 'auth-login-user' };
+        return [send(R.challenge(LOGIN_CHALLENGE_USER))];
+      }
+      return this.loginUser(initial, true);
+    }
+    return this.bad(R.ERR_MECHANISM);
+  }
+
+  /** RFC 5034 §4: "*" cancels a continuation; "=" is an empty initial response. */
+  private saslText(text: string, initial: boolean): string | 'cancel' {
+    if (!initial && text === '*') return 'cancel';
+    return initial && text === '=' ? '' : text;
+  }
+
+  private cancel(): ClientAction[] {
+    this.state = { name: 'command' };
+    return [send(R.ERR_CANCELLED)];
+  }
+
+  private plainResponse(text: string, initial: boolean): ClientAction[] {
+    const b64 = this.saslText(text, initial);
+    if (b64 === 'cancel') return this.cancel();
+    this.state = { name: 'command' };
+    const result = decodePlain(b64);
+    if (result.ok) return this.login(result.credentials);
+    return this.bad(result.reason === 'authzid' ? R.catalogueLine('AUTHZ_UNSUPPORTED') : R.ERR_SASL_MALFORMED);
+  }
+
+  private loginUser(text: string, initial: boolean): ClientAction[] {
+    const b64 = this.saslText(text, initial);
+    if (b64 === 'cancel') return this.cancel();
+    const user = decodeLoginStep(b64);
+    if (!user || user.includes('\0')) {
+      this.state = { name: 'command' };
+      return this.bad(R.ERR_SASL_MALFORMED);
+    }
+    this.state = { name: 'auth-login-pass', user };
+    return [send(R.challenge(LOGIN_CHALLENGE_PASS))];
+  }
+
+  private loginPass(user: string, text: string): ClientAction[] {
+    if (text === '*') return this.cancel();
+    this.state = { name: 'command' };
+    const password = decodeLoginStep(text);
+    if (password === null || password.includes('\0')) return this.bad(R.ERR_SASL_MALFORMED);
+    return this.login({ user, password, mechanism: 'LOGIN' });
+  }
+
+  private login(credentials: Credentials): ClientAction[] {
+    this.state = { name: 'login-wait' };
+    return [{ kind: 'login', credentials }];
+  }
+
+  private onLoginFailed(code: ErrorCode): ClientAction[] {
+    if (this.state.name !== 'login-wait') return [];
+    this.authFailures++;
+    const reply = send(R.catalogueLine(code));
+    if (this.authFailures >= this.options.limits.maxAuthAttempts) {
+      this.state = { name: 'done' };
+      return [reply, close('too many authentication failures')];
+    }
+    this.state = { name: 'command' };
+    return [reply, ...this.drain()];
+  }
+
+  /** A rejected command; at the limit the reply becomes the catalogue's and the connection closes. */
+  private bad(reply: string): ClientAction[] {
+    this.badCommands++;
+    if (this.badCommands < this.options.limits.maxBadCommands) return [send(reply)];
+    return this.finish('TOO_MANY_ERRORS');
+  }
+
+  private finish(code: ErrorCode): ClientAction[] {
+    this.state = { name: 'done' };
+    return [send(R.catalogueLine(code)), close(CATALOGUE[code].logReason)];
+  }
+}

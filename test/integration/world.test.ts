@@ -1,12 +1,13 @@
 // Proves the integration test world itself: real slapd and two real Dovecot backends behave as the harness promises.
 // Must not test the proxy; every connection here goes straight to a fixture.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { Client } from 'ldapts';
 import nodemailer from 'nodemailer';
 import { requireBinaries } from './harness/binaries.js';
+import { reapStaleWorlds } from './harness/stale-worlds.js';
 import { LineClient } from './harness/line-client.js';
 import { markerMessage } from './harness/lmtp.js';
 import { startWorld, type World } from './harness/world.js';
@@ -301,6 +302,41 @@ describe('integration test world lifecycle', function () {
     while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(pids.filter(pidAlive), []);
     assert.equal(existsSync(dir), false);
+  });
+
+  it('reaps fixtures orphaned by a SIGKILLed test process on the next start', async function () {
+    this.timeout(20000);
+    const worldModule = new URL('./harness/world.js', import.meta.url).href;
+    const processesModule = new URL('./harness/processes.js', import.meta.url).href;
+    const script = `
+      const { startWorld } = await import(${JSON.stringify(worldModule)});
+      const { descendantsOf } = await import(${JSON.stringify(processesModule)});
+      const w = await startWorld();
+      const masters = [w.ldap.pid(), w.backends.a.pid(), w.backends.b.pid()];
+      console.log(JSON.stringify({ dir: w.dir, pids: masters.flatMap((p) => [p, ...descendantsOf(p)]) }));
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const line = await new Promise<string>((resolve, reject) => {
+      let buf = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        buf += d;
+        if (buf.includes('\n')) resolve(buf.split('\n')[0]!);
+      });
+      child.once('exit', (code) => reject(new Error(`child exited ${code} before starting a world`)));
+    });
+    const { dir, pids } = JSON.parse(line) as { dir: string; pids: number[] };
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    try {
+      assert.ok(pids.every(pidAlive), 'fixtures should outlive a SIGKILLed owner');
+      reapStaleWorlds();
+      const deadline = Date.now() + 3000;
+      while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(pids.filter(pidAlive), []);
+      assert.equal(existsSync(dir), false);
+    } finally {
+      for (const p of pids.filter(pidAlive)) process.kill(p, 'SIGKILL');
+    }
   });
 
   it('starts with dovecotPerfTuning and serves many concurrent logins', async function () {

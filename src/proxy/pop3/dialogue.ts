@@ -80,7 +80,7 @@ class Pop3Dialogue implements Dialogue {
     this.parser.push(bytes);
     if (this.state.name === 'login-wait') {
       if (this.parser.buffered <= this.pendingLimit) return [];
-      return this.finish('LITERAL_TOO_LARGE');
+      return this.finish('LINE_TOO_LONG');
     }
     return this.drain();
   }
@@ -140,7 +140,7 @@ class Pop3Dialogue implements Dialogue {
         return this.auth(rest);
       case 'QUIT':
         this.state = { name: 'done' };
-        return [send(R.OK_BYE), close('client quit')];
+        return [send(R.OK_BYE), close('quit')];
       case 'APOP':
         return this.bad(R.ERR_APOP);
       default:
@@ -247,7 +247,7 @@ class Pop3Dialogue implements Dialogue {
     const reply = send(R.catalogueLine(code));
     if (this.authFailures >= this.options.limits.maxAuthAttempts) {
       this.state = { name: 'done' };
-      return [reply, close('too many authentication failures')];
+      return [reply, close('too_many_auth_failures')];
     }
     this.state = { name: 'command' };
     return [reply, ...this.drain()];
@@ -260,8 +260,9 @@ class Pop3Dialogue implements Dialogue {
     return this.finish('TOO_MANY_ERRORS');
   }
 
+  /** Close reasons are metric labels, as the IMAP dialogue uses. */
   private finish(code: ErrorCode): ClientAction[] {
     this.state = { name: 'done' };
-    return [send(R.catalogueLine(code)), close(CATALOGUE[code].logReason)];
+    return [send(R.catalogueLine(code)), close(CATALOGUE[code].metricLabel)];
   }
 }

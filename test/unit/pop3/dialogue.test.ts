@@ -151,6 +151,13 @@ describe('pop3 dialogue', () => {
   describe('login outcome', () => {
     const tls = options({ tls: true });
 
+    it('pipelined USER, PASS, STAT: login, then STAT goes to the relay', () => {
+      expectTranscript(tls, [data('USER a\r\nPASS b\r\nSTAT\r\n'), loginOk], [
+        GREETING, { send: '+OK\r\n' }, { login: { user: 'a', password: 'b', mechanism: 'USER' } },
+        { send: '+OK Logged in.\r\n' }, { relay: 'STAT\r\n' },
+      ]);
+    });
+
     it('holds pipelined commands during login and hands them to the relay', () => {
       expectTranscript(tls, [data('USER a\r\nPASS b\r\nSTAT\r\n'), data('LIST\r\nRE'), loginOk], [
         GREETING, { send: '+OK\r\n' }, { login: { user: 'a', password: 'b', mechanism: 'USER' } },
@@ -172,13 +179,13 @@ describe('pop3 dialogue', () => {
         GREETING, { send: '+OK\r\n' }, { login: { user: 'a', password: 'b', mechanism: 'USER' } },
         { send: '-ERR [AUTH] Authentication failed\r\n' },
         { send: '+OK\r\n' }, { login: { user: 'a', password: 'c', mechanism: 'USER' } },
-        { send: '-ERR [AUTH] Authentication failed\r\n' }, { close: 'too many authentication failures' },
+        { send: '-ERR [AUTH] Authentication failed\r\n' }, { close: 'too_many_auth_failures' },
       ]);
     });
 
     it('cuts off a client that floods bytes while its login runs', () => {
       const steps = run(tls, [data('USER a\r\nPASS b\r\n'), data(Buffer.alloc(70_000, 0x41)), loginOk]);
-      assert.deepEqual(steps.slice(-2), [{ send: '-ERR Too large\r\n' }, { close: 'literal too large' }]);
+      assert.deepEqual(steps.slice(-2), [{ send: '-ERR Line too long\r\n' }, { close: 'line_too_long' }]);
     });
 
     it('ignores login results when no login is running', () => {
@@ -191,7 +198,7 @@ describe('pop3 dialogue', () => {
       const opts = options({ limits: limits({ maxBadCommands: 3 }) });
       expectTranscript(opts, [data('NOOP\r\nFOO bar\r\n\r\nCAPA\r\n')], [
         GREETING, { send: '-ERR Not logged in\r\n' }, { send: '-ERR Unknown command\r\n' },
-        { send: '-ERR Too many invalid commands\r\n' }, { close: 'too many bad commands' },
+        { send: '-ERR Too many invalid commands\r\n' }, { close: 'too_many_errors' },
       ]);
     });
 
@@ -210,12 +217,12 @@ describe('pop3 dialogue', () => {
     });
 
     it('QUIT says goodbye and closes; nothing after it is read', () => {
-      expectTranscript(options(), [data('QUIT\r\nCAPA\r\n'), data('CAPA\r\n')], [GREETING, { send: '+OK Bye\r\n' }, { close: 'client quit' }]);
+      expectTranscript(options(), [data('QUIT\r\nCAPA\r\n'), data('CAPA\r\n')], [GREETING, { send: '+OK Bye\r\n' }, { close: 'quit' }]);
     });
 
     it('deadline and shutdown close with the catalogue text', () => {
       assert.deepEqual(run(options(), [{ kind: 'deadline' }, data('CAPA\r\n')]), [
-        GREETING, { send: '-ERR Disconnected for inactivity\r\n' }, { close: 'pre-login deadline' },
+        GREETING, { send: '-ERR Disconnected for inactivity\r\n' }, { close: 'preauth_timeout' },
       ]);
       assert.deepEqual(run(options(), [{ kind: 'shutdown' }]), [
         GREETING, { send: '-ERR [SYS/TEMP] Server shutting down\r\n' }, { close: 'shutdown' },

@@ -1,0 +1,176 @@
+// Proves the LDAP directory against a real slapd: binds, escaping, failover, and outages (stopped and SIGSTOPped server).
+// Must not involve the proxy's protocol dialogues or Dovecot; only src/directory talks to the world's slapd here.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { Client, type ClientOptions } from 'ldapts';
+import { CachedDirectory } from '../../src/directory/cached.js';
+import { LdapDirectory, type LdapClient } from '../../src/directory/ldap.js';
+import { isProxyError } from '../../src/errors.js';
+import { silentLogger } from '../../src/log.js';
+import { registry } from '../../src/metrics.js';
+import { ldapSchemaDefaults } from '../unit/directory/ldap-fixtures.js';
+import { startWorld, type World } from './harness/world.js';
+
+const TIMEOUT_MS = 1000;
+const CONNECT_TIMEOUT_MS = 500;
+
+const creds = (user: string, password: string) => ({ user, password, mechanism: 'PLAIN' as const });
+const unavailable = (e: unknown) => isProxyError(e) && e.code === 'DIRECTORY_UNAVAILABLE';
+
+/** Real ldapts clients, with every bind counted (to prove what was, and was not, sent). */
+function countingFactory() {
+  const binds: string[] = [];
+  const factory = (o: ClientOptions): LdapClient => {
+    const c = new Client(o);
+    const bind = c.bind.bind(c);
+    c.bind = ((dn: string, pw?: string) => { binds.push(String(dn)); return bind(dn, pw); }) as Client['bind'];
+    return c;
+  };
+  return { binds, factory };
+}
+
+async function elapsed<T>(p: Promise<T>): Promise<[PromiseSettledResult<T>, number]> {
+  const t = Date.now();
+  const [r] = await Promise.allSettled([p]);
+  return [r!, Date.now() - t];
+}
+
+describe('LDAP directory against a real slapd', function () {
+  this.timeout(60_000);
+  let world: World;
+  const open: LdapDirectory[] = [];
+
+  function directory(urls?: string[], extra: Record<string, unknown> = {}) {
+    const { binds, factory } = countingFactory();
+    const config = ldapSchemaDefaults({
+      urls: urls ?? [world.ldap.url], bindDN: world.ldap.bindDN, bindPassword: world.ldap.bindPassword, baseDN: world.ldap.baseDN,
+      timeoutMs: TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS, ...extra,
+    });
+    const dir = new LdapDirectory(config, silentLogger, Date.now, factory);
+    open.push(dir);
+    return { dir, binds };
+  }
+
+  before(async () => { world = await startWorld(); });
+  after(async () => {
+    await Promise.allSettled(open.map((d) => d.close()));
+    await world?.stop();
+  });
+
+  it('alice authenticates with her password and is routed to backend-a', async () => {
+    const { dir } = directory();
+    const { alice } = world.users;
+    const r = await dir.authenticate(creds(alice.uid, alice.password));
+    assert.deepEqual(r, { ok: true, account: { login: 'alice', mail: alice.mail, host: 'backend-a', dn: alice.dn } });
+    const byMail = await dir.authenticate(creds(alice.mail, alice.password));
+    assert.ok(byMail.ok && byMail.account.login === 'alice');
+  });
+
+  it("erin's password with quotes, backslash, spaces and UTF-8 verifies", async () => {
+    const { dir } = directory();
+    assert.equal((await dir.authenticate(creds('erin', world.users.erin.password))).ok, true);
+    assert.equal((await dir.authenticate(creds('erin', world.users.erin.password.normalize('NFD')))).ok, false);
+  });
+
+  it('wrong password and unknown user give { ok: false }', async () => {
+    const { dir } = directory();
+    assert.deepEqual(await dir.authenticate(creds('alice', 'not-her-password')), { ok: false });
+    assert.deepEqual(await dir.authenticate(creds('bob', world.users.alice.password)), { ok: false });
+    assert.deepEqual(await dir.authenticate(creds('nobody', 'x')), { ok: false });
+  });
+
+  it('an empty password is refused without any bind reaching slapd', async () => {
+    const { dir, binds } = directory();
+    const logBefore = readFileSync(world.ldap.logPath, 'utf8').length;
+    assert.deepEqual(await dir.authenticate(creds('alice', '')), { ok: false });
+    assert.deepEqual(await dir.authenticate(creds('', '')), { ok: false });
+    assert.deepEqual(binds, []);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.doesNotMatch(readFileSync(world.ldap.logPath, 'utf8').slice(logBefore), /BIND/);
+  });
+
+  it('lookup by uid and by mail, lookupRecipient by address; carol has no host', async () => {
+    const { dir } = directory();
+    assert.equal((await dir.lookup('alice@example.test'))?.login, 'alice');
+    assert.equal((await dir.lookup('bob'))?.host, 'backend-b');
+    assert.deepEqual(await dir.lookup('carol'), { login: 'carol', mail: 'carol@example.test', host: null, dn: world.users.carol.dn });
+    assert.equal((await dir.lookupRecipient('bob@example.test'))?.login, 'bob');
+    assert.equal(await dir.lookupRecipient('nobody@example.test'), null);
+    assert.equal(await dir.lookup('nobody'), null);
+  });
+
+  it('filter metacharacters are escaped and match nobody', async () => {
+    const { dir, binds } = directory();
+    const logBefore = readFileSync(world.ldap.logPath, 'utf8').length;
+    for (const name of ['*', ')(uid=*', '\\', 'alice)(|(uid=*', '*)(objectClass=*', 'al*', 'josé']) {
+      assert.deepEqual(await dir.authenticate(creds(name, world.users.alice.password)), { ok: false }, name);
+      assert.equal(await dir.lookup(name), null, name);
+      assert.equal(await dir.lookupRecipient(name), null, name);
+    }
+    assert.deepEqual(binds, [world.ldap.bindDN], 'only the service bind; no user matched');
+    await new Promise((r) => setTimeout(r, 100));
+    const log = readFileSync(world.ldap.logPath, 'utf8').slice(logBefore);
+    assert.match(log, /\(uid=\\29\\28uid=\\2[Aa]\)/, 'slapd received the escaped value');
+    assert.match(log, /\(uid=\\5[Cc]\)/);
+    assert.match(log, /\(uid=jos\\[Cc]3\\[Aa]9\)/, 'non-ASCII arrives as its UTF-8 octets, not double-encoded');
+  });
+
+  it('keeps one service connection for many requests', async () => {
+    const { dir, binds } = directory();
+    await Promise.all(Array.from({ length: 20 }, (_, i) => dir.lookup(i % 2 ? 'alice' : 'bob')));
+    assert.deepEqual(binds, [world.ldap.bindDN]);
+  });
+
+  it('fails over from a dead URL to the real one, and reports ldap_up per server', async () => {
+    const deadUrl = `ldap://127.0.0.1:${world.deadPort}`;
+    const { dir } = directory([deadUrl, world.ldap.url]);
+    const { alice } = world.users;
+    assert.equal((await dir.authenticate(creds('alice', alice.password))).ok, true);
+    const [r, ms] = await elapsed(dir.lookup('bob'));
+    assert.equal(r.status === 'fulfilled' && r.value?.host, 'backend-b');
+    assert.ok(ms < 200, `dead server skipped while it cools down (${ms} ms)`);
+    const up = await registry.getSingleMetricAsString('mailproxy_ldap_up');
+    assert.ok(up.includes(`server="${deadUrl}"} 0`), up);
+    assert.ok(up.includes(`server="${world.ldap.url}"} 1`), up);
+  });
+
+  it('slapd stopped: DIRECTORY_UNAVAILABLE (not ok:false) within the timeout; back when it restarts', async () => {
+    const { dir } = directory();
+    const cached = new CachedDirectory(directory().dir, { enabled: true, maxEntries: 100, ttlMs: 0, negativeTtlMs: 0, maxStaleMs: 60_000 });
+    assert.equal((await dir.authenticate(creds('alice', world.users.alice.password))).ok, true);
+    assert.equal((await cached.lookup('alice'))?.host, 'backend-a');
+    await world.ldap.stop();
+    try {
+      const [r, ms] = await elapsed(dir.authenticate(creds('alice', world.users.alice.password)));
+      assert.ok(r.status === 'rejected' && unavailable(r.reason), JSON.stringify(r));
+      assert.ok(ms < TIMEOUT_MS + CONNECT_TIMEOUT_MS, `${ms} ms`);
+      await assert.rejects(dir.lookup('alice'), unavailable);
+      await assert.rejects(dir.authenticate(creds('alice', 'wrong')), unavailable);
+      assert.equal((await cached.lookup('alice'))?.host, 'backend-a', 'cache serves the last good route');
+      await assert.rejects(cached.lookup('bob'), unavailable);
+    } finally {
+      await world.ldap.start();
+    }
+    // The kept service connection was closed by the server: it reconnects and binds again.
+    assert.equal((await dir.authenticate(creds('alice', world.users.alice.password))).ok, true);
+    assert.equal((await dir.lookup('bob'))?.host, 'backend-b');
+  });
+
+  it('slapd paused (SIGSTOP): DIRECTORY_UNAVAILABLE within timeoutMs + margin, then works after resume', async () => {
+    const { dir } = directory();
+    assert.equal((await dir.lookup('alice'))?.host, 'backend-a');
+    world.ldap.pause();
+    try {
+      const [r, ms] = await elapsed(dir.authenticate(creds('alice', world.users.alice.password)));
+      assert.ok(r.status === 'rejected' && unavailable(r.reason), JSON.stringify(r));
+      assert.ok(ms >= TIMEOUT_MS - 50 && ms < TIMEOUT_MS + 300, `${ms} ms`);
+      // A new connection to a stopped process connects (kernel backlog) but its bind gets no answer.
+      const [r2, ms2] = await elapsed(dir.lookup('bob'));
+      assert.ok(r2.status === 'rejected' && unavailable(r2.reason), JSON.stringify(r2));
+      assert.ok(ms2 < TIMEOUT_MS + CONNECT_TIMEOUT_MS + 300, `${ms2} ms`);
+    } finally {
+      world.ldap.resume();
+    }
+    assert.equal((await dir.authenticate(creds('alice', world.users.alice.password))).ok, true);
+  });
+});

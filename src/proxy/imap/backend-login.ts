@@ -31,15 +31,16 @@ class ImapBackendLogin implements BackendLogin {
 
   step(event: BackendEvent): BackendAction[] {
     if (this.phase === 'done') return [];
-    if (event.kind === 'tls-ready') {
-      if (this.phase !== 'tls-wait') return this.fail('BACKEND_PROTOCOL', 'unexpected tls-ready');
+    if (event.kind === 'line') {
+      this.onLine(event.line);
+    } else if (this.phase !== 'tls-wait') {
+      this.fail('BACKEND_PROTOCOL', 'unexpected tls-ready');
+    } else {
       // RFC 9051 §6.2.1: capabilities learnt before TLS must be discarded.
       this.tlsDone = true;
       this.caps = null;
       this.proceed();
-      return this.flush();
     }
-    this.onLine(event.line);
     return this.flush();
   }
 
@@ -49,10 +50,9 @@ class ImapBackendLogin implements BackendLogin {
     return out;
   }
 
-  private fail(code: 'BACKEND_PROTOCOL' | 'BACKEND_UNAVAILABLE' | 'BACKEND_AUTH_FAILED' | 'AUTH_FAILED', detail: string): BackendAction[] {
+  private fail(code: 'BACKEND_PROTOCOL' | 'BACKEND_UNAVAILABLE' | 'BACKEND_AUTH_FAILED' | 'AUTH_FAILED', detail: string): void {
     this.phase = 'done';
     this.out.push({ kind: 'fail', error: new ProxyError(code, detail) });
-    return this.flush();
   }
 
   private command(purpose: Purpose, text: string): string {
@@ -63,13 +63,13 @@ class ImapBackendLogin implements BackendLogin {
 
   private onLine(line: string): void {
     if (this.phase === 'greeting') return this.onGreeting(line);
-    if (this.phase === 'tls-wait') return void this.fail('BACKEND_PROTOCOL', 'data before TLS handshake');
+    if (this.phase === 'tls-wait') return this.fail('BACKEND_PROTOCOL', 'data before TLS handshake');
     if (line.startsWith('+')) return this.onContinuation();
     if (line.startsWith('* ')) return this.onUntagged(line);
     const sp = line.indexOf(' ');
     const tag = sp > 0 ? line.slice(0, sp) : line;
     const purpose = this.tags.get(tag);
-    if (!purpose) return void this.fail('BACKEND_PROTOCOL', `unexpected line: ${line}`);
+    if (!purpose) return this.fail('BACKEND_PROTOCOL', `unexpected line: ${line}`);
     this.tags.delete(tag);
     const text = line.slice(sp + 1);
     this.learnCaps(text);
@@ -83,12 +83,12 @@ class ImapBackendLogin implements BackendLogin {
       this.learnCaps(line);
       return this.proceed();
     }
-    if (/^\* BYE\b/i.test(line)) return void this.fail('BACKEND_UNAVAILABLE', `greeting: ${line}`);
+    if (/^\* BYE\b/i.test(line)) return this.fail('BACKEND_UNAVAILABLE', `greeting: ${line}`);
     this.fail('BACKEND_PROTOCOL', `greeting: ${line}`);
   }
 
   private onUntagged(line: string): void {
-    if (/^\* BYE\b/i.test(line)) return void this.fail('BACKEND_UNAVAILABLE', line);
+    if (/^\* BYE\b/i.test(line)) return this.fail('BACKEND_UNAVAILABLE', line);
     const m = /^\* CAPABILITY (.*)$/i.exec(line);
     if (m) this.caps = parseCaps(m[1]!);
     else this.learnCaps(line);
@@ -96,7 +96,7 @@ class ImapBackendLogin implements BackendLogin {
 
   private onContinuation(): void {
     const next = this.pieces[0];
-    if (this.phase !== 'login' || !next?.sync) return void this.fail('BACKEND_PROTOCOL', 'unexpected continuation');
+    if (this.phase !== 'login' || !next?.sync) return this.fail('BACKEND_PROTOCOL', 'unexpected continuation');
     next.sync = false;
     this.sendPieces('');
   }
@@ -106,11 +106,11 @@ class ImapBackendLogin implements BackendLogin {
       case 'id':
         return; // Informational; a backend that does not trust us may refuse it.
       case 'capability':
-        if (status !== 'OK') return void this.fail('BACKEND_PROTOCOL', `CAPABILITY: ${text}`);
+        if (status !== 'OK') return this.fail('BACKEND_PROTOCOL', `CAPABILITY: ${text}`);
         if (!this.caps) this.caps = new Set();
         return this.proceed();
       case 'starttls':
-        if (status !== 'OK') return void this.fail('BACKEND_PROTOCOL', `STARTTLS: ${text}`);
+        if (status !== 'OK') return this.fail('BACKEND_PROTOCOL', `STARTTLS: ${text}`);
         this.phase = 'tls-wait';
         this.out.push({ kind: 'start-tls' });
         return;
@@ -121,9 +121,9 @@ class ImapBackendLogin implements BackendLogin {
           return;
         }
         // RFC 5530 §3: UNAVAILABLE is a temporary backend condition, not a verdict on the credentials.
-        if (status === 'NO' && /^NO \[UNAVAILABLE\]/i.test(text)) return void this.fail('BACKEND_UNAVAILABLE', `LOGIN: ${text}`);
-        if (status === 'NO') return void this.fail('BACKEND_AUTH_FAILED', `LOGIN: ${text}`);
-        return void this.fail('BACKEND_PROTOCOL', `LOGIN: ${text}`);
+        if (status === 'NO' && /^NO \[UNAVAILABLE\]/i.test(text)) return this.fail('BACKEND_UNAVAILABLE', `LOGIN: ${text}`);
+        if (status === 'NO') return this.fail('BACKEND_AUTH_FAILED', `LOGIN: ${text}`);
+        return this.fail('BACKEND_PROTOCOL', `LOGIN: ${text}`);
     }
   }
 
@@ -144,9 +144,9 @@ class ImapBackendLogin implements BackendLogin {
       this.out.push({ kind: 'send', bytes: this.command('capability', 'CAPABILITY') + CRLF });
       return;
     }
-    if (this.caps.has('LOGINDISABLED')) return void this.fail('BACKEND_PROTOCOL', 'backend advertises LOGINDISABLED (TLS towards it not configured?)');
+    if (this.caps.has('LOGINDISABLED')) return this.fail('BACKEND_PROTOCOL', 'backend advertises LOGINDISABLED (TLS towards it not configured?)');
     const { user, password } = this.ctx;
-    if (user.includes('\0') || password.includes('\0')) return void this.fail('AUTH_FAILED', 'credentials contain NUL');
+    if (user.includes('\0') || password.includes('\0')) return this.fail('AUTH_FAILED', 'credentials contain NUL');
     this.phase = 'login';
     // RFC 9051 §5.5: ID and LOGIN are pipelined; the backend processes them in order, so the ID lands before the login.
     const id = this.ctx.forwardClient && this.caps.has('ID') ? this.command('id', `ID ${this.idList()}`) + CRLF : '';

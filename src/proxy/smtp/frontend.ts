@@ -1,0 +1,187 @@
+// Owns the client side shared by submission and inbound: smtp-server instances fed with accepted sockets, TLS modes, per-connection state, the session registry and shutdown.
+// Must not know about directories, routes or backends; the services plug their handlers in through FrontendSpec.
+import os from 'node:os';
+import type net from 'node:net';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { ProxyError } from '../../errors.js';
+import { connectionsTotal, disconnectsTotal } from '../../metrics.js';
+import type { Logger } from '../../log.js';
+import type { Config } from '../../config/schema.js';
+import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
+import type { SessionInfo, SessionRegistry } from '../sessions.js';
+import { catalogueReply } from './replies.js';
+
+export interface SmtpServiceDeps {
+  config: Config;
+  directory: import('../../directory/directory.js').Directory;
+  gate: import('../../health/gate.js').BackendGate;
+  sessions: SessionRegistry;
+  logger: Logger;
+  secureContext?: { key: Buffer; cert: Buffer };
+}
+
+/** What the frontend keeps per client connection; services extend it. */
+export interface ConnState {
+  conn: AcceptedConnection;
+  info: SessionInfo;
+  log: Logger;
+}
+
+/** Handlers a service plugs in; `state` is the connection's state object. */
+export interface FrontendSpec<S extends ConnState> {
+  /** Listener protocol (registry, metrics). */
+  protocol: 'submission' | 'smtp';
+  /** Extra smtp-server options (onAuth, size, maxRecipients, resolver…). */
+  options: Partial<SMTPServerOptions>;
+  createState(base: ConnState): S;
+  /** Commands to switch off for this session, given whether it is on TLS already. */
+  disabledCommands(state: S, secure: boolean): string[];
+  onMailFrom: NonNullable<SMTPServerOptions['onMailFrom']> extends (a: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, address: A, session: SMTPServerSession, callback: C) => void : never;
+  onRcptTo: NonNullable<SMTPServerOptions['onRcptTo']> extends (a: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, address: A, session: SMTPServerSession, callback: C) => void : never;
+  onData: NonNullable<SMTPServerOptions['onData']> extends (st: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, stream: A, session: SMTPServerSession, callback: C) => void : never;
+  onAuth?: NonNullable<SMTPServerOptions['onAuth']> extends (a: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, auth: A, session: SMTPServerSession, callback: C) => void : never;
+  /** The client connection is gone: release backend connections. */
+  onClose(state: S): void;
+}
+
+function clientLabel(conn: AcceptedConnection): string {
+  return conn.client.address.includes(':') ? `[${conn.client.address}]:${conn.client.port}` : `${conn.client.address}:${conn.client.port}`;
+}
+
+/** A ConnectionHandler running smtp-server dialogues on sockets the listener accepted. */
+export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec: FrontendSpec<S>): ConnectionHandler {
+  const { config, logger, sessions } = deps;
+  const states = new Map<string, S>();
+  const servers = new Map<'plain' | 'implicit', SMTPServer>();
+  let closing = false;
+  const shutdownReply = catalogueReply('SHUTDOWN');
+
+  const stateOf = (session: SMTPServerSession): S | undefined => states.get(session.id);
+
+  const serverFor = (mode: 'plain' | 'implicit'): SMTPServer => {
+    const existing = servers.get(mode);
+    if (existing) return existing;
+    const tls = deps.secureContext ? { key: deps.secureContext.key, cert: deps.secureContext.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}) } : {};
+    const server = new SMTPServer({
+      ...tls,
+      // Implicit TLS (RFC 8314 §3.3): smtp-server upgrades the raw socket itself before the greeting.
+      ...(mode === 'implicit' ? { secure: true, needsUpgrade: true } : {}),
+      name: config.smtp.hostname ?? os.hostname(),
+      logger: false,
+      heloResponse: '%s Hello %s',
+      hideSMTPUTF8: true,
+      socketTimeout: config.smtp.commandTimeoutMs,
+      closeTimeout: 1000,
+      // RFC 5321 §4.5.3.1.4 allows 512 octets per command; extensions (AUTH PLAIN, SIZE, BODY) need some room.
+      maxCommandLength: 4096,
+      disabledCommands: ['STARTTLS', 'AUTH', 'XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'],
+      ...spec.options,
+      onConnect(session, callback) {
+        const state = stateOf(session);
+        if (!state || closing) {
+          const e = new Error(shutdownReply.text) as Error & { responseCode: number };
+          e.responseCode = shutdownReply.code;
+          return callback(e);
+        }
+        session.disabledCommands = spec.disabledCommands(state, session.secure);
+        callback();
+      },
+      onSecure(_socket, session, callback) {
+        const state = stateOf(session);
+        if (state) session.disabledCommands = spec.disabledCommands(state, true);
+        callback();
+      },
+      onAuth(auth, session, callback) {
+        const state = stateOf(session);
+        if (!state || !spec.onAuth) return callback(null, {});
+        spec.onAuth(state, auth, session, callback);
+      },
+      onMailFrom(address, session, callback) {
+        const state = stateOf(session);
+        if (!state) return callback(new Error('4.3.0 Session gone'));
+        spec.onMailFrom(state, address, session, callback);
+      },
+      onRcptTo(address, session, callback) {
+        const state = stateOf(session);
+        if (!state) return callback(new Error('4.3.0 Session gone'));
+        spec.onRcptTo(state, address, session, callback);
+      },
+      onData(stream, session, callback) {
+        const state = stateOf(session);
+        if (!state) return callback(new Error('4.3.0 Session gone'));
+        spec.onData(state, stream, session, callback);
+      },
+      onClose(session) {
+        finish(session.id, 'closed');
+      },
+    });
+    // Connection-level failures (TLS handshake, resets) surface here; they end that connection only.
+    server.on('error', (err: Error & { code?: string }) => {
+      logger.debug({ phase: 'smtp', protocol: spec.protocol, err: err.message, code: err.code }, 'smtp connection error');
+    });
+    servers.set(mode, server);
+    return server;
+  };
+
+  const finish = (id: string, reason: string): void => {
+    const state = states.get(id);
+    if (!state) return;
+    states.delete(id);
+    sessions.remove(id);
+    disconnectsTotal.inc({ protocol: spec.protocol, reason });
+    try {
+      spec.onClose(state);
+    } catch (e) {
+      state.log.warn({ err: (e as Error).message }, 'smtp close handler failed');
+    }
+  };
+
+  const kick = (id: string, error: ProxyError): void => {
+    const reply = catalogueReply(error.code);
+    for (const server of servers.values()) {
+      for (const c of server.connections) {
+        if (c.id !== id) continue;
+        states.get(id)?.log.info({ reason: error.spec.logReason }, 'smtp session kicked');
+        c.send(reply.code >= 400 && reply.code < 500 ? 421 : reply.code, reply.text);
+        c.close();
+        return;
+      }
+    }
+  };
+
+  return {
+    handle(socket: net.Socket, conn: AcceptedConnection): void {
+      connectionsTotal.inc({ protocol: spec.protocol });
+      const implicit = conn.listener.tls === 'implicit';
+      if (closing || (implicit && !deps.secureContext)) {
+        if (!implicit) socket.end(`${shutdownReply.code} ${shutdownReply.text}\r\n`);
+        else socket.destroy();
+        if (implicit && !closing) logger.error({ conn: conn.id, phase: 'smtp' }, 'implicit TLS listener without a certificate');
+        return;
+      }
+      const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: Date.now() };
+      const log = logger.child({ conn: conn.id, protocol: spec.protocol });
+      const state = spec.createState({ conn, info, log });
+      states.set(conn.id, state);
+      sessions.add({ info, kick: (e) => kick(conn.id, e) });
+      // Safety net: smtp-server reports every close through onClose, but a socket that dies
+      // before smtp-server takes it (or while TLS is set up) must not leak registry entries.
+      socket.once('close', () => setImmediate(() => finish(conn.id, 'closed')));
+      serverFor(implicit ? 'implicit' : 'plain').connect(socket, {
+        id: conn.id,
+        remoteAddress: conn.client.address,
+        remotePort: conn.client.port,
+        localAddress: conn.client.localAddress,
+        localPort: conn.client.localPort,
+      });
+    },
+
+    async close(): Promise<void> {
+      closing = true;
+      const error = new ProxyError('SHUTDOWN');
+      for (const id of [...states.keys()]) kick(id, error);
+      const deadline = Date.now() + 5000;
+      while (states.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    },
+  };
+}

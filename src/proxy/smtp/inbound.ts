@@ -1,0 +1,222 @@
+// Owns the inbound (MX) service: recipients checked in the directory at RCPT, one owning backend per transaction, delivery by LMTP or SMTP with a Received header.
+// Must not accept mail it has not handed over: 250 after DATA only when the backend accepted it for every accepted recipient.
+import dns from 'node:dns';
+import type { SMTPServerAddress } from 'smtp-server';
+import { toProxyError } from '../../errors.js';
+import { smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
+import { resolveRoute, type Route } from '../../directory/backends.js';
+import type { ConnectionHandler } from '../protocol.js';
+import { openBackend } from './backend-open.js';
+import { createFrontend, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { formatReceived } from './received.js';
+import { REPLY, replyError, type ClientReply } from './replies.js';
+import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
+
+interface InboundTxn {
+  from: SMTPServerAddress;
+  /** Backend name fixed by the first accepted recipient (before any standby substitution). */
+  backend?: string;
+  /** The backend has this transaction's MAIL. */
+  open: boolean;
+  /** The backend connection died after accepting recipients: everything else is deferred. */
+  broken: boolean;
+  rcpts: string[];
+  started: number;
+}
+
+interface InboundState extends ConnState {
+  errors: number;
+  link?: BackendLink;
+  txn?: InboundTxn;
+}
+
+const SERVICE = 'inbound';
+
+/** Reverse lookups for the Received header, bounded so a slow resolver cannot stall greetings. */
+function boundedResolver(): { reverse(ip: string, cb: (err: Error | null, hostnames?: string[]) => void): void } {
+  const resolver = new dns.Resolver({ timeout: 1000, tries: 1 });
+  return { reverse: (ip, cb) => resolver.reverse(ip, (err, names) => cb(err, names)) };
+}
+
+export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
+  const { config, directory, gate } = deps;
+  const smtp = config.smtp;
+  const heloName = smtp.hostname ?? 'mailproxy';
+
+  /** The delivery route for an account: LMTP or SMTP per backend setting, else smtp.inboundDelivery. */
+  const deliveryRoute = (host: string | null): Route => {
+    const base = resolveRoute(config, host, 'lmtp');
+    const protocol = config.backends[base.backend]?.inboundDelivery ?? smtp.inboundDelivery;
+    return protocol === 'lmtp' ? base : resolveRoute(config, host, 'smtp');
+  };
+
+  const counted = (state: InboundState, reply: ClientReply): Error => {
+    state.errors += 1;
+    return replyError(state.errors >= smtp.maxErrors ? REPLY.tooManyErrors : reply);
+  };
+
+  const dropLink = (state: InboundState): void => {
+    state.link?.client.quit();
+    state.link = undefined;
+  };
+
+  return createFrontend<InboundState>(deps, {
+    protocol: 'smtp',
+    options: {
+      authOptional: true,
+      size: smtp.maxMessageBytes,
+      maxRecipients: smtp.maxRecipients,
+      resolver: boundedResolver(),
+    },
+    createState: (base) => ({ ...base, errors: 0 }),
+    disabledCommands: (state, secure) => {
+      const off = ['AUTH', 'XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'];
+      if (secure || state.conn.listener.tls !== 'starttls' || !deps.secureContext) off.push('STARTTLS');
+      return off;
+    },
+
+    onMailFrom(state, from, _session, callback) {
+      // The owning backend is only known at the first recipient; nothing to ask anyone yet.
+      state.txn = { from, open: false, broken: false, rcpts: [], started: Date.now() };
+      callback();
+    },
+
+    onRcptTo(state, to, session, callback) {
+      const txn = state.txn;
+      if (!txn) return callback(replyError({ code: 503, text: '5.5.1 Error: need MAIL command' }));
+      const reject = (reply: ClientReply, result: string, count = true): void => {
+        smtpRecipientsTotal.inc({ service: SERVICE, result });
+        callback(count ? counted(state, reply) : replyError(reply));
+      };
+      void (async (): Promise<void> => {
+        if (txn.broken) return reject(REPLY.backendTemp, 'backend_unavailable');
+        let account;
+        try {
+          account = await directory.lookupRecipient(to.address);
+        } catch (e) {
+          const err = toProxyError(e, 'DIRECTORY_UNAVAILABLE');
+          state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'recipient lookup failed');
+          return reject(REPLY.directoryTemp, 'directory_unavailable');
+        }
+        if (!account) return reject(REPLY.unknownRecipient, 'unknown');
+        let route: Route;
+        try {
+          route = deliveryRoute(account.host);
+        } catch (e) {
+          const err = toProxyError(e, 'NO_ROUTE');
+          state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'no backend for recipient');
+          return reject(REPLY.backendTemp, err.spec.metricLabel);
+        }
+        // RFC 5321 §4.5.3.1.10: a 452 makes the sender try this recipient again in another transaction.
+        if (txn.backend !== undefined && txn.backend !== route.backend) return reject(REPLY.otherBackend, 'other_backend', false);
+        if (!txn.open) {
+          const opened = await openTransaction(state, txn, route, session);
+          if (opened) return reject(opened, 'backend_unavailable');
+        }
+        const link = state.link!;
+        const step = await relayStep(link, rcptCommand(to), smtp.commandTimeoutMs);
+        if (!step.ok) {
+          if (!link.client.alive) {
+            dropLink(state);
+            if (txn.rcpts.length > 0) txn.broken = true;
+            else txn.open = false;
+          }
+          if (step.error) state.log.warn({ phase: 'rcpt', backend: link.route.backend, detail: step.error.detail }, 'backend failed at RCPT');
+          return reject(step.reply, step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred');
+        }
+        txn.rcpts.push(to.address);
+        smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
+        callback();
+      })().catch((e: unknown) => {
+        state.log.error({ phase: 'rcpt', err: String(e) }, 'inbound RCPT failed');
+        callback(replyError(REPLY.backendTemp));
+      });
+    },
+
+    onData(state, stream, session, callback) {
+      const txn = state.txn;
+      const link = state.link;
+      state.txn = undefined;
+      if (!txn || !link || !txn.open || txn.broken || txn.rcpts.length === 0 || !link.client.alive) {
+        stream.on('error', () => undefined);
+        stream.resume();
+        smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
+        return callback(replyError(REPLY.backendTemp));
+      }
+      const received = formatReceived({
+        helo: session.hostNameAppearsAs || 'unknown',
+        clientAddress: state.conn.client.address,
+        clientHostname: session.clientHostname || undefined,
+        byHostname: heloName,
+        protocol: session.transmissionType || 'SMTP',
+        id: `${session.id}.${session.transaction}`,
+        recipient: txn.rcpts.length === 1 ? txn.rcpts[0] : undefined,
+        date: new Date(),
+      });
+      relayData(link, stream, { prefix: Buffer.from(received, 'latin1'), recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs }).then((res) => {
+        const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
+        smtpMessagesTotal.inc({ service: SERVICE, result });
+        const log = result === 'delivered' ? state.log.info.bind(state.log) : state.log.warn.bind(state.log);
+        log({
+          phase: 'transaction', service: SERVICE, from: txn.from.address, rcpts: txn.rcpts.length, backend: link.route.backend, delivery: link.route.protocol,
+          size: res.bytes, result, reply: `${res.verdict.reply.code} ${res.verdict.reply.text}`, ms: Date.now() - txn.started,
+          ...(res.verdict.failures.length ? { failures: res.verdict.failures.slice(0, 20) } : {}),
+          ...(res.error ? { detail: res.error.detail } : {}),
+        }, 'smtp transaction');
+        if (!link.client.alive) dropLink(state);
+        const r = res.verdict.reply;
+        if (r.code >= 200 && r.code < 300) return callback(null, r.text);
+        callback(replyError(r));
+      }, (e: unknown) => {
+        state.log.error({ phase: 'data', err: String(e) }, 'inbound DATA failed');
+        callback(replyError(REPLY.backendTemp));
+      });
+    },
+
+    onClose(state) {
+      dropLink(state);
+    },
+  });
+
+  /** Admit, connect (or reuse) and send MAIL for the first recipient; returns a reply on failure. */
+  async function openTransaction(state: InboundState, txn: InboundTxn, route: Route, session: { hostNameAppearsAs: string; clientHostname: string; openingCommand: string }): Promise<ClientReply | null> {
+    let admitted: Route;
+    try {
+      admitted = gate.admit(route);
+    } catch (e) {
+      const err = toProxyError(e, 'BACKEND_DOWN');
+      state.log.warn({ phase: 'rcpt', backend: route.backend, reason: err.spec.logReason }, 'backend not admitted');
+      return REPLY.backendTemp;
+    }
+    if (state.link && !(sameEndpoint(state.link, admitted) && (await resetLink(state.link, smtp.commandTimeoutMs)))) dropLink(state);
+    if (!state.link) {
+      try {
+        const name = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
+        const client = await openBackend({
+          route: admitted, gate, heloName,
+          budgetMs: config.backendLogin.backendLoginBudgetMs,
+          connectTimeoutMs: config.backendLogin.connectTimeoutMs,
+          client: state.conn.client,
+          xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
+          onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
+        });
+        state.link = { client, route: admitted };
+        state.info.backend = admitted.backend;
+      } catch (e) {
+        const err = toProxyError(e, 'BACKEND_UNAVAILABLE');
+        state.log.warn({ phase: 'backend', backend: admitted.backend, reason: err.spec.logReason, detail: err.detail }, 'inbound backend unavailable');
+        return REPLY.backendTemp;
+      }
+    }
+    const step = await relayStep(state.link, mailCommand(txn.from, state.link.client), smtp.commandTimeoutMs);
+    if (!step.ok) {
+      if (!state.link.client.alive) dropLink(state);
+      if (step.error) state.log.warn({ phase: 'mail', backend: admitted.backend, detail: step.error.detail }, 'backend failed at MAIL');
+      return step.reply;
+    }
+    txn.open = true;
+    txn.backend = route.backend;
+    state.info.phase = 'relay';
+    return null;
+  }
+}

@@ -1,0 +1,217 @@
+// Owns the submission service (RFC 6409, 4954, 3207, 8314): AUTH through the one auth path, then each transaction relayed to the user's backend or the central relay.
+// Must not deliver or queue mail itself: every reply about a message is the backend's own (or a temporary failure), never an invented 250.
+import { ProxyError, isProxyError, toProxyError } from '../../errors.js';
+import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
+import { resolveRoute, type Route } from '../../directory/backends.js';
+import type { Account } from '../../directory/directory.js';
+import type { Credentials } from '../sasl.js';
+import type { ConnectionHandler } from '../protocol.js';
+import { openBackend } from './backend-open.js';
+import { createFrontend, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
+import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
+
+export type { SmtpServiceDeps } from './frontend.js';
+
+interface SubmissionState extends ConnState {
+  account?: Account;
+  /** Kept only to log in to the backend as the user; never logged. */
+  secret?: string;
+  errors: number;
+  link?: BackendLink;
+  txn?: { from: string; rcpts: string[]; started: number };
+}
+
+const SERVICE = 'submission';
+
+/** The central relay as a route (not in the backends table; health keys it by this name). */
+function centralRelayRoute(relay: NonNullable<SmtpServiceDeps['config']['smtp']['centralRelay']>): Route {
+  return { backend: 'central-relay', protocol: 'submission', host: relay.host, port: relay.port, tls: relay.tls, tlsVerify: true, servername: relay.host, trustsProxy: false, forwardClientAddress: 'none' };
+}
+
+export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandler {
+  const { config, directory, gate } = deps;
+  const smtp = config.smtp;
+  const heloName = smtp.hostname ?? 'mailproxy';
+
+  const routeFor = (account: Account): Route => (smtp.centralRelay ? centralRelayRoute(smtp.centralRelay) : resolveRoute(config, account.host, 'submission'));
+
+  /** Count an error reply; past smtp.maxErrors the reply becomes 421 and smtp-server closes. */
+  const counted = (state: SubmissionState, reply: ClientReply): Error => {
+    state.errors += 1;
+    return replyError(state.errors >= smtp.maxErrors ? REPLY.tooManyErrors : reply);
+  };
+
+  const dropLink = (state: SubmissionState): void => {
+    state.link?.client.quit();
+    state.link = undefined;
+  };
+
+  const delayed = (fn: () => void): void => {
+    // Slows password guessing without holding anything but this client's own dialogue.
+    setTimeout(fn, smtp.authFailureDelayMs).unref();
+  };
+
+  return createFrontend<SubmissionState>(deps, {
+    protocol: 'submission',
+    options: {
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: false,
+      allowInsecureAuth: !smtp.requireTlsForAuth,
+      authRequiredMessage: REPLY.authRequired.text,
+      maxAllowedUnauthenticatedCommands: smtp.maxErrors,
+      size: smtp.maxMessageBytes,
+      maxRecipients: smtp.maxRecipients,
+      disableReverseLookup: true,
+    },
+    createState: (base) => ({ ...base, errors: 0 }),
+    disabledCommands: (state, secure) => {
+      const off = ['XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'];
+      if (secure || state.conn.listener.tls !== 'starttls' || !deps.secureContext) off.push('STARTTLS');
+      // RFC 4954 §4 / RFC 8314: AUTH is not even offered before TLS unless configured so.
+      if (!secure && smtp.requireTlsForAuth) off.push('AUTH');
+      return off;
+    },
+
+    onAuth(state, auth, _session, callback) {
+      const fail = (reply: ClientReply, label: string, immediate = false): void => {
+        loginsTotal.inc({ protocol: SERVICE, result: label });
+        state.errors += 1;
+        const r = state.errors >= smtp.maxErrors ? REPLY.tooManyErrors : reply;
+        const send = (): void => callback(null, { responseCode: r.code, message: r.text });
+        if (immediate) send();
+        else delayed(send);
+      };
+      if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail({ code: 504, text: '5.5.4 Unrecognized authentication type' }, 'mechanism', true);
+      // RFC 4616: an authorization identity other than the authentication identity is not supported.
+      if (auth.method === 'PLAIN' && auth.authzid && auth.authzid !== auth.authcid) return fail(catalogueReply('AUTHZ_UNSUPPORTED'), 'authz_unsupported');
+      const user = auth.method === 'PLAIN' ? auth.authcid ?? '' : auth.username ?? '';
+      const credentials: Credentials = { user, password: auth.password ?? '', mechanism: auth.method };
+      if (!user) return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
+      directory.authenticate(credentials).then((result) => {
+        if (!result.ok) {
+          state.log.info({ phase: 'auth', user, mechanism: auth.method, result: 'auth_failed' }, 'smtp authentication failed');
+          return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
+        }
+        routeFor(result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
+        state.account = result.account;
+        state.secret = credentials.password;
+        state.info.user = result.account.login;
+        state.info.phase = 'relay';
+        loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
+        state.log.info({ phase: 'auth', user: result.account.login, mechanism: auth.method }, 'smtp authenticated');
+        callback(null, { user: { username: result.account.login } });
+      }).catch((e: unknown) => {
+        const err = toProxyError(e, 'INTERNAL');
+        state.log.warn({ phase: 'auth', user, reason: err.spec.logReason, detail: err.detail }, 'smtp authentication error');
+        fail(err.code === 'INTERNAL' ? catalogueReply('DIRECTORY_UNAVAILABLE') : catalogueReply(err.code), err.spec.metricLabel, true);
+      });
+    },
+
+    onMailFrom(state, from, session, callback) {
+      const account = state.account;
+      if (!account || !session.user) return callback(replyError(REPLY.authRequired));
+      state.txn = undefined;
+      void (async (): Promise<void> => {
+        let route: Route;
+        try {
+          route = gate.admit(routeFor(account));
+        } catch (e) {
+          const err = toProxyError(e, 'INTERNAL');
+          state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');
+          return callback(counted(state, REPLY.backendTemp));
+        }
+        if (state.link && !(sameEndpoint(state.link, route) && (await resetLink(state.link, smtp.commandTimeoutMs)))) dropLink(state);
+        if (!state.link) {
+          try {
+            const master = config.backendLogin.mode === 'master';
+            const client = await openBackend({
+              route, gate, heloName,
+              budgetMs: config.backendLogin.backendLoginBudgetMs,
+              connectTimeoutMs: config.backendLogin.connectTimeoutMs,
+              client: state.conn.client,
+              xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
+              credentials: master
+                ? { user: `${account.login}${config.backendLogin.masterSeparator}${config.backendLogin.masterUser ?? ''}`, password: config.backendLogin.masterPassword ?? '' }
+                : { user: account.login, password: state.secret ?? '' },
+              onNote: (note) => state.log.debug({ phase: 'backend', backend: route.backend }, note),
+            });
+            state.link = { client, route };
+            state.info.backend = route.backend;
+          } catch (e) {
+            const err = isProxyError(e) ? e : new ProxyError('INTERNAL', String(e));
+            state.log.warn({ phase: 'backend', backend: route.backend, reason: err.spec.logReason, detail: err.detail }, 'submission backend unavailable');
+            smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
+            return callback(counted(state, REPLY.backendTemp));
+          }
+        }
+        const step = await relayStep(state.link, mailCommand(from, state.link.client), smtp.commandTimeoutMs);
+        if (!step.ok) {
+          if (!state.link.client.alive) dropLink(state);
+          if (step.error) state.log.warn({ phase: 'mail', backend: route.backend, detail: step.error.detail }, 'backend failed at MAIL');
+          return callback(counted(state, step.reply));
+        }
+        state.txn = { from: from.address, rcpts: [], started: Date.now() };
+        callback();
+      })().catch((e: unknown) => {
+        state.log.error({ phase: 'mail', err: String(e) }, 'submission MAIL failed');
+        callback(replyError(REPLY.backendTemp));
+      });
+    },
+
+    onRcptTo(state, to, _session, callback) {
+      const link = state.link;
+      const txn = state.txn;
+      if (!link || !txn || !link.client.alive) {
+        smtpRecipientsTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
+        return callback(counted(state, REPLY.backendTemp));
+      }
+      relayStep(link, rcptCommand(to), smtp.commandTimeoutMs).then((step) => {
+        if (step.ok) {
+          txn.rcpts.push(to.address);
+          smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
+          return callback();
+        }
+        smtpRecipientsTotal.inc({ service: SERVICE, result: step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred' });
+        if (!link.client.alive) dropLink(state);
+        callback(counted(state, step.reply));
+      }, (e: unknown) => {
+        state.log.error({ phase: 'rcpt', err: String(e) }, 'submission RCPT failed');
+        callback(replyError(REPLY.backendTemp));
+      });
+    },
+
+    onData(state, stream, _session, callback) {
+      const link = state.link;
+      const txn = state.txn;
+      state.txn = undefined;
+      if (!link || !txn || !link.client.alive) {
+        stream.on('error', () => undefined);
+        stream.resume();
+        smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
+        return callback(replyError(REPLY.backendTemp));
+      }
+      relayData(link, stream, { prefix: null, recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs }).then((res) => {
+        const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
+        smtpMessagesTotal.inc({ service: SERVICE, result });
+        state.log.info({
+          phase: 'transaction', service: SERVICE, user: state.account?.login, from: txn.from, rcpts: txn.rcpts.length, backend: link.route.backend,
+          size: res.bytes, result, reply: `${res.verdict.reply.code} ${res.verdict.reply.text}`, ms: Date.now() - txn.started,
+          ...(res.error ? { detail: res.error.detail } : {}),
+        }, 'smtp transaction');
+        if (!link.client.alive) dropLink(state);
+        const r = res.verdict.reply;
+        if (r.code >= 200 && r.code < 300) return callback(null, r.text);
+        callback(replyError(r));
+      }, (e: unknown) => {
+        state.log.error({ phase: 'data', err: String(e) }, 'submission DATA failed');
+        callback(replyError(REPLY.backendTemp));
+      });
+    },
+
+    onClose(state) {
+      dropLink(state);
+      state.secret = undefined;
+    },
+  });
+}

@@ -1,0 +1,143 @@
+// Owns relaying one mail transaction's commands to an open backend session: MAIL/RCPT lines, RSET for reuse, and DATA with its verdict.
+// Must not open connections, look anything up or answer the client; it returns ClientReply values for the services to send.
+import type { SMTPServerAddress, SMTPServerDataStream } from 'smtp-server';
+import { isProxyError, toProxyError, type ProxyError } from '../../errors.js';
+import type { Route } from '../../directory/backends.js';
+import type { SmtpBackendClient } from './backend-client.js';
+import type { BackendReply } from './reply-parser.js';
+import { REPLY, dataVerdict, forwardReply, isPositive, type ClientReply, type DataVerdict } from './replies.js';
+
+/** A backend session bound to a client connection, reusable across that client's transactions. */
+export interface BackendLink {
+  client: SmtpBackendClient;
+  route: Route;
+}
+
+/** Is `link` the same backend endpoint as `route`? */
+export function sameEndpoint(link: BackendLink, route: Route): boolean {
+  return link.route.host === route.host && link.route.port === route.port && link.route.protocol === route.protocol && link.route.backend === route.backend;
+}
+
+/** Make `link` ready for a new transaction with RSET (RFC 5321 §4.1.1.5); false means drop it and reconnect. */
+export async function resetLink(link: BackendLink, timeoutMs: number): Promise<boolean> {
+  if (!link.client.alive) return false;
+  try {
+    const r = await link.client.command('RSET', timeoutMs);
+    return r.code === 250;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The MAIL command for the backend: the client's reverse-path and the parameters the backend
+ * understands (RFC 1870 SIZE, RFC 6152 BODY). Unknown parameters are not passed on.
+ */
+export function mailCommand(from: SMTPServerAddress, backend: SmtpBackendClient): string {
+  const args = from.args || {};
+  const params: string[] = [];
+  const size = args.SIZE;
+  if (typeof size === 'string' && /^\d{1,20}$/.test(size) && backend.has('SIZE')) params.push(`SIZE=${size}`);
+  const body = typeof args.BODY === 'string' ? args.BODY.toUpperCase() : undefined;
+  if (body === '8BITMIME' && backend.has('8BITMIME')) params.push('BODY=8BITMIME');
+  return `MAIL FROM:<${from.address}>${params.length ? ` ${params.join(' ')}` : ''}`;
+}
+
+export function rcptCommand(to: SMTPServerAddress): string {
+  return `RCPT TO:<${to.address}>`;
+}
+
+/** Outcome of sending a MAIL or RCPT: accepted, or the reply to give the client. */
+export type StepResult = { ok: true; reply: BackendReply } | { ok: false; reply: ClientReply; backendReply?: BackendReply; error?: ProxyError };
+
+/** Send MAIL/RCPT and classify. A failed connection (or backend 421) is reported as such; the caller drops the link. */
+export async function relayStep(link: BackendLink, line: string, timeoutMs: number): Promise<StepResult> {
+  try {
+    const r = await link.client.command(line, timeoutMs);
+    if (isPositive(r)) return { ok: true, reply: r };
+    if (r.code === 421) link.client.destroy();
+    return { ok: false, reply: forwardReply(r), backendReply: r };
+  } catch (e) {
+    link.client.destroy();
+    return { ok: false, reply: REPLY.backendTemp, error: toProxyError(e, 'BACKEND_UNAVAILABLE') };
+  }
+}
+
+export interface RelayDataResult {
+  verdict: DataVerdict;
+  /** Message bytes as received from the client (before the trace header and stuffing). */
+  bytes: number;
+  /** The client's message went over the size limit; the backend transfer was abandoned. */
+  tooLarge: boolean;
+  /** The client went away during DATA. */
+  clientGone: boolean;
+  error?: ProxyError;
+}
+
+/** Let smtp-server finish reading a message we no longer forward (it waits for the stream's end). */
+function drain(stream: SMTPServerDataStream): void {
+  stream.unpipe();
+  stream.resume();
+}
+
+/**
+ * DATA on the backend, then the message (optionally after `prefix`, e.g. a Received header),
+ * then the reply per accepted recipient (LMTP, RFC 2033 §4.2) or one reply (SMTP).
+ * Never reports 'delivered' unless the backend said so for every recipient.
+ */
+export async function relayData(link: BackendLink, stream: SMTPServerDataStream, opts: {
+  prefix: Buffer | null;
+  recipients: string[];
+  commandTimeoutMs: number;
+  dataTimeoutMs: number;
+}): Promise<RelayDataResult> {
+  const { client } = link;
+  const deferred = (error?: ProxyError, extra: Partial<RelayDataResult> = {}): RelayDataResult => ({
+    verdict: { outcome: 'deferred', reply: REPLY.backendTemp, failures: [] }, bytes: stream.byteLength, tooLarge: false, clientGone: false, ...(error ? { error } : {}), ...extra,
+  });
+  stream.on('error', () => undefined);
+  // smtp-server counts bytes before passing them on, so sizeExceeded is set before the
+  // oversized chunk could reach the backend: abandon the transfer (no final dot is sent).
+  let tooLarge = false;
+  const watchSize = (): void => {
+    if (stream.sizeExceeded && !tooLarge) {
+      tooLarge = true;
+      client.destroy();
+    }
+  };
+  try {
+    const go = await client.command('DATA', opts.commandTimeoutMs);
+    if (go.code !== 354) {
+      drain(stream);
+      if (go.code === 421) client.destroy();
+      return { verdict: { outcome: go.code >= 500 && go.code !== 421 ? 'rejected' : 'deferred', reply: forwardReply(go), failures: [] }, bytes: stream.byteLength, tooLarge: false, clientGone: false };
+    }
+    // Registered in the same tick as sendData's pipe, and before it: no chunk is lost, and an
+    // oversized chunk is seen here before the pipe could write it.
+    stream.on('data', watchSize);
+    const bytes = await client.sendData(stream, opts.prefix, opts.dataTimeoutMs);
+    const expected = client.lmtp ? opts.recipients.length : 1;
+    const replies: BackendReply[] = [];
+    for (let i = 0; i < expected; i++) replies.push(await client.read(opts.dataTimeoutMs, 'end of DATA'));
+    return { verdict: dataVerdict(replies, opts.recipients), bytes, tooLarge: false, clientGone: false };
+  } catch (e) {
+    const err = isProxyError(e) ? e : toProxyError(e, 'BACKEND_UNAVAILABLE');
+    client.destroy();
+    drain(stream);
+    if (tooLarge || stream.sizeExceeded) {
+      await waitEnd(stream);
+      return { verdict: { outcome: 'rejected', reply: REPLY.tooLarge, failures: [] }, bytes: stream.byteLength, tooLarge: true, clientGone: false };
+    }
+    return deferred(err, { clientGone: err.code === 'INTERNAL' });
+  } finally {
+    stream.off('data', watchSize);
+  }
+}
+
+function waitEnd(stream: SMTPServerDataStream): Promise<void> {
+  if (stream.readableEnded || stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+  });
+}

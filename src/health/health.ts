@@ -51,7 +51,7 @@ export interface HealthMonitorOptions {
   /** Worker role: where report() sends passive outcomes (IPC to the primary). */
   forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
   /** Hook runner; defaults to one built from config.health.hooks (primary only). */
-  hooks?: HookRunner;
+  hooks?: Pick<HookRunner, 'fire'>;
   dial?: Dial;
   deepProbe?: DeepProbe;
   random?: () => number;
@@ -67,7 +67,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly role: 'primary' | 'worker';
-  private readonly hooks: HookRunner | undefined;
+  private readonly hooks: Pick<HookRunner, 'fire'> | undefined;
   private prober: Prober | undefined;
 
   constructor(private readonly opts: HealthMonitorOptions) {

@@ -156,6 +156,17 @@ describe('LDAP directory against a real slapd', function () {
     assert.equal((await dir.lookup('bob'))?.host, 'backend-b');
   });
 
+  it('slapd restarted between requests: the kept connection re-binds instead of searching anonymously', async () => {
+    const { dir, binds } = directory();
+    assert.equal((await dir.lookup('alice'))?.host, 'backend-a');
+    await world.ldap.stop();
+    await world.ldap.start();
+    // Anonymous may only bind (ACL), so an unbound search would find nobody and wrongly answer null.
+    assert.equal((await dir.lookup('alice'))?.host, 'backend-a');
+    assert.equal((await dir.authenticate(creds('alice', world.users.alice.password))).ok, true);
+    assert.deepEqual(binds.filter((b) => b === world.ldap.bindDN).length, 2, 'first bind, then its replay on the reconnected socket');
+  });
+
   it('slapd paused (SIGSTOP): DIRECTORY_UNAVAILABLE within timeoutMs + margin, then works after resume', async () => {
     const { dir } = directory();
     assert.equal((await dir.lookup('alice'))?.host, 'backend-a');

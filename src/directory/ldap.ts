@@ -92,6 +92,8 @@ export class LdapDirectory implements Directory {
     this.servers = config.urls.map((url) => ({ url, failedAt: null }));
     this.searchFilter = config.filter;
     this.recipientFilter = config.recipientFilter;
+    // ldapts treats 0 as "wait forever", which would hang logins on a stalled server.
+    if (config.timeoutMs <= 0 || config.connectTimeoutMs <= 0) throw new ProxyError('CONFIG_INVALID', 'directory.ldap.timeoutMs and connectTimeoutMs must be > 0');
     for (const [key, template] of [['filter', config.filter], ['recipientFilter', config.recipientFilter]] as const) {
       try { parseFilter(buildFilter(template, 'probe')); } catch (e) {
         throw new ProxyError('CONFIG_INVALID', `directory.ldap.${key} is not a valid LDAP filter: ${(e as Error).message}`);

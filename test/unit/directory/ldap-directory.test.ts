@@ -216,6 +216,12 @@ describe('LdapDirectory (fake ldapts client)', () => {
     assert.match(text, /operation="lookup",result="ok"/);
   });
 
+  it('rejects a zero timeout (ldapts would wait forever) with CONFIG_INVALID', () => {
+    for (const o of [{ timeoutMs: 0 }, { connectTimeoutMs: 0 }]) {
+      assert.throws(() => setup(['ldap://one:389'], o), (e: unknown) => isProxyError(e) && e.code === 'CONFIG_INVALID');
+    }
+  });
+
   it('rejects an invalid filter template at construction with CONFIG_INVALID', () => {
     assert.throws(() => setup(['ldap://one:389'], { filter: '(uid=%u' }), (e: unknown) => isProxyError(e) && e.code === 'CONFIG_INVALID');
   });

@@ -1,5 +1,6 @@
 // Owns small builders shared by the health unit tests (configs parsed through the real schema).
 // Must not start servers or touch real backends.
+import { Duplex } from 'node:stream';
 import { configSchema, type Config } from '../../../src/config/schema.js';
 
 export function testConfig(over: { backends?: Record<string, unknown>; health?: Record<string, unknown>; admin?: Record<string, unknown> } = {}): Config {
@@ -15,3 +16,14 @@ export function testConfig(over: { backends?: Record<string, unknown>; health?: 
     admin: over.admin ?? {},
   });
 }
+
+/** A socket whose server side is scripted by the test. */
+export class FakeSocket extends Duplex {
+  written = '';
+  ended = false;
+  override _read(): void { /* data is pushed by serve() */ }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void { this.written += chunk.toString('latin1'); cb(); }
+  override _final(cb: () => void): void { this.ended = true; cb(); }
+  serve(text: string): void { this.push(Buffer.from(text, 'latin1')); }
+}
+

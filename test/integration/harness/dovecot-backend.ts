@@ -5,7 +5,7 @@ import { chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderFixture } from './fixtures.js';
 import { deliverLmtp, markerMessage } from './lmtp.js';
-import { spawnFixture, stopFixture, signalTree, type Spawned } from './processes.js';
+import { pauseTree, spawnFixture, stopFixture, signalTree, type Spawned } from './processes.js';
 import { isListening, pollUntil, waitRefusing } from './ports.js';
 import { MASTER_PASSWORD, MASTER_USER, sshaHash, type TestUser } from './users.js';
 
@@ -177,7 +177,9 @@ export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> 
     pid: () => proc?.child.pid,
     stop,
     start,
-    pause: () => signal('SIGSTOP'),
+    pause: () => {
+      if (proc?.child.pid !== undefined) pauseTree(proc.child.pid);
+    },
     resume: () => signal('SIGCONT'),
     deliver: (rcpt, rfc822) => deliverLmtp(o.ports.lmtp, rcpt, rfc822),
     readLog: () => readFile(logPath, 'utf8'),

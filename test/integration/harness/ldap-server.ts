@@ -3,7 +3,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderFixture } from './fixtures.js';
-import { spawnFixture, stopFixture, signalTree, runCommand, type Spawned } from './processes.js';
+import { pauseTree, spawnFixture, stopFixture, signalTree, runCommand, type Spawned } from './processes.js';
 import { isListening, pollUntil, waitRefusing } from './ports.js';
 import {
   ADMIN_DN, ADMIN_PASSWORD, BASE_DN, SERVICE_DN, SERVICE_PASSWORD, sshaHash, type TestUser,
@@ -113,7 +113,9 @@ export async function startLdap(opts: LdapOptions): Promise<LdapInstance> {
     pid: () => proc?.child.pid,
     stop,
     start,
-    pause: () => signal('SIGSTOP'),
+    pause: () => {
+      if (proc?.child.pid !== undefined) pauseTree(proc.child.pid);
+    },
     resume: () => signal('SIGCONT'),
   };
 }

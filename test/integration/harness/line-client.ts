@@ -23,12 +23,12 @@ export class LineClient {
     });
   }
 
-  static connect(port: number, opts: { tls?: boolean; ca?: string | Buffer; host?: string; timeoutMs?: number } = {}): Promise<LineClient> {
+  static connect(port: number, opts: { tls?: boolean; ca?: string | Buffer; host?: string; timeoutMs?: number; localAddress?: string } = {}): Promise<LineClient> {
     const host = opts.host ?? '127.0.0.1';
     return new Promise((resolve, reject) => {
       const sock = opts.tls
-        ? tlsConnect({ host, port, servername: 'localhost', ca: opts.ca, rejectUnauthorized: opts.ca !== undefined })
-        : netConnect({ host, port });
+        ? tlsConnect({ host, port, servername: 'localhost', ca: opts.ca, rejectUnauthorized: opts.ca !== undefined, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) })
+        : netConnect({ host, port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
       const timer = setTimeout(() => {
         sock.destroy();
         reject(new Error(`connect to ${host}:${port} timed out`));
@@ -127,6 +127,29 @@ export class LineClient {
   async command(tag: string, command: string, timeoutMs = 5000): Promise<string> {
     this.send(`${tag} ${command}`);
     return this.readUntil(new RegExp(`^${tag} (OK|NO|BAD)`), timeoutMs);
+  }
+
+  /** Exactly `n` bytes (for IMAP literals). */
+  async readBytes(n: number, timeoutMs = 5000): Promise<Buffer> {
+    let out = Buffer.alloc(0);
+    await this.readWhere((b) => {
+      if (b.length < n) return -1;
+      out = Buffer.from(b.subarray(0, n));
+      return n;
+    }, timeoutMs, `${n} bytes`);
+    return out;
+  }
+
+  /** Upgrade this connection to TLS (after a STARTTLS/STLS OK); returns a new client over the TLS socket. */
+  startTls(ca?: string | Buffer, timeoutMs = 5000): Promise<LineClient> {
+    const raw = this.socket as Socket;
+    raw.removeAllListeners('data');
+    return new Promise((resolve, reject) => {
+      const t = tlsConnect({ socket: raw, servername: 'localhost', ca, rejectUnauthorized: ca !== undefined });
+      const timer = setTimeout(() => { t.destroy(); reject(new Error('TLS handshake timed out')); }, timeoutMs);
+      t.once('secureConnect', () => { clearTimeout(timer); resolve(new LineClient(t)); });
+      t.once('error', (e) => { clearTimeout(timer); reject(e); });
+    });
   }
 
   close(): void {

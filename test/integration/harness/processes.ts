@@ -53,6 +53,56 @@ export function signalTree(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+function allThreadsStopped(pid: number): boolean {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return true; // gone
+  }
+  for (const t of tasks) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      if (state !== 'T' && state !== 't' && state !== 'Z' && state !== 'X') return false;
+    } catch {
+      // thread ended
+    }
+  }
+  return true;
+}
+
+function waitStoppedSync(pid: number, deadline: number): void {
+  while (!allThreadsStopped(pid)) {
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not stop after SIGSTOP`);
+  }
+}
+
+/**
+ * SIGSTOP `pid` and its descendants and return only once every thread of each is stopped: a
+ * group stop is asynchronous, and a thread already running (e.g. slapd's listener) would
+ * otherwise still answer a request sent right after kill().
+ */
+export function pauseTree(pid: number): void {
+  const deadline = Date.now() + 2000;
+  try {
+    process.kill(pid, 'SIGSTOP');
+  } catch {
+    return;
+  }
+  // Once the parent is stopped it cannot fork, so the list of descendants is final.
+  waitStoppedSync(pid, deadline);
+  const children = descendantsOf(pid);
+  for (const c of children) {
+    try {
+      process.kill(c, 'SIGSTOP');
+    } catch {
+      // gone
+    }
+  }
+  for (const c of children) waitStoppedSync(c, deadline);
+}
+
 function killAllSync(): void {
   for (const child of live) {
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
@@ -168,9 +218,9 @@ export async function stopFixture(sp: Spawned, opts: { graceful?: boolean; grace
   } else {
     // A stopped parent cannot fork between listing its children and the kill.
     try {
-      process.kill(pid, 'SIGSTOP');
+      pauseTree(pid);
     } catch {
-      // gone
+      // kill anyway
     }
     killPids([pid, ...descendantsOf(pid)]);
   }
@@ -180,16 +230,21 @@ export async function stopFixture(sp: Spawned, opts: { graceful?: boolean; grace
 /** Run a short command to completion; rejects with its stderr on a non-zero exit. */
 export function runCommand(cmd: string, args: string[], opts: { cwd?: string; input?: string } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const withInput = opts.input !== undefined;
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: [withInput ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.once('error', reject);
     child.once('close', (code) => {
       if (code === 0) resolve(out);
       else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.trim() || out.trim()}`));
     });
-    child.stdin.end(opts.input ?? '');
+    if (withInput) {
+      // A command may exit without reading its input; that EPIPE is not the caller's problem.
+      child.stdin!.on('error', () => undefined);
+      child.stdin!.end(opts.input);
+    }
   });
 }

@@ -1,6 +1,6 @@
 // Owns the client side of IMAP before login: greeting, CAPABILITY/NOOP/LOGOUT/ID/STARTTLS, LOGIN and AUTHENTICATE PLAIN/LOGIN → one Credentials.
 // Must not do I/O, consult the directory or backends, or echo client input (passwords above all) except the command tag.
-import { sanitize, type ErrorCode } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, type Credentials } from '../sasl.js';
 import { ImapCommandParser, type ImapArg, type ImapCommand, type LineResult, type ParseResult } from './parser.js';
@@ -50,7 +50,7 @@ class ImapDialogue implements Dialogue {
   }
 
   start(): ClientAction[] {
-    const greeting = sanitize(this.options.greeting ?? 'mailproxy ready', 200);
+    const greeting = (this.options.greeting ?? 'mailproxy ready').replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
     this.send(`* OK [CAPABILITY ${this.caps()}] ${greeting}${CRLF}`);
     return this.flush();
   }

@@ -1,3 +1,5 @@
+// Proves the IMAP backend login against Dovecot-like transcripts: greeting, CAPABILITY, STARTTLS, ID, LOGIN literals, failures.
+// Must not open sockets; backend lines are fed by hand.
 import assert from 'node:assert/strict';
 import type { Route } from '../../../src/directory/backends.js';
 import { ProxyError } from '../../../src/errors.js';

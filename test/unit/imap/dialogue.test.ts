@@ -1,3 +1,5 @@
+// Proves the IMAP pre-login dialogue by full transcripts: capabilities, LOGIN/AUTHENTICATE forms, STARTTLS injection, limits, login outcomes.
+// Must not open sockets; the Session's side is played by hand-made events.
 import assert from 'node:assert/strict';
 import { ProxyError } from '../../../src/errors.js';
 import type { ClientAction } from '../../../src/proxy/protocol.js';

@@ -1,3 +1,5 @@
+// Proves the IMAP command parser: every argument form, pipelining, limits, each input also split at every byte offset.
+// Must not test replies or dialogue state.
 import assert from 'node:assert/strict';
 import { ImapCommandParser, type ParseResult } from '../../../src/proxy/imap/parser.js';
 import { LIMITS, splits } from './helpers.js';

@@ -18,6 +18,8 @@ export interface OpenBackendParams {
   client: ClientEndpoint;
   /** XCLIENT attributes besides ADDR/PORT (HELO, NAME, PROTO, LOGIN); sent only when the route trusts the proxy. */
   xclient?: { HELO?: string; NAME?: string; PROTO?: string; LOGIN?: string };
+  /** Our connection id, passed as XCLIENT SESSION where offered (Dovecot logs it: one id across both logs). */
+  sessionId: string;
   /** AUTH PLAIN as this user when the backend still offers AUTH after XCLIENT (submission). */
   credentials?: { user: string; password: string };
   /** Where XCLIENT would be useful but the backend does not trust us or offer it (logs only). */
@@ -53,7 +55,7 @@ export async function openBackend(p: OpenBackendParams): Promise<SmtpBackendClie
       await client.hello(p.heloName, left());
     }
     if (route.trustsProxy && route.forwardClientAddress === 'native' && client.has('XCLIENT')) {
-      const sent = await client.xclient({ ADDR: xclientAddr(p.client.address), PORT: String(p.client.port), ...p.xclient }, left());
+      const sent = await client.xclient({ ADDR: xclientAddr(p.client.address), PORT: String(p.client.port), SESSION: p.sessionId, ...p.xclient }, left());
       // XCLIENT_README: the server answers like a new connection; say EHLO/LHLO again.
       if (sent) await client.hello(p.heloName, left());
     } else if (route.trustsProxy && route.forwardClientAddress === 'native') {

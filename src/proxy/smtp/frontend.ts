@@ -4,7 +4,7 @@ import os from 'node:os';
 import type net from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { ProxyError } from '../../errors.js';
-import { connectionsTotal, disconnectsTotal } from '../../metrics.js';
+import { disconnectsTotal } from '../../metrics.js';
 import type { Logger } from '../../log.js';
 import type { Config } from '../../config/schema.js';
 import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
@@ -151,7 +151,6 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
 
   return {
     handle(socket: net.Socket, conn: AcceptedConnection): void {
-      connectionsTotal.inc({ protocol: spec.protocol });
       const implicit = conn.listener.tls === 'implicit';
       if (closing || (implicit && !deps.secureContext)) {
         if (!implicit) socket.end(`${shutdownReply.code} ${shutdownReply.text}\r\n`);

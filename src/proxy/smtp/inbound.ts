@@ -197,6 +197,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
           budgetMs: config.backendLogin.backendLoginBudgetMs,
           connectTimeoutMs: config.backendLogin.connectTimeoutMs,
           client: state.conn.client,
+          sessionId: state.conn.id,
           xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
           onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
         });

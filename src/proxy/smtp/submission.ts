@@ -130,6 +130,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
               budgetMs: config.backendLogin.backendLoginBudgetMs,
               connectTimeoutMs: config.backendLogin.connectTimeoutMs,
               client: state.conn.client,
+              sessionId: state.conn.id,
               xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
               credentials: master
                 ? { user: `${account.login}${config.backendLogin.masterSeparator}${config.backendLogin.masterUser ?? ''}`, password: config.backendLogin.masterPassword ?? '' }

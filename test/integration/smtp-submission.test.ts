@@ -1,0 +1,274 @@
+// Proves the submission service against real slapd + Dovecot submission + the SMTP sink: STARTTLS and implicit TLS with AUTH, refusals, limits, dead backends.
+// Must not test inbound (MX) delivery; smtp-inbound.test.ts does.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import nodemailer from 'nodemailer';
+import { simpleParser } from 'mailparser';
+import { pino } from 'pino';
+import { LineClient } from './harness/line-client.js';
+import { startWorld, type World } from './harness/world.js';
+import { worldConfig } from './proxy-fixture.js';
+import { createDirectory } from '../../src/directory/create.js';
+import { openGate, type BackendGate } from '../../src/health/gate.js';
+import { SessionRegistry } from '../../src/proxy/sessions.js';
+import { createSubmissionService } from '../../src/proxy/smtp/index.js';
+import type { Config, ListenerConfig } from '../../src/config/schema.js';
+import type { ConnectionHandler } from '../../src/proxy/protocol.js';
+import type { Directory } from '../../src/directory/directory.js';
+import type { Route } from '../../src/directory/backends.js';
+
+interface Served { port: number; close(): Promise<void> }
+
+/** A loopback net.Server handing every socket to `handler`, as the listener would. */
+async function serve(handler: ConnectionHandler, listener: ListenerConfig): Promise<Served> {
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    const plain = (a?: string): string => (a ?? '0.0.0.0').replace(/^::ffff:/, '');
+    handler.handle(socket, {
+      id: randomBytes(6).toString('hex'),
+      client: { address: plain(socket.remoteAddress), port: socket.remotePort ?? 0, localAddress: plain(socket.localAddress), localPort: socket.localPort ?? 0 },
+      listener,
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return { port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+const listener = (tls: ListenerConfig['tls']): ListenerConfig => ({ protocol: 'submission', address: '127.0.0.1', port: 0, tls, proxyProtocol: false, proxyTrustedNetworks: [] });
+
+async function smtpReply(c: LineClient, timeoutMs = 10_000): Promise<string> {
+  return c.readUntil(/^\d{3} /, timeoutMs);
+}
+
+async function upgrade(c: LineClient, ca: Buffer): Promise<LineClient> {
+  const { connect } = await import('node:tls');
+  const raw = c.socket as net.Socket;
+  raw.removeAllListeners('data');
+  const tlsSock = connect({ socket: raw, servername: 'localhost', ca });
+  await new Promise<void>((resolve, reject) => { tlsSock.once('secureConnect', () => resolve()); tlsSock.once('error', reject); });
+  // LineClient only wraps fresh sockets; re-wrap through its private constructor.
+  return new (LineClient as unknown as new (s: net.Socket) => LineClient)(tlsSock);
+}
+
+describe('SMTP submission (real Dovecot submission + sink)', function () {
+  this.timeout(60_000);
+  let world: World;
+  let config: Config;
+  let directory: Directory;
+  let ca: Buffer;
+  const logs: Array<Record<string, unknown>> = [];
+  let logText = '';
+  const reports: Array<{ backend: string; outcome: string }> = [];
+  const gate: BackendGate = { admit: (r: Route) => openGate.admit(r), report: (r, outcome) => { reports.push({ backend: r.backend, outcome }); } };
+  let service: ConnectionHandler;
+  let starttls: Served;
+  let implicit: Served;
+  let plain: Served;
+  const sessions = new SessionRegistry();
+
+  before(async () => {
+    world = await startWorld();
+    config = worldConfig(world, (raw) => {
+      raw['smtp'] = { hostname: 'proxy.example.test', authFailureDelayMs: 200, maxMessageBytes: 2 * 1024 * 1024, maxErrors: 5 };
+    });
+    const logger = pino({ level: 'debug' }, new Writable({
+      write(chunk: Buffer, _e, cb) {
+        const text = chunk.toString();
+        logText += text;
+        for (const l of text.split('\n')) if (l.trim()) logs.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    }));
+    directory = createDirectory(config, logger);
+    ca = readFileSync(world.tls.caPath);
+    service = createSubmissionService({ config, directory, gate, sessions, logger, secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
+    starttls = await serve(service, listener('starttls'));
+    implicit = await serve(service, listener('implicit'));
+    plain = await serve(service, listener('none'));
+  });
+  after(async () => {
+    await service?.close();
+    await Promise.all([starttls?.close(), implicit?.close(), plain?.close()]);
+    await directory?.close();
+    await world?.stop();
+  });
+
+  const transport = (port: number, secure: boolean, user: string, pass: string, method?: 'PLAIN' | 'LOGIN') => nodemailer.createTransport({
+    host: '127.0.0.1', port, secure, requireTLS: !secure, auth: { user, pass, ...(method ? { method } : {}) },
+    tls: { ca, servername: 'localhost' }, connectionTimeout: 10_000, greetingTimeout: 10_000,
+  });
+
+  async function sendAndCheck(port: number, secure: boolean, method: 'PLAIN' | 'LOGIN'): Promise<void> {
+    const before = world.sink.messages.length;
+    const marker = `${method}-${secure ? 'implicit' : 'starttls'}-${randomBytes(4).toString('hex')}`;
+    const text = `Hello Bob,\r\n.line starting with a dot\r\n..and two\r\n\r\nUnicode: gr\u00fc\u00dfe \u2603\r\n${'x'.repeat(990)}\r\n`;
+    const attachment = randomBytes(50_000);
+    const info = await transport(port, secure, world.users.alice.uid, world.users.alice.password, method).sendMail({
+      from: world.users.alice.mail, to: 'someone@elsewhere.example', subject: `submission ${marker}`, text,
+      attachments: [{ filename: 'blob.bin', content: attachment }],
+    });
+    assert.match(info.response, /^250 /);
+    await world.sink.waitFor(before + 1, 10_000);
+    const got = world.sink.messages.find((m) => m.raw.includes(marker));
+    assert.ok(got, 'message reached the sink');
+    assert.equal(got.from, world.users.alice.mail);
+    assert.deepEqual(got.to, ['someone@elsewhere.example']);
+    const parsed = await simpleParser(got.raw);
+    assert.equal(parsed.subject, `submission ${marker}`);
+    assert.equal(parsed.text, text.replace(/\r\n/g, '\n'));
+    assert.equal(parsed.attachments.length, 1);
+    assert.ok(parsed.attachments[0]!.content.equals(attachment), 'attachment bytes intact');
+  }
+
+  it('relays AUTH PLAIN over STARTTLS (587) to the sink with the body intact', async () => {
+    await sendAndCheck(starttls.port, false, 'PLAIN');
+  });
+
+  it('relays AUTH LOGIN over implicit TLS (465) to the sink with the body intact', async () => {
+    await sendAndCheck(implicit.port, true, 'LOGIN');
+  });
+
+  it('forwards the client address with XCLIENT and logs one transaction summary without the password', async () => {
+    const c = await LineClient.connect(starttls.port, { localAddress: '127.0.0.3' });
+    await smtpReply(c);
+    c.send('EHLO client.example');
+    await smtpReply(c);
+    c.send('STARTTLS');
+    assert.match(await smtpReply(c), /^220 /);
+    const t = await upgrade(c, ca);
+    t.send('EHLO client.example');
+    assert.match(await smtpReply(t), /AUTH PLAIN LOGIN/);
+    t.send(`AUTH PLAIN ${Buffer.from(`\0alice\0${world.users.alice.password}`).toString('base64')}`);
+    assert.match(await smtpReply(t), /^235 /);
+    t.send('MAIL FROM:<alice@example.test>');
+    assert.match(await smtpReply(t), /^250 /);
+    t.send('RCPT TO:<xclient@elsewhere.example>');
+    assert.match(await smtpReply(t), /^250 /);
+    t.send('DATA');
+    assert.match(await smtpReply(t), /^354 /);
+    t.write('Subject: xclient\r\n\r\nbody\r\n.\r\n');
+    const done = await smtpReply(t);
+    assert.match(done, /^250 /);
+    t.send('QUIT');
+    await smtpReply(t).catch(() => '');
+    const log = await world.backends.a.readLog();
+    assert.match(log, /submission-login: Info: Login: user=<alice>.*rip=127\.0\.0\.3/, 'Dovecot saw the client address');
+    const summary = logs.find((l) => l['phase'] === 'transaction' && l['rcpts'] === 1 && String(l['reply']).startsWith('250') && l['backend'] === 'backend-a');
+    assert.ok(summary, 'transaction summary logged');
+    assert.ok(!logText.includes(world.users.alice.password), 'password never logged');
+  });
+
+  it('refuses mail without AUTH (530 5.7.0) and offers AUTH only after TLS', async () => {
+    const c = await LineClient.connect(starttls.port);
+    assert.match(await smtpReply(c), /^220 proxy\.example\.test ESMTP/);
+    c.send('EHLO client.example');
+    const ehlo = await smtpReply(c);
+    assert.match(ehlo, /STARTTLS/);
+    assert.doesNotMatch(ehlo, /AUTH/);
+    assert.match(ehlo, /SIZE 2097152/);
+    c.send('MAIL FROM:<spammer@example.org>');
+    assert.match(await smtpReply(c), /^530 5\.7\.0 /);
+    c.send('RCPT TO:<victim@elsewhere.example>');
+    assert.match(await smtpReply(c), /^5\d\d /);
+    c.send('QUIT');
+    c.close();
+    const t = await LineClient.connect(implicit.port, { tls: true, ca });
+    await smtpReply(t);
+    t.send('EHLO client.example');
+    const ehloTls = await smtpReply(t);
+    assert.match(ehloTls, /AUTH PLAIN LOGIN/);
+    assert.doesNotMatch(ehloTls, /STARTTLS/);
+    t.send('MAIL FROM:<spammer@example.org>');
+    assert.match(await smtpReply(t), /^530 5\.7\.0 /);
+    t.close();
+  });
+
+  it('answers a wrong password with 535 5.7.8 after the failure delay', async () => {
+    const c = await LineClient.connect(implicit.port, { tls: true, ca });
+    await smtpReply(c);
+    c.send('EHLO client.example');
+    await smtpReply(c);
+    const t0 = Date.now();
+    c.send(`AUTH PLAIN ${Buffer.from('\0alice\0not-the-password').toString('base64')}`);
+    assert.match(await smtpReply(c), /^535 5\.7\.8 /);
+    assert.ok(Date.now() - t0 >= 180, 'failure delayed');
+    c.close();
+    assert.ok(!logText.includes('not-the-password'));
+  });
+
+  it('gives 454 4.7.0 at AUTH for an account without a backend, 451 4.3.0 at MAIL for a dead backend', async () => {
+    await assert.rejects(transport(implicit.port, true, 'carol', world.users.carol.password).sendMail({ from: 'carol@example.test', to: 'x@elsewhere.example', text: 'x' }), /454 4\.7\.0/);
+    const before = world.sink.messages.length;
+    await assert.rejects(transport(implicit.port, true, 'dave', world.users.dave.password).sendMail({ from: 'dave@example.test', to: 'x@elsewhere.example', text: 'x' }), (e: Error & { responseCode?: number; response?: string }) => {
+      assert.equal(e.responseCode, 451);
+      assert.match(e.response ?? '', /^451 4\.3\.0 /);
+      return true;
+    });
+    assert.equal(world.sink.messages.length, before);
+    assert.ok(reports.some((r) => r.backend === 'backend-dead' && r.outcome === 'fail'), 'health gate told about the dead backend');
+  });
+
+  it('enforces SIZE at MAIL and during DATA without relaying anything', async () => {
+    const c = await LineClient.connect(implicit.port, { tls: true, ca });
+    await smtpReply(c);
+    c.send('EHLO client.example');
+    await smtpReply(c);
+    c.send(`AUTH PLAIN ${Buffer.from(`\0alice\0${world.users.alice.password}`).toString('base64')}`);
+    assert.match(await smtpReply(c), /^235 /);
+    c.send('MAIL FROM:<alice@example.test> SIZE=99999999');
+    assert.match(await smtpReply(c), /^552 /);
+    const before = world.sink.messages.length;
+    c.send('MAIL FROM:<alice@example.test>');
+    assert.match(await smtpReply(c), /^250 /);
+    c.send('RCPT TO:<big@elsewhere.example>');
+    assert.match(await smtpReply(c), /^250 /);
+    c.send('DATA');
+    assert.match(await smtpReply(c), /^354 /);
+    const line = `${'y'.repeat(998)}\r\n`;
+    c.write(`Subject: too big\r\n\r\n${line.repeat(3 * 1024)}.\r\n`);
+    assert.match(await smtpReply(c, 20_000), /^552 5\.3\.4 /);
+    // The session goes on: a normal message right after is relayed.
+    c.send('MAIL FROM:<alice@example.test>');
+    assert.match(await smtpReply(c), /^250 /);
+    c.send('RCPT TO:<after-big@elsewhere.example>');
+    assert.match(await smtpReply(c), /^250 /);
+    c.send('DATA');
+    assert.match(await smtpReply(c), /^354 /);
+    c.write('Subject: after big\r\n\r\nsmall\r\n.\r\n');
+    assert.match(await smtpReply(c), /^250 /);
+    await world.sink.waitFor(before + 1, 10_000);
+    assert.equal(world.sink.messages.length, before + 1, 'only the small message arrived');
+    assert.deepEqual(world.sink.messages[before]!.to, ['after-big@elsewhere.example']);
+    c.close();
+  });
+
+  it('registers sessions and kicks them with 421', async () => {
+    const c = await LineClient.connect(implicit.port, { tls: true, ca });
+    await smtpReply(c);
+    c.send(`EHLO client.example`);
+    await smtpReply(c);
+    c.send(`AUTH PLAIN ${Buffer.from(`\0bob\0${world.users.bob.password}`).toString('base64')}`);
+    assert.match(await smtpReply(c), /^235 /);
+    const live = sessions.list({ user: 'bob' });
+    assert.equal(live.length, 1);
+    assert.equal(live[0]!.info.protocol, 'submission');
+    const { ProxyError } = await import('../../src/errors.js');
+    assert.equal(sessions.kick({ user: 'bob' }, new ProxyError('BACKEND_MAINTENANCE')), 1);
+    assert.match(await smtpReply(c), /^421 /);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(sessions.list({ user: 'bob' }).length, 0);
+  });
+
+  it('does not offer STARTTLS or AUTH on a plain listener that requires TLS for auth', async () => {
+    const c = await LineClient.connect(plain.port);
+    await smtpReply(c);
+    c.send('EHLO client.example');
+    const ehlo = await smtpReply(c);
+    assert.doesNotMatch(ehlo, /STARTTLS|AUTH/);
+    c.close();
+  });
+});

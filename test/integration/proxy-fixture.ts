@@ -10,6 +10,11 @@ export type RawConfig = Record<string, unknown>;
 
 /** The world as a mailproxy config: LDAP directory, backend-a/b trusting the proxy, backend-dead on a closed port. */
 export function worldConfig(world: World, extra: (raw: RawConfig) => void = () => undefined): Config {
+  return configSchema.parse(worldRawConfig(world, extra));
+}
+
+/** The same, before validation (the demo writes it out as YAML). */
+export function worldRawConfig(world: World, extra: (raw: RawConfig) => void = () => undefined): RawConfig {
   const { a, b } = world.backends;
   const backend = (d: World['backends']['a']) => ({
     host: '127.0.0.1',
@@ -47,7 +52,7 @@ export function worldConfig(world: World, extra: (raw: RawConfig) => void = () =
     admin: { enabled: false },
   };
   extra(raw);
-  return configSchema.parse(raw);
+  return raw;
 }
 
 export interface RunningProxy {

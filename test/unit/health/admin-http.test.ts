@@ -1,3 +1,5 @@
+// Proves the admin HTTP server on a loopback port: auth, every endpoint, JSON errors, robustness.
+// Must not reach real backends (the monitor is fed nothing but what the test gives it).
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { HealthMonitor } from '../../../src/health/health.js';

@@ -1,3 +1,5 @@
+// Proves the HAProxy agent-check responder and the `mailproxy status` command (table, exit codes).
+// Uses loopback servers only.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { agentReply, startAgentCheck } from '../../../src/health/agent-check.js';

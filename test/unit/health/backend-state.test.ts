@@ -1,3 +1,5 @@
+// Proves the pure backend state machine: hysteresis, maintenance overlay, trickle, adopt, folding.
+// Must not use sockets or real time.
 import assert from 'node:assert/strict';
 import { BackendState, foldStates, isServing, type Outcome } from '../../../src/health/backend-state.js';
 

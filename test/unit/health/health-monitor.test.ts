@@ -1,3 +1,5 @@
+// Proves the HealthMonitor facade: admit (standby, trickle, maintenance), side effects, snapshot, worker role, reload.
+// Must not use sockets or real time (probe results are fed in directly).
 import assert from 'node:assert/strict';
 import { routeForBackend, type Route, type RouteProtocol } from '../../../src/directory/backends.js';
 import { isProxyError } from '../../../src/errors.js';

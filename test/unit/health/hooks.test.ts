@@ -1,3 +1,5 @@
+// Proves the operator hooks: environment, ordering, timeouts, webhook body; failures never throw.
+// Runs real /bin/sh children in a temp folder; the webhook uses an injected fetch.
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

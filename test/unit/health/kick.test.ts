@@ -1,3 +1,5 @@
+// Proves spreading backend-down goodbyes over a window and the per-backend session count.
+// Must not use real time.
 import assert from 'node:assert/strict';
 import { ProxyError } from '../../../src/errors.js';
 import { countSessionsByBackend, kickDelays, kickSpread } from '../../../src/health/kick.js';

@@ -1,3 +1,5 @@
+// Proves one probe against scripted fake sockets: greetings per protocol, identity, timeouts, deep probe.
+// Must not open real sockets.
 import assert from 'node:assert/strict';
 import { routeForBackend, type RouteProtocol } from '../../../src/directory/backends.js';
 import { normaliseIdentity, probeOnce, type Dial } from '../../../src/health/probe.js';

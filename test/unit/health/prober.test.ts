@@ -1,3 +1,5 @@
+// Proves probe scheduling: jitter, one probe in flight, identity-change counting, target reload.
+// Must not open real sockets (fake dial) or wait on real time (fake clock).
 import assert from 'node:assert/strict';
 import type { Route } from '../../../src/directory/backends.js';
 import type { ProbeResult } from '../../../src/health/probe.js';

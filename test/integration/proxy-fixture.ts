@@ -4,7 +4,8 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import type { World } from './harness/world.js';
 import { configSchema, type Config } from '../../src/config/schema.js';
-import { Instance, type InstanceOptions } from '../../src/server.js';
+import type { Instance } from '../../src/server.js';
+import { App, type AppOptions } from '../../src/app.js';
 
 export type RawConfig = Record<string, unknown>;
 
@@ -56,6 +57,7 @@ export function worldRawConfig(world: World, extra: (raw: RawConfig) => void = (
 }
 
 export interface RunningProxy {
+  app: App;
   instance: Instance;
   config: Config;
   /** Port of the first listener for (protocol, tls). */
@@ -67,7 +69,7 @@ export interface RunningProxy {
   stop(): Promise<void>;
 }
 
-export async function startProxy(config: Config, opts: Omit<InstanceOptions, 'logger'> = {}): Promise<RunningProxy> {
+export async function startProxy(config: Config, opts: Omit<AppOptions, 'logger'> = {}): Promise<RunningProxy> {
   const chunks: string[] = [];
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
@@ -79,9 +81,12 @@ export async function startProxy(config: Config, opts: Omit<InstanceOptions, 'lo
     },
   });
   const logger = pino({ level: config.log.level }, sink);
-  const instance = new Instance(config, { ...opts, logger });
-  const bound = await instance.start();
+  const app = new App(config, { ...opts, logger });
+  await app.start();
+  const instance = app.instance;
+  const bound = instance.bound;
   return {
+    app,
     instance,
     config,
     port(protocol, tls) {
@@ -91,6 +96,6 @@ export async function startProxy(config: Config, opts: Omit<InstanceOptions, 'lo
     },
     logs,
     logText: () => chunks.join(''),
-    async stop() { await instance.close(); },
+    async stop() { await app.close(); },
   };
 }

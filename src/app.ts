@@ -1,0 +1,120 @@
+// Owns one proxy process's composition: Instance (listeners, sessions) + HealthMonitor gate + admin HTTP + agent-check + SMTP services.
+// Must not install signal handlers or fork (runtime.ts and cluster.ts do); tests run it in-process.
+import type { Logger } from './log.js';
+import type { Config } from './config/schema.js';
+import type { Directory } from './directory/directory.js';
+import { Instance, type HandlerDeps } from './server.js';
+import { HealthMonitor } from './health/health.js';
+import { kickSpread } from './health/kick.js';
+import { localAdminDeps } from './health/admin-local.js';
+import { startAdminServer, type AdminDeps, type Readiness } from './health/http.js';
+import { startAgentCheck } from './health/agent-check.js';
+import { createInboundService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
+import { ProxyError } from './errors.js';
+import { collectProcessMetrics } from './metrics.js';
+import type { Route } from './directory/backends.js';
+
+export interface AppOptions {
+  logger: Logger;
+  /** primary: probes + admin here (single process or cluster primary). worker: state arrives via applyState. */
+  role?: 'single' | 'worker';
+  /** Worker: where passive outcomes go (IPC to the primary). */
+  forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
+  /** Replace the admin callbacks (cluster primary serves sessions over IPC). */
+  adminDeps?(app: App): AdminDeps;
+}
+
+/** SMTP services read config and directory per transaction through these views, so SIGHUP reloads reach them. */
+function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
+  const directory: Directory = {
+    authenticate: (c) => d.directory().authenticate(c),
+    lookup: (n) => d.directory().lookup(n),
+    lookupRecipient: (a) => d.directory().lookupRecipient(a),
+    close: async () => undefined,
+  };
+  const config = new Proxy({} as Config, { get: (_t, key) => (d.config() as unknown as Record<PropertyKey, unknown>)[key] });
+  const tls = d.tlsMaterial();
+  return { config, directory, gate: d.gate, sessions: d.sessions, logger: d.logger, ...(tls ? { secureContext: tls } : {}) };
+}
+
+export class App {
+  readonly instance: Instance;
+  readonly monitor: HealthMonitor;
+  admin: { port: number; close(): Promise<void> } | undefined;
+  agent: { port: number; close(): Promise<void> } | undefined;
+  private listening = false;
+  maintenance = false;
+
+  constructor(config: Config, private readonly opts: AppOptions) {
+    const role = opts.role ?? 'single';
+    const logger = opts.logger;
+    let instanceRef: Instance | undefined;
+    this.monitor = new HealthMonitor({
+      config,
+      role: role === 'worker' ? 'worker' : 'primary',
+      logger: logger.child({ module: 'health' }),
+      ...(opts.forwardReport ? { forwardReport: opts.forwardReport } : {}),
+      onBackendDown: (backend) => {
+        if (!instanceRef) return;
+        // Sessions spliced to a dead backend would hang on a half-open connection: say goodbye, spread out.
+        kickSpread(instanceRef.sessions, { backend }, new ProxyError('BACKEND_DOWN', `backend ${backend} went down`), instanceRef.current.health.kickWindowMs);
+      },
+    });
+    this.instance = new Instance(config, {
+      logger,
+      gate: this.monitor,
+      handlers: {
+        submission: (d) => createSubmissionService(smtpDeps(d)),
+        smtp: (d) => createInboundService(smtpDeps(d)),
+      },
+    });
+    instanceRef = this.instance;
+  }
+
+  get config(): Config { return this.instance.current; }
+
+  /** This process only: never LDAP or backend health (DESIGN: a shared outage must not empty the pool). */
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    if (!this.listening) reasons.push('listeners not bound');
+    if (this.instance.draining) reasons.push('draining');
+    if (this.maintenance) reasons.push('maintenance');
+    if (this.config.listeners.some((l) => l.tls !== 'none') && !this.config.tls) reasons.push('no TLS certificate');
+    return { ready: reasons.length === 0, reasons, draining: this.instance.draining, maintenance: this.maintenance };
+  }
+
+  async start(): Promise<void> {
+    collectProcessMetrics();
+    await this.instance.start();
+    this.listening = true;
+    if ((this.opts.role ?? 'single') === 'single') await this.startOperations();
+  }
+
+  /** Probing, admin HTTP and agent-check: once per instance (single process, or the cluster primary). */
+  async startOperations(): Promise<void> {
+    const c = this.config;
+    this.monitor.start();
+    if (c.admin.enabled) {
+      const deps = this.opts.adminDeps?.(this) ?? localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness: () => this.readiness() });
+      this.admin = await startAdminServer({ deps, logger: this.opts.logger.child({ module: 'admin' }), address: c.admin.address, port: c.admin.port, ...(c.admin.token ? { token: c.admin.token } : {}) });
+      this.opts.logger.info({ address: c.admin.address, port: this.admin.port }, 'admin HTTP listening');
+    }
+    if (c.admin.agentCheckPort !== undefined) {
+      this.agent = await startAgentCheck({ address: c.admin.address, port: c.admin.agentCheckPort, readiness: () => this.readiness(), logger: this.opts.logger });
+    }
+  }
+
+  async reload(next: Config): Promise<void> {
+    await this.instance.reload(next);
+    this.monitor.reload(next);
+  }
+
+  /** Stop accepting (readiness false, agent says drain); sessions continue. */
+  async drain(): Promise<void> { await this.instance.stopListening(); }
+
+  async close(): Promise<void> {
+    this.monitor.stop();
+    await this.instance.close();
+    await Promise.all([this.admin?.close(), this.agent?.close()]);
+  }
+}

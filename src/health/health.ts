@@ -48,6 +48,11 @@ export interface HealthMonitorOptions {
   clock?: Clock;
   /** An endpoint went down: close the sessions spliced to it (see kickSpread). Errors are logged, not thrown. */
   onBackendDown?(backend: string, protocol: RouteProtocol): void;
+  /**
+   * A primary that has a standby left down: new logins go to it again. Sessions that failed over to the standby
+   * are still there; close them (spread) so one mailbox is not served by both servers.
+   */
+  onFailback?(primary: string, standby: string, protocol: RouteProtocol): void;
   /** Worker role: where report() sends passive outcomes (IPC to the primary). */
   forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
   /** Hook runner; defaults to one built from config.health.hooks (primary only). */
@@ -110,7 +115,9 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     this.config = config;
     const keep = new Set(probeTargets(config).map((r) => targetKey(r.backend, r.protocol)));
     for (const [key, ep] of this.endpoints) {
-      if (wasConfigured.has(ep.backend) && !keep.has(key)) this.endpoints.delete(key);
+      if (!wasConfigured.has(ep.backend) || keep.has(key)) continue;
+      this.endpoints.delete(key);
+      if (this.role === 'primary') backendUp.remove({ backend: ep.backend, protocol: ep.protocol });
     }
     for (const name of wasConfigured) {
       if (!this.isConfigured(name)) { this.folded.delete(name); this.maintenance.delete(name); }
@@ -228,6 +235,10 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     this.safeEmit('transition', t);
     if (t.to === 'down' && this.opts.onBackendDown) {
       try { this.opts.onBackendDown(t.backend, t.protocol); } catch (e) { this.logError('on_backend_down', e); }
+    }
+    const standby = this.config.backends[t.backend]?.standby;
+    if (t.from === 'down' && t.to !== 'down' && standby && this.opts.onFailback) {
+      try { this.opts.onFailback(t.backend, standby, t.protocol); } catch (e) { this.logError('on_failback', e); }
     }
   }
 

@@ -108,6 +108,19 @@ describe('health/HealthMonitor', () => {
       assert.equal(monitor.admit(route('a')).backend, 'a', 'primary back: primary again, never both');
     });
 
+    it('onFailback fires when a primary with a standby comes back from down', () => {
+      const config = testConfig();
+      const fb: string[] = [];
+      const m = new HealthMonitor({ config, clock: new FakeClock(), hooks: { fire: async () => undefined }, onFailback: (p, s, proto) => fb.push(`${p}>${s}/${proto}`) });
+      const feed = (b: string, ok: boolean) => m.recordProbe(probe(b, 'imap', ok));
+      feed('a', false); feed('a', false);
+      feed('c', false); feed('c', false);
+      assert.deepEqual(fb, []);
+      feed('a', true); feed('a', true);
+      feed('c', true); feed('c', true);
+      assert.deepEqual(fb, ['a>b/imap'], 'only backends with a standby');
+    });
+
     it('an unknown standby is not used', () => {
       const { monitor, route, down } = setup();
       down('a');

@@ -263,6 +263,38 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     assert.equal(sessions.list({ user: 'bob' }).length, 0);
   });
 
+  it('drops a plaintext client on the implicit TLS port and forgets its session', async () => {
+    const c = await LineClient.connect(implicit.port);
+    c.send('EHLO plaintext.example');
+    await assert.rejects(c.readLine(5000));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(sessions.size, 0);
+  });
+
+  it('uses STARTTLS towards a backend whose submission endpoint asks for it', async () => {
+    const tlsConfig = worldConfig(world, (raw) => {
+      raw['smtp'] = { hostname: 'proxy.example.test', authFailureDelayMs: 200 };
+      const backends = raw['backends'] as Record<string, Record<string, unknown>>;
+      backends['backend-b']!['submission'] = { port: world.backends.b.ports.submission, tls: 'starttls' };
+    });
+    const logger = pino({ level: 'silent' });
+    const svc = createSubmissionService({ config: tlsConfig, directory, gate: openGate, sessions: new SessionRegistry(), logger, secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
+    const srv = await serve(svc, listener('implicit'));
+    try {
+      const before = world.sink.messages.length;
+      const marker = `backend-starttls-${randomBytes(4).toString('hex')}`;
+      const info = await transport(srv.port, true, 'bob', world.users.bob.password).sendMail({ from: world.users.bob.mail, to: 'tls@elsewhere.example', subject: marker, text: 'over TLS twice' });
+      assert.match(info.response, /^250 /);
+      await world.sink.waitFor(before + 1, 10_000);
+      assert.ok(world.sink.messages.some((m) => m.raw.includes(marker)));
+      const log = await world.backends.b.readLog();
+      assert.match(log, /submission-login: Info: Login: user=<bob>, method=PLAIN, .*TLS/);
+    } finally {
+      await svc.close();
+      await srv.close();
+    }
+  });
+
   it('does not offer STARTTLS or AUTH on a plain listener that requires TLS for auth', async () => {
     const c = await LineClient.connect(plain.port);
     await smtpReply(c);

@@ -137,10 +137,20 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       const txn = state.txn;
       const link = state.link;
       state.txn = undefined;
+      const summary = (result: string, r: ClientReply, extra: Record<string, unknown>): void => {
+        smtpMessagesTotal.inc({ service: SERVICE, result });
+        const fields = {
+          phase: 'transaction', service: SERVICE, from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol,
+          result, reply: `${r.code} ${r.text}`, ms: txn ? Date.now() - txn.started : 0, ...extra,
+        };
+        if (result === 'delivered') state.log.info(fields, 'smtp transaction');
+        else state.log.warn(fields, 'smtp transaction');
+      };
       if (!txn || !link || !txn.open || txn.broken || txn.rcpts.length === 0 || !link.client.alive) {
         stream.on('error', () => undefined);
         stream.resume();
-        smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
+        summary('deferred', REPLY.backendTemp, { detail: 'backend connection lost before DATA' });
+        if (link && !link.client.alive) dropLink(state);
         return callback(replyError(REPLY.backendTemp));
       }
       const received = formatReceived({
@@ -155,14 +165,11 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       });
       relayData(link, stream, { prefix: Buffer.from(received, 'latin1'), recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs }).then((res) => {
         const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
-        smtpMessagesTotal.inc({ service: SERVICE, result });
-        const log = result === 'delivered' ? state.log.info.bind(state.log) : state.log.warn.bind(state.log);
-        log({
-          phase: 'transaction', service: SERVICE, from: txn.from.address, rcpts: txn.rcpts.length, backend: link.route.backend, delivery: link.route.protocol,
-          size: res.bytes, result, reply: `${res.verdict.reply.code} ${res.verdict.reply.text}`, ms: Date.now() - txn.started,
+        summary(result, res.verdict.reply, {
+          size: res.bytes,
           ...(res.verdict.failures.length ? { failures: res.verdict.failures.slice(0, 20) } : {}),
           ...(res.error ? { detail: res.error.detail } : {}),
-        }, 'smtp transaction');
+        });
         if (!link.client.alive) dropLink(state);
         const r = res.verdict.reply;
         if (r.code >= 200 && r.code < 300) return callback(null, r.text);

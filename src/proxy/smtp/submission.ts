@@ -186,20 +186,25 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const link = state.link;
       const txn = state.txn;
       state.txn = undefined;
+      const summary = (result: string, r: ClientReply, extra: Record<string, unknown>): void => {
+        smtpMessagesTotal.inc({ service: SERVICE, result });
+        const fields = {
+          phase: 'transaction', service: SERVICE, user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend,
+          result, reply: `${r.code} ${r.text}`, ms: txn ? Date.now() - txn.started : 0, ...extra,
+        };
+        if (result === 'delivered') state.log.info(fields, 'smtp transaction');
+        else state.log.warn(fields, 'smtp transaction');
+      };
       if (!link || !txn || !link.client.alive) {
         stream.on('error', () => undefined);
         stream.resume();
-        smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
+        summary('deferred', REPLY.backendTemp, { detail: 'backend connection lost before DATA' });
+        if (link && !link.client.alive) dropLink(state);
         return callback(replyError(REPLY.backendTemp));
       }
       relayData(link, stream, { prefix: null, recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs }).then((res) => {
         const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
-        smtpMessagesTotal.inc({ service: SERVICE, result });
-        state.log.info({
-          phase: 'transaction', service: SERVICE, user: state.account?.login, from: txn.from, rcpts: txn.rcpts.length, backend: link.route.backend,
-          size: res.bytes, result, reply: `${res.verdict.reply.code} ${res.verdict.reply.text}`, ms: Date.now() - txn.started,
-          ...(res.error ? { detail: res.error.detail } : {}),
-        }, 'smtp transaction');
+        summary(result, res.verdict.reply, { size: res.bytes, ...(res.error ? { detail: res.error.detail } : {}) });
         if (!link.client.alive) dropLink(state);
         const r = res.verdict.reply;
         if (r.code >= 200 && r.code < 300) return callback(null, r.text);

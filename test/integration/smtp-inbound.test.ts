@@ -1,0 +1,347 @@
+// Proves the inbound (MX) service against real slapd + Dovecot LMTP: routing per recipient, 452 for a second backend, 550/451 answers, dead backends, a 20 MiB message.
+// Must not test submission; smtp-submission.test.ts does.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { LineClient } from './harness/line-client.js';
+import { startWorld, type World } from './harness/world.js';
+import { worldConfig } from './proxy-fixture.js';
+import { createDirectory } from '../../src/directory/create.js';
+import { openGate } from '../../src/health/gate.js';
+import { SessionRegistry } from '../../src/proxy/sessions.js';
+import { createInboundService } from '../../src/proxy/smtp/index.js';
+import { dotStuff } from '../../src/proxy/smtp/dot-stuff.js';
+import type { Config, ListenerConfig } from '../../src/config/schema.js';
+import type { ConnectionHandler } from '../../src/proxy/protocol.js';
+import type { Directory } from '../../src/directory/directory.js';
+
+const MiB = 1024 * 1024;
+
+async function serve(handler: ConnectionHandler, listener: ListenerConfig): Promise<{ port: number; close(): Promise<void> }> {
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    const plain = (a?: string): string => (a ?? '0.0.0.0').replace(/^::ffff:/, '');
+    handler.handle(socket, {
+      id: randomBytes(6).toString('hex'),
+      client: { address: plain(socket.remoteAddress), port: socket.remotePort ?? 0, localAddress: plain(socket.localAddress), localPort: socket.localPort ?? 0 },
+      listener,
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as net.AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+const reply = (c: LineClient, timeoutMs = 10_000): Promise<string> => c.readUntil(/^\d{3} /, timeoutMs);
+
+/** Every stored message of `uid` on backend `b` that contains `marker`. */
+async function stored(world: World, b: 'a' | 'b', uid: string, marker: string): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for (const sub of ['new', 'cur']) {
+    const dir = join(world.backends[b].mailRoot, uid, 'Maildir', sub);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const n of names) {
+      const data = await readFile(join(dir, n));
+      if (data.includes(marker)) out.push(data);
+    }
+  }
+  return out;
+}
+
+function message(marker: string, to: string, body = 'Hello.\r\n'): string {
+  return `From: sender@elsewhere.example\r\nTo: ${to}\r\nSubject: inbound ${marker}\r\nMessage-ID: <${marker}@elsewhere.example>\r\n\r\n${body}`;
+}
+
+describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
+  this.timeout(120_000);
+  let world: World;
+  let config: Config;
+  let directory: Directory;
+  let service: ConnectionHandler;
+  let port: number;
+  let close: () => Promise<void>;
+  const logs: Array<Record<string, unknown>> = [];
+
+  before(async () => {
+    world = await startWorld();
+    config = worldConfig(world, (raw) => {
+      raw['smtp'] = { hostname: 'mx.proxy.example.test', maxMessageBytes: 30 * MiB, maxRecipients: 2, maxErrors: 20 };
+      // carol has no mailHost: she lands on the default backend, which takes inbound mail by SMTP (the sink).
+      (raw['backends'] as Record<string, unknown>)['smtp-backend'] = { host: '127.0.0.1', smtp: { port: world.sink.port }, inboundDelivery: 'smtp' };
+      raw['routing'] = { defaultBackend: 'smtp-backend' };
+    });
+    const logger = pino({ level: 'debug' }, new Writable({
+      write(chunk: Buffer, _e, cb) {
+        for (const l of chunk.toString().split('\n')) if (l.trim()) logs.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    }));
+    directory = createDirectory(config, logger);
+    service = createInboundService({ config, directory, gate: openGate, sessions: new SessionRegistry(), logger, secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
+    ({ port, close } = await serve(service, { protocol: 'smtp', address: '127.0.0.1', port: 0, tls: 'starttls', proxyProtocol: false, proxyTrustedNetworks: [] }));
+  });
+  after(async () => {
+    await service?.close();
+    await close?.();
+    await directory?.close();
+    await world?.stop();
+  });
+
+  async function session(localAddress?: string): Promise<LineClient> {
+    const c = await LineClient.connect(port, localAddress ? { localAddress } : {});
+    assert.match(await reply(c), /^220 mx\.proxy\.example\.test ESMTP/);
+    c.send('EHLO mta.elsewhere.example');
+    const ehlo = await reply(c);
+    assert.doesNotMatch(ehlo, /AUTH/);
+    assert.match(ehlo, /SIZE 31457280/);
+    return c;
+  }
+
+  it('delivers to alice (backend-a) and, after the 452 4.5.3, to bob (backend-b) in a second transaction', async () => {
+    const marker = `split-${randomBytes(4).toString('hex')}`;
+    const c = await session('127.0.0.3');
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.alice.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.bob.mail}>`);
+    assert.match(await reply(c), /^452 4\.5\.3 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(dotStuff(Buffer.from(message(marker, 'alice, bob'))));
+    assert.match(await reply(c), /^250 /);
+    // The sending MTA retries the deferred recipient on its own.
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.bob.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(dotStuff(Buffer.from(message(marker, 'alice, bob'))));
+    assert.match(await reply(c), /^250 /);
+    c.send('QUIT');
+    assert.match(await reply(c), /^221 /);
+
+    const [alice] = await stored(world, 'a', 'alice', marker);
+    assert.ok(alice, 'alice got it on backend-a');
+    assert.equal((await stored(world, 'b', 'bob', marker)).length, 1, 'bob got it once on backend-b');
+    assert.equal((await stored(world, 'a', 'bob', marker)).length, 0, 'nothing for bob on backend-a');
+    assert.equal((await stored(world, 'b', 'alice', marker)).length, 0, 'nothing for alice on backend-b');
+    const text = alice.toString();
+    assert.match(text, /Received: from mta\.elsewhere\.example \((?:\S+ )?\[127\.0\.0\.3\]\)\n\tby mx\.proxy\.example\.test with ESMTP id \S+\n\tfor <alice@example\.test>; /, 'our trace header');
+    // Dovecot's own Received line carries the client address forwarded with XCLIENT, not the proxy's.
+    assert.match(text, /Received: from \S+ \(\[127\.0\.0\.3\]\)\n\tby backend-a\.example\.test with LMTP/);
+    const summaries = logs.filter((l) => l['phase'] === 'transaction' && l['result'] === 'delivered');
+    assert.ok(summaries.some((l) => l['backend'] === 'backend-a' && l['rcpts'] === 1 && l['delivery'] === 'lmtp'));
+    assert.ok(summaries.some((l) => l['backend'] === 'backend-b' && l['rcpts'] === 1));
+  });
+
+  it('rejects an unknown recipient at RCPT with 550 5.1.1 and accepts the known one', async () => {
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send('RCPT TO:<nobody-here@example.test>');
+    assert.match(await reply(c), /^550 5\.1\.1 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^503 /);
+    c.send('RCPT TO:<erin@example.test>');
+    assert.match(await reply(c), /^250 /);
+    c.send('QUIT');
+    c.close();
+  });
+
+  it('defers (451 4.3.0) recipients on a dead backend and while the directory is unreachable', async () => {
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.dave.mail}>`);
+    assert.match(await reply(c), /^451 4\.3\.0 /);
+    world.ldap.pause();
+    try {
+      c.send('RCPT TO:<never-looked-up@example.test>');
+      assert.match(await reply(c, 15_000), /^451 4\.3\.0 /, 'directory trouble is never a 550');
+    } finally {
+      world.ldap.resume();
+    }
+    c.close();
+  });
+
+  it('never answers 250 when the backend is stopped before or during the transaction', async () => {
+    const marker = `dead-${randomBytes(4).toString('hex')}`;
+    await world.backends.b.stop();
+    try {
+      const c = await session();
+      c.send('MAIL FROM:<sender@elsewhere.example>');
+      assert.match(await reply(c), /^250 /);
+      c.send(`RCPT TO:<${world.users.bob.mail}>`);
+      assert.match(await reply(c), /^451 4\.3\.0 /);
+      c.send('DATA');
+      assert.match(await reply(c), /^503 /);
+      c.close();
+    } finally {
+      await world.backends.b.start();
+    }
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.alice.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    await world.backends.a.stop();
+    try {
+      c.send('DATA');
+      assert.match(await reply(c), /^354 /);
+      c.write(dotStuff(Buffer.from(message(marker, 'alice'))));
+      assert.match(await reply(c), /^4\d\d /);
+      c.close();
+    } finally {
+      await world.backends.a.start();
+    }
+    assert.equal((await stored(world, 'a', 'alice', marker)).length, 0, 'nothing reported delivered was delivered');
+    assert.ok(logs.some((l) => l['phase'] === 'transaction' && l['result'] === 'deferred'));
+  });
+
+  it('answers 451 when the backend dies in the middle of DATA, and nothing is stored', async () => {
+    const marker = `middeath-${randomBytes(4).toString('hex')}`;
+    const body = `${'z'.repeat(78)}\r\n`.repeat(64 * 1024); // ~5 MiB
+    const wire = dotStuff(Buffer.from(message(marker, world.users.alice.mail, body)));
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.alice.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    const half = Math.floor(wire.length / 2);
+    const sock = c.socket;
+    const write = async (buf: Buffer): Promise<void> => {
+      for (let off = 0; off < buf.length; off += 64 * 1024) {
+        if (!sock.write(buf.subarray(off, off + 64 * 1024))) await new Promise((r) => sock.once('drain', r));
+      }
+    };
+    await write(wire.subarray(0, half));
+    await world.backends.a.stop();
+    try {
+      await write(wire.subarray(half));
+      assert.match(await reply(c, 30_000), /^451 4\.3\.0 /);
+      // The client session survives and can try again later.
+      c.send('NOOP');
+      assert.match(await reply(c), /^250 /);
+      c.close();
+    } finally {
+      await world.backends.a.start();
+    }
+    assert.equal((await stored(world, 'a', 'alice', marker)).length, 0);
+  });
+
+  it('delivers by SMTP to a backend configured for SMTP delivery, with the Received header', async () => {
+    const marker = `smtp-${randomBytes(4).toString('hex')}`;
+    const before = world.sink.messages.length;
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.carol.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.alice.mail}>`);
+    assert.match(await reply(c), /^452 4\.5\.3 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(dotStuff(Buffer.from(message(marker, world.users.carol.mail, '.dot line\r\nend\r\n'))));
+    assert.match(await reply(c), /^250 /);
+    c.close();
+    await world.sink.waitFor(before + 1, 10_000);
+    const got = world.sink.messages.find((m) => m.raw.includes(marker))!;
+    assert.deepEqual(got.to, [world.users.carol.mail]);
+    assert.equal(got.from, 'sender@elsewhere.example');
+    assert.equal(got.heloName, 'mx.proxy.example.test');
+    const text = got.raw.toString();
+    assert.match(text, /^Received: from mta\.elsewhere\.example \(.*\[127\.0\.0\.1\]\)\r\n\tby mx\.proxy\.example\.test with ESMTP id \S+\r\n\tfor <carol@example\.test>; /);
+    assert.ok(text.endsWith(message(marker, world.users.carol.mail, '.dot line\r\nend\r\n')), 'message intact after the trace header');
+  });
+
+  it('refuses the recipient past maxRecipients with 452', async () => {
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.alice.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.erin.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send('RCPT TO:<nobody-at-all@example.test>');
+    assert.match(await reply(c), /^452 /);
+    c.send('RSET');
+    assert.match(await reply(c), /^250 /);
+    c.close();
+  });
+
+  it('delivers a 20 MiB message byte-identical while the proxy heap stays flat', async () => {
+    const marker = `big-${randomBytes(4).toString('hex')}`;
+    const lines: string[] = [];
+    let size = 0;
+    for (let i = 0; size < 20 * MiB; i++) {
+      const l = `${i % 97 === 0 ? '.' : ''}${i.toString().padStart(8, '0')} ${randomBytes(48).toString('base64')}\r\n`;
+      lines.push(l);
+      size += l.length;
+    }
+    const original = Buffer.from(message(marker, world.users.alice.mail, lines.join('')));
+    lines.length = 0;
+    const wire = dotStuff(original);
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example> SIZE=' + original.length);
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.alice.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+
+    // Sample live memory (after a forced full GC) so garbage awaiting collection does not count:
+    // what must stay flat is what the proxy retains, not how much it allocates and frees per chunk.
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    gc();
+    const base = process.memoryUsage();
+    const peak = { heapUsed: base.heapUsed, rss: base.rss, arrayBuffers: base.arrayBuffers, samples: 0 };
+    const sampler = setInterval(() => {
+      gc();
+      const m = process.memoryUsage();
+      peak.samples += 1;
+      peak.heapUsed = Math.max(peak.heapUsed, m.heapUsed);
+      peak.rss = Math.max(peak.rss, m.rss);
+      peak.arrayBuffers = Math.max(peak.arrayBuffers, m.arrayBuffers);
+    }, 20);
+    const t0 = Date.now();
+    const sock = c.socket;
+    for (let off = 0; off < wire.length; off += 64 * 1024) {
+      if (!sock.write(wire.subarray(off, off + 64 * 1024))) await new Promise((r) => sock.once('drain', r));
+    }
+    const done = await reply(c, 60_000);
+    clearInterval(sampler);
+    const ms = Date.now() - t0;
+    assert.match(done, /^250 /);
+    c.send('QUIT');
+    c.close();
+
+    const growth = { heapUsed: (peak.heapUsed - base.heapUsed) / MiB, rss: (peak.rss - base.rss) / MiB, arrayBuffers: (peak.arrayBuffers - base.arrayBuffers) / MiB };
+    console.log(`      20 MiB inbound: ${ms} ms, ${peak.samples} samples; peak live growth over baseline: heapUsed ${growth.heapUsed.toFixed(1)} MiB, arrayBuffers ${growth.arrayBuffers.toFixed(1)} MiB, rss ${growth.rss.toFixed(1)} MiB`);
+    assert.ok(peak.samples >= 3, 'sampled during the transfer');
+    assert.ok(growth.heapUsed < 10, `heapUsed grew ${growth.heapUsed.toFixed(1)} MiB`);
+    assert.ok(growth.arrayBuffers < 10, `arrayBuffers grew ${growth.arrayBuffers.toFixed(1)} MiB`);
+
+    const [file] = await stored(world, 'a', 'alice', marker);
+    assert.ok(file, 'stored on backend-a');
+    // Dovecot prepends Return-Path, Delivered-To and its Received; ours follows; then the message as sent.
+    // Maildir keeps LF line ends (mail_save_crlf = no), so compare against the LF form.
+    const expected = Buffer.from(original.toString('latin1').replace(/\r\n/g, '\n'), 'latin1');
+    const start = file.indexOf('From: sender@elsewhere.example\n');
+    assert.ok(start > 0);
+    assert.ok(file.subarray(start).equals(expected), 'message byte-identical after the added trace headers');
+    const head = file.subarray(0, start).toString();
+    assert.match(head, /^Return-Path: <sender@elsewhere\.example>\n/);
+    assert.match(head, /Received: from mta\.elsewhere\.example .*\n\tby mx\.proxy\.example\.test with ESMTP id /);
+  });
+});

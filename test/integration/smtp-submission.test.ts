@@ -276,6 +276,8 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
       raw['smtp'] = { hostname: 'proxy.example.test', authFailureDelayMs: 200 };
       const backends = raw['backends'] as Record<string, Record<string, unknown>>;
       backends['backend-b']!['submission'] = { port: world.backends.b.ports.submission, tls: 'starttls' };
+      // Not trusting: no XCLIENT, the proxy's own address shows at the backend.
+      backends['backend-b']!['trustsProxy'] = false;
     });
     const logger = pino({ level: 'silent' });
     const svc = createSubmissionService({ config: tlsConfig, directory, gate: openGate, sessions: new SessionRegistry(), logger, secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
@@ -283,12 +285,34 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     try {
       const before = world.sink.messages.length;
       const marker = `backend-starttls-${randomBytes(4).toString('hex')}`;
-      const info = await transport(srv.port, true, 'bob', world.users.bob.password).sendMail({ from: world.users.bob.mail, to: 'tls@elsewhere.example', subject: marker, text: 'over TLS twice' });
+      const info = await nodemailer.createTransport({ host: '127.0.0.1', port: srv.port, secure: true, localAddress: '127.0.0.4', auth: { user: 'bob', pass: world.users.bob.password }, tls: { ca, servername: 'localhost' } })
+        .sendMail({ from: world.users.bob.mail, to: 'tls@elsewhere.example', subject: marker, text: 'over TLS twice' });
       assert.match(info.response, /^250 /);
       await world.sink.waitFor(before + 1, 10_000);
       assert.ok(world.sink.messages.some((m) => m.raw.includes(marker)));
       const log = await world.backends.b.readLog();
-      assert.match(log, /submission-login: Info: Login: user=<bob>, method=PLAIN, .*TLS/);
+      const line = log.split('\n').filter((l) => /submission-login: Info: Login: user=<bob>, method=PLAIN/.test(l)).pop() ?? '';
+      assert.match(line, /rip=127\.0\.0\.1, .*TLS/, 'STARTTLS to the backend, no XCLIENT');
+    } finally {
+      await svc.close();
+      await srv.close();
+    }
+  });
+
+  it('logs in to the backend as the master user in master mode', async () => {
+    const masterConfig = worldConfig(world, (raw) => {
+      raw['smtp'] = { hostname: 'proxy.example.test' };
+      raw['backendLogin'] = { mode: 'master', masterUser: world.masterUser.name, masterPassword: world.masterUser.password, masterSeparator: world.masterUser.separator, backendLoginBudgetMs: 5000, connectTimeoutMs: 1000 };
+    });
+    const svc = createSubmissionService({ config: masterConfig, directory, gate: openGate, sessions: new SessionRegistry(), logger: pino({ level: 'silent' }), secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
+    const srv = await serve(svc, listener('implicit'));
+    try {
+      const before = world.sink.messages.length;
+      const info = await transport(srv.port, true, 'erin', world.users.erin.password).sendMail({ from: world.users.erin.mail, to: 'master@elsewhere.example', subject: 'master mode', text: 'x' });
+      assert.match(info.response, /^250 /);
+      await world.sink.waitFor(before + 1, 10_000);
+      const log = await world.backends.a.readLog();
+      assert.match(log, /auth: Info: Master user logging in as erin/);
     } finally {
       await svc.close();
       await srv.close();

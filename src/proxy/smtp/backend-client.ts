@@ -163,6 +163,7 @@ export class SmtpBackendClient {
     raw.off('data', this.onData);
     raw.removeAllListeners('error');
     raw.removeAllListeners('close');
+    raw.on('error', () => undefined); // the TLS socket reports it
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const s = tls.connect({ socket: raw, host: ep.host, ...tlsOptions(ep) });
       const timer = setTimeout(() => fail(new ProxyError('BACKEND_UNAVAILABLE', 'TLS handshake timed out')), Math.max(1, timeoutMs));

@@ -136,13 +136,14 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
     }
   };
 
+  /** RFC 5321 §3.8: the server closes with 421; a transaction in progress is abandoned (the client retries it). */
   const kick = (id: string, error: ProxyError): void => {
-    const reply = catalogueReply(error.code);
+    const text = error.code === 'SHUTDOWN' ? shutdownReply.text : `4.3.0 Closing connection (${error.spec.logReason}), please try again later`;
     for (const server of servers.values()) {
       for (const c of server.connections) {
         if (c.id !== id) continue;
         states.get(id)?.log.info({ reason: error.spec.logReason }, 'smtp session kicked');
-        c.send(reply.code >= 400 && reply.code < 500 ? 421 : reply.code, reply.text);
+        c.send(421, text);
         c.close();
         return;
       }

@@ -14,6 +14,9 @@ import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
 
+/** Session protocols that hold a spliced connection to one backend protocol. */
+const SPLICED = new Set<string>(['imap', 'pop3', 'submission']);
+
 export interface AppOptions {
   logger: Logger;
   /** primary: probes + admin here (single process or cluster primary). worker: state arrives via applyState. */
@@ -54,10 +57,18 @@ export class App {
       role: role === 'worker' ? 'worker' : 'primary',
       logger: logger.child({ module: 'health' }),
       ...(opts.forwardReport ? { forwardReport: opts.forwardReport } : {}),
-      onBackendDown: (backend) => {
-        if (!instanceRef) return;
+      onBackendDown: (backend, protocol) => {
+        if (!instanceRef || !SPLICED.has(protocol)) return;
         // Sessions spliced to a dead backend would hang on a half-open connection: say goodbye, spread out.
-        kickSpread(instanceRef.sessions, { backend }, new ProxyError('BACKEND_DOWN', `backend ${backend} went down`), instanceRef.current.health.kickWindowMs);
+        kickSpread(instanceRef.sessions, { backend, protocol }, new ProxyError('BACKEND_DOWN', `backend ${backend} went down`), instanceRef.current.health.kickWindowMs);
+      },
+      onFailback: (primary, standby, protocol) => {
+        if (!instanceRef) return;
+        // The primary serves new logins again: sessions still on its standby must go now, or two servers work on one mailbox.
+        const error = new ProxyError('BACKEND_DOWN', `failback from ${standby} to ${primary}`);
+        for (const s of instanceRef.sessions.list({ backend: standby })) {
+          if (s.info.routedFor === primary && s.info.protocol === protocol) s.kick(error);
+        }
       },
     });
     this.instance = new Instance(config, {

@@ -180,9 +180,11 @@ class Session {
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
     const account: Account = auth.account;
     this.info.user = account.login;
-    const route = deps.gate.admit(resolveRoute(config, account.host, deps.module.protocol));
+    const wanted = resolveRoute(config, account.host, deps.module.protocol);
+    const route = deps.gate.admit(wanted);
     this.route = route;
     this.info.backend = route.backend;
+    if (route.backend !== wanted.backend) this.info.routedFor = wanted.backend;
     const bl = config.backendLogin;
     const master = bl.mode === 'master';
     const started = performance.now();

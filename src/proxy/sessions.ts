@@ -8,6 +8,8 @@ export interface SessionInfo {
   client: string;
   user?: string;
   backend?: string;
+  /** Set when the session went to a standby because this (primary) backend was down. */
+  routedFor?: string;
   phase: 'prelogin' | 'login' | 'relay';
   startedAt: number;
 }

@@ -319,6 +319,29 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     }
   });
 
+  it('takes config and directory from getters: new connections see a reload, live ones keep theirs', async () => {
+    let current = worldConfig(world, (raw) => { raw['smtp'] = { hostname: 'before.example.test' }; });
+    const material = { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) };
+    const svc = createSubmissionService({ config: () => current, directory: () => directory, gate: openGate, sessions: new SessionRegistry(), logger: pino({ level: 'silent' }), secureContext: () => ({ ...material }) });
+    const srv = await serve(svc, listener('implicit'));
+    try {
+      const old = await LineClient.connect(srv.port, { tls: true, ca });
+      assert.match(await smtpReply(old), /^220 before\.example\.test /);
+      current = worldConfig(world, (raw) => { raw['smtp'] = { hostname: 'after.example.test', maxMessageBytes: 4096 }; });
+      const fresh = await LineClient.connect(srv.port, { tls: true, ca });
+      assert.match(await smtpReply(fresh), /^220 after\.example\.test /);
+      fresh.send('EHLO client.example');
+      assert.match(await smtpReply(fresh), /SIZE 4096/);
+      old.send('EHLO client.example');
+      assert.match(await smtpReply(old), /^250-before\.example\.test .*SIZE 52428800/s);
+      old.close();
+      fresh.close();
+    } finally {
+      await svc.close();
+      await srv.close();
+    }
+  });
+
   it('does not offer STARTTLS or AUTH on a plain listener that requires TLS for auth', async () => {
     const c = await LineClient.connect(plain.port);
     await smtpReply(c);

@@ -7,66 +7,89 @@ import { ProxyError } from '../../errors.js';
 import { disconnectsTotal } from '../../metrics.js';
 import type { Logger } from '../../log.js';
 import type { Config } from '../../config/schema.js';
+import type { Directory } from '../../directory/directory.js';
+import type { BackendGate } from '../../health/gate.js';
 import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
 import type { SessionInfo, SessionRegistry } from '../sessions.js';
 import { catalogueReply } from './replies.js';
 
+export type TlsMaterial = { key: Buffer; cert: Buffer };
+/** A value, or a getter read at each new connection (Instance.reload swaps config, directory and TLS material). */
+export type Source<T> = T | (() => T);
+
 export interface SmtpServiceDeps {
-  config: Config;
-  directory: import('../../directory/directory.js').Directory;
-  gate: import('../../health/gate.js').BackendGate;
+  config: Source<Config>;
+  directory: Source<Directory>;
+  gate: BackendGate;
   sessions: SessionRegistry;
   logger: Logger;
-  secureContext?: { key: Buffer; cert: Buffer };
+  secureContext?: Source<TlsMaterial | undefined>;
 }
 
-/** What the frontend keeps per client connection; services extend it. */
+/** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */
+export const smtpHostname = (config: Config): string => config.smtp.hostname ?? os.hostname();
+
+const read = <T>(s: Source<T>): T => (typeof s === 'function' ? (s as () => T)() : s);
+
+/** What the frontend keeps per client connection; services extend it. A connection keeps the config it started with. */
 export interface ConnState {
   conn: AcceptedConnection;
   info: SessionInfo;
   log: Logger;
+  config: Config;
+  directory: Directory;
+  tls: TlsMaterial | undefined;
 }
+
+type Handler<K extends 'onMailFrom' | 'onRcptTo' | 'onData' | 'onAuth', S> =
+  NonNullable<SMTPServerOptions[K]> extends (a: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, arg: A, session: SMTPServerSession, callback: C) => void : never;
 
 /** Handlers a service plugs in; `state` is the connection's state object. */
 export interface FrontendSpec<S extends ConnState> {
   /** Listener protocol (registry, metrics). */
   protocol: 'submission' | 'smtp';
-  /** Extra smtp-server options (onAuth, size, maxRecipients, resolver…). */
-  options: Partial<SMTPServerOptions>;
+  /** Extra smtp-server options (size, maxRecipients, resolver…) for a given config. */
+  options(config: Config): Partial<SMTPServerOptions>;
   createState(base: ConnState): S;
   /** Commands to switch off for this session, given whether it is on TLS already. */
   disabledCommands(state: S, secure: boolean): string[];
-  onMailFrom: NonNullable<SMTPServerOptions['onMailFrom']> extends (a: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, address: A, session: SMTPServerSession, callback: C) => void : never;
-  onRcptTo: NonNullable<SMTPServerOptions['onRcptTo']> extends (a: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, address: A, session: SMTPServerSession, callback: C) => void : never;
-  onData: NonNullable<SMTPServerOptions['onData']> extends (st: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, stream: A, session: SMTPServerSession, callback: C) => void : never;
-  onAuth?: NonNullable<SMTPServerOptions['onAuth']> extends (a: infer A, s: SMTPServerSession, cb: infer C) => void ? (state: S, auth: A, session: SMTPServerSession, callback: C) => void : never;
+  onMailFrom: Handler<'onMailFrom', S>;
+  onRcptTo: Handler<'onRcptTo', S>;
+  onData: Handler<'onData', S>;
+  onAuth?: Handler<'onAuth', S>;
   /** The client connection is gone: release backend connections. */
   onClose(state: S): void;
 }
+
+interface ServerGen { server: SMTPServer; config: Config; tls: TlsMaterial | undefined }
 
 function clientLabel(conn: AcceptedConnection): string {
   return conn.client.address.includes(':') ? `[${conn.client.address}]:${conn.client.port}` : `${conn.client.address}:${conn.client.port}`;
 }
 
+function replyErr(code: number, text: string): Error {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
 /** A ConnectionHandler running smtp-server dialogues on sockets the listener accepted. */
 export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec: FrontendSpec<S>): ConnectionHandler {
-  const { config, logger, sessions } = deps;
+  const { logger, sessions } = deps;
   const states = new Map<string, S>();
-  const servers = new Map<'plain' | 'implicit', SMTPServer>();
+  /** Current smtp-server per TLS mode; older generations keep serving the connections they took. */
+  const current = new Map<'plain' | 'implicit', ServerGen>();
+  const generations = new Set<ServerGen>();
   let closing = false;
   const shutdownReply = catalogueReply('SHUTDOWN');
 
   const stateOf = (session: SMTPServerSession): S | undefined => states.get(session.id);
 
-  const serverFor = (mode: 'plain' | 'implicit'): SMTPServer => {
-    const existing = servers.get(mode);
-    if (existing) return existing;
-    const tls = deps.secureContext ? { key: deps.secureContext.key, cert: deps.secureContext.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}) } : {};
+  const buildServer = (mode: 'plain' | 'implicit', config: Config, material: TlsMaterial | undefined): SMTPServer => {
+    const tls = material ? { key: material.key, cert: material.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}) } : {};
     const server = new SMTPServer({
       ...tls,
       // Implicit TLS (RFC 8314 §3.3): smtp-server upgrades the raw socket itself before the greeting.
       ...(mode === 'implicit' ? { secure: true, needsUpgrade: true } : {}),
-      name: config.smtp.hostname ?? os.hostname(),
+      name: smtpHostname(config),
       logger: false,
       heloResponse: '%s Hello %s',
       hideSMTPUTF8: true,
@@ -75,14 +98,10 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       // RFC 5321 §4.5.3.1.4 allows 512 octets per command; extensions (AUTH PLAIN, SIZE, BODY) need some room.
       maxCommandLength: 4096,
       disabledCommands: ['STARTTLS', 'AUTH', 'XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'],
-      ...spec.options,
+      ...spec.options(config),
       onConnect(session, callback) {
         const state = stateOf(session);
-        if (!state || closing) {
-          const e = new Error(shutdownReply.text) as Error & { responseCode: number };
-          e.responseCode = shutdownReply.code;
-          return callback(e);
-        }
+        if (!state || closing) return callback(replyErr(shutdownReply.code, shutdownReply.text));
         session.disabledCommands = spec.disabledCommands(state, session.secure);
         callback();
       },
@@ -98,17 +117,17 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       },
       onMailFrom(address, session, callback) {
         const state = stateOf(session);
-        if (!state) return callback(new Error('4.3.0 Session gone'));
+        if (!state) return callback(replyErr(421, shutdownReply.text));
         spec.onMailFrom(state, address, session, callback);
       },
       onRcptTo(address, session, callback) {
         const state = stateOf(session);
-        if (!state) return callback(new Error('4.3.0 Session gone'));
+        if (!state) return callback(replyErr(421, shutdownReply.text));
         spec.onRcptTo(state, address, session, callback);
       },
       onData(stream, session, callback) {
         const state = stateOf(session);
-        if (!state) return callback(new Error('4.3.0 Session gone'));
+        if (!state) return callback(replyErr(421, shutdownReply.text));
         spec.onData(state, stream, session, callback);
       },
       onClose(session) {
@@ -119,8 +138,19 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
     server.on('error', (err: Error & { code?: string }) => {
       logger.debug({ phase: 'smtp', protocol: spec.protocol, err: err.message, code: err.code }, 'smtp connection error');
     });
-    servers.set(mode, server);
     return server;
+  };
+
+  const serverFor = (mode: 'plain' | 'implicit', config: Config, tls: TlsMaterial | undefined): SMTPServer => {
+    const gen = current.get(mode);
+    // Same material = same buffers (a getter may wrap them in a new object each call).
+    if (gen && gen.config === config && gen.tls?.key === tls?.key && gen.tls?.cert === tls?.cert) return gen.server;
+    // Retire generations nobody uses any more (a reload happened since).
+    for (const g of generations) if (g.server.connections.size === 0 && g !== gen) generations.delete(g);
+    const next = { server: buildServer(mode, config, tls), config, tls };
+    current.set(mode, next);
+    generations.add(next);
+    return next.server;
   };
 
   const finish = (id: string, reason: string): void => {
@@ -139,7 +169,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
   /** RFC 5321 §3.8: the server closes with 421; a transaction in progress is abandoned (the client retries it). */
   const kick = (id: string, error: ProxyError): void => {
     const text = error.code === 'SHUTDOWN' ? shutdownReply.text : `4.3.0 Closing connection (${error.spec.logReason}), please try again later`;
-    for (const server of servers.values()) {
+    for (const { server } of generations) {
       for (const c of server.connections) {
         if (c.id !== id) continue;
         states.get(id)?.log.info({ reason: error.spec.logReason }, 'smtp session kicked');
@@ -153,7 +183,9 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
   return {
     handle(socket: net.Socket, conn: AcceptedConnection): void {
       const implicit = conn.listener.tls === 'implicit';
-      if (closing || (implicit && !deps.secureContext)) {
+      const config = read(deps.config);
+      const tls = deps.secureContext === undefined ? undefined : read(deps.secureContext);
+      if (closing || (implicit && !tls)) {
         if (!implicit) socket.end(`${shutdownReply.code} ${shutdownReply.text}\r\n`);
         else socket.destroy();
         if (implicit && !closing) logger.error({ conn: conn.id, phase: 'smtp' }, 'implicit TLS listener without a certificate');
@@ -161,13 +193,13 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       }
       const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: Date.now() };
       const log = logger.child({ conn: conn.id, protocol: spec.protocol });
-      const state = spec.createState({ conn, info, log });
+      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls });
       states.set(conn.id, state);
       sessions.add({ info, kick: (e) => kick(conn.id, e) });
       // Safety net: smtp-server reports every close through onClose, but a socket that dies
       // before smtp-server takes it (or while TLS is set up) must not leak registry entries.
       socket.once('close', () => setImmediate(() => finish(conn.id, 'closed')));
-      serverFor(implicit ? 'implicit' : 'plain').connect(socket, {
+      serverFor(implicit ? 'implicit' : 'plain', config, tls).connect(socket, {
         id: conn.id,
         remoteAddress: conn.client.address,
         remotePort: conn.client.port,

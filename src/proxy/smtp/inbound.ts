@@ -6,8 +6,9 @@ import { toProxyError } from '../../errors.js';
 import { smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { ConnectionHandler } from '../protocol.js';
+import type { Config } from '../../config/schema.js';
 import { openBackend } from './backend-open.js';
-import { createFrontend, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
 import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
@@ -39,20 +40,19 @@ function boundedResolver(): { reverse(ip: string, cb: (err: Error | null, hostna
 }
 
 export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
-  const { config, directory, gate } = deps;
-  const smtp = config.smtp;
-  const heloName = smtp.hostname ?? 'mailproxy';
+  const resolver = boundedResolver();
+  const { gate } = deps;
 
   /** The delivery route for an account: LMTP or SMTP per backend setting, else smtp.inboundDelivery. */
-  const deliveryRoute = (host: string | null): Route => {
+  const deliveryRoute = (config: Config, host: string | null): Route => {
     const base = resolveRoute(config, host, 'lmtp');
-    const protocol = config.backends[base.backend]?.inboundDelivery ?? smtp.inboundDelivery;
+    const protocol = config.backends[base.backend]?.inboundDelivery ?? config.smtp.inboundDelivery;
     return protocol === 'lmtp' ? base : resolveRoute(config, host, 'smtp');
   };
 
   const counted = (state: InboundState, reply: ClientReply): Error => {
     state.errors += 1;
-    return replyError(state.errors >= smtp.maxErrors ? REPLY.tooManyErrors : reply);
+    return replyError(state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply);
   };
 
   const dropLink = (state: InboundState): void => {
@@ -62,16 +62,16 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
 
   return createFrontend<InboundState>(deps, {
     protocol: 'smtp',
-    options: {
+    options: ({ smtp }) => ({
       authOptional: true,
       size: smtp.maxMessageBytes,
       maxRecipients: smtp.maxRecipients,
-      resolver: boundedResolver(),
-    },
+      resolver,
+    }),
     createState: (base) => ({ ...base, errors: 0 }),
     disabledCommands: (state, secure) => {
       const off = ['AUTH', 'XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'];
-      if (secure || state.conn.listener.tls !== 'starttls' || !deps.secureContext) off.push('STARTTLS');
+      if (secure || state.conn.listener.tls !== 'starttls' || !state.tls) off.push('STARTTLS');
       return off;
     },
 
@@ -92,7 +92,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         if (txn.broken) return reject(REPLY.backendTemp, 'backend_unavailable');
         let account;
         try {
-          account = await directory.lookupRecipient(to.address);
+          account = await state.directory.lookupRecipient(to.address);
         } catch (e) {
           const err = toProxyError(e, 'DIRECTORY_UNAVAILABLE');
           state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'recipient lookup failed');
@@ -101,7 +101,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         if (!account) return reject(REPLY.unknownRecipient, 'unknown');
         let route: Route;
         try {
-          route = deliveryRoute(account.host);
+          route = deliveryRoute(state.config, account.host);
         } catch (e) {
           const err = toProxyError(e, 'NO_ROUTE');
           state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'no backend for recipient');
@@ -114,7 +114,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
           if (opened) return reject(opened, 'backend_unavailable');
         }
         const link = state.link!;
-        const step = await relayStep(link, rcptCommand(to), smtp.commandTimeoutMs);
+        const step = await relayStep(link, rcptCommand(to), state.config.smtp.commandTimeoutMs);
         if (!step.ok) {
           if (!link.client.alive) {
             dropLink(state);
@@ -153,11 +153,12 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         if (link && !link.client.alive) dropLink(state);
         return callback(replyError(REPLY.backendTemp));
       }
+      const { smtp } = state.config;
       const received = formatReceived({
         helo: session.hostNameAppearsAs || 'unknown',
         clientAddress: state.conn.client.address,
         clientHostname: session.clientHostname || undefined,
-        byHostname: heloName,
+        byHostname: smtpHostname(state.config),
         protocol: session.transmissionType || 'SMTP',
         id: `${session.id}.${session.transaction}`,
         recipient: txn.rcpts.length === 1 ? txn.rcpts[0] : undefined,
@@ -187,6 +188,8 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
 
   /** Admit, connect (or reuse) and send MAIL for the first recipient; returns a reply on failure. */
   async function openTransaction(state: InboundState, txn: InboundTxn, route: Route, session: { hostNameAppearsAs: string; clientHostname: string; openingCommand: string }): Promise<ClientReply | null> {
+    const { config } = state;
+    const { smtp } = config;
     let admitted: Route;
     try {
       admitted = gate.admit(route);
@@ -200,7 +203,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       try {
         const name = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
         const client = await openBackend({
-          route: admitted, gate, heloName,
+          route: admitted, gate, heloName: smtpHostname(config),
           budgetMs: config.backendLogin.backendLoginBudgetMs,
           connectTimeoutMs: config.backendLogin.connectTimeoutMs,
           client: state.conn.client,

@@ -4,10 +4,11 @@ import { ProxyError, isProxyError, toProxyError } from '../../errors.js';
 import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
+import type { Config } from '../../config/schema.js';
 import type { Credentials } from '../sasl.js';
 import type { ConnectionHandler } from '../protocol.js';
 import { openBackend } from './backend-open.js';
-import { createFrontend, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
 import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
 
@@ -25,21 +26,19 @@ interface SubmissionState extends ConnState {
 const SERVICE = 'submission';
 
 /** The central relay as a route (not in the backends table; health keys it by this name). */
-function centralRelayRoute(relay: NonNullable<SmtpServiceDeps['config']['smtp']['centralRelay']>): Route {
+function centralRelayRoute(relay: NonNullable<Config['smtp']['centralRelay']>): Route {
   return { backend: 'central-relay', protocol: 'submission', host: relay.host, port: relay.port, tls: relay.tls, tlsVerify: true, servername: relay.host, trustsProxy: false, forwardClientAddress: 'none' };
 }
 
 export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandler {
-  const { config, directory, gate } = deps;
-  const smtp = config.smtp;
-  const heloName = smtp.hostname ?? 'mailproxy';
+  const { gate } = deps;
 
-  const routeFor = (account: Account): Route => (smtp.centralRelay ? centralRelayRoute(smtp.centralRelay) : resolveRoute(config, account.host, 'submission'));
+  const routeFor = (config: Config, account: Account): Route => (config.smtp.centralRelay ? centralRelayRoute(config.smtp.centralRelay) : resolveRoute(config, account.host, 'submission'));
 
   /** Count an error reply; past smtp.maxErrors the reply becomes 421 and smtp-server closes. */
   const counted = (state: SubmissionState, reply: ClientReply): Error => {
     state.errors += 1;
-    return replyError(state.errors >= smtp.maxErrors ? REPLY.tooManyErrors : reply);
+    return replyError(state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply);
   };
 
   const dropLink = (state: SubmissionState): void => {
@@ -47,14 +46,14 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     state.link = undefined;
   };
 
-  const delayed = (fn: () => void): void => {
+  const delayed = (state: SubmissionState, fn: () => void): void => {
     // Slows password guessing without holding anything but this client's own dialogue.
-    setTimeout(fn, smtp.authFailureDelayMs).unref();
+    setTimeout(fn, state.config.smtp.authFailureDelayMs).unref();
   };
 
   return createFrontend<SubmissionState>(deps, {
     protocol: 'submission',
-    options: {
+    options: ({ smtp }) => ({
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: false,
       allowInsecureAuth: !smtp.requireTlsForAuth,
@@ -63,13 +62,13 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       size: smtp.maxMessageBytes,
       maxRecipients: smtp.maxRecipients,
       disableReverseLookup: true,
-    },
+    }),
     createState: (base) => ({ ...base, errors: 0 }),
     disabledCommands: (state, secure) => {
       const off = ['XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'];
-      if (secure || state.conn.listener.tls !== 'starttls' || !deps.secureContext) off.push('STARTTLS');
+      if (secure || state.conn.listener.tls !== 'starttls' || !state.tls) off.push('STARTTLS');
       // RFC 4954 §4 / RFC 8314: AUTH is not even offered before TLS unless configured so.
-      if (!secure && smtp.requireTlsForAuth) off.push('AUTH');
+      if (!secure && state.config.smtp.requireTlsForAuth) off.push('AUTH');
       return off;
     },
 
@@ -77,10 +76,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const fail = (reply: ClientReply, label: string, immediate = false): void => {
         loginsTotal.inc({ protocol: SERVICE, result: label });
         state.errors += 1;
-        const r = state.errors >= smtp.maxErrors ? REPLY.tooManyErrors : reply;
+        const r = state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply;
         const send = (): void => callback(null, { responseCode: r.code, message: r.text });
         if (immediate) send();
-        else delayed(send);
+        else delayed(state, send);
       };
       if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail({ code: 504, text: '5.5.4 Unrecognized authentication type' }, 'mechanism', true);
       // RFC 4616: an authorization identity other than the authentication identity is not supported.
@@ -88,12 +87,12 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const user = auth.method === 'PLAIN' ? auth.authcid ?? '' : auth.username ?? '';
       const credentials: Credentials = { user, password: auth.password ?? '', mechanism: auth.method };
       if (!user) return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
-      directory.authenticate(credentials).then((result) => {
+      state.directory.authenticate(credentials).then((result) => {
         if (!result.ok) {
           state.log.info({ phase: 'auth', user, mechanism: auth.method, result: 'auth_failed' }, 'smtp authentication failed');
           return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
         }
-        routeFor(result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
+        routeFor(state.config, result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
         state.account = result.account;
         state.secret = credentials.password;
         state.info.user = result.account.login;
@@ -111,11 +110,13 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     onMailFrom(state, from, session, callback) {
       const account = state.account;
       if (!account || !session.user) return callback(replyError(REPLY.authRequired));
+      const { config } = state;
+      const smtp = config.smtp;
       state.txn = undefined;
       void (async (): Promise<void> => {
         let route: Route;
         try {
-          route = gate.admit(routeFor(account));
+          route = gate.admit(routeFor(config, account));
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');
@@ -126,7 +127,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           try {
             const master = config.backendLogin.mode === 'master';
             const client = await openBackend({
-              route, gate, heloName,
+              route, gate, heloName: smtpHostname(config),
               budgetMs: config.backendLogin.backendLoginBudgetMs,
               connectTimeoutMs: config.backendLogin.connectTimeoutMs,
               client: state.conn.client,
@@ -167,7 +168,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
         return callback(counted(state, REPLY.backendTemp));
       }
-      relayStep(link, rcptCommand(to), smtp.commandTimeoutMs).then((step) => {
+      relayStep(link, rcptCommand(to), state.config.smtp.commandTimeoutMs).then((step) => {
         if (step.ok) {
           txn.rcpts.push(to.address);
           smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
@@ -202,6 +203,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         if (link && !link.client.alive) dropLink(state);
         return callback(replyError(REPLY.backendTemp));
       }
+      const { smtp } = state.config;
       relayData(link, stream, { prefix: null, recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs }).then((res) => {
         const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
         summary(result, res.verdict.reply, { size: res.bytes, ...(res.error ? { detail: res.error.detail } : {}) });

@@ -1,10 +1,19 @@
 // Owns the one configuration schema: every key, its type, default and bound; Config types derive from it.
 // Must not read files or environment (load.ts does) nor hold behaviour beyond validation.
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const port = z.number().int().min(0).max(65535);
 const ms = (def: number) => z.number().int().min(0).default(def);
-const cidrList = z.array(z.string()).default([]);
+/** `address` or `address/prefix`, IPv4 or IPv6 (checked here so a typo fails at load, not at the first connection). */
+function isCidr(v: string): boolean {
+  const [addr, prefix, ...rest] = v.split('/');
+  const family = isIP(addr ?? '');
+  if (!family || rest.length) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+const cidrList = z.array(z.string().refine(isCidr, 'must be an IP address or CIDR network (e.g. 10.0.0.0/8)')).default([]);
 
 export const TLS_MODES = ['none', 'starttls', 'implicit'] as const;
 export const PROTOCOLS = ['imap', 'pop3', 'submission', 'smtp'] as const;
@@ -22,6 +31,8 @@ const listenerSchema = z.strictObject({
   /** Accept HAProxy PROXY protocol v1/v2 headers, only from proxyTrustedNetworks. */
   proxyProtocol: z.boolean().default(false),
   proxyTrustedNetworks: cidrList,
+  /** How long a trusted sender may take to deliver the whole PROXY header; unset = 5000 ms. */
+  proxyHeaderTimeoutMs: z.number().int().min(1).optional(),
 });
 
 const tlsSchema = z.strictObject({
@@ -108,8 +119,9 @@ const ldapSchema = z.strictObject({
   hostAttribute: z.string().default('mailHost'),
   /** Attribute holding the name the backend knows the user by. */
   loginAttribute: z.string().default('uid'),
-  timeoutMs: ms(5000),
-  connectTimeoutMs: ms(3000),
+  /** Never 0: ldapts would then wait forever. */
+  timeoutMs: z.number().int().min(1).default(5000),
+  connectTimeoutMs: z.number().int().min(1).default(3000),
   tlsVerify: z.boolean().default(true),
   /** Try the preferred (first) server again this long after it failed. */
   failbackAfterMs: ms(30_000),

@@ -1,4 +1,4 @@
-// Owns the HAProxy agent-check responder: one line (`up 100%`, `drain`, `down`) per TCP connection, from this process's readiness.
+// Owns the HAProxy agent-check responder: one line (`up ready 100%`, `drain`, `down`) per TCP connection, from this process's readiness.
 // Must not read backend health (readiness is per proxy, like /readyz) nor keep connections open.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -8,12 +8,13 @@ import type { Readiness } from './http.js';
 
 /**
  * The agent's answer (HAProxy configuration manual, "agent-check"): draining or instance maintenance → `drain`
- * (weight 0, existing sessions stay), otherwise not ready → `down`, ready → `up` with the weight restored.
+ * (weight 0, existing sessions stay), otherwise not ready → `down`, ready → `up ready` with the weight restored.
+ * `up` alone sets only the operational state; HAProxy keeps a server it drained in DRAIN until the agent says `ready`.
  */
 export function agentReply(r: Readiness, weightPercent = 100): string {
   if (r.draining || r.maintenance) return 'drain\n';
   if (!r.ready) return 'down\n';
-  return `up ${Math.max(0, Math.min(100, Math.round(weightPercent)))}%\n`;
+  return `up ready ${Math.max(0, Math.min(100, Math.round(weightPercent)))}%\n`;
 }
 
 export interface AgentCheckOptions {

@@ -12,6 +12,8 @@ export interface ConnectOptions {
   timeoutMs: number;
   /** Send a PROXY v2 header carrying this client (route.forwardClientAddress === 'proxy-v2' and trusted). */
   proxyFor?: ClientEndpoint;
+  /** With proxyFor: the client reached the proxy over TLS (PROXY v2 SSL TLV). */
+  clientTls?: boolean;
 }
 
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
@@ -27,7 +29,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
     socket.write(encodeProxyV2({
       source: { address: opts.proxyFor.address, port: opts.proxyFor.port },
       destination: { address: opts.proxyFor.localAddress, port: opts.proxyFor.localPort },
-    }));
+    }, { ssl: opts.clientTls === true }));
   }
   let out: Socket = socket;
   if (route.tls === 'implicit') {

@@ -28,7 +28,7 @@ const MAX_BACKEND_LINE = 64 * 1024;
 export async function loginToBackend(module: ProtocolModule, route: Route, ctx: BackendLoginContext, opts: BackendLoginOptions): Promise<LoggedIn> {
   const deadline = performance.now() + opts.budgetMs;
   const proxyFor = route.trustsProxy && route.forwardClientAddress === 'proxy-v2' ? ctx.client : undefined;
-  const first = await connectBackend(route, { timeoutMs: Math.min(opts.connectTimeoutMs, opts.budgetMs), ...(proxyFor ? { proxyFor } : {}) });
+  const first = await connectBackend(route, { timeoutMs: Math.min(opts.connectTimeoutMs, opts.budgetMs), ...(proxyFor ? { proxyFor, clientTls: ctx.clientTls === true } : {}) });
   const machine = module.createBackendLogin(ctx);
   return new Promise<LoggedIn>((resolve, reject) => {
     let socket = first;

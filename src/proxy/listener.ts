@@ -11,6 +11,7 @@ import { isTrustedSource, parseProxyHeader } from './proxy-header.js';
 
 const PROXY_HEADER_DEADLINE_MS = 5000;
 const PROXY_HEADER_MAX_BYTES = 16 + 65535;
+const REFUSAL_LINGER_MS = 1000;
 
 export function newConnectionId(): string { return randomBytes(6).toString('hex'); }
 
@@ -65,7 +66,7 @@ export class Listener {
     if (!this.config.proxyProtocol) return this.handOver(socket, id, client);
     if (!isTrustedSource(client.address, this.config.proxyTrustedNetworks)) {
       this.log.warn({ conn: id, client: client.address }, 'PROXY header from untrusted source refused');
-      socket.end(refusal(this.config.protocol, 'UNTRUSTED_SOURCE'));
+      this.refuse(socket, 'UNTRUSTED_SOURCE');
       return;
     }
     this.readProxyHeader(socket, id, client);
@@ -73,13 +74,12 @@ export class Listener {
 
   private readProxyHeader(socket: Socket, id: string, peer: ClientEndpoint): void {
     let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => fail('no PROXY header in time'), PROXY_HEADER_DEADLINE_MS);
+    const timer = setTimeout(() => fail('no PROXY header in time'), this.config.proxyHeaderTimeoutMs ?? PROXY_HEADER_DEADLINE_MS);
     const fail = (reason: string) => {
       clearTimeout(timer);
       socket.off('data', onData);
       this.log.warn({ conn: id, client: peer.address, reason }, 'invalid PROXY header');
-      socket.end(refusal(this.config.protocol, 'PROXY_HEADER_INVALID'));
-      setTimeout(() => socket.destroy(), 1000).unref();
+      this.refuse(socket, 'PROXY_HEADER_INVALID');
     };
     const onData = (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
@@ -100,6 +100,12 @@ export class Listener {
     };
     socket.on('data', onData);
     socket.once('close', () => clearTimeout(timer));
+  }
+
+  /** One refusal line, then close; a peer that never closes its side (half-open) is cut off after REFUSAL_LINGER_MS. */
+  private refuse(socket: Socket, code: ErrorCode): void {
+    socket.end(refusal(this.config.protocol, code));
+    setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
   }
 
   private handOver(socket: Socket, id: string, client: ClientEndpoint): void {

@@ -60,6 +60,8 @@ export interface BackendLoginContext {
   password: string;
   route: Route;
   client: ClientEndpoint;
+  /** The client's connection to the proxy is TLS (implicit or after STARTTLS); sent on in a PROXY v2 header. */
+  clientTls?: boolean;
   sessionId: string;
   /** Forward the client address (IMAP ID / XCLIENT) — only when the backend trusts the proxy. */
   forwardClient: boolean;

@@ -215,9 +215,14 @@ export function isTrustedSource(address: string, cidrs: readonly string[]): bool
   return n !== null && list.check(n.address, n.family);
 }
 
+/** Spec §2.2.7: PP2_TYPE_SSL with PP2_CLIENT_SSL set and verify 0: the client's own connection used TLS. */
+const SSL_TLV = Buffer.from([0x20, 0x00, 0x05, 0x01, 0x00, 0x00, 0x00, 0x00]);
+
 /** A PROXY v2 header announcing `source` → `destination` over TCP. Mixed families are sent as IPv6 (IPv4-mapped);
- *  an address that is not an IP (never expected from a socket) yields a LOCAL header so the backend sees the proxy. */
-export function encodeProxyV2(endpoints: { source: ProxyAddress; destination: ProxyAddress }): Buffer {
+ *  an address that is not an IP (never expected from a socket) yields a LOCAL header so the backend sees the proxy.
+ *  `ssl`: add the SSL TLV, as HAProxy's send-proxy-v2-ssl does; Dovecot then counts the login as secured, which
+ *  `disable_plaintext_auth = yes` requires for a client outside login_trusted_networks. */
+export function encodeProxyV2(endpoints: { source: ProxyAddress; destination: ProxyAddress }, opts: { ssl?: boolean } = {}): Buffer {
   const src = normalizeAddress(endpoints.source.address);
   const dst = normalizeAddress(endpoints.destination.address);
   const validPort = (p: number): boolean => Number.isInteger(p) && p >= 0 && p <= 65535;
@@ -232,7 +237,7 @@ export function encodeProxyV2(endpoints: { source: ProxyAddress; destination: Pr
   const ports = Buffer.alloc(4);
   ports.writeUInt16BE(endpoints.source.port, 0);
   ports.writeUInt16BE(endpoints.destination.port, 2);
-  const body = Buffer.concat([toBytes(src), toBytes(dst), ports]);
+  const body = Buffer.concat([toBytes(src), toBytes(dst), ports, ...(opts.ssl ? [SSL_TLV] : [])]);
   const fixed = Buffer.from([0x21, v4 ? 0x11 : 0x21, 0, 0]);
   fixed.writeUInt16BE(body.length, 2);
   return Buffer.concat([V2_SIGNATURE, fixed, body]);

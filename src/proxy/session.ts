@@ -1,7 +1,7 @@
 // Owns one IMAP/POP3 client connection: runs the sans-I/O dialogue's actions against the socket, timers, the one auth path and the relay.
 // Must not parse protocol bytes (dialogues do) nor pump bytes itself after login (the Relay does).
 import type { Socket } from 'node:net';
-import type { SecureContext } from 'node:tls';
+import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Directory, Account } from '../directory/directory.js';
@@ -194,6 +194,7 @@ class Session {
         password: master ? bl.masterPassword ?? '' : credentials.password,
         route,
         client: this.conn.client,
+        clientTls: this.socket instanceof TLSSocket,
         sessionId: this.conn.id,
         forwardClient: route.trustsProxy && route.forwardClientAddress === 'native',
         ...(clientId ? { clientId } : {}),

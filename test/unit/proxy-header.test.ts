@@ -165,6 +165,18 @@ describe('PROXY protocol header', () => {
       assert.deepEqual(v6.state === 'done' && v6.header.destination, { address: '::', port: 4 });
     });
 
+    it('adds the PP2_TYPE_SSL TLV (client flag PP2_CLIENT_SSL, verify 0) when the client used TLS', () => {
+      const endpoints = { source: { address: '192.0.2.1', port: 56324 }, destination: { address: '198.51.100.2', port: 993 } };
+      const buf = encodeProxyV2(endpoints, { ssl: true });
+      assert.equal(buf.subarray(12, 16).toString('hex'), '21110014');
+      assert.equal(buf.subarray(28).toString('hex'), '2000050100000000');
+      assert.deepEqual(parseProxyHeader(buf), {
+        state: 'done', consumed: 36,
+        header: { version: 2, command: 'PROXY', family: 'tcp4', ...endpoints },
+      });
+      assert.equal(encodeProxyV2(endpoints, { ssl: false }).length, 28);
+    });
+
     it('falls back to LOCAL for something that is not an address', () => {
       const buf = encodeProxyV2({ source: { address: 'unix:/x', port: 1 }, destination: { address: '10.0.0.1', port: 2 } });
       assert.deepEqual(parseProxyHeader(buf), { state: 'done', consumed: 16, header: { version: 2, command: 'LOCAL', family: 'unknown' } });

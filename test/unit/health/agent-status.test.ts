@@ -30,8 +30,8 @@ function backend(name: string, state: BackendSnapshot['state'], endpointStates: 
 describe('health/agent-check', () => {
   it('answers up with weight, drain while draining or in maintenance, down when not ready', () => {
     const r = (x: Partial<Readiness>): Readiness => ({ ready: true, reasons: [], ...x });
-    assert.equal(agentReply(r({})), 'up 100%\n');
-    assert.equal(agentReply(r({}), 50), 'up 50%\n');
+    assert.equal(agentReply(r({})), 'up ready 100%\n');
+    assert.equal(agentReply(r({}), 50), 'up ready 50%\n');
     assert.equal(agentReply(r({ ready: false, draining: true, reasons: ['draining'] })), 'drain\n');
     assert.equal(agentReply(r({ maintenance: true })), 'drain\n');
     assert.equal(agentReply(r({ ready: false, reasons: ['listeners not bound'] })), 'down\n');
@@ -41,7 +41,7 @@ describe('health/agent-check', () => {
     let readiness: Readiness = { ready: true, reasons: [] };
     const agent = await startAgentCheck({ address: '127.0.0.1', port: 0, readiness: () => readiness });
     try {
-      assert.equal(await readLine(agent.port), 'up 100%\n');
+      assert.equal(await readLine(agent.port), 'up ready 100%\n');
       readiness = { ready: false, reasons: ['draining'], draining: true };
       assert.equal(await readLine(agent.port), 'drain\n');
       const broken = await startAgentCheck({ address: '127.0.0.1', port: 0, readiness: () => { throw new Error('boom'); } });

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Owns making sure the Debian packages behind the integration test world are installed (slapd, Dovecot, openssl).
-# Must not leave the distro's own slapd/dovecot services running: the tests start their own instances.
+# Owns making sure the Debian packages behind the integration test world are installed (slapd, Dovecot, openssl, HAProxy).
+# Must not leave the distro's own slapd/dovecot/haproxy services running: the tests start their own instances.
 set -euo pipefail
 
-PACKAGES=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond openssl)
+PACKAGES=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond openssl haproxy)
 # file -> package that provides it
 declare -A NEEDS=(
   [/usr/sbin/slapd]=slapd
@@ -15,6 +15,7 @@ declare -A NEEDS=(
   [/usr/lib/dovecot/lmtp]=dovecot-lmtpd
   [/usr/lib/dovecot/submission]=dovecot-submissiond
   [/usr/bin/openssl]=openssl
+  [/usr/sbin/haproxy]=haproxy
 )
 
 missing=()
@@ -24,7 +25,7 @@ done
 
 stop_distro_services() {
   # The packages' own daemons would hold the standard ports and are not used by the tests.
-  for svc in slapd dovecot; do
+  for svc in slapd dovecot haproxy; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
       systemctl stop "$svc" || true
       systemctl disable "$svc" >/dev/null 2>&1 || true

@@ -21,6 +21,8 @@ export interface DovecotPorts {
   pop3s: number;
   lmtp: number;
   submission: number;
+  /** Plain IMAP expecting a PROXY v1/v2 header first (`haproxy = yes`; senders in haproxy_trusted_networks). */
+  imapHaproxy: number;
 }
 
 export interface DovecotInstance {
@@ -76,6 +78,7 @@ function renderConfig(o: DovecotOptions, mailRoot: string): string {
     POP3S_PORT: o.ports.pop3s,
     LMTP_PORT: o.ports.lmtp,
     SUBMISSION_PORT: o.ports.submission,
+    IMAP_HAPROXY_PORT: o.ports.imapHaproxy,
     LOGIN_TUNING: loginTuning,
     PERF_TUNING: o.perfTuning ? renderFixture('dovecot/perf-tuning.conf.tmpl', {}) : '',
   });

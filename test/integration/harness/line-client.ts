@@ -23,6 +23,11 @@ export class LineClient {
     });
   }
 
+  /** A client over an already connected socket (e.g. TLS over a stream the test shapes itself). */
+  static wrap(socket: Socket | TLSSocket): LineClient {
+    return new LineClient(socket);
+  }
+
   static connect(port: number, opts: { tls?: boolean; ca?: string | Buffer; host?: string; timeoutMs?: number; localAddress?: string } = {}): Promise<LineClient> {
     const host = opts.host ?? '127.0.0.1';
     return new Promise((resolve, reject) => {

@@ -112,6 +112,7 @@ export class App {
     }
     if (c.admin.agentCheckPort !== undefined) {
       this.agent = await startAgentCheck({ address: c.admin.address, port: c.admin.agentCheckPort, readiness: () => this.readiness(), logger: this.opts.logger });
+      this.opts.logger.info({ address: c.admin.address, port: this.agent.port }, 'agent-check listening');
     }
   }
 

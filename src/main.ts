@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Owns the command line: start, check-config, lookup, status; and process signals (SIGHUP reload, SIGTERM drain).
 // Must not hold protocol or health logic; it loads config and composes the modules (see server.ts, runtime.ts).
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { loadConfig, ConfigError } from './config/load.js';
 import { createLogger, silentLogger } from './log.js';
@@ -49,6 +50,12 @@ async function main(argv: string[]): Promise<number> {
       return runStatus(config());
     }
     case 'start': {
+      // node:cluster runs this same command line in each worker; a worker takes its config from the primary over IPC.
+      if (cluster.isWorker) {
+        const { runWorker } = await import('./cluster.js');
+        await runWorker();
+        return -1;
+      }
       const c = config();
       await runInstance(c, file, createLogger(c.log.level));
       return -1; // keep running

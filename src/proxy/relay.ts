@@ -3,6 +3,9 @@
 import type { Socket } from 'node:net';
 import { relayBytesTotal } from '../metrics.js';
 
+/** How long queued bytes may take to reach a peer after the other side is gone. */
+const FLUSH_MS = 30_000;
+
 export type ClosedBy = 'client' | 'backend' | 'proxy';
 
 export interface RelayResult {
@@ -44,13 +47,14 @@ export class Relay {
     backend.on('data', (d: Buffer) => this.forward(d, client, backend, 'down'));
     client.on('drain', () => backend.resume());
     backend.on('drain', () => client.resume());
-    // A half-close is passed on; the splice is over when both sockets are closed.
+    // A half-close is passed on. When one side is gone, what is queued towards the other is still flushed before it
+    // closes (a slow client still gets the tail of a FETCH and the LOGOUT reply); errors close both at once.
     client.once('end', () => { this.note('client', 'client closed'); backend.end(); });
     backend.once('end', () => { this.note('backend', 'backend closed'); client.end(); });
-    client.once('close', () => { this.note('client', 'client connection closed'); this.closeBoth(); });
-    backend.once('close', () => { this.note('backend', 'backend connection closed'); this.closeBoth(); });
-    client.on('error', (e: NodeJS.ErrnoException) => { this.note('client', `client error ${e.code ?? e.message}`); this.closeBoth(); });
-    backend.on('error', (e: NodeJS.ErrnoException) => { this.note('backend', `backend error ${e.code ?? e.message}`); this.closeBoth(); });
+    client.once('close', () => { this.note('client', 'client connection closed'); this.flushThenClose(backend); this.closedOne(); });
+    backend.once('close', () => { this.note('backend', 'backend connection closed'); this.flushThenClose(client); this.closedOne(); });
+    client.on('error', (e: NodeJS.ErrnoException) => { this.note('client', `client error ${e.code ?? e.message}`); this.destroyBoth(); });
+    backend.on('error', (e: NodeJS.ErrnoException) => { this.note('backend', `backend error ${e.code ?? e.message}`); this.destroyBoth(); });
     // A socket's timeout counts reads and writes, so client-side inactivity means neither direction moved.
     client.setTimeout(opts.idleTimeoutMs, () => this.stop('idle timeout', this.opts.idleGoodbye));
     client.resume();
@@ -66,13 +70,28 @@ export class Relay {
   private first: { closedBy: ClosedBy; reason: string } | undefined;
   private note(closedBy: ClosedBy, reason: string): void { this.first ??= { closedBy, reason }; }
 
-  private closeBoth(): void {
-    const { client, backend } = this;
-    if (!client.destroyed) client.destroy();
-    if (!backend.destroyed) backend.destroy();
-    if (this.closed) return;
+  private closes = 0;
+
+  /** End `s` after its queued bytes are written; destroy it if the peer does not take them within FLUSH_MS. */
+  private flushThenClose(s: Socket): void {
+    if (s.destroyed) return;
+    s.end();
+    if (s.writableFinished) { s.destroy(); return; }
+    const timer = setTimeout(() => s.destroy(), FLUSH_MS);
+    timer.unref();
+    s.once('finish', () => { clearTimeout(timer); s.destroy(); });
+  }
+
+  private destroyBoth(): void {
+    if (!this.client.destroyed) this.client.destroy();
+    if (!this.backend.destroyed) this.backend.destroy();
+  }
+
+  /** The splice is over when both sockets have closed. */
+  private closedOne(): void {
+    if (++this.closes < 2 || this.closed) return;
     this.closed = true;
-    client.setTimeout(0);
+    this.client.setTimeout(0);
     const first = this.first ?? { closedBy: 'proxy' as ClosedBy, reason: 'closed' };
     this.finish({ bytesUp: this.bytesUp, bytesDown: this.bytesDown, ...first, durationMs: Math.round(performance.now() - this.started) });
   }
@@ -84,8 +103,7 @@ export class Relay {
     backend.pause();
     backend.removeAllListeners('data');
     if (goodbye && client.writable) client.write(goodbye);
-    client.end();
-    backend.end();
-    setTimeout(() => this.closeBoth(), 2000).unref();
+    this.flushThenClose(client);
+    this.flushThenClose(backend);
   }
 }

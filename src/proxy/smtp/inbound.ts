@@ -213,6 +213,9 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         });
         state.link = { client, route: admitted };
         state.info.backend = admitted.backend;
+        // On a standby: failback must find this session (health kicks by routedFor).
+        if (admitted.backend !== route.backend) state.info.routedFor = route.backend;
+        else delete state.info.routedFor;
       } catch (e) {
         const err = toProxyError(e, 'BACKEND_UNAVAILABLE');
         state.log.warn({ phase: 'backend', backend: admitted.backend, reason: err.spec.logReason, detail: err.detail }, 'inbound backend unavailable');

@@ -115,8 +115,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       state.txn = undefined;
       void (async (): Promise<void> => {
         let route: Route;
+        let wanted: Route;
         try {
-          route = gate.admit(routeFor(config, account));
+          wanted = routeFor(config, account);
+          route = gate.admit(wanted);
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');
@@ -140,6 +142,9 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
             });
             state.link = { client, route };
             state.info.backend = route.backend;
+            // On a standby: failback must find this session (health kicks by routedFor).
+            if (route.backend !== wanted.backend) state.info.routedFor = wanted.backend;
+            else delete state.info.routedFor;
           } catch (e) {
             const err = isProxyError(e) ? e : new ProxyError('INTERNAL', String(e));
             state.log.warn({ phase: 'backend', backend: route.backend, reason: err.spec.logReason, detail: err.detail }, 'submission backend unavailable');

@@ -93,6 +93,8 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       logger: false,
       heloResponse: '%s Hello %s',
       hideSMTPUTF8: true,
+      // smtp-server has one client inactivity timer, so it also bounds pauses inside DATA;
+      // dataTimeoutMs bounds the backend side (stalled writes, the reply after the final dot).
       socketTimeout: config.smtp.commandTimeoutMs,
       closeTimeout: 1000,
       // RFC 5321 §4.5.3.1.4 allows 512 octets per command; extensions (AUTH PLAIN, SIZE, BODY) need some room.

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { Route, RouteProtocol } from '../directory/backends.js';
 import { sanitize } from '../errors.js';
 import type { Clock } from './clock.js';
+import { encodeProxyV2Local } from '../proxy/proxy-header.js';
 
 export type ProbeFailure = 'timeout' | 'connect' | 'bad_greeting' | 'closed' | 'deep';
 
@@ -41,10 +42,16 @@ export interface ProbeOptions {
 const MAX_GREETING_BYTES = 4096;
 
 export const defaultDial: Dial = (route) => {
-  if (route.tls === 'implicit') {
-    return tls.connect({ host: route.host, port: route.port, servername: net.isIP(route.servername) ? undefined : route.servername, rejectUnauthorized: route.tlsVerify });
+  // A backend that takes PROXY v2 from us (e.g. Dovecot `haproxy = yes`) waits for a header before its greeting:
+  // the probe sends LOCAL, as HAProxy's own checks do.
+  const proxied = route.trustsProxy && route.forwardClientAddress === 'proxy-v2';
+  const tlsOptions = { servername: net.isIP(route.servername) ? undefined : route.servername, rejectUnauthorized: route.tlsVerify };
+  if (!proxied) {
+    return route.tls === 'implicit' ? tls.connect({ host: route.host, port: route.port, ...tlsOptions }) : net.connect({ host: route.host, port: route.port });
   }
-  return net.connect({ host: route.host, port: route.port });
+  const raw = net.connect({ host: route.host, port: route.port });
+  raw.write(encodeProxyV2Local());
+  return route.tls === 'implicit' ? tls.connect({ socket: raw, ...tlsOptions }) : raw;
 };
 
 /** What ends the greeting and what we send afterwards, per protocol (RFC 9051 §7.1.1 / RFC 1939 §4 / RFC 5321 §4.2). */

@@ -215,6 +215,11 @@ export function isTrustedSource(address: string, cidrs: readonly string[]): bool
   return n !== null && list.check(n.address, n.family);
 }
 
+/** Spec §2.2: a LOCAL header (the sender's own connection, e.g. a health probe); the receiver keeps the real endpoints. */
+export function encodeProxyV2Local(): Buffer {
+  return Buffer.concat([V2_SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+}
+
 /** Spec §2.2.7: PP2_TYPE_SSL with PP2_CLIENT_SSL set and verify 0: the client's own connection used TLS. */
 const SSL_TLV = Buffer.from([0x20, 0x00, 0x05, 0x01, 0x00, 0x00, 0x00, 0x00]);
 
@@ -227,7 +232,7 @@ export function encodeProxyV2(endpoints: { source: ProxyAddress; destination: Pr
   const dst = normalizeAddress(endpoints.destination.address);
   const validPort = (p: number): boolean => Number.isInteger(p) && p >= 0 && p <= 65535;
   if (!src || !dst || !validPort(endpoints.source.port) || !validPort(endpoints.destination.port)) {
-    return Buffer.concat([V2_SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+    return encodeProxyV2Local();
   }
   const v4 = src.family === 'ipv4' && dst.family === 'ipv4';
   const toBytes = (a: NormalAddress): Buffer => {

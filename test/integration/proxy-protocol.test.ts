@@ -277,7 +277,17 @@ describe('PROXY v2 towards a Dovecot haproxy listener (forwardClientAddress: pro
       ];
       const backends = r['backends'] as Record<string, Record<string, unknown>>;
       backends['backend-a'] = { ...backends['backend-a'], imap: { port: world.backends.a.ports.imapHaproxy, tls: 'none' }, forwardClientAddress: 'proxy-v2' };
+      r['health'] = { enabled: true, intervalMs: 200, timeoutMs: 500, rise: 1, fall: 1 };
     }));
+  });
+
+  it('the health probe sends PROXY v2 LOCAL first, so the haproxy listener greets it and backend-a imap is up', async () => {
+    const imapState = () => proxy.app.monitor.snapshot().find((b) => b.backend === 'backend-a')?.endpoints.find((e) => e.protocol === 'imap');
+    for (let i = 0; i < 40 && imapState()?.lastProbe === undefined; i++) await sleep(50);
+    await sleep(600); // a few more probes: a probe that got no greeting would have turned it down (fall 1)
+    const ep = imapState();
+    assert.equal(ep?.state, 'up', JSON.stringify(ep));
+    assert.match(ep?.lastProbe?.identity ?? '', /Dovecot/);
   });
   after(async () => { await proxy?.stop(); await world?.stop(); });
 

@@ -108,6 +108,7 @@ describe('backend failure through the proxy (real Dovecot, real clients)', funct
     assert.match(await c.command('a', `LOGIN alice ${world.users.alice.password}`), /^a OK/m);
     assert.match(await firstMessageHeader(c, 'X-Test-Backend'), /backend-a/);
     c.close();
+    for (let i = 0; i < 60 && !/^backend-a down \S+$/m.test(readFileSync(hookFile, 'utf8')); i++) await new Promise((r) => setTimeout(r, 50));
     assert.match(readFileSync(hookFile, 'utf8'), /^backend-a down \S+$/m);
     console.log(`      recovery ${upMs} ms`);
   });

@@ -2,7 +2,6 @@
 // Must not install signal handlers or fork (runtime.ts and cluster.ts do); tests run it in-process.
 import type { Logger } from './log.js';
 import type { Config } from './config/schema.js';
-import type { Directory } from './directory/directory.js';
 import { Instance, type HandlerDeps } from './server.js';
 import { HealthMonitor } from './health/health.js';
 import { kickSpread } from './health/kick.js';
@@ -27,17 +26,9 @@ export interface AppOptions {
   adminDeps?(app: App): AdminDeps;
 }
 
-/** SMTP services read config and directory per transaction through these views, so SIGHUP reloads reach them. */
+/** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  const directory: Directory = {
-    authenticate: (c) => d.directory().authenticate(c),
-    lookup: (n) => d.directory().lookup(n),
-    lookupRecipient: (a) => d.directory().lookupRecipient(a),
-    close: async () => undefined,
-  };
-  const config = new Proxy({} as Config, { get: (_t, key) => (d.config() as unknown as Record<PropertyKey, unknown>)[key] });
-  const tls = d.tlsMaterial();
-  return { config, directory, gate: d.gate, sessions: d.sessions, logger: d.logger, ...(tls ? { secureContext: tls } : {}) };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tlsMaterial };
 }
 
 export class App {

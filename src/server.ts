@@ -51,9 +51,6 @@ export class Instance {
   readonly sessions: SessionRegistry;
   readonly gate: BackendGate;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
-  /** Handlers replaced by a reload; they keep serving their live connections until close(). */
-  private readonly retired: ConnectionHandler[] = [];
-  private readonly deps: HandlerDeps;
   private listeners: Listener[] = [];
   bound: BoundListener[] = [];
   draining = false;
@@ -73,7 +70,6 @@ export class Instance {
       secureContext: () => this.tls?.context,
       tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
     };
-    this.deps = deps;
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));
     for (const [proto, make] of Object.entries(opts.handlers ?? {})) {
@@ -107,13 +103,6 @@ export class Instance {
     this.tls = tls;
     this.directory = directory;
     setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
-    // Services that build their own TLS server (smtp-server) are rebuilt so new connections get the new certificate.
-    for (const [proto, make] of Object.entries(this.opts.handlers ?? {})) {
-      const prev = this.handlers.get(proto as ListenerConfig['protocol']);
-      if (!make || !prev) continue;
-      this.handlers.set(proto as ListenerConfig['protocol'], make(this.deps));
-      this.retired.push(prev);
-    }
     if (JSON.stringify(next.listeners) !== JSON.stringify(this.bound.map((b) => b.config))) {
       this.opts.logger.warn('listener changes take effect on restart');
     }
@@ -128,7 +117,7 @@ export class Instance {
   /** Goodbye to every live session and close everything. */
   async close(): Promise<void> {
     await this.stopListening();
-    await Promise.all([...this.handlers.values(), ...this.retired].map((h) => h.close()));
+    await Promise.all([...this.handlers.values()].map((h) => h.close()));
     await this.directory.close();
   }
 }

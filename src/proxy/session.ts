@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from '../log.js';
+import type { HandlerDeps } from '../server.js';
 import type { Config } from '../config/schema.js';
 import type { Directory, Account } from '../directory/directory.js';
 import type { BackendGate } from '../health/gate.js';
@@ -16,16 +17,8 @@ import { loginToBackend, type LoggedIn } from './backend-login.js';
 import { Relay, type RelayResult } from './relay.js';
 import { backendLoginSeconds, disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
 
-export interface ProtocolServiceDeps {
-  module: ProtocolModule;
-  /** Current configuration (replaced on reload; a session keeps what it started with for limits). */
-  config: () => Config;
-  directory: () => Directory;
-  gate: BackendGate;
-  sessions: SessionRegistry;
-  logger: Logger;
-  secureContext: () => SecureContext | undefined;
-}
+/** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
+export type ProtocolServiceDeps = Omit<HandlerDeps, 'tlsMaterial'> & { module: ProtocolModule };
 
 /** A ConnectionHandler that runs a Session per IMAP or POP3 connection. */
 export class ProtocolService implements ConnectionHandler {

@@ -3,7 +3,7 @@
 import dns from 'node:dns';
 import type { SMTPServerAddress } from 'smtp-server';
 import { toProxyError } from '../../errors.js';
-import { smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
+import { smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { ConnectionHandler } from '../protocol.js';
 import type { Config } from '../../config/schema.js';
@@ -11,7 +11,7 @@ import { openBackend } from './backend-open.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
+import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -137,15 +137,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       const txn = state.txn;
       const link = state.link;
       state.txn = undefined;
-      const summary = (result: string, r: ClientReply, extra: Record<string, unknown>): void => {
-        smtpMessagesTotal.inc({ service: SERVICE, result });
-        const fields = {
-          phase: 'transaction', service: SERVICE, from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol,
-          result, reply: `${r.code} ${r.text}`, ms: txn ? Date.now() - txn.started : 0, ...extra,
-        };
-        if (result === 'delivered') state.log.info(fields, 'smtp transaction');
-        else state.log.warn(fields, 'smtp transaction');
-      };
+      const summary = transactionSummary(state.log, SERVICE, { from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol }, txn?.started);
       if (!txn || !link || !txn.open || txn.broken || txn.rcpts.length === 0 || !link.client.alive) {
         stream.on('error', () => undefined);
         stream.resume();

@@ -10,7 +10,7 @@ import type { ConnectionHandler } from '../protocol.js';
 import { openBackend } from './backend-open.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
+import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
@@ -192,15 +192,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const link = state.link;
       const txn = state.txn;
       state.txn = undefined;
-      const summary = (result: string, r: ClientReply, extra: Record<string, unknown>): void => {
-        smtpMessagesTotal.inc({ service: SERVICE, result });
-        const fields = {
-          phase: 'transaction', service: SERVICE, user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend,
-          result, reply: `${r.code} ${r.text}`, ms: txn ? Date.now() - txn.started : 0, ...extra,
-        };
-        if (result === 'delivered') state.log.info(fields, 'smtp transaction');
-        else state.log.warn(fields, 'smtp transaction');
-      };
+      const summary = transactionSummary(state.log, SERVICE, { user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend }, txn?.started);
       if (!link || !txn || !link.client.alive) {
         stream.on('error', () => undefined);
         stream.resume();

@@ -5,6 +5,8 @@ import { isProxyError, toProxyError, type ProxyError } from '../../errors.js';
 import type { Route } from '../../directory/backends.js';
 import type { SmtpBackendClient } from './backend-client.js';
 import type { BackendReply } from './reply-parser.js';
+import type { Logger } from '../../log.js';
+import { smtpMessagesTotal } from '../../metrics.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, type ClientReply, type DataVerdict } from './replies.js';
 
 /** A backend session bound to a client connection, reusable across that client's transactions. */
@@ -140,4 +142,14 @@ function waitEnd(stream: SMTPServerDataStream): Promise<void> {
     stream.once('end', resolve);
     stream.once('close', resolve);
   });
+}
+
+/** One summary record and one metric per DATA outcome; `base` names the transaction (from, rcpts, backend, …). */
+export function transactionSummary(log: Logger, service: string, base: Record<string, unknown>, started: number | undefined) {
+  return (result: string, r: ClientReply, extra: Record<string, unknown>): void => {
+    smtpMessagesTotal.inc({ service, result });
+    const fields = { phase: 'transaction', service, ...base, result, reply: `${r.code} ${r.text}`, ms: started ? Date.now() - started : 0, ...extra };
+    if (result === 'delivered') log.info(fields, 'smtp transaction');
+    else log.warn(fields, 'smtp transaction');
+  };
 }

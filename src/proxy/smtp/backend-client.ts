@@ -1,28 +1,17 @@
 // Owns one SMTP/LMTP client connection to a backend: connect, replies with per-step deadlines, EHLO/LHLO, STARTTLS, XCLIENT, AUTH PLAIN, DATA.
 // Must not decide routing, health or what to tell the client; net/tls errors are wrapped into ProxyError here.
-import net from 'node:net';
-import tls from 'node:tls';
+import type net from 'node:net';
 import type { Readable } from 'node:stream';
 import { ProxyError, toProxyError } from '../../errors.js';
-import type { TlsMode } from '../../config/schema.js';
+import type { Route } from '../../directory/backends.js';
+import type { ClientEndpoint } from '../protocol.js';
+import { connectBackend } from '../backend-connect.js';
+import { upgradeClient } from '../starttls.js';
 import { encodePlain } from '../sasl.js';
 import { DotStuffStream } from './dot-stuff.js';
 import { ReplyParser, parseCapabilities, replyText, type BackendReply } from './reply-parser.js';
 
-export interface BackendEndpoint {
-  host: string;
-  port: number;
-  tls: TlsMode;
-  servername: string;
-  tlsVerify: boolean;
-}
-
 type Waiter = { resolve: (r: BackendReply) => void; reject: (e: ProxyError) => void };
-
-function tlsOptions(ep: BackendEndpoint): tls.ConnectionOptions {
-  // SNI must not carry an IP address (RFC 6066 §3); identity checks still use `host`.
-  return { ...(net.isIP(ep.servername) ? {} : { servername: ep.servername }), rejectUnauthorized: ep.tlsVerify, minVersion: 'TLSv1.2' };
-}
 
 /** RFC 3461 §4 xtext, as XCLIENT values need (RFC-less Postfix XCLIENT_README uses it too). */
 export function xtext(value: string): string {
@@ -45,22 +34,11 @@ export class SmtpBackendClient {
     this.attach(socket);
   }
 
-  /** TCP (or implicit TLS) connect within `connectTimeoutMs`, then the greeting within `greetingTimeoutMs`. */
-  static async connect(ep: BackendEndpoint, opts: { lmtp: boolean; connectTimeoutMs: number; greetingTimeoutMs: number }): Promise<SmtpBackendClient> {
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = ep.tls === 'implicit' ? tls.connect({ host: ep.host, port: ep.port, ...tlsOptions(ep) }) : net.connect({ host: ep.host, port: ep.port });
-      const timer = setTimeout(() => fail(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${ep.host}:${ep.port} timed out`)), Math.max(1, opts.connectTimeoutMs));
-      const fail = (e: unknown): void => {
-        clearTimeout(timer);
-        s.destroy();
-        reject(toProxyError(e, 'BACKEND_UNAVAILABLE'));
-      };
-      s.once('error', fail);
-      s.once(ep.tls === 'implicit' ? 'secureConnect' : 'connect', () => {
-        clearTimeout(timer);
-        s.off('error', fail);
-        resolve(s);
-      });
+  /** Connect (TCP, PROXY v2, implicit TLS: backend-connect.ts) within `connectTimeoutMs`, then the greeting within `greetingTimeoutMs`. */
+  static async connect(route: Route, opts: { lmtp: boolean; connectTimeoutMs: number; greetingTimeoutMs: number; proxyFor?: ClientEndpoint; clientTls?: boolean }): Promise<SmtpBackendClient> {
+    const socket = await connectBackend(route, {
+      timeoutMs: Math.max(1, opts.connectTimeoutMs),
+      ...(opts.proxyFor ? { proxyFor: opts.proxyFor, clientTls: opts.clientTls === true } : {}),
     });
     socket.setNoDelay(true);
     const client = new SmtpBackendClient(socket, opts.lmtp);
@@ -153,7 +131,7 @@ export class SmtpBackendClient {
   }
 
   /** RFC 3207: STARTTLS, then a TLS handshake on the same socket. The caller says EHLO again (§4.2). */
-  async startTls(ep: BackendEndpoint, timeoutMs: number): Promise<void> {
+  async startTls(route: Route, timeoutMs: number): Promise<void> {
     if (!this.has('STARTTLS')) throw new ProxyError('BACKEND_PROTOCOL', 'backend does not offer STARTTLS');
     const r = await this.command('STARTTLS', timeoutMs);
     if (r.code !== 220) throw new ProxyError('BACKEND_UNAVAILABLE', `STARTTLS answered ${r.code} ${replyText(r, 120)}`);
@@ -164,21 +142,9 @@ export class SmtpBackendClient {
     raw.removeAllListeners('error');
     raw.removeAllListeners('close');
     raw.on('error', () => undefined); // the TLS socket reports it
-    const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
-      const s = tls.connect({ socket: raw, host: ep.host, ...tlsOptions(ep) });
-      const timer = setTimeout(() => fail(new ProxyError('BACKEND_UNAVAILABLE', 'TLS handshake timed out')), Math.max(1, timeoutMs));
-      const fail = (e: unknown): void => {
-        clearTimeout(timer);
-        s.destroy();
-        raw.destroy();
-        reject(toProxyError(e, 'BACKEND_UNAVAILABLE'));
-      };
-      s.once('error', fail);
-      s.once('secureConnect', () => {
-        clearTimeout(timer);
-        s.off('error', fail);
-        resolve(s);
-      });
+    const secure = await upgradeClient(raw, { servername: route.servername, rejectUnauthorized: route.tlsVerify }, Math.max(1, timeoutMs)).catch((e: unknown) => {
+      raw.destroy();
+      throw toProxyError(e, 'BACKEND_UNAVAILABLE');
     }).catch((e: ProxyError) => {
       this.fail(e);
       throw e;

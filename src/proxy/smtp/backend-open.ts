@@ -18,6 +18,8 @@ export interface OpenBackendParams {
   client: ClientEndpoint;
   /** XCLIENT attributes besides ADDR/PORT (HELO, NAME, PROTO, LOGIN); sent only when the route trusts the proxy. */
   xclient?: { HELO?: string; NAME?: string; PROTO?: string; LOGIN?: string };
+  /** The client reached us over TLS (PROXY v2 SSL TLV, when the route forwards by proxy-v2). */
+  clientTls?: boolean;
   /** Our connection id, passed as XCLIENT SESSION where offered (Dovecot logs it: one id across both logs). */
   sessionId: string;
   /** AUTH PLAIN as this user when the backend still offers AUTH after XCLIENT (submission). */
@@ -45,13 +47,16 @@ export async function openBackend(p: OpenBackendParams): Promise<SmtpBackendClie
     if (ms <= 0) throw new ProxyError('BACKEND_UNAVAILABLE', `backend login budget of ${p.budgetMs} ms used up`);
     return ms;
   };
-  const ep = { host: route.host, port: route.port, tls: route.tls, servername: route.servername, tlsVerify: route.tlsVerify };
+  const proxyV2 = route.trustsProxy && route.forwardClientAddress === 'proxy-v2';
   let client: SmtpBackendClient | undefined;
   try {
-    client = await SmtpBackendClient.connect(ep, { lmtp: route.protocol === 'lmtp', connectTimeoutMs: Math.min(p.connectTimeoutMs, left()), greetingTimeoutMs: left() });
+    client = await SmtpBackendClient.connect(route, {
+      lmtp: route.protocol === 'lmtp', connectTimeoutMs: Math.min(p.connectTimeoutMs, left()), greetingTimeoutMs: left(),
+      ...(proxyV2 ? { proxyFor: p.client, clientTls: p.clientTls === true } : {}),
+    });
     await client.hello(p.heloName, left());
     if (route.tls === 'starttls') {
-      await client.startTls(ep, left());
+      await client.startTls(route, left());
       await client.hello(p.heloName, left());
     }
     if (route.trustsProxy && route.forwardClientAddress === 'native' && client.has('XCLIENT')) {

@@ -179,7 +179,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
   });
 
   /** Admit, connect (or reuse) and send MAIL for the first recipient; returns a reply on failure. */
-  async function openTransaction(state: InboundState, txn: InboundTxn, route: Route, session: { hostNameAppearsAs: string; clientHostname: string; openingCommand: string }): Promise<ClientReply | null> {
+  async function openTransaction(state: InboundState, txn: InboundTxn, route: Route, session: { hostNameAppearsAs: string; clientHostname: string; openingCommand: string; secure: boolean }): Promise<ClientReply | null> {
     const { config } = state;
     const { smtp } = config;
     let admitted: Route;
@@ -199,6 +199,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
           budgetMs: config.backendLogin.backendLoginBudgetMs,
           connectTimeoutMs: config.backendLogin.connectTimeoutMs,
           client: state.conn.client,
+          clientTls: session.secure,
           sessionId: state.conn.id,
           xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
           onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),

@@ -133,6 +133,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
               budgetMs: config.backendLogin.backendLoginBudgetMs,
               connectTimeoutMs: config.backendLogin.connectTimeoutMs,
               client: state.conn.client,
+              clientTls: session.secure,
               sessionId: state.conn.id,
               xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
               credentials: master

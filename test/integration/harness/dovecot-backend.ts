@@ -23,6 +23,8 @@ export interface DovecotPorts {
   submission: number;
   /** Plain IMAP expecting a PROXY v1/v2 header first (`haproxy = yes`; senders in haproxy_trusted_networks). */
   imapHaproxy: number;
+  /** Submission expecting a PROXY header first (`haproxy = yes`). */
+  submissionHaproxy: number;
 }
 
 export interface DovecotInstance {
@@ -79,6 +81,7 @@ function renderConfig(o: DovecotOptions, mailRoot: string): string {
     LMTP_PORT: o.ports.lmtp,
     SUBMISSION_PORT: o.ports.submission,
     IMAP_HAPROXY_PORT: o.ports.imapHaproxy,
+    SUBMISSION_HAPROXY_PORT: o.ports.submissionHaproxy,
     LOGIN_TUNING: loginTuning,
     PERF_TUNING: o.perfTuning ? renderFixture('dovecot/perf-tuning.conf.tmpl', {}) : '',
   });

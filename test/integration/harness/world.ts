@@ -62,9 +62,9 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
     if (process.env['MAILPROXY_KEEP_WORLD'] !== '1') await rm(dir, { recursive: true, force: true });
   };
   try {
-    const [ldapPort, deadPort, ...p] = await allocatePorts(16);
+    const [ldapPort, deadPort, ...p] = await allocatePorts(18);
     const portsFor = (i: number) => ({
-      imap: p[i]!, imaps: p[i + 1]!, pop3: p[i + 2]!, pop3s: p[i + 3]!, lmtp: p[i + 4]!, submission: p[i + 5]!, imapHaproxy: p[i + 6]!,
+      imap: p[i]!, imaps: p[i + 1]!, pop3: p[i + 2]!, pop3s: p[i + 3]!, lmtp: p[i + 4]!, submission: p[i + 5]!, imapHaproxy: p[i + 6]!, submissionHaproxy: p[i + 7]!,
     });
     const [tls, sink] = await Promise.all([generateCert(bins.get('openssl')!, dir), startSmtpSink()]);
     started.push(sink);
@@ -86,7 +86,7 @@ export async function startWorld(opts: WorldOptions = {}): Promise<World> {
     const settled = await Promise.allSettled([
       startLdap({ dir: join(dir, 'ldap'), port: ldapPort!, users: all, slapd: bins.get('slapd')!, slapadd: bins.get('slapadd')! }),
       backend('backend-a', portsFor(0)),
-      backend('backend-b', portsFor(7)),
+      backend('backend-b', portsFor(8)),
     ] as const);
     for (const s of settled) if (s.status === 'fulfilled') started.push(s.value);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');

@@ -15,6 +15,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const LOGINS = Number(process.env['BENCH_LOGINS'] ?? 400);
 const CONCURRENCY = Number(process.env['BENCH_CONCURRENCY'] ?? 8);
 const FETCHES = Number(process.env['BENCH_FETCHES'] ?? 5);
+const WORKERS = Number(process.env['BENCH_WORKERS'] ?? 1);
 
 async function loginOnce(port: number, user: string, password: string): Promise<void> {
   const c = await LineClient.connect(port);
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
   const [imapPort] = await allocatePorts(1);
   const raw = worldRawConfig(world, (c) => {
     c['log'] = { level: 'warn' };
+    c['workers'] = WORKERS;
     c['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: imapPort, tls: 'none' }];
     c['imap'] = { requireTlsForAuth: false };
     c['pop3'] = {};
@@ -101,7 +103,7 @@ async function main(): Promise<void> {
     const curlProxy = curlMs(`imap://127.0.0.1:${imapPort}/INBOX;UID=1`, uid, password);
 
     const r = (x: number, y: number) => (x / y).toFixed(2);
-    console.log(JSON.stringify({ logins: LOGINS, concurrency: CONCURRENCY, fetches: FETCHES }));
+    console.log(JSON.stringify({ logins: LOGINS, concurrency: CONCURRENCY, fetches: FETCHES, workers: WORKERS }));
     console.log(`login rate      direct ${lrDirect.toFixed(0)}/s   proxy ${lrProxy.toFixed(0)}/s   ratio proxy/direct ${r(lrProxy, lrDirect)}`);
     console.log(`10 MiB FETCH    direct ${tpDirect.toFixed(0)} MiB/s   proxy ${tpProxy.toFixed(0)} MiB/s   ratio ${r(tpProxy, tpDirect)}`);
     console.log(`curl imap:// login+fetch (median of 15)   direct ${curlDirect.toFixed(1)} ms   proxy ${curlProxy.toFixed(1)} ms   ratio ${r(curlProxy, curlDirect)}`);

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'BACKEND_DOWN'           // health says down: fail fast without trying
   | 'BACKEND_MAINTENANCE'    // administratively drained
   | 'BACKEND_AUTH_FAILED'    // backend refused the credentials the directory accepted
+  | 'BACKEND_USER_BUSY'      // backend says "not now" for this user (POP3 [IN-USE], [LOGIN-DELAY]): the backend itself is fine
   | 'BACKEND_PROTOCOL'       // backend said something we cannot parse during login
   | 'LINE_TOO_LONG'
   | 'LITERAL_TOO_LARGE'
@@ -50,6 +51,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', retryable: true, health: 'none' },
   BACKEND_MAINTENANCE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend in maintenance', metricLabel: 'backend_maintenance', retryable: true, health: 'none' },
   BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', retryable: false, health: 'backend-alive' },
+  BACKEND_USER_BUSY: { imap: TEMP_IMAP, pop3: '-ERR [IN-USE] Mailbox busy, please try again later', smtp: TEMP_SMTP, logReason: 'backend refused this user for now', metricLabel: 'backend_user_busy', retryable: true, health: 'backend-alive' },
   BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', retryable: true, health: 'backend-failure' },
   LINE_TOO_LONG: { imap: 'BAD Line too long', pop3: '-ERR Line too long', smtp: '500 5.5.2 Line too long', logReason: 'line too long', metricLabel: 'line_too_long', retryable: false, health: 'none' },
   LITERAL_TOO_LARGE: { imap: 'BAD Literal too large', pop3: '-ERR Too large', smtp: '552 5.3.4 Too large', logReason: 'literal too large', metricLabel: 'literal_too_large', retryable: false, health: 'none' },

@@ -18,6 +18,9 @@ function temporaryCode(line: string): boolean {
   return /^-ERR \[(SYS\/TEMP|SYS\/PERM|IN-USE|LOGIN-DELAY)\]/i.test(line);
 }
 
+/** RFC 2449 §8.1.1/8.1.2: IN-USE and LOGIN-DELAY concern one user's mailbox, not the backend's health. */
+const userBusy = (line: string): boolean => /^-ERR \[(IN-USE|LOGIN-DELAY)\]/i.test(line);
+
 const isOk = (line: string): boolean => /^\+OK(\s|$)/i.test(line);
 const isErr = (line: string): boolean => /^-ERR(\s|$)/i.test(line);
 
@@ -97,13 +100,14 @@ class Pop3BackendLogin implements BackendLogin {
       return [{ kind: 'send', bytes: `${encodePlain(this.ctx.user, this.ctx.password)}\r\n` }];
     }
     if (isErr(line)) {
+      if (userBusy(line)) return this.fail('BACKEND_USER_BUSY', `AUTH: ${line}`);
       if (temporaryCode(line)) return this.fail('BACKEND_UNAVAILABLE', `AUTH: ${line}`);
       return this.fail('BACKEND_AUTH_FAILED', `AUTH: ${line}`);
     }
     return this.fail('BACKEND_PROTOCOL', `AUTH reply: ${line}`);
   }
 
-  private fail(code: 'BACKEND_UNAVAILABLE' | 'BACKEND_PROTOCOL' | 'BACKEND_AUTH_FAILED', detail: string): BackendAction[] {
+  private fail(code: 'BACKEND_UNAVAILABLE' | 'BACKEND_USER_BUSY' | 'BACKEND_PROTOCOL' | 'BACKEND_AUTH_FAILED', detail: string): BackendAction[] {
     this.phase = 'done';
     return [{ kind: 'fail', error: new ProxyError(code, detail) }];
   }

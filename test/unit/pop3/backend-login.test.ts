@@ -93,13 +93,23 @@ describe('pop3 backend login', () => {
     }
   });
 
-  it('-ERR [SYS/TEMP] and [IN-USE] are temporary backend failures', () => {
-    for (const reply of ['-ERR [SYS/TEMP] Temporary authentication failure.', '-ERR [IN-USE] Mailbox locked']) {
+  it('-ERR [SYS/TEMP] is a temporary backend failure', () => {
+    const reply = '-ERR [SYS/TEMP] Temporary authentication failure.';
+    transcript(context(), [
+      [line('+OK ready'), [{ send: AUTH }]],
+      [line(reply), [{ fail: 'BACKEND_UNAVAILABLE', detail: `AUTH: ${reply}` }]],
+    ]);
+  });
+
+  it('-ERR [IN-USE] and [LOGIN-DELAY] are temporary for this user only: the backend is alive (no health failure)', () => {
+    for (const reply of ['-ERR [IN-USE] Mailbox locked', '-ERR [LOGIN-DELAY] Wait a minute']) {
       transcript(context(), [
         [line('+OK ready'), [{ send: AUTH }]],
-        [line(reply), [{ fail: 'BACKEND_UNAVAILABLE', detail: `AUTH: ${reply}` }]],
+        [line(reply), [{ fail: 'BACKEND_USER_BUSY', detail: `AUTH: ${reply}` }]],
       ]);
     }
+    assert.equal(new ProxyError('BACKEND_USER_BUSY').spec.health, 'backend-alive');
+    assert.match(new ProxyError('BACKEND_USER_BUSY').spec.pop3, /^-ERR \[IN-USE\]/);
   });
 
   it('answers an empty continuation once when the server ignores the initial response', () => {

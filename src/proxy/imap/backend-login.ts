@@ -50,7 +50,7 @@ class ImapBackendLogin implements BackendLogin {
     return out;
   }
 
-  private fail(code: 'BACKEND_PROTOCOL' | 'BACKEND_UNAVAILABLE' | 'BACKEND_AUTH_FAILED' | 'AUTH_FAILED', detail: string): void {
+  private fail(code: 'BACKEND_PROTOCOL' | 'BACKEND_UNAVAILABLE' | 'BACKEND_USER_BUSY' | 'BACKEND_AUTH_FAILED' | 'AUTH_FAILED', detail: string): void {
     this.phase = 'done';
     this.out.push({ kind: 'fail', error: new ProxyError(code, detail) });
   }
@@ -120,8 +120,10 @@ class ImapBackendLogin implements BackendLogin {
           this.out.push({ kind: 'done', text });
           return;
         }
-        // RFC 5530 §3: UNAVAILABLE is a temporary backend condition, not a verdict on the credentials.
-        if (status === 'NO' && /^NO \[UNAVAILABLE\]/i.test(text)) return this.fail('BACKEND_UNAVAILABLE', `LOGIN: ${text}`);
+        // RFC 5530 §3: UNAVAILABLE/SERVERBUG are temporary backend conditions, not a verdict on the credentials;
+        // LIMIT/INUSE concern this user only (too many sessions, mailbox locked): the backend itself is fine.
+        if (status === 'NO' && /^NO \[(UNAVAILABLE|SERVERBUG)\]/i.test(text)) return this.fail('BACKEND_UNAVAILABLE', `LOGIN: ${text}`);
+        if (status === 'NO' && /^NO \[(LIMIT|INUSE)\]/i.test(text)) return this.fail('BACKEND_USER_BUSY', `LOGIN: ${text}`);
         if (status === 'NO') return this.fail('BACKEND_AUTH_FAILED', `LOGIN: ${text}`);
         return this.fail('BACKEND_PROTOCOL', `LOGIN: ${text}`);
     }

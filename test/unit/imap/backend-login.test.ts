@@ -120,6 +120,16 @@ describe('imap backend login', () => {
     assert.equal(failure(b.step({ kind: 'line', line: 'mp1 BAD Error in IMAP command' })).code, 'BACKEND_PROTOCOL');
   });
 
+  it('NO [LIMIT] / [INUSE] concern this user only (not a password verdict, not a backend failure); SERVERBUG is a backend failure', () => {
+    for (const [reply, code] of [['mp1 NO [LIMIT] Too many connections', 'BACKEND_USER_BUSY'], ['mp1 NO [INUSE] Mailbox locked', 'BACKEND_USER_BUSY'], ['mp1 NO [SERVERBUG] Internal error', 'BACKEND_UNAVAILABLE']] as const) {
+      const bl = createImapBackendLogin(ctx());
+      line(bl, DOVECOT);
+      assert.equal(failure(bl.step({ kind: 'line', line: reply })).code, code, reply);
+    }
+    assert.equal(new ProxyError('BACKEND_USER_BUSY').spec.health, 'backend-alive');
+    assert.match(new ProxyError('BACKEND_USER_BUSY').spec.imap, /^NO \[UNAVAILABLE\]/);
+  });
+
   it('a refused synchronising literal fails the login', () => {
     const bl = createImapBackendLogin(ctx());
     line(bl, '* OK [CAPABILITY IMAP4rev1] hi');

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'PREAUTH_TIMEOUT'
   | 'IDLE_TIMEOUT'
   | 'SHUTDOWN'
+  | 'TOO_MANY_CONNECTIONS'   // a listener connection limit (total or per client address)
   | 'PROXY_HEADER_INVALID'
   | 'UNTRUSTED_SOURCE'
   | 'CONFIG_INVALID'
@@ -59,6 +60,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', retryable: true, health: 'none' },
   IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', retryable: true, health: 'none' },
   SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', retryable: true, health: 'none' },
+  TOO_MANY_CONNECTIONS: { imap: 'BYE [UNAVAILABLE] Too many connections, please try again later', pop3: '-ERR [SYS/TEMP] Too many connections, please try again later', smtp: '421 4.7.0 Too many connections, please try again later', logReason: 'connection limit reached', metricLabel: 'too_many_connections', retryable: true, health: 'none' },
   PROXY_HEADER_INVALID: { imap: 'BYE Invalid PROXY header', pop3: '-ERR Invalid PROXY header', smtp: '421 4.7.0 Invalid PROXY header', logReason: 'invalid PROXY protocol header', metricLabel: 'proxy_header_invalid', retryable: false, health: 'none' },
   UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', retryable: false, health: 'none' },
   CONFIG_INVALID: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'invalid configuration', metricLabel: 'config_invalid', retryable: false, health: 'none' },

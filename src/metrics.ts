@@ -15,6 +15,7 @@ export function collectProcessMetrics(): void {
 const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export const connectionsTotal = new Counter({ name: 'mailproxy_connections_total', help: 'Client connections accepted', labelNames: ['protocol'], registers: [registry] });
+export const connectionsRefusedTotal = new Counter({ name: 'mailproxy_connections_refused_total', help: 'Client connections refused by a listener connection limit', labelNames: ['protocol', 'reason'], registers: [registry] });
 export const sessionsActive = new Gauge({ name: 'mailproxy_sessions_active', help: 'Client sessions open now, by phase (prelogin, login, relay)', labelNames: ['protocol', 'phase'], registers: [registry] });
 export const loginsTotal = new Counter({ name: 'mailproxy_logins_total', help: 'Login attempts by result (ok or an error catalogue label)', labelNames: ['protocol', 'result'], registers: [registry] });
 export const disconnectsTotal = new Counter({ name: 'mailproxy_disconnects_total', help: 'Sessions ended, by reason', labelNames: ['protocol', 'reason'], registers: [registry] });

@@ -31,6 +31,10 @@ const listenerSchema = z.strictObject({
   /** Accept HAProxy PROXY protocol v1/v2 headers, only from proxyTrustedNetworks. */
   proxyProtocol: z.boolean().default(false),
   proxyTrustedNetworks: cidrList,
+  /** Open connections on this listener at most (0 = no limit); further ones get a temporary error and close. */
+  maxConnections: z.number().int().min(0).optional(),
+  /** Open connections per client address at most (0 = no limit). Counts the PROXY-header address behind a balancer; per worker process. */
+  maxConnectionsPerIp: z.number().int().min(0).optional(),
   /** How long a trusted sender may take to deliver the whole PROXY header; unset = 5000 ms. */
   proxyHeaderTimeoutMs: z.number().int().min(1).optional(),
 });

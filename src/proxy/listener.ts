@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { CATALOGUE, type ErrorCode } from '../errors.js';
-import { connectionsTotal } from '../metrics.js';
+import { connectionsRefusedTotal, connectionsTotal } from '../metrics.js';
 import type { ClientEndpoint, ConnectionHandler } from './protocol.js';
 import { isTrustedSource, parseProxyHeader } from './proxy-header.js';
 
@@ -108,7 +108,27 @@ export class Listener {
     setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
   }
 
+  private open = 0;
+  private readonly perIp = new Map<string, number>();
+
   private handOver(socket: Socket, id: string, client: ClientEndpoint): void {
+    // Limits count the real client (after a PROXY header); a refused connection gets one temporary-error line.
+    const maxConnections = this.config.maxConnections ?? 0;
+    const maxConnectionsPerIp = this.config.maxConnectionsPerIp ?? 0;
+    const fromIp = this.perIp.get(client.address) ?? 0;
+    if ((maxConnections > 0 && this.open >= maxConnections) || (maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp)) {
+      this.log.warn({ conn: id, client: client.address, open: this.open, fromIp }, 'connection limit reached');
+      connectionsRefusedTotal.inc({ protocol: this.config.protocol, reason: this.open >= maxConnections && maxConnections > 0 ? 'max_connections' : 'max_connections_per_ip' });
+      this.refuse(socket, 'TOO_MANY_CONNECTIONS');
+      return;
+    }
+    this.open++;
+    this.perIp.set(client.address, fromIp + 1);
+    socket.once('close', () => {
+      this.open--;
+      const n = (this.perIp.get(client.address) ?? 1) - 1;
+      if (n <= 0) this.perIp.delete(client.address); else this.perIp.set(client.address, n);
+    });
     try {
       this.handler().handle(socket, { id, client, listener: this.config });
     } catch (e) {

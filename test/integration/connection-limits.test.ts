@@ -1,28 +1,20 @@
 // Proves listener connection limits: per client address and in total, answered with the protocol's temporary error, freed on close.
 // Must not test login behaviour beyond one login proving a freed slot works.
 import assert from 'node:assert/strict';
-import { startWorld, type World } from './harness/world.js';
 import { LineClient } from './harness/line-client.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { withWorldAndProxy } from './proxy-fixture.js';
 
 describe('listener connection limits', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world, (raw) => {
-      raw['listeners'] = [
-        { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none', maxConnectionsPerIp: 2, maxConnections: 3 },
-        { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'none', maxConnectionsPerIp: 1 },
-      ];
-    }));
+  const env = withWorldAndProxy((raw) => {
+    raw['listeners'] = [
+      { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none', maxConnectionsPerIp: 2, maxConnections: 3 },
+      { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'none', maxConnectionsPerIp: 1 },
+    ];
   });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
 
   it('refuses a third connection from one address with * BYE [UNAVAILABLE], while another address still gets in', async () => {
-    const port = proxy.port('imap', 'none');
+    const port = env.proxy.port('imap', 'none');
     const a1 = await LineClient.connect(port, { localAddress: '127.0.0.61' });
     const a2 = await LineClient.connect(port, { localAddress: '127.0.0.61' });
     assert.match(await a1.readLine(), /^\* OK/);
@@ -39,7 +31,7 @@ describe('listener connection limits', function () {
     await new Promise((r) => setTimeout(r, 100));
     const a4 = await LineClient.connect(port, { localAddress: '127.0.0.61' });
     assert.match(await a4.readLine(), /^\* OK/);
-    assert.match(await a4.command('l', `LOGIN alice ${world.users.alice.password}`), /^l OK/m);
+    assert.match(await a4.command('l', `LOGIN alice ${env.world.users.alice.password}`), /^l OK/m);
     for (const c of [a2, a3, b1, c1, a4]) c.close();
     const m = await (await import('../../src/metrics.js')).registry.getSingleMetricAsString('mailproxy_connections_refused_total');
     assert.match(m, /protocol="imap",reason="max_connections_per_ip"\} [1-9]/);
@@ -47,7 +39,7 @@ describe('listener connection limits', function () {
   });
 
   it('answers POP3 with -ERR [SYS/TEMP] when over the per-address limit', async () => {
-    const port = proxy.port('pop3', 'none');
+    const port = env.proxy.port('pop3', 'none');
     const p1 = await LineClient.connect(port, { localAddress: '127.0.0.64' });
     assert.match(await p1.readLine(), /^\+OK/);
     const p2 = await LineClient.connect(port, { localAddress: '127.0.0.64' });

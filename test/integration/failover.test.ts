@@ -4,8 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RawConfig, type RunningProxy } from './proxy-fixture.js';
+import { startProxy, withWorldAndProxy, worldConfig, type RawConfig, type RunningProxy } from './proxy-fixture.js';
 import { firstMessageHeader, greet } from './imap-helpers.js';
 import { runStatus } from '../../src/health/status.js';
 
@@ -34,36 +33,37 @@ async function waitState(p: RunningProxy, backend: string, want: string, ms: num
 
 describe('backend failure through the proxy (real Dovecot, real clients)', function () {
   this.timeout(60_000);
-  let world: World;
   let plain: RunningProxy;     // no standby: fail fast
   let paired: RunningProxy;    // backend-a has standby backend-b
   let hookFile: string;
+  const common = (raw: RawConfig) => {
+    raw['health'] = { ...FAST_HEALTH, hooks: { command: `echo "$MAILPROXY_BACKEND $MAILPROXY_OLD_STATE $MAILPROXY_NEW_STATE" >> ${hookFile}` } };
+    raw['admin'] = { enabled: true, address: '127.0.0.1', port: 0 };
+  };
 
-  before(async () => {
-    world = await startWorld();
-    hookFile = join(mkdtempSync(join(tmpdir(), 'mp-hook-')), 'events');
-    const common = (raw: RawConfig) => {
-      raw['health'] = { ...FAST_HEALTH, hooks: { command: `echo "$MAILPROXY_BACKEND $MAILPROXY_OLD_STATE $MAILPROXY_NEW_STATE" >> ${hookFile}` } };
-      raw['admin'] = { enabled: true, address: '127.0.0.1', port: 0 };
-    };
-    plain = await startProxy(worldConfig(world, common));
-    paired = await startProxy(worldConfig(world, (raw) => {
-      common(raw);
-      (raw['health'] as Record<string, unknown>)['hooks'] = {};
-      ((raw['backends'] as Record<string, Record<string, unknown>>)['backend-a']!)['standby'] = 'backend-b';
-    }));
-    await waitState(plain, 'backend-a', 'up', 5000);
-    await waitState(paired, 'backend-b', 'up', 5000);
+  // Registered first, so it runs before the world and the proxies start.
+  before(() => { hookFile = join(mkdtempSync(join(tmpdir(), 'mp-hook-')), 'events'); });
+  const env = withWorldAndProxy(common, {
+    onReady: async (world, proxy) => {
+      plain = proxy;
+      paired = await startProxy(worldConfig(world, (raw) => {
+        common(raw);
+        (raw['health'] as Record<string, unknown>)['hooks'] = {};
+        ((raw['backends'] as Record<string, Record<string, unknown>>)['backend-a']!)['standby'] = 'backend-b';
+      }));
+      await waitState(plain, 'backend-a', 'up', 5000);
+      await waitState(paired, 'backend-b', 'up', 5000);
+    },
+    onStop: async () => { await paired?.stop(); },
   });
-  after(async () => { await plain?.stop(); await paired?.stop(); await world?.stop(); });
 
   it('stopping backend-a: marked down within interval × fall (+ timeout), users get [UNAVAILABLE] in well under a second', async () => {
-    await world.backends.a.stop();
+    await env.world.backends.a.stop();
     const detectMs = await waitState(plain, 'backend-a', 'down', 3000);
     assert.ok(detectMs <= FAST_HEALTH.intervalMs * 1.1 * FAST_HEALTH.fall + FAST_HEALTH.timeoutMs + 300, `detected after ${detectMs} ms`);
     const { c } = await greet(plain.port('imap', 'starttls'));
     const t0 = Date.now();
-    const r = await c.command('a', `LOGIN alice ${world.users.alice.password}`);
+    const r = await c.command('a', `LOGIN alice ${env.world.users.alice.password}`);
     const ms = Date.now() - t0;
     assert.match(r, /^a NO \[UNAVAILABLE\]/m);
     assert.ok(ms < 300, `answered in ${ms} ms`);
@@ -74,11 +74,11 @@ describe('backend failure through the proxy (real Dovecot, real clients)', funct
   it('with a standby configured, alice logs in on backend-b while backend-a is down', async () => {
     await waitState(paired, 'backend-a', 'down', 3000);
     const { c } = await greet(paired.port('imap', 'starttls'));
-    const r = await c.command('a', `LOGIN alice ${world.users.alice.password}`);
+    const r = await c.command('a', `LOGIN alice ${env.world.users.alice.password}`);
     assert.match(r, /^a OK/m, `${r} ${JSON.stringify(paired.logs.filter((l) => l['msg'] === 'login failed').slice(-2))}`);
     c.close();
     let log = '';
-    for (let i = 0; i < 30 && !/Login: user=<alice>/.test(log); i++) { await new Promise((res) => setTimeout(res, 50)); log = await world.backends.b.readLog(); }
+    for (let i = 0; i < 30 && !/Login: user=<alice>/.test(log); i++) { await new Promise((res) => setTimeout(res, 50)); log = await env.world.backends.b.readLog(); }
     assert.match(log, /imap-login: Info: Login: user=<alice>/);
   });
 
@@ -98,14 +98,14 @@ describe('backend failure through the proxy (real Dovecot, real clients)', funct
   it('restarting backend-a: up again, logins go to the primary (marker), and standby sessions are closed on failback', async () => {
     // a session that failed over to the standby while the primary was down
     const { c: onStandby } = await greet(paired.port('imap', 'starttls'));
-    assert.match(await onStandby.command('a', `LOGIN alice ${world.users.alice.password}`), /^a OK/m);
-    await world.backends.a.start();
+    assert.match(await onStandby.command('a', `LOGIN alice ${env.world.users.alice.password}`), /^a OK/m);
+    await env.world.backends.a.start();
     const upMs = await waitState(plain, 'backend-a', 'up', 5000);
     await waitState(paired, 'backend-a', 'up', 5000);
     const bye = await onStandby.readUntil(/^\* BYE/, 3000);
     assert.match(bye, /^\* BYE/m);
     const { c } = await greet(paired.port('imap', 'starttls'));
-    assert.match(await c.command('a', `LOGIN alice ${world.users.alice.password}`), /^a OK/m);
+    assert.match(await c.command('a', `LOGIN alice ${env.world.users.alice.password}`), /^a OK/m);
     assert.match(await firstMessageHeader(c, 'X-Test-Backend'), /backend-a/);
     c.close();
     for (let i = 0; i < 60 && !/^backend-a down \S+$/m.test(readFileSync(hookFile, 'utf8')); i++) await new Promise((r) => setTimeout(r, 50));
@@ -115,17 +115,17 @@ describe('backend failure through the proxy (real Dovecot, real clients)', funct
 
   it('a SIGSTOPped backend (accepts TCP, never answers) is detected by the probe timeout and its IDLE sessions get * BYE', async () => {
     const { c } = await greet(plain.port('imap', 'starttls'));
-    assert.match(await c.command('a', `LOGIN bob ${world.users.bob.password}`), /^a OK/m);
+    assert.match(await c.command('a', `LOGIN bob ${env.world.users.bob.password}`), /^a OK/m);
     await c.command('s', 'SELECT INBOX');
     c.send('i IDLE');
     await c.readLine();
-    world.backends.b.pause();
+    env.world.backends.b.pause();
     try {
       const detectMs = await waitState(plain, 'backend-b', 'down', 5000);
       const bye = await c.readUntil(/^\* BYE/, 3000);
       assert.match(bye, /^\* BYE \[UNAVAILABLE\]/m);
       console.log(`      SIGSTOP detection ${detectMs} ms`);
-    } finally { world.backends.b.resume(); }
+    } finally { env.world.backends.b.resume(); }
     await waitState(plain, 'backend-b', 'up', 5000);
   });
 });

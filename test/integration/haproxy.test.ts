@@ -59,6 +59,17 @@ describe('mailproxy behind a real HAProxy (send-proxy-v2, agent-check)', functio
     await c.command('z', 'LOGOUT');
     c.close();
   };
+  /** Log in until a session lands on `node` (at most 4 tries, the misses logged out); that session stays open. */
+  const sessionOn = async (node: string): Promise<LineClient | undefined> => {
+    for (let i = 0; i < 4; i++) {
+      const before = served()[node]!;
+      const c = await login();
+      await sleep(20);
+      if (served()[node]! > before) return c;
+      await c.command('z', 'LOGOUT'); c.close();
+    }
+    return undefined;
+  };
   const loginsDelta = async (count: number): Promise<Record<string, number>> => {
     const before = served();
     for (let i = 0; i < count; i++) await loginAndLogout();
@@ -111,14 +122,7 @@ describe('mailproxy behind a real HAProxy (send-proxy-v2, agent-check)', functio
 
   it('maintenance on mp1: the agent says drain, HAProxy sends new logins to mp2 only, mp1\'s open session keeps working', async () => {
     // an established session on mp1
-    let held: LineClient | undefined;
-    for (let i = 0; i < 4 && !held; i++) {
-      const before = served()['mp1']!;
-      const c = await login();
-      await sleep(20);
-      if (served()['mp1']! > before) held = c;
-      else { await c.command('z', 'LOGOUT'); c.close(); }
-    }
+    const held = await sessionOn('mp1');
     assert.ok(held, 'a session landed on mp1');
     const mp1 = nodes[0]!;
     mp1.proxy!.app.maintenance = true;
@@ -164,14 +168,7 @@ describe('mailproxy behind a real HAProxy (send-proxy-v2, agent-check)', functio
 
   it('draining mp2 (app.drain, as on SIGTERM): the agent says drain, new logins go to mp1, mp2\'s open session continues', async () => {
     const mp2 = nodes[1]!;
-    let held: LineClient | undefined;
-    for (let i = 0; i < 4 && !held; i++) {
-      const before = served()['mp2']!;
-      const c = await login();
-      await sleep(20);
-      if (served()['mp2']! > before) held = c;
-      else { await c.command('z', 'LOGOUT'); c.close(); }
-    }
+    const held = await sessionOn('mp2');
     assert.ok(held, 'a session landed on mp2');
     await mp2.proxy!.app.drain();
     assert.equal(await askAgent(mp2.agentPort), 'drain\n');

@@ -2,8 +2,7 @@
 // process or leak sessions, and that normal logins still work afterwards. Must not test individual answers (protocol tests do).
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { withWorldAndProxy } from './proxy-fixture.js';
 import { greet } from './imap-helpers.js';
 import { LineClient } from './harness/line-client.js';
 
@@ -57,25 +56,21 @@ function blast(port: number, data: Buffer, closeAfterMs: number): Promise<void> 
 
 describe('hostile input on every listener', function () {
   this.timeout(90_000);
-  let world: World;
-  let proxy: RunningProxy;
   let ports: number[];
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world, (raw) => {
-      (raw['listeners'] as unknown[]).push(
-        { protocol: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
-        { protocol: 'smtp', address: '127.0.0.1', port: 0, tls: 'starttls' },
-      );
-      raw['imap'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, preAuthDeadlineMs: 3000 } };
-      raw['pop3'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, preAuthDeadlineMs: 3000 } };
-      raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 50, commandTimeoutMs: 3000 };
-      raw['log'] = { level: 'warn' };
-    }));
-    ports = [proxy.port('imap', 'starttls'), proxy.port('pop3', 'starttls'), proxy.port('submission', 'starttls'), proxy.port('smtp', 'starttls'), proxy.port('imap', 'implicit'), proxy.port('pop3', 'implicit')];
+  const env = withWorldAndProxy((raw) => {
+    (raw['listeners'] as unknown[]).push(
+      { protocol: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
+      { protocol: 'smtp', address: '127.0.0.1', port: 0, tls: 'starttls' },
+    );
+    raw['imap'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, preAuthDeadlineMs: 3000 } };
+    raw['pop3'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, preAuthDeadlineMs: 3000 } };
+    raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 50, commandTimeoutMs: 3000 };
+    raw['log'] = { level: 'warn' };
+  }, {
+    onReady: (_world, proxy) => {
+      ports = [proxy.port('imap', 'starttls'), proxy.port('pop3', 'starttls'), proxy.port('submission', 'starttls'), proxy.port('smtp', 'starttls'), proxy.port('imap', 'implicit'), proxy.port('pop3', 'implicit')];
+    },
   });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
 
   it('survives 240 connections of seeded random protocol fragments and bytes', async () => {
     const r = rng(20261123);
@@ -100,12 +95,12 @@ describe('hostile input on every listener', function () {
 
   it('still logs users in on every protocol afterwards', async () => {
     const { c } = await greet(ports[0]!);
-    assert.match(await c.command('a', `LOGIN alice ${world.users.alice.password}`), /^a OK/m);
+    assert.match(await c.command('a', `LOGIN alice ${env.world.users.alice.password}`), /^a OK/m);
     c.close();
     const p = await LineClient.connect(ports[1]!);
     assert.match(await p.readLine(), /^\+OK/);
     p.send('USER bob'); assert.match(await p.readLine(), /^\+OK/);
-    p.send(`PASS ${world.users.bob.password}`); assert.match(await p.readLine(), /^\+OK/);
+    p.send(`PASS ${env.world.users.bob.password}`); assert.match(await p.readLine(), /^\+OK/);
     p.close();
     const s = await LineClient.connect(ports[3]!);
     assert.match(await s.readLine(), /^220/);
@@ -116,12 +111,12 @@ describe('hostile input on every listener', function () {
   });
 
   it('leaks no sessions: every hostile connection is gone from the registry', async () => {
-    for (let i = 0; i < 80 && proxy.instance.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 100));
-    assert.equal(proxy.instance.sessions.size, 0, JSON.stringify(proxy.instance.sessions.list().map((s) => s.info)).slice(0, 500));
+    for (let i = 0; i < 80 && env.proxy.instance.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(env.proxy.instance.sessions.size, 0, JSON.stringify(env.proxy.instance.sessions.list().map((s) => s.info)).slice(0, 500));
   });
 
   it('logged no internal error', () => {
-    const bad = proxy.logs.filter((l) => (l['level'] as number) >= 50);
+    const bad = env.proxy.logs.filter((l) => (l['level'] as number) >= 50);
     assert.deepEqual(bad.map((l) => l['msg']), []);
   });
 });

@@ -1,24 +1,15 @@
 // Proves the IMAP failure answers against real slapd + Dovecot: bad credentials, no host, dead backend, hostile names, limits.
 // Must not test successful routing (imap-login tests do).
 import assert from 'node:assert/strict';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { withWorldAndProxy } from './proxy-fixture.js';
 import { greet } from './imap-helpers.js';
 
 describe('IMAP failure answers (real slapd + Dovecot)', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
   let port: number;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world, (raw) => {
-      (raw['imap'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, maxBadCommands: 3, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
-    }));
-    port = proxy.port('imap', 'starttls');
-  });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
+  const env = withWorldAndProxy((raw) => {
+    (raw['imap'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, maxBadCommands: 3, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
+  }, { onReady: (_world, proxy) => { port = proxy.port('imap', 'starttls'); } });
 
   async function loginReply(user: string, password: string): Promise<{ reply: string; ms: number }> {
     const { c } = await greet(port);
@@ -54,19 +45,19 @@ describe('IMAP failure answers (real slapd + Dovecot)', function () {
   });
 
   it('gives a temporary failure for an account without mailHost (carol)', async () => {
-    const r = await loginReply('carol', world.users.carol.password);
+    const r = await loginReply('carol', env.world.users.carol.password);
     assert.match(r.reply, /^a NO \[UNAVAILABLE\]/);
   });
 
   it('gives a temporary failure, fast, when the account\'s backend is unreachable (dave)', async () => {
-    const r = await loginReply('dave', world.users.dave.password);
+    const r = await loginReply('dave', env.world.users.dave.password);
     assert.match(r.reply, /^a NO \[UNAVAILABLE\]/);
     assert.ok(r.ms < 2000, `took ${r.ms} ms`);
   });
 
   it('treats LDAP filter metacharacters in the login name as plain characters (no match, no injection)', async () => {
     for (const name of ['*', 'al*', 'alice)(uid=*', '*)(|(uid=*', 'alice\\2a', '(uid=alice)']) {
-      const { reply } = await loginReply(name.replace(/\\/g, '\\\\'), world.users.alice.password);
+      const { reply } = await loginReply(name.replace(/\\/g, '\\\\'), env.world.users.alice.password);
       assert.equal(reply, 'a NO [AUTHENTICATIONFAILED] Authentication failed', name);
     }
   });

@@ -2,22 +2,13 @@
 // Must not test failure answers or TLS (imap-failures / imap-tls tests do).
 import assert from 'node:assert/strict';
 import { ImapFlow } from 'imapflow';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { startProxy, withWorldAndProxy, worldConfig } from './proxy-fixture.js';
 import { b64, firstMessageHeader, greet, loginLiteral } from './imap-helpers.js';
 
 describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
   let port: number;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world));
-    port = proxy.port('imap', 'starttls');
-  });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
+  const env = withWorldAndProxy({ onReady: (_world, proxy) => { port = proxy.port('imap', 'starttls'); } });
 
   it('greets with its own capabilities (SASL-IR, LITERAL+, ID, STARTTLS, AUTH=PLAIN)', async () => {
     const { c, greeting } = await greet(port);
@@ -29,7 +20,7 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
   it('routes alice to backend-a and bob to backend-b (marker messages exist only on the owner)', async () => {
     for (const [user, backend] of [['alice', 'backend-a'], ['bob', 'backend-b']] as const) {
       const { c } = await greet(port);
-      const u = world.users[user];
+      const u = env.world.users[user];
       const r = await c.command('a', `LOGIN ${u.uid} ${u.password}`);
       assert.match(r, /^a OK \[CAPABILITY [^\]]*IMAP4rev1/m, r);
       const h = await firstMessageHeader(c, 'X-Test-Backend');
@@ -40,14 +31,14 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
 
   it('logs in with the mail address as login name (directory maps it to the uid)', async () => {
     const { c } = await greet(port);
-    const r = await c.command('a', `LOGIN "${world.users.bob.mail}" "${world.users.bob.password}"`);
+    const r = await c.command('a', `LOGIN "${env.world.users.bob.mail}" "${env.world.users.bob.password}"`);
     assert.match(r, /^a OK/m, r);
     assert.match(await firstMessageHeader(c, 'X-Test-Backend'), /backend-b/);
     c.close();
   });
 
   it('accepts quoted strings with escapes, synchronising literals and LITERAL+ (erin: quotes, backslash, spaces, UTF-8, {5})', async () => {
-    const erin = world.users.erin;
+    const erin = env.world.users.erin;
     // quoted with escapes
     let { c } = await greet(port);
     const quoted = erin.password.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
@@ -70,7 +61,7 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
   });
 
   it('AUTHENTICATE PLAIN with SASL-IR, with a continuation, and AUTHENTICATE LOGIN', async () => {
-    const a = world.users.alice;
+    const a = env.world.users.alice;
     let { c } = await greet(port);
     let r = await c.command('p', `AUTHENTICATE PLAIN ${b64(`\0${a.uid}\0${a.password}`)}`);
     assert.match(r, /^p OK/m, r);
@@ -101,14 +92,14 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
     await c.readLine();
     c.send('*');
     assert.match(await c.readUntil(/^x /), /^x BAD/m);
-    const r = await c.command('y', `LOGIN alice ${world.users.alice.password}`);
+    const r = await c.command('y', `LOGIN alice ${env.world.users.alice.password}`);
     assert.match(r, /^y OK/m);
     c.close();
   });
 
   it('runs pipelined commands in order, including the first post-login command', async () => {
     const { c } = await greet(port);
-    c.write(`a CAPABILITY\r\nb LOGIN alice ${world.users.alice.password}\r\nc SELECT INBOX\r\n`);
+    c.write(`a CAPABILITY\r\nb LOGIN alice ${env.world.users.alice.password}\r\nc SELECT INBOX\r\n`);
     const out = await c.readUntil(/^c (OK|NO|BAD)/);
     assert.match(out, /^a OK/m);
     assert.match(out, /^b OK/m);
@@ -121,16 +112,16 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
     const { c } = await greet(port, { localAddress: '127.0.0.7' });
     c.send('i ID ("name" "forward-test")');
     await c.readUntil(/^i OK/);
-    assert.match(await c.command('a', `LOGIN alice ${world.users.alice.password}`), /^a OK/m);
+    assert.match(await c.command('a', `LOGIN alice ${env.world.users.alice.password}`), /^a OK/m);
     await c.command('z', 'LOGOUT');
     c.close();
     let log = '';
-    for (let i = 0; i < 40 && !/rip=127\.0\.0\.7/.test(log); i++) { await new Promise((r) => setTimeout(r, 100)); log = await world.backends.a.readLog(); }
+    for (let i = 0; i < 40 && !/rip=127\.0\.0\.7/.test(log); i++) { await new Promise((r) => setTimeout(r, 100)); log = await env.world.backends.a.readLog(); }
     assert.match(log, /imap-login: Info: Login: user=<alice>.*rip=127\.0\.0\.7/);
   });
 
   it('works with a real client library (imapflow) and passes the backend CAPABILITY after login', async () => {
-    const client = new ImapFlow({ host: '127.0.0.1', port, secure: false, auth: { user: 'bob', pass: world.users.bob.password }, logger: false, tls: { rejectUnauthorized: false } });
+    const client = new ImapFlow({ host: '127.0.0.1', port, secure: false, auth: { user: 'bob', pass: env.world.users.bob.password }, logger: false, tls: { rejectUnauthorized: false } });
     await client.connect();
     const lock = await client.getMailboxLock('INBOX');
     try {
@@ -142,11 +133,11 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
   });
 
   it('logs in as a Dovecot master user when configured (user*master)', async () => {
-    const m = world.masterUser;
-    const p2 = await startProxy(worldConfig(world, (raw) => { raw['backendLogin'] = { mode: 'master', masterUser: m.name, masterPassword: m.password, masterSeparator: m.separator }; }));
+    const m = env.world.masterUser;
+    const p2 = await startProxy(worldConfig(env.world, (raw) => { raw['backendLogin'] = { mode: 'master', masterUser: m.name, masterPassword: m.password, masterSeparator: m.separator }; }));
     try {
       const { c } = await greet(p2.port('imap', 'starttls'));
-      const r = await c.command('a', `LOGIN alice ${world.users.alice.password}`);
+      const r = await c.command('a', `LOGIN alice ${env.world.users.alice.password}`);
       assert.match(r, /^a OK/m, r);
       assert.match(await firstMessageHeader(c, 'X-Test-Backend'), /backend-a/);
       c.close();
@@ -154,9 +145,9 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
   });
 
   it('never writes a password into its logs', () => {
-    const text = proxy.logText();
+    const text = env.proxy.logText();
     assert.ok(text.length > 0);
-    for (const u of Object.values(world.users)) assert.ok(!text.includes(u.password), `password of ${u.uid} in logs`);
-    assert.ok(!text.includes(b64(`\0alice\0${world.users.alice.password}`)));
+    for (const u of Object.values(env.world.users)) assert.ok(!text.includes(u.password), `password of ${u.uid} in logs`);
+    assert.ok(!text.includes(b64(`\0alice\0${env.world.users.alice.password}`)));
   });
 });

@@ -3,8 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { LineClient } from './harness/line-client.js';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { withWorldAndProxy } from './proxy-fixture.js';
 import { greet } from './imap-helpers.js';
 
 async function fetchBody(c: LineClient, seq: number): Promise<Buffer> {
@@ -26,20 +25,12 @@ function bigMessage(bytes: number): string {
 
 describe('IMAP relay after login (real Dovecot)', function () {
   this.timeout(60_000);
-  let world: World;
-  let proxy: RunningProxy;
   let port: number;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world));
-    port = proxy.port('imap', 'starttls');
-  });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
+  const env = withWorldAndProxy({ onReady: (_world, proxy) => { port = proxy.port('imap', 'starttls'); } });
 
   async function login(user: 'alice' | 'bob', viaProxy = true): Promise<LineClient> {
-    const { c } = viaProxy ? await greet(port) : await greet(world.backends[user === 'alice' ? 'a' : 'b'].ports.imap);
-    assert.match(await c.command('l', `LOGIN ${user} ${world.users[user].password}`), /^l OK/m);
+    const { c } = viaProxy ? await greet(port) : await greet(env.world.backends[user === 'alice' ? 'a' : 'b'].ports.imap);
+    assert.match(await c.command('l', `LOGIN ${user} ${env.world.users[user].password}`), /^l OK/m);
     return c;
   }
 
@@ -49,7 +40,7 @@ describe('IMAP relay after login (real Dovecot)', function () {
     const before = Number(/\* (\d+) EXISTS/.exec(sel)![1]);
     c.send('i IDLE');
     assert.match(await c.readLine(), /^\+ idling/i);
-    await world.backends.b.deliver(world.users.bob.mail, 'From: x@example.test\r\nSubject: idle test\r\n\r\nhello\r\n');
+    await env.world.backends.b.deliver(env.world.users.bob.mail, 'From: x@example.test\r\nSubject: idle test\r\n\r\nhello\r\n');
     const line = await c.readUntil(/^\* \d+ EXISTS/, 10_000);
     assert.match(line, new RegExp(`^\\* ${before + 1} EXISTS`, 'm'));
     c.send('DONE');
@@ -58,7 +49,7 @@ describe('IMAP relay after login (real Dovecot)', function () {
   });
 
   it('relays a 10 MiB FETCH byte-identical to a direct fetch from the backend', async () => {
-    await world.backends.a.deliver(world.users.alice.mail, bigMessage(10 * 1024 * 1024));
+    await env.world.backends.a.deliver(env.world.users.alice.mail, bigMessage(10 * 1024 * 1024));
     const direct = await login('alice', false);
     const viaProxy = await login('alice');
     await direct.command('s', 'SELECT INBOX');
@@ -86,7 +77,7 @@ describe('IMAP relay after login (real Dovecot)', function () {
     const c = await login('bob');
     await c.command('z', 'LOGOUT');
     await new Promise((r) => setTimeout(r, 300));
-    const summaries = proxy.logs.filter((l) => l['summary'] === true && l['user'] === 'bob' && l['result'] === 'ok');
+    const summaries = env.proxy.logs.filter((l) => l['summary'] === true && l['user'] === 'bob' && l['result'] === 'ok');
     assert.ok(summaries.length > 0);
     const s = summaries.at(-1)!;
     assert.equal(s['backend'], 'backend-b');

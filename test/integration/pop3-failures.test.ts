@@ -1,26 +1,17 @@
 // Proves the POP3 failure answers against real slapd + Dovecot: bad credentials, no host, dead backend, commands before login, limits.
 // Must not test successful routing (pop3-login tests do).
 import assert from 'node:assert/strict';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { startProxy, withWorldAndProxy, worldConfig } from './proxy-fixture.js';
 import { b64, cmd, greet, userPass } from './pop3-helpers.js';
 
 const AUTH_FAILED = '-ERR [AUTH] Authentication failed';
 
 describe('POP3 failure answers (real slapd + Dovecot)', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
   let port: number;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world, (raw) => {
-      (raw['pop3'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, maxBadCommands: 3, maxAuthAttempts: 2, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
-    }));
-    port = proxy.port('pop3', 'starttls');
-  });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
+  const env = withWorldAndProxy((raw) => {
+    (raw['pop3'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, maxBadCommands: 3, maxAuthAttempts: 2, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
+  }, { onReady: (_world, proxy) => { port = proxy.port('pop3', 'starttls'); } });
 
   async function passReply(user: string, password: string): Promise<{ reply: string; ms: number }> {
     const { c } = await greet(port);
@@ -64,13 +55,13 @@ describe('POP3 failure answers (real slapd + Dovecot)', function () {
 
     const { c: c2 } = await greet(port);
     assert.equal(await userPass(c2, 'alice', 'wrong-1'), AUTH_FAILED);
-    assert.match(await userPass(c2, 'alice', world.users.alice.password), /^\+OK/);
+    assert.match(await userPass(c2, 'alice', env.world.users.alice.password), /^\+OK/);
     c2.close();
   });
 
   it('keeps pipelined commands across a failed login: the retry and the first post-login command run in order', async () => {
     const { c } = await greet(port);
-    c.write(`USER alice\r\nPASS wrong-0\r\nUSER alice\r\nPASS ${world.users.alice.password}\r\nSTAT\r\n`);
+    c.write(`USER alice\r\nPASS wrong-0\r\nUSER alice\r\nPASS ${env.world.users.alice.password}\r\nSTAT\r\n`);
     assert.equal(await c.readLine(), '+OK');
     assert.equal(await c.readLine(), AUTH_FAILED);
     assert.equal(await c.readLine(), '+OK');
@@ -80,11 +71,11 @@ describe('POP3 failure answers (real slapd + Dovecot)', function () {
   });
 
   it('answers with its own -ERR [AUTH] text when the backend refuses the login (wrong master password)', async () => {
-    const m = world.masterUser;
-    const p2 = await startProxy(worldConfig(world, (raw) => { raw['backendLogin'] = { mode: 'master', masterUser: m.name, masterPassword: 'not-the-master-password', masterSeparator: m.separator }; }));
+    const m = env.world.masterUser;
+    const p2 = await startProxy(worldConfig(env.world, (raw) => { raw['backendLogin'] = { mode: 'master', masterUser: m.name, masterPassword: 'not-the-master-password', masterSeparator: m.separator }; }));
     try {
       const { c } = await greet(p2.port('pop3', 'starttls'));
-      assert.equal(await userPass(c, 'alice', world.users.alice.password), AUTH_FAILED);
+      assert.equal(await userPass(c, 'alice', env.world.users.alice.password), AUTH_FAILED);
       c.close();
       const failed = p2.logs.find((l) => l['msg'] === 'login failed');
       assert.equal(failed?.['code'], 'BACKEND_AUTH_FAILED');
@@ -93,20 +84,20 @@ describe('POP3 failure answers (real slapd + Dovecot)', function () {
   });
 
   it('gives -ERR [SYS/TEMP] for an account without mailHost (carol)', async () => {
-    const r = await passReply('carol', world.users.carol.password);
+    const r = await passReply('carol', env.world.users.carol.password);
     assert.match(r.reply, /^-ERR \[SYS\/TEMP\]/);
     assert.ok(r.ms < 380, `no failure delay for a temporary error (${r.ms} ms)`);
   });
 
   it('gives -ERR [SYS/TEMP], fast, when the account\'s backend is unreachable (dave)', async () => {
-    const r = await passReply('dave', world.users.dave.password);
+    const r = await passReply('dave', env.world.users.dave.password);
     assert.match(r.reply, /^-ERR \[SYS\/TEMP\]/);
     assert.ok(r.ms < 2000, `took ${r.ms} ms`);
   });
 
   it('treats LDAP filter metacharacters in the user name as plain characters', async () => {
     for (const name of ['*', 'al*', 'alice)(uid=*', '*)(|(uid=*', '(uid=alice)']) {
-      const { reply } = await passReply(name, world.users.alice.password);
+      const { reply } = await passReply(name, env.world.users.alice.password);
       assert.equal(reply, AUTH_FAILED, name);
     }
   });
@@ -164,9 +155,9 @@ describe('POP3 failure answers (real slapd + Dovecot)', function () {
   });
 
   it('never writes a password into its logs', () => {
-    const text = proxy.logText();
+    const text = env.proxy.logText();
     assert.ok(text.length > 0);
-    for (const u of Object.values(world.users)) assert.ok(!text.includes(u.password), `password of ${u.uid} in logs`);
+    for (const u of Object.values(env.world.users)) assert.ok(!text.includes(u.password), `password of ${u.uid} in logs`);
     for (const p of ['not-her-password', 'wrong-1', 'wrong-2']) assert.ok(!text.includes(p), p);
   });
 });

@@ -1,22 +1,13 @@
 // Proves POP3 login through the proxy against real slapd + Dovecot: routing by mailHost, USER/PASS, AUTH PLAIN/LOGIN, pipelining, client address forwarding.
 // Must not test failure answers or TLS (pop3-failures / pop3-tls tests do).
 import assert from 'node:assert/strict';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { startProxy, withWorldAndProxy, worldConfig } from './proxy-fixture.js';
 import { b64, cmd, greet, markerMessages, markers, multi, userPass } from './pop3-helpers.js';
 
 describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
   let port: number;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world));
-    port = proxy.port('pop3', 'starttls');
-  });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
+  const env = withWorldAndProxy({ onReady: (_world, proxy) => { port = proxy.port('pop3', 'starttls'); } });
 
   it('greets with +OK and lists USER, SASL PLAIN LOGIN, STLS, RESP-CODES, AUTH-RESP-CODE, PIPELINING in CAPA', async () => {
     const { c, greeting } = await greet(port);
@@ -33,7 +24,7 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
   it('routes alice to backend-a and bob to backend-b (marker messages exist only on the owner)', async () => {
     for (const [user, backend] of [['alice', 'backend-a'], ['bob', 'backend-b']] as const) {
       const { c } = await greet(port);
-      const r = await userPass(c, user, world.users[user].password);
+      const r = await userPass(c, user, env.world.users[user].password);
       assert.match(r, /^\+OK/, r);
       const found = await markerMessages(c);
       assert.ok(found.length > 0, `no marker in ${user}'s mailbox`);
@@ -49,13 +40,13 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
 
   it('logs in with the mail address as USER (directory maps it to the uid)', async () => {
     const { c } = await greet(port);
-    assert.match(await userPass(c, world.users.bob.mail, world.users.bob.password), /^\+OK/);
+    assert.match(await userPass(c, env.world.users.bob.mail, env.world.users.bob.password), /^\+OK/);
     assert.deepEqual(await markers(c), ['backend-b']);
     c.close();
   });
 
   it('takes the rest of the line as PASS (erin: spaces, quotes, backslash, UTF-8, {5})', async () => {
-    const erin = world.users.erin;
+    const erin = env.world.users.erin;
     assert.match(erin.password, / /);
     const { c } = await greet(port);
     const r = await userPass(c, 'erin', erin.password);
@@ -66,14 +57,14 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
   });
 
   it('AUTH PLAIN with an initial response (erin) and with a continuation (alice)', async () => {
-    const erin = world.users.erin;
+    const erin = env.world.users.erin;
     let { c } = await greet(port);
     let r = await cmd(c, `AUTH PLAIN ${b64(`\0erin\0${erin.password}`)}`);
     assert.match(r, /^\+OK/, r);
     assert.match(await cmd(c, 'STAT'), /^\+OK \d+ \d+$/);
     c.close();
 
-    const a = world.users.alice;
+    const a = env.world.users.alice;
     ({ c } = await greet(port));
     assert.equal(await cmd(c, 'AUTH PLAIN'), '+ ');
     r = await cmd(c, b64(`alice\0alice\0${a.password}`));
@@ -83,7 +74,7 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
   });
 
   it('AUTH LOGIN with two continuations (and with the user name as initial response)', async () => {
-    const b = world.users.bob;
+    const b = env.world.users.bob;
     let { c } = await greet(port);
     assert.equal(await cmd(c, 'AUTH LOGIN'), `+ ${b64('Username:')}`);
     assert.equal(await cmd(c, b64('bob')), `+ ${b64('Password:')}`);
@@ -108,7 +99,7 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
     assert.match(await cmd(c, 'AUTH LOGIN'), /^\+ /);
     assert.match(await cmd(c, b64('alice')), /^\+ /);
     assert.match(await cmd(c, '*'), /^-ERR/);
-    assert.match(await userPass(c, 'alice', world.users.alice.password), /^\+OK/);
+    assert.match(await userPass(c, 'alice', env.world.users.alice.password), /^\+OK/);
     assert.match(await cmd(c, 'STAT'), /^\+OK/);
     c.close();
   });
@@ -116,7 +107,7 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
   it('accepts lower-case commands and, after login, hands CAPA to the backend (Dovecot\'s list, not the proxy\'s)', async () => {
     const { c } = await greet(port);
     assert.equal(await cmd(c, 'user alice'), '+OK');
-    assert.match(await cmd(c, `pass ${world.users.alice.password}`), /^\+OK/);
+    assert.match(await cmd(c, `pass ${env.world.users.alice.password}`), /^\+OK/);
     const { status, body } = await multi(c, 'CAPA');
     assert.match(status, /^\+OK/);
     assert.match(body, /^TOP\r$/m);
@@ -135,7 +126,7 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
 
   it('runs pipelined USER/PASS/STAT from one write in order, STAT answered by the backend', async () => {
     const { c } = await greet(port);
-    c.write(`CAPA\r\nUSER bob\r\nPASS ${world.users.bob.password}\r\nSTAT\r\nLIST 1\r\n`);
+    c.write(`CAPA\r\nUSER bob\r\nPASS ${env.world.users.bob.password}\r\nSTAT\r\nLIST 1\r\n`);
     assert.match(await c.readLine(), /^\+OK/);
     await c.readUntil(/^\.$/);
     assert.equal(await c.readLine(), '+OK');
@@ -148,27 +139,27 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
 
   it('forwards the client address and session id to the backend with XCLIENT (Dovecot logs rip=127.0.0.9, session=<conn id>)', async () => {
     const { c } = await greet(port, { localAddress: '127.0.0.9' });
-    assert.match(await userPass(c, 'alice', world.users.alice.password), /^\+OK/);
+    assert.match(await userPass(c, 'alice', env.world.users.alice.password), /^\+OK/);
     assert.match(await cmd(c, 'QUIT'), /^\+OK/);
     c.close();
     const wanted = /pop3-login: Info: Login: user=<alice>.*rip=127\.0\.0\.9.*session=<([^>]+)>/;
     let log = '';
     for (let i = 0; i < 40 && !wanted.test(log); i++) {
       await new Promise((r) => setTimeout(r, 100));
-      log = await world.backends.a.readLog();
+      log = await env.world.backends.a.readLog();
     }
     const m = wanted.exec(log);
     assert.ok(m, `no pop3-login line with rip=127.0.0.9 in:\n${log}`);
-    const conns = proxy.logs.filter((l) => l['protocol'] === 'pop3' && l['client'] === '127.0.0.9').map((l) => l['conn']);
+    const conns = env.proxy.logs.filter((l) => l['protocol'] === 'pop3' && l['client'] === '127.0.0.9').map((l) => l['conn']);
     assert.ok(conns.includes(m[1]), `Dovecot session ${m[1]} is one of the proxy's connection ids ${JSON.stringify([...new Set(conns)])}`);
   });
 
   it('logs in as a Dovecot master user when configured (user*master)', async () => {
-    const m = world.masterUser;
-    const p2 = await startProxy(worldConfig(world, (raw) => { raw['backendLogin'] = { mode: 'master', masterUser: m.name, masterPassword: m.password, masterSeparator: m.separator }; }));
+    const m = env.world.masterUser;
+    const p2 = await startProxy(worldConfig(env.world, (raw) => { raw['backendLogin'] = { mode: 'master', masterUser: m.name, masterPassword: m.password, masterSeparator: m.separator }; }));
     try {
       const { c } = await greet(p2.port('pop3', 'starttls'));
-      assert.match(await userPass(c, 'bob', world.users.bob.password), /^\+OK/);
+      assert.match(await userPass(c, 'bob', env.world.users.bob.password), /^\+OK/);
       assert.deepEqual(await markers(c), ['backend-b']);
       c.close();
     } finally { await p2.stop(); }
@@ -176,24 +167,24 @@ describe('POP3 login through the proxy (real slapd + Dovecot)', function () {
 
   it('writes one summary record per session with user, backend, bytes and who closed', async () => {
     const { c } = await greet(port);
-    assert.match(await userPass(c, 'alice', world.users.alice.password), /^\+OK/);
+    assert.match(await userPass(c, 'alice', env.world.users.alice.password), /^\+OK/);
     assert.match(await cmd(c, 'QUIT'), /^\+OK/);
     await new Promise((r) => setTimeout(r, 300));
     c.close();
-    const s = proxy.logs.filter((l) => l['summary'] === true && l['protocol'] === 'pop3' && l['user'] === 'alice' && l['result'] === 'ok').at(-1);
+    const s = env.proxy.logs.filter((l) => l['summary'] === true && l['protocol'] === 'pop3' && l['user'] === 'alice' && l['result'] === 'ok').at(-1);
     assert.ok(s, 'a summary record for alice');
     assert.equal(s['backend'], 'backend-a');
     assert.ok((s['bytesUp'] as number) > 0 && (s['bytesDown'] as number) > 0);
   });
 
   it('never writes a password into its logs', () => {
-    const text = proxy.logText();
+    const text = env.proxy.logText();
     assert.ok(text.length > 0);
-    for (const u of Object.values(world.users)) {
+    for (const u of Object.values(env.world.users)) {
       assert.ok(!text.includes(u.password), `password of ${u.uid} in logs`);
       assert.ok(!text.includes(JSON.stringify(u.password).slice(1, -1)), `JSON-escaped password of ${u.uid} in logs`);
     }
-    assert.ok(!text.includes(b64(`\0erin\0${world.users.erin.password}`)));
-    assert.ok(!text.includes(b64(world.users.bob.password)));
+    assert.ok(!text.includes(b64(`\0erin\0${env.world.users.erin.password}`)));
+    assert.ok(!text.includes(b64(env.world.users.bob.password)));
   });
 });

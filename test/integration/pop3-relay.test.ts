@@ -3,8 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import type { LineClient } from './harness/line-client.js';
-import { startWorld, type World } from './harness/world.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { withWorldAndProxy } from './proxy-fixture.js';
 import { cmd, greet, list, readMultilineBody, userPass } from './pop3-helpers.js';
 
 /** Lines of random base64, some starting with "." so dot-stuffing is exercised end to end. */
@@ -20,21 +19,13 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 
 describe('POP3 relay after login (real Dovecot)', function () {
   this.timeout(60_000);
-  let world: World;
-  let proxy: RunningProxy;
   let port: number;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world));
-    port = proxy.port('pop3', 'starttls');
-  });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
+  const env = withWorldAndProxy({ onReady: (_world, proxy) => { port = proxy.port('pop3', 'starttls'); } });
 
   async function login(viaProxy: boolean): Promise<LineClient> {
-    const { c, greeting } = await greet(viaProxy ? port : world.backends.b.ports.pop3);
+    const { c, greeting } = await greet(viaProxy ? port : env.world.backends.b.ports.pop3);
     assert.match(greeting, /^\+OK/);
-    assert.match(await userPass(c, 'bob', world.users.bob.password), /^\+OK/);
+    assert.match(await userPass(c, 'bob', env.world.users.bob.password), /^\+OK/);
     return c;
   }
 
@@ -46,7 +37,7 @@ describe('POP3 relay after login (real Dovecot)', function () {
 
   it('relays a ~5 MiB RETR byte-identical to a direct RETR from backend-b', async () => {
     const subject = `five mebibytes ${Date.now()}`;
-    await world.backends.b.deliver(world.users.bob.mail, bigMessage(5 * 1024 * 1024, subject));
+    await env.world.backends.b.deliver(env.world.users.bob.mail, bigMessage(5 * 1024 * 1024, subject));
 
     const direct = await login(false);
     const messages = await list(direct);
@@ -70,7 +61,7 @@ describe('POP3 relay after login (real Dovecot)', function () {
   });
 
   it('passes DELE and QUIT (UPDATE state) through to the backend', async () => {
-    await world.backends.b.deliver(world.users.bob.mail, 'From: x@example.test\r\nSubject: delete me\r\n\r\nbye\r\n');
+    await env.world.backends.b.deliver(env.world.users.bob.mail, 'From: x@example.test\r\nSubject: delete me\r\n\r\nbye\r\n');
     const c = await login(true);
     const before = await list(c);
     const last = before.at(-1)!;

@@ -3,9 +3,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
-import { startWorld, type World } from './harness/world.js';
 import type { LineClient } from './harness/line-client.js';
-import { startProxy, worldConfig, type RunningProxy } from './proxy-fixture.js';
+import { startProxy, withWorldAndProxy, worldConfig } from './proxy-fixture.js';
 import { b64, cmd, greet, markers, multi, userPass } from './pop3-helpers.js';
 
 async function capa(c: LineClient): Promise<string[]> {
@@ -16,34 +15,28 @@ async function capa(c: LineClient): Promise<string[]> {
 
 describe('POP3 TLS (STLS, POP3S, plaintext refusal, injection)', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
   let ca: Buffer;
-
-  before(async () => {
-    world = await startWorld();
-    ca = readFileSync(world.tls.caPath);
-    proxy = await startProxy(worldConfig(world, (raw) => { (raw['pop3'] as Record<string, unknown>)['requireTlsForAuth'] = true; }));
+  const env = withWorldAndProxy((raw) => { (raw['pop3'] as Record<string, unknown>)['requireTlsForAuth'] = true; }, {
+    onReady: (world) => { ca = readFileSync(world.tls.caPath); },
   });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
 
   it('before STLS: CAPA offers STLS but neither USER nor SASL; USER, PASS and AUTH are refused with -ERR [AUTH]', async () => {
-    const { c } = await greet(proxy.port('pop3', 'starttls'));
+    const { c } = await greet(env.proxy.port('pop3', 'starttls'));
     const caps = await capa(c);
     assert.ok(caps.includes('STLS'), JSON.stringify(caps));
     assert.ok(!caps.includes('USER'), JSON.stringify(caps));
     assert.ok(!caps.some((x) => x.startsWith('SASL')), JSON.stringify(caps));
     const refusal = '-ERR [AUTH] Plaintext authentication disallowed without TLS';
     assert.equal(await cmd(c, 'USER alice'), refusal);
-    assert.equal(await cmd(c, `PASS ${world.users.alice.password}`), refusal);
-    assert.equal(await cmd(c, `AUTH PLAIN ${b64(`\0alice\0${world.users.alice.password}`)}`), refusal);
+    assert.equal(await cmd(c, `PASS ${env.world.users.alice.password}`), refusal);
+    assert.equal(await cmd(c, `AUTH PLAIN ${b64(`\0alice\0${env.world.users.alice.password}`)}`), refusal);
     // Still usable: the refusals did not close the connection.
     assert.match(await cmd(c, 'STLS'), /^\+OK/);
     c.close();
   });
 
   it('upgrades with STLS; afterwards CAPA lists USER and SASL but not STLS, and login reaches backend-a', async () => {
-    const { c } = await greet(proxy.port('pop3', 'starttls'));
+    const { c } = await greet(env.proxy.port('pop3', 'starttls'));
     assert.match(await cmd(c, 'STLS'), /^\+OK/);
     const t = await c.startTls(ca);
     assert.match((t.socket as TLSSocket).getProtocol() ?? '', /^TLSv1\.[23]$/);
@@ -51,54 +44,54 @@ describe('POP3 TLS (STLS, POP3S, plaintext refusal, injection)', function () {
     assert.ok(caps.includes('USER') && caps.includes('SASL PLAIN LOGIN'), JSON.stringify(caps));
     assert.ok(!caps.includes('STLS'), JSON.stringify(caps));
     assert.match(await cmd(t, 'STLS'), /^-ERR/, 'no second STLS inside TLS');
-    assert.match(await userPass(t, 'alice', world.users.alice.password), /^\+OK/);
+    assert.match(await userPass(t, 'alice', env.world.users.alice.password), /^\+OK/);
     assert.deepEqual(await markers(t), ['backend-a']);
     t.close();
   });
 
   it('AUTH PLAIN after STLS works too', async () => {
-    const { c } = await greet(proxy.port('pop3', 'starttls'));
+    const { c } = await greet(env.proxy.port('pop3', 'starttls'));
     assert.match(await cmd(c, 'STLS'), /^\+OK/);
     const t = await c.startTls(ca);
-    assert.match(await cmd(t, `AUTH PLAIN ${b64(`\0bob\0${world.users.bob.password}`)}`), /^\+OK/);
+    assert.match(await cmd(t, `AUTH PLAIN ${b64(`\0bob\0${env.world.users.bob.password}`)}`), /^\+OK/);
     assert.deepEqual(await markers(t), ['backend-b']);
     t.close();
   });
 
   it('serves POP3S (implicit TLS) with a certificate that verifies against the CA; no STLS offered; login reaches backend-b', async () => {
-    const { c, greeting } = await greet(proxy.port('pop3', 'implicit'), { tls: true, ca });
+    const { c, greeting } = await greet(env.proxy.port('pop3', 'implicit'), { tls: true, ca });
     assert.match(greeting, /^\+OK/);
     assert.equal((c.socket as TLSSocket).authorized, true);
     const caps = await capa(c);
     assert.ok(!caps.includes('STLS'), JSON.stringify(caps));
     assert.ok(caps.includes('USER'), JSON.stringify(caps));
     assert.match(await cmd(c, 'STLS'), /^-ERR/);
-    assert.match(await userPass(c, 'bob', world.users.bob.password), /^\+OK/);
+    assert.match(await userPass(c, 'bob', env.world.users.bob.password), /^\+OK/);
     assert.deepEqual(await markers(c), ['backend-b']);
     c.close();
   });
 
   it('discards commands pipelined after STLS (no plaintext injection into the TLS session)', async () => {
-    const { c } = await greet(proxy.port('pop3', 'starttls'));
+    const { c } = await greet(env.proxy.port('pop3', 'starttls'));
     // A real password: if the injected USER/PASS were kept, a login would happen and +OK arrive.
-    c.write(`STLS\r\nUSER alice\r\nPASS ${world.users.alice.password}\r\n`);
+    c.write(`STLS\r\nUSER alice\r\nPASS ${env.world.users.alice.password}\r\n`);
     assert.match(await c.readLine(), /^\+OK/);
     const t = await c.startTls(ca);
     assert.equal(await t.anyDataWithin(500), false, 'no reply to the injected commands');
     // The injected USER did not survive either: PASS alone finds no USER.
-    assert.match(await cmd(t, `PASS ${world.users.alice.password}`), /^-ERR/);
-    assert.match(await userPass(t, 'alice', world.users.alice.password), /^\+OK/);
+    assert.match(await cmd(t, `PASS ${env.world.users.alice.password}`), /^-ERR/);
+    assert.match(await userPass(t, 'alice', env.world.users.alice.password), /^\+OK/);
     t.close();
   });
 
   it('forgets a USER given before STLS', async () => {
-    const p2 = await startProxy(worldConfig(world));
+    const p2 = await startProxy(worldConfig(env.world));
     try {
       const { c } = await greet(p2.port('pop3', 'starttls'));
       assert.match(await cmd(c, 'USER alice'), /^\+OK/);
       assert.match(await cmd(c, 'STLS'), /^\+OK/);
       const t = await c.startTls(ca);
-      assert.match(await cmd(t, `PASS ${world.users.alice.password}`), /^-ERR/);
+      assert.match(await cmd(t, `PASS ${env.world.users.alice.password}`), /^-ERR/);
       t.close();
     } finally { await p2.stop(); }
   });

@@ -1,10 +1,14 @@
-// Owns running a mailproxy Instance in-process in front of the test world, with a config built from the world and captured logs.
-// Must not start world components (the harness does) nor assert anything.
+// Owns running a mailproxy Instance (or one service on the real Listener) in-process in front of the test world, with a config
+// built from the world and captured logs, and the mocha hooks that bring a world and a proxy up and down for a suite.
+// Must not start world components itself (harness/world.ts does) nor assert anything.
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import type { World } from './harness/world.js';
-import { configSchema, type Config } from '../../src/config/schema.js';
+import { startWorld, type World, type WorldOptions } from './harness/world.js';
+import { configSchema, type Config, type ListenerConfig } from '../../src/config/schema.js';
 import type { Instance } from '../../src/server.js';
+import type { Logger } from '../../src/log.js';
+import type { ConnectionHandler } from '../../src/proxy/protocol.js';
+import { Listener } from '../../src/proxy/listener.js';
 import { App, type AppOptions } from '../../src/app.js';
 
 export type RawConfig = Record<string, unknown>;
@@ -98,4 +102,83 @@ export async function startProxy(config: Config, opts: Omit<AppOptions, 'logger'
     logText: () => chunks.join(''),
     async stop() { await app.close(); },
   };
+}
+
+export interface WorldAndProxy {
+  /** The running world; throws when read outside the suite's hooks and tests (before `before` ran, or after `after`). */
+  readonly world: World;
+  /** The proxy started in front of it, same rule. */
+  readonly proxy: RunningProxy;
+}
+
+export interface WorldAndProxyOptions {
+  world?: WorldOptions;
+  /** Runs at the end of the same `before` hook, once both are up: per-suite extras (ports, CA, a second proxy, waiting for health). */
+  onReady?: (world: World, proxy: RunningProxy) => void | Promise<void>;
+  /** Runs first when tearing down (before the proxy and world stop), also when `before` failed half-way: stop what onReady started. */
+  onStop?: () => void | Promise<void>;
+}
+
+/**
+ * Registers, in the calling describe, a `before` hook that starts a world and a proxy configured by `worldConfig(world, mutate)`,
+ * and an `after` hook that stops them (the proxy first). If any start fails, whatever already started is stopped before the
+ * hook fails. Read `world` and `proxy` from the returned object inside hooks and tests.
+ */
+export function withWorldAndProxy(opts?: WorldAndProxyOptions): WorldAndProxy;
+export function withWorldAndProxy(mutate: (raw: RawConfig, world: World) => void, opts?: WorldAndProxyOptions): WorldAndProxy;
+export function withWorldAndProxy(
+  mutateOrOpts?: ((raw: RawConfig, world: World) => void) | WorldAndProxyOptions,
+  maybeOpts?: WorldAndProxyOptions,
+): WorldAndProxy {
+  const mutate = typeof mutateOrOpts === 'function' ? mutateOrOpts : undefined;
+  const opts = (typeof mutateOrOpts === 'function' ? maybeOpts : mutateOrOpts) ?? {};
+  let world: World | undefined;
+  let proxy: RunningProxy | undefined;
+  let stopPending = false;
+
+  const teardown = async (): Promise<void> => {
+    const p = proxy;
+    const w = world;
+    const steps = [stopPending ? opts.onStop : undefined, p && (() => p.stop()), w && (() => w.stop())];
+    const errors: unknown[] = [];
+    try {
+      for (const step of steps) {
+        try { await step?.(); } catch (err) { errors.push(err); }
+      }
+    } finally {
+      [proxy, world, stopPending] = [undefined, undefined, false];
+    }
+    if (errors.length > 0) throw new Error(`withWorldAndProxy teardown: ${errors.map(String).join('; ')}`);
+  };
+
+  before('start world and proxy', async () => {
+    stopPending = true;
+    try {
+      const w = (world = await startWorld(opts.world));
+      const p = (proxy = await startProxy(worldConfig(w, (raw) => mutate?.(raw, w))));
+      await opts.onReady?.(w, p);
+    } catch (err) {
+      await teardown().catch(() => undefined);
+      throw err;
+    }
+  });
+  after('stop proxy and world', teardown);
+
+  const started = <T>(what: string, value: T | undefined): T => {
+    if (value === undefined) throw new Error(`withWorldAndProxy: ${what} read outside the suite's before/after hooks (not started yet, failed to start, or stopped)`);
+    return value;
+  };
+  return {
+    get world() { return started('world', world); },
+    get proxy() { return started('proxy', proxy); },
+  };
+}
+
+export interface Served { port: number; close(): Promise<void> }
+
+/** `handler` behind the real Listener (PROXY header, ids, metrics as in production) on `listener`'s address and port (0: any free one). */
+export async function serveOnListener(handler: ConnectionHandler, listener: ListenerConfig, logger: Logger): Promise<Served> {
+  const l = new Listener(listener, () => handler, logger);
+  const { port } = await l.listen();
+  return { port, close: () => l.close() };
 }

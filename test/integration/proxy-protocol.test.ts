@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { startWorld, type World, type DovecotInstance } from './harness/world.js';
+import type { DovecotInstance } from './harness/world.js';
 import { LineClient } from './harness/line-client.js';
-import { startProxy, worldConfig, type RawConfig, type RunningProxy } from './proxy-fixture.js';
+import { withWorldAndProxy, type RawConfig, type RunningProxy } from './proxy-fixture.js';
 import { encodeProxyV2 } from '../../src/proxy/proxy-header.js';
 
 const V2_LOCAL = Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a', 'hex'), Buffer.from([0x20, 0x00, 0x00, 0x00])]);
@@ -67,31 +67,27 @@ function proxyLogsFor(proxy: RunningProxy, client: string, msg: string): Array<R
 
 describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
   let plain: number;
   let implicit: number;
   let pop3: number;
-
-  before(async () => {
-    world = await startWorld();
-    const pp = { proxyProtocol: true, proxyTrustedNetworks: ['127.0.0.1/32', '127.0.0.6'], proxyHeaderTimeoutMs: 400 };
-    proxy = await startProxy(worldConfig(world, (r: RawConfig) => {
-      r['listeners'] = [
-        { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'starttls', ...pp },
-        { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'implicit', ...pp },
-        { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'starttls', ...pp },
-      ];
-    }));
-    plain = proxy.port('imap', 'starttls');
-    implicit = proxy.port('imap', 'implicit');
-    pop3 = proxy.port('pop3', 'starttls');
+  const pp = { proxyProtocol: true, proxyTrustedNetworks: ['127.0.0.1/32', '127.0.0.6'], proxyHeaderTimeoutMs: 400 };
+  const env = withWorldAndProxy((r: RawConfig) => {
+    r['listeners'] = [
+      { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'starttls', ...pp },
+      { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'implicit', ...pp },
+      { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'starttls', ...pp },
+    ];
+  }, {
+    onReady: (_world, proxy) => {
+      plain = proxy.port('imap', 'starttls');
+      implicit = proxy.port('imap', 'implicit');
+      pop3 = proxy.port('pop3', 'starttls');
+    },
   });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
 
   async function loginAlice(c: LineClient): Promise<void> {
     assert.match(await c.readLine(), /^\* OK /);
-    assert.match(await c.command('a', `LOGIN alice ${world.users.alice.password}`), /^a OK/m);
+    assert.match(await c.command('a', `LOGIN alice ${env.world.users.alice.password}`), /^a OK/m);
     await c.command('z', 'LOGOUT');
     c.close();
   }
@@ -100,19 +96,19 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
     const c = await raw(plain);
     c.write(v1('203.0.113.9'));
     await loginAlice(c);
-    assert.match(await waitForLog(world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=203\.0\.113\.9,/), /lip=/);
-    assert.equal(proxyLogsFor(proxy, '203.0.113.9', 'login ok').length, 1);
-    assert.equal(proxyLogsFor(proxy, '203.0.113.9', 'login ok')[0]!['backend'], 'backend-a');
+    assert.match(await waitForLog(env.world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=203\.0\.113\.9,/), /lip=/);
+    assert.equal(proxyLogsFor(env.proxy, '203.0.113.9', 'login ok').length, 1);
+    assert.equal(proxyLogsFor(env.proxy, '203.0.113.9', 'login ok')[0]!['backend'], 'backend-a');
   });
 
   it('v2 header with an IPv6 client: the address reaches Dovecot (rip=2001:db8::7) and the session summary', async () => {
     const c = await raw(plain);
     c.write(v2('2001:db8::7', '2001:db8::1'));
     await loginAlice(c);
-    await waitForLog(world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=2001:db8::7,/);
+    await waitForLog(env.world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=2001:db8::7,/);
     await sleep(100);
-    const summary = proxyLogsFor(proxy, '2001:db8::7', 'session');
-    assert.equal(summary.length, 1, JSON.stringify(proxy.logs.slice(-5)));
+    const summary = proxyLogsFor(env.proxy, '2001:db8::7', 'session');
+    assert.equal(summary.length, 1, JSON.stringify(env.proxy.logs.slice(-5)));
     assert.equal(summary[0]!['user'], 'alice');
   });
 
@@ -123,9 +119,9 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
     const r = await c.readUntil(/^a (OK|NO|BAD)/);
     assert.match(r, /^\* CAPABILITY .*IMAP4rev1/m);
     assert.match(r, /^a OK/m);
-    assert.match(await c.command('b', `LOGIN alice ${world.users.alice.password}`), /^b OK/m);
+    assert.match(await c.command('b', `LOGIN alice ${env.world.users.alice.password}`), /^b OK/m);
     c.close();
-    await waitForLog(world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.10,/);
+    await waitForLog(env.world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.10,/);
   });
 
   it('header split over two writes (a slow sender) is reassembled', async () => {
@@ -135,13 +131,13 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
     await sleep(50);
     c.write(h.subarray(7));
     await loginAlice(c);
-    await waitForLog(world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.12,/);
+    await waitForLog(env.world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.12,/);
   });
 
   it('implicit TLS: header then ClientHello in one segment, and header then ClientHello separately', async () => {
     let c = await tlsAfterPrefix(implicit, v1('203.0.113.11', '127.0.0.1', 40000, 993));
     await loginAlice(c);
-    await waitForLog(world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.11,/);
+    await waitForLog(env.world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.11,/);
 
     const sock = netConnect({ host: '127.0.0.1', port: implicit });
     await new Promise((r) => sock.once('connect', r));
@@ -151,7 +147,7 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
     await new Promise((r, j) => { t.once('secureConnect', r); t.once('error', j); });
     c = LineClient.wrap(t);
     await loginAlice(c);
-    await waitForLog(world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.13,/);
+    await waitForLog(env.world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.13,/);
   });
 
   it('POP3 listener: v1 header, USER/PASS, Dovecot pop3-login logs the client (XCLIENT)', async () => {
@@ -160,19 +156,19 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
     assert.match(await c.readLine(), /^\+OK/);
     c.send('USER alice');
     assert.match(await c.readLine(), /^\+OK/);
-    c.send(`PASS ${world.users.alice.password}`);
+    c.send(`PASS ${env.world.users.alice.password}`);
     assert.match(await c.readLine(), /^\+OK/);
     c.send('QUIT');
     c.close();
-    await waitForLog(world.backends.a, /pop3-login: Info: Login: user=<alice>.*rip=203\.0\.113\.14,/);
+    await waitForLog(env.world.backends.a, /pop3-login: Info: Login: user=<alice>.*rip=203\.0\.113\.14,/);
   });
 
   it('v2 LOCAL (a health check): the connection keeps the real peer address', async () => {
     const c = await raw(plain, '127.0.0.6');
     c.write(V2_LOCAL);
     await loginAlice(c);
-    await waitForLog(world.backends.a, /Login: user=<alice>.*rip=127\.0\.0\.6,/);
-    assert.equal(proxyLogsFor(proxy, '127.0.0.6', 'login ok').length, 1);
+    await waitForLog(env.world.backends.a, /Login: user=<alice>.*rip=127\.0\.0\.6,/);
+    assert.equal(proxyLogsFor(env.proxy, '127.0.0.6', 'login ok').length, 1);
   });
 
   it('v1 UNKNOWN: the connection keeps the real peer address', async () => {
@@ -192,9 +188,9 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
       await waitClosed(c);
       assert.equal(c.pending().length, 0);
     }
-    const warn = proxy.logs.filter((l) => l['msg'] === 'PROXY header from untrusted source refused');
+    const warn = env.proxy.logs.filter((l) => l['msg'] === 'PROXY header from untrusted source refused');
     assert.ok(warn.some((l) => l['client'] === '127.0.0.5'), 'refusal logged with the peer address');
-    assert.equal(proxyLogsFor(proxy, '203.0.113.66', 'session').length, 0);
+    assert.equal(proxyLogsFor(env.proxy, '203.0.113.66', 'session').length, 0);
   });
 
   it('a refused client that ignores the close (half-open) still loses the connection within about a second', async () => {
@@ -249,7 +245,7 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
     half.write('PROXY TCP4 203.0.1');
     assert.equal(await half.readLine(3000), '* BYE Invalid PROXY header');
     await waitClosed(half);
-    const reasons = proxy.logs.filter((l) => l['msg'] === 'invalid PROXY header').map((l) => l['reason']);
+    const reasons = env.proxy.logs.filter((l) => l['msg'] === 'invalid PROXY header').map((l) => l['reason']);
     assert.ok(reasons.includes('no PROXY header in time'), JSON.stringify(reasons));
   });
 });
@@ -264,72 +260,65 @@ async function waitClosed(c: LineClient, timeoutMs = 3000): Promise<void> {
 
 describe('PROXY v2 towards a Dovecot haproxy listener (forwardClientAddress: proxy-v2)', function () {
   this.timeout(30_000);
-  let world: World;
-  let proxy: RunningProxy;
-
-  before(async () => {
-    world = await startWorld();
-    proxy = await startProxy(worldConfig(world, (r: RawConfig) => {
-      r['listeners'] = [
-        { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'starttls' },
-        { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'implicit', proxyProtocol: true, proxyTrustedNetworks: ['127.0.0.1/32'] },
-        { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none', proxyProtocol: true, proxyTrustedNetworks: ['127.0.0.1/32'] },
-      ];
-      const backends = r['backends'] as Record<string, Record<string, unknown>>;
-      backends['backend-a'] = { ...backends['backend-a'], imap: { port: world.backends.a.ports.imapHaproxy, tls: 'none' }, forwardClientAddress: 'proxy-v2' };
-      r['health'] = { enabled: true, intervalMs: 200, timeoutMs: 500, rise: 1, fall: 1 };
-    }));
+  const env = withWorldAndProxy((r: RawConfig, world) => {
+    r['listeners'] = [
+      { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'starttls' },
+      { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'implicit', proxyProtocol: true, proxyTrustedNetworks: ['127.0.0.1/32'] },
+      { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none', proxyProtocol: true, proxyTrustedNetworks: ['127.0.0.1/32'] },
+    ];
+    const backends = r['backends'] as Record<string, Record<string, unknown>>;
+    backends['backend-a'] = { ...backends['backend-a'], imap: { port: world.backends.a.ports.imapHaproxy, tls: 'none' }, forwardClientAddress: 'proxy-v2' };
+    r['health'] = { enabled: true, intervalMs: 200, timeoutMs: 500, rise: 1, fall: 1 };
   });
 
   it('the health probe sends PROXY v2 LOCAL first, so the haproxy listener greets it and backend-a imap is up', async () => {
-    const imapState = () => proxy.app.monitor.snapshot().find((b) => b.backend === 'backend-a')?.endpoints.find((e) => e.protocol === 'imap');
+    const imapState = () => env.proxy.app.monitor.snapshot().find((b) => b.backend === 'backend-a')?.endpoints.find((e) => e.protocol === 'imap');
     for (let i = 0; i < 40 && imapState()?.lastProbe === undefined; i++) await sleep(50);
     await sleep(600); // a few more probes: a probe that got no greeting would have turned it down (fall 1)
     const ep = imapState();
     assert.equal(ep?.state, 'up', JSON.stringify(ep));
     assert.match(ep?.lastProbe?.identity ?? '', /Dovecot/);
   });
-  after(async () => { await proxy?.stop(); await world?.stop(); });
 
   it('a direct client from 127.0.0.31: Dovecot logs rip=127.0.0.31 from the PROXY v2 header', async () => {
-    const c = await LineClient.connect(proxy.port('imap', 'starttls'), { localAddress: '127.0.0.31' });
+    const c = await LineClient.connect(env.proxy.port('imap', 'starttls'), { localAddress: '127.0.0.31' });
     assert.match(await c.readLine(), /^\* OK /);
-    const r = await c.command('a', `LOGIN alice ${world.users.alice.password}`);
+    const r = await c.command('a', `LOGIN alice ${env.world.users.alice.password}`);
     assert.match(r, /^a OK/m, r);
     assert.match(await c.command('s', 'SELECT INBOX'), /^s OK/m);
     await c.command('z', 'LOGOUT');
     c.close();
-    await waitForLog(world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=127\.0\.0\.31,/);
+    await waitForLog(env.world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=127\.0\.0\.31,/);
   });
 
   it('chained: IPv6 client announced to the proxy by PROXY v1 over TLS reaches Dovecot by PROXY v2 (rip=2001:db8::42)', async () => {
-    const c = await tlsAfterPrefix(proxy.port('imap', 'implicit'), v1('2001:db8::42', '2001:db8::1', 50000, 993));
+    const c = await tlsAfterPrefix(env.proxy.port('imap', 'implicit'), v1('2001:db8::42', '2001:db8::1', 50000, 993));
     assert.match(await c.readLine(), /^\* OK /);
-    assert.match(await c.command('a', `LOGIN alice ${world.users.alice.password}`), /^a OK/m);
+    assert.match(await c.command('a', `LOGIN alice ${env.world.users.alice.password}`), /^a OK/m);
     await c.command('z', 'LOGOUT');
     c.close();
-    await waitForLog(world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=2001:db8::42,/);
+    await waitForLog(env.world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=2001:db8::42,/);
   });
 
   it('a TLS client is announced with the SSL TLV: Dovecot counts it secured (disable_plaintext_auth = yes for 192.0.2.0/24)', async () => {
-    const c = await tlsAfterPrefix(proxy.port('imap', 'implicit'), v2('192.0.2.10', '127.0.0.1', 50001, 993));
+    const c = await tlsAfterPrefix(env.proxy.port('imap', 'implicit'), v2('192.0.2.10', '127.0.0.1', 50001, 993));
     assert.match(await c.readLine(), /^\* OK /);
-    const r = await c.command('a', `LOGIN alice ${world.users.alice.password}`);
+    const r = await c.command('a', `LOGIN alice ${env.world.users.alice.password}`);
     assert.match(r, /^a OK/m, r);
     await c.command('z', 'LOGOUT');
     c.close();
-    assert.match(await waitForLog(world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=192\.0\.2\.10,/), /, secured,/);
+    assert.match(await waitForLog(env.world.backends.a, /imap-login: Info: Login: user=<alice>.*rip=192\.0\.2\.10,/), /, secured,/);
   });
 
   it('a plaintext client is announced without it: that Dovecot refuses the plaintext login, and the client gets NO', async () => {
-    const c = await raw(proxy.port('imap', 'none'));
+    const c = await raw(env.proxy.port('imap', 'none'));
     c.write(v1('192.0.2.11'));
     assert.match(await c.readLine(), /^\* OK /);
-    const r = await c.command('a', `LOGIN alice ${world.users.alice.password}`);
+    const r = await c.command('a', `LOGIN alice ${env.world.users.alice.password}`);
     assert.match(r, /^a NO/m, r);
     c.close();
-    await waitForLog(world.backends.a, /imap-login: .*rip=192\.0\.2\.11,/);
-    const log = await world.backends.a.readLog();
+    await waitForLog(env.world.backends.a, /imap-login: .*rip=192\.0\.2\.11,/);
+    const log = await env.world.backends.a.readLog();
     assert.doesNotMatch(log, /Login: user=<alice>.*rip=192\.0\.2\.11,/);
   });
 });

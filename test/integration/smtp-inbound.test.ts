@@ -1,7 +1,6 @@
 // Proves the inbound (MX) service against real slapd + Dovecot LMTP: routing per recipient, 452 for a second backend, 550/451 answers, dead backends, a 20 MiB message.
 // Must not test submission; smtp-submission.test.ts does.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -12,33 +11,27 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { LineClient } from './harness/line-client.js';
 import { startWorld, type World } from './harness/world.js';
-import { worldConfig } from './proxy-fixture.js';
+import { serveOnListener, worldConfig } from './proxy-fixture.js';
 import { createDirectory } from '../../src/directory/create.js';
 import { openGate } from '../../src/health/gate.js';
 import { SessionRegistry } from '../../src/proxy/sessions.js';
 import { createInboundService } from '../../src/proxy/smtp/index.js';
 import { dotStuff } from '../../src/proxy/smtp/dot-stuff.js';
-import type { Config, ListenerConfig } from '../../src/config/schema.js';
+import type { Config } from '../../src/config/schema.js';
 import type { ConnectionHandler } from '../../src/proxy/protocol.js';
 import type { Directory } from '../../src/directory/directory.js';
 
 const MiB = 1024 * 1024;
 
-async function serve(handler: ConnectionHandler, listener: ListenerConfig): Promise<{ port: number; close(): Promise<void> }> {
-  const server = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    const plain = (a?: string): string => (a ?? '0.0.0.0').replace(/^::ffff:/, '');
-    handler.handle(socket, {
-      id: randomBytes(6).toString('hex'),
-      client: { address: plain(socket.remoteAddress), port: socket.remotePort ?? 0, localAddress: plain(socket.localAddress), localPort: socket.localPort ?? 0 },
-      listener,
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { port: (server.address() as net.AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
-}
-
 const reply = (c: LineClient, timeoutMs = 10_000): Promise<string> => c.readUntil(/^\d{3} /, timeoutMs);
+
+/** Write `buf` to the client's socket in 64 KiB pieces, waiting for drain (so a test can stop a backend half-way). */
+async function writeInChunks(c: LineClient, buf: Buffer): Promise<void> {
+  const sock = c.socket;
+  for (let off = 0; off < buf.length; off += 64 * 1024) {
+    if (!sock.write(buf.subarray(off, off + 64 * 1024))) await new Promise((r) => sock.once('drain', r));
+  }
+}
 
 /** Every stored message of `uid` on backend `b` that contains `marker`. */
 async function stored(world: World, b: 'a' | 'b', uid: string, marker: string): Promise<Buffer[]> {
@@ -84,7 +77,7 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     }));
     directory = createDirectory(config, logger);
     service = createInboundService({ config, directory, gate: openGate, sessions: new SessionRegistry(), logger, secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
-    ({ port, close } = await serve(service, { protocol: 'smtp', address: '127.0.0.1', port: 0, tls: 'starttls', proxyProtocol: false, proxyTrustedNetworks: [] }));
+    ({ port, close } = await serveOnListener(service, { protocol: 'smtp', address: '127.0.0.1', port: 0, tls: 'starttls', proxyProtocol: false, proxyTrustedNetworks: [] }, logger));
   });
   after(async () => {
     await service?.close();
@@ -218,12 +211,7 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     c.send('DATA');
     assert.match(await reply(c), /^354 /);
     const half = Math.floor(wire.length / 2);
-    const sock = c.socket;
-    const write = async (buf: Buffer): Promise<void> => {
-      for (let off = 0; off < buf.length; off += 64 * 1024) {
-        if (!sock.write(buf.subarray(off, off + 64 * 1024))) await new Promise((r) => sock.once('drain', r));
-      }
-    };
+    const write = (buf: Buffer): Promise<void> => writeInChunks(c, buf);
     await write(wire.subarray(0, half));
     await world.backends.a.stop();
     try {
@@ -325,12 +313,7 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
       setImmediate(sample);
     }, 50);
     const t0 = Date.now();
-    const sock = c.socket;
-    const write = async (buf: Buffer): Promise<void> => {
-      for (let off = 0; off < buf.length; off += 64 * 1024) {
-        if (!sock.write(buf.subarray(off, off + 64 * 1024))) await new Promise((r) => sock.once('drain', r));
-      }
-    };
+    const write = (buf: Buffer): Promise<void> => writeInChunks(c, buf);
     // Three quarters in, let the pipeline settle and measure at rest: a proxy holding what it
     // received so far would show ≥ 15 MiB here; a streaming one shows only socket-sized buffers.
     const threeQuarters = Math.floor((wire.length * 3) / 4);

@@ -1,7 +1,6 @@
 // Proves the submission service against real slapd + Dovecot submission + the SMTP sink: STARTTLS and implicit TLS with AUTH, refusals, limits, dead backends.
 // Must not test inbound (MX) delivery; smtp-inbound.test.ts does.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
@@ -10,7 +9,7 @@ import { simpleParser } from 'mailparser';
 import { pino } from 'pino';
 import { LineClient } from './harness/line-client.js';
 import { startWorld, type World } from './harness/world.js';
-import { worldConfig } from './proxy-fixture.js';
+import { serveOnListener, worldConfig, type Served } from './proxy-fixture.js';
 import { createDirectory } from '../../src/directory/create.js';
 import { openGate, type BackendGate } from '../../src/health/gate.js';
 import { SessionRegistry } from '../../src/proxy/sessions.js';
@@ -20,38 +19,10 @@ import type { ConnectionHandler } from '../../src/proxy/protocol.js';
 import type { Directory } from '../../src/directory/directory.js';
 import type { Route } from '../../src/directory/backends.js';
 
-interface Served { port: number; close(): Promise<void> }
-
-/** A loopback net.Server handing every socket to `handler`, as the listener would. */
-async function serve(handler: ConnectionHandler, listener: ListenerConfig): Promise<Served> {
-  const server = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    const plain = (a?: string): string => (a ?? '0.0.0.0').replace(/^::ffff:/, '');
-    handler.handle(socket, {
-      id: randomBytes(6).toString('hex'),
-      client: { address: plain(socket.remoteAddress), port: socket.remotePort ?? 0, localAddress: plain(socket.localAddress), localPort: socket.localPort ?? 0 },
-      listener,
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return { port, close: () => new Promise((resolve) => server.close(() => resolve())) };
-}
-
 const listener = (tls: ListenerConfig['tls']): ListenerConfig => ({ protocol: 'submission', address: '127.0.0.1', port: 0, tls, proxyProtocol: false, proxyTrustedNetworks: [] });
 
 async function smtpReply(c: LineClient, timeoutMs = 10_000): Promise<string> {
   return c.readUntil(/^\d{3} /, timeoutMs);
-}
-
-async function upgrade(c: LineClient, ca: Buffer): Promise<LineClient> {
-  const { connect } = await import('node:tls');
-  const raw = c.socket as net.Socket;
-  raw.removeAllListeners('data');
-  const tlsSock = connect({ socket: raw, servername: 'localhost', ca });
-  await new Promise<void>((resolve, reject) => { tlsSock.once('secureConnect', () => resolve()); tlsSock.once('error', reject); });
-  // LineClient only wraps fresh sockets; re-wrap through its private constructor.
-  return new (LineClient as unknown as new (s: net.Socket) => LineClient)(tlsSock);
 }
 
 describe('SMTP submission (real Dovecot submission + sink)', function () {
@@ -86,9 +57,9 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     directory = createDirectory(config, logger);
     ca = readFileSync(world.tls.caPath);
     service = createSubmissionService({ config, directory, gate, sessions, logger, secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
-    starttls = await serve(service, listener('starttls'));
-    implicit = await serve(service, listener('implicit'));
-    plain = await serve(service, listener('none'));
+    starttls = await serveOnListener(service, listener('starttls'), logger);
+    implicit = await serveOnListener(service, listener('implicit'), logger);
+    plain = await serveOnListener(service, listener('none'), logger);
   });
   after(async () => {
     await service?.close();
@@ -139,7 +110,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     await smtpReply(c);
     c.send('STARTTLS');
     assert.match(await smtpReply(c), /^220 /);
-    const t = await upgrade(c, ca);
+    const t = await c.startTls(ca);
     t.send('EHLO client.example');
     assert.match(await smtpReply(t), /AUTH PLAIN LOGIN/);
     t.send(`AUTH PLAIN ${Buffer.from(`\0alice\0${world.users.alice.password}`).toString('base64')}`);
@@ -281,7 +252,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     });
     const logger = pino({ level: 'silent' });
     const svc = createSubmissionService({ config: tlsConfig, directory, gate: openGate, sessions: new SessionRegistry(), logger, secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
-    const srv = await serve(svc, listener('implicit'));
+    const srv = await serveOnListener(svc, listener('implicit'), logger);
     try {
       const before = world.sink.messages.length;
       const marker = `backend-starttls-${randomBytes(4).toString('hex')}`;
@@ -305,7 +276,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
       raw['backendLogin'] = { mode: 'master', masterUser: world.masterUser.name, masterPassword: world.masterUser.password, masterSeparator: world.masterUser.separator, backendLoginBudgetMs: 5000, connectTimeoutMs: 1000 };
     });
     const svc = createSubmissionService({ config: masterConfig, directory, gate: openGate, sessions: new SessionRegistry(), logger: pino({ level: 'silent' }), secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) } });
-    const srv = await serve(svc, listener('implicit'));
+    const srv = await serveOnListener(svc, listener('implicit'), pino({ level: 'silent' }));
     try {
       const before = world.sink.messages.length;
       const info = await transport(srv.port, true, 'erin', world.users.erin.password).sendMail({ from: world.users.erin.mail, to: 'master@elsewhere.example', subject: 'master mode', text: 'x' });
@@ -323,7 +294,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     let current = worldConfig(world, (raw) => { raw['smtp'] = { hostname: 'before.example.test' }; });
     const material = { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) };
     const svc = createSubmissionService({ config: () => current, directory: () => directory, gate: openGate, sessions: new SessionRegistry(), logger: pino({ level: 'silent' }), secureContext: () => ({ ...material }) });
-    const srv = await serve(svc, listener('implicit'));
+    const srv = await serveOnListener(svc, listener('implicit'), pino({ level: 'silent' }));
     try {
       const old = await LineClient.connect(srv.port, { tls: true, ca });
       assert.match(await smtpReply(old), /^220 before\.example\.test /);

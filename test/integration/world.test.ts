@@ -57,6 +57,26 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** Polls until none of `pids` is alive or `timeoutMs` passed (the caller asserts which are left). */
+async function waitGone(pids: number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** Source for `node --input-type=module -e`: start a world, print one JSON line {dir, pids} (fixture masters and their descendants), then run `then`. */
+function worldChildScript(then: string): string {
+  const worldModule = new URL('./harness/world.js', import.meta.url).href;
+  const processesModule = new URL('./harness/processes.js', import.meta.url).href;
+  return `
+      const { startWorld } = await import(${JSON.stringify(worldModule)});
+      const { descendantsOf } = await import(${JSON.stringify(processesModule)});
+      const w = await startWorld();
+      const masters = [w.ldap.pid(), w.backends.a.pid(), w.backends.b.pid()];
+      const pids = masters.flatMap((p) => [p, ...descendantsOf(p)]);
+      console.log(JSON.stringify({ dir: w.dir, pids }));
+      ${then}`;
+}
+
 describe('integration test world (real slapd + Dovecot)', function () {
   let world: World;
 
@@ -280,16 +300,7 @@ describe('integration test world (real slapd + Dovecot)', function () {
 describe('integration test world lifecycle', function () {
   it('kills every fixture process and removes its folder when the test process exits without stop()', async function () {
     this.timeout(20000);
-    const worldModule = new URL('./harness/world.js', import.meta.url).href;
-    const processesModule = new URL('./harness/processes.js', import.meta.url).href;
-    const script = `
-      const { startWorld } = await import(${JSON.stringify(worldModule)});
-      const { descendantsOf } = await import(${JSON.stringify(processesModule)});
-      const w = await startWorld();
-      const masters = [w.ldap.pid(), w.backends.a.pid(), w.backends.b.pid()];
-      const pids = masters.flatMap((p) => [p, ...descendantsOf(p)]);
-      console.log(JSON.stringify({ dir: w.dir, pids }));
-      process.exit(3);`;
+    const script = worldChildScript('process.exit(3);');
     const out = await new Promise<string>((resolve, reject) => {
       execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 15000 }, (err, stdout, stderr) => {
         if (err !== null && err.code !== 3) reject(new Error(`${err.message}\n${stderr}`));
@@ -298,23 +309,14 @@ describe('integration test world lifecycle', function () {
     });
     const { dir, pids } = JSON.parse(out) as { dir: string; pids: number[] };
     assert.ok(pids.length >= 6, `expected slapd and two Dovecot trees, got ${pids.length} pids`);
-    const deadline = Date.now() + 3000;
-    while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await waitGone(pids, 3000);
     assert.deepEqual(pids.filter(pidAlive), []);
     assert.equal(existsSync(dir), false);
   });
 
   it('reaps fixtures orphaned by a SIGKILLed test process on the next start', async function () {
     this.timeout(20000);
-    const worldModule = new URL('./harness/world.js', import.meta.url).href;
-    const processesModule = new URL('./harness/processes.js', import.meta.url).href;
-    const script = `
-      const { startWorld } = await import(${JSON.stringify(worldModule)});
-      const { descendantsOf } = await import(${JSON.stringify(processesModule)});
-      const w = await startWorld();
-      const masters = [w.ldap.pid(), w.backends.a.pid(), w.backends.b.pid()];
-      console.log(JSON.stringify({ dir: w.dir, pids: masters.flatMap((p) => [p, ...descendantsOf(p)]) }));
-      setInterval(() => {}, 1000);`;
+    const script = worldChildScript('setInterval(() => {}, 1000);');
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     const line = await new Promise<string>((resolve, reject) => {
       let buf = '';
@@ -330,8 +332,7 @@ describe('integration test world lifecycle', function () {
     try {
       assert.ok(pids.every(pidAlive), 'fixtures should outlive a SIGKILLed owner');
       reapStaleWorlds();
-      const deadline = Date.now() + 3000;
-      while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await waitGone(pids, 3000);
       assert.deepEqual(pids.filter(pidAlive), []);
       assert.equal(existsSync(dir), false);
     } finally {

@@ -5,7 +5,7 @@ import { chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderFixture } from './fixtures.js';
 import { deliverLmtp, markerMessage } from './lmtp.js';
-import { pauseTree, spawnFixture, stopFixture, signalTree, type Spawned } from './processes.js';
+import { spawnFixture, stopFixture, treeControls, type Spawned } from './processes.js';
 import { isListening, pollUntil, waitRefusing } from './ports.js';
 import { MASTER_PASSWORD, MASTER_USER, sshaHash, type TestUser } from './users.js';
 
@@ -168,10 +168,6 @@ export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> 
     await waitRefusing(allPorts, 5000, `dovecot ${o.name}`);
   };
 
-  const signal = (sig: NodeJS.Signals): void => {
-    if (proc?.child.pid !== undefined) signalTree(proc.child.pid, sig);
-  };
-
   await start();
   return {
     name: o.name,
@@ -180,13 +176,9 @@ export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> 
     logPath,
     mailRoot,
     configPath,
-    pid: () => proc?.child.pid,
     stop,
     start,
-    pause: () => {
-      if (proc?.child.pid !== undefined) pauseTree(proc.child.pid);
-    },
-    resume: () => signal('SIGCONT'),
+    ...treeControls(() => proc),
     deliver: (rcpt, rfc822) => deliverLmtp(o.ports.lmtp, rcpt, rfc822),
     readLog: () => readFile(logPath, 'utf8'),
   };

@@ -3,7 +3,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderFixture } from './fixtures.js';
-import { pauseTree, spawnFixture, stopFixture, signalTree, runCommand, type Spawned } from './processes.js';
+import { spawnFixture, stopFixture, treeControls, runCommand, type Spawned } from './processes.js';
 import { isListening, pollUntil, waitRefusing } from './ports.js';
 import {
   ADMIN_DN, ADMIN_PASSWORD, BASE_DN, SERVICE_DN, SERVICE_PASSWORD, sshaHash, type TestUser,
@@ -96,10 +96,6 @@ export async function startLdap(opts: LdapOptions): Promise<LdapInstance> {
     await waitRefusing([port], 5000, 'slapd');
   };
 
-  const signal = (sig: NodeJS.Signals): void => {
-    if (proc?.child.pid !== undefined) signalTree(proc.child.pid, sig);
-  };
-
   await start();
   return {
     url,
@@ -110,12 +106,8 @@ export async function startLdap(opts: LdapOptions): Promise<LdapInstance> {
     adminDN: ADMIN_DN,
     adminPassword: ADMIN_PASSWORD,
     logPath,
-    pid: () => proc?.child.pid,
     stop,
     start,
-    pause: () => {
-      if (proc?.child.pid !== undefined) pauseTree(proc.child.pid);
-    },
-    resume: () => signal('SIGCONT'),
+    ...treeControls(() => proc),
   };
 }

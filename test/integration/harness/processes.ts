@@ -103,6 +103,22 @@ export function pauseTree(pid: number): void {
   for (const c of children) waitStoppedSync(c, deadline);
 }
 
+/** pid(), pause() and resume() of a fixture that may be stopped and restarted: each acts on the process `current()` returns now. */
+export function treeControls(current: () => Spawned | undefined): { pid(): number | undefined; pause(): void; resume(): void } {
+  const pid = (): number | undefined => current()?.child.pid;
+  return {
+    pid,
+    pause: () => {
+      const p = pid();
+      if (p !== undefined) pauseTree(p);
+    },
+    resume: () => {
+      const p = pid();
+      if (p !== undefined) signalTree(p, 'SIGCONT');
+    },
+  };
+}
+
 function killAllSync(): void {
   for (const child of live) {
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;

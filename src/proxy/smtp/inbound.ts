@@ -11,7 +11,7 @@ import { openBackend } from './backend-open.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -139,11 +139,8 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       state.txn = undefined;
       const summary = transactionSummary(state.log, SERVICE, { from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol }, txn?.started);
       if (!txn || !link || !txn.open || txn.broken || txn.rcpts.length === 0 || !link.client.alive) {
-        stream.on('error', () => undefined);
-        stream.resume();
-        summary('deferred', REPLY.backendTemp, { detail: 'backend connection lost before DATA' });
         if (link && !link.client.alive) dropLink(state);
-        return callback(replyError(REPLY.backendTemp));
+        return refuseData(stream, summary, callback);
       }
       const { smtp } = state.config;
       const received = formatReceived({
@@ -156,21 +153,8 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         recipient: txn.rcpts.length === 1 ? txn.rcpts[0] : undefined,
         date: new Date(),
       });
-      relayData(link, stream, { prefix: Buffer.from(received, 'latin1'), recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs }).then((res) => {
-        const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
-        summary(result, res.verdict.reply, {
-          size: res.bytes,
-          ...(res.verdict.failures.length ? { failures: res.verdict.failures.slice(0, 20) } : {}),
-          ...(res.error ? { detail: res.error.detail } : {}),
-        });
-        if (!link.client.alive) dropLink(state);
-        const r = res.verdict.reply;
-        if (r.code >= 200 && r.code < 300) return callback(null, r.text);
-        callback(replyError(r));
-      }, (e: unknown) => {
-        state.log.error({ phase: 'data', err: String(e) }, 'inbound DATA failed');
-        callback(replyError(REPLY.backendTemp));
-      });
+      relayAndAnswer(link, stream, { prefix: Buffer.from(received, 'latin1'), recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs },
+        { summary, log: state.log, service: SERVICE, onLinkDead: () => dropLink(state), callback });
     },
 
     onClose(state) {

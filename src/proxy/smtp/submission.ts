@@ -10,7 +10,7 @@ import type { ConnectionHandler } from '../protocol.js';
 import { openBackend } from './backend-open.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
@@ -195,24 +195,12 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       state.txn = undefined;
       const summary = transactionSummary(state.log, SERVICE, { user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend }, txn?.started);
       if (!link || !txn || !link.client.alive) {
-        stream.on('error', () => undefined);
-        stream.resume();
-        summary('deferred', REPLY.backendTemp, { detail: 'backend connection lost before DATA' });
         if (link && !link.client.alive) dropLink(state);
-        return callback(replyError(REPLY.backendTemp));
+        return refuseData(stream, summary, callback);
       }
       const { smtp } = state.config;
-      relayData(link, stream, { prefix: null, recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs }).then((res) => {
-        const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
-        summary(result, res.verdict.reply, { size: res.bytes, ...(res.error ? { detail: res.error.detail } : {}) });
-        if (!link.client.alive) dropLink(state);
-        const r = res.verdict.reply;
-        if (r.code >= 200 && r.code < 300) return callback(null, r.text);
-        callback(replyError(r));
-      }, (e: unknown) => {
-        state.log.error({ phase: 'data', err: String(e) }, 'submission DATA failed');
-        callback(replyError(REPLY.backendTemp));
-      });
+      relayAndAnswer(link, stream, { prefix: null, recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs },
+        { summary, log: state.log, service: SERVICE, onLinkDead: () => dropLink(state), callback });
     },
 
     onClose(state) {

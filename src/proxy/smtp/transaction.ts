@@ -7,7 +7,7 @@ import type { SmtpBackendClient } from './backend-client.js';
 import type { BackendReply } from './reply-parser.js';
 import type { Logger } from '../../log.js';
 import { smtpMessagesTotal } from '../../metrics.js';
-import { REPLY, dataVerdict, forwardReply, isPositive, type ClientReply, type DataVerdict } from './replies.js';
+import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
 
 /** A backend session bound to a client connection, reusable across that client's transactions. */
 export interface BackendLink {
@@ -152,4 +152,36 @@ export function transactionSummary(log: Logger, service: string, base: Record<st
     if (result === 'delivered') log.info(fields, 'smtp transaction');
     else log.warn(fields, 'smtp transaction');
   };
+}
+
+export type DataCallback = (err?: Error | null, message?: string) => void;
+type Summary = ReturnType<typeof transactionSummary>;
+
+/** No usable backend transaction at DATA: read the client's message away, answer 451 and log it; nothing is claimed delivered. */
+export function refuseData(stream: SMTPServerDataStream, summary: Summary, callback: DataCallback): void {
+  stream.on('error', () => undefined);
+  stream.resume();
+  summary('deferred', REPLY.backendTemp, { detail: 'backend connection lost before DATA' });
+  callback(replyError(REPLY.backendTemp));
+}
+
+/** Stream DATA to the backend and answer the client with the backend's verdict: 2xx only when every recipient was accepted. */
+export function relayAndAnswer(link: BackendLink, stream: SMTPServerDataStream, opts: Parameters<typeof relayData>[2], p: {
+  summary: Summary; log: Logger; service: string; onLinkDead(): void; callback: DataCallback;
+}): void {
+  relayData(link, stream, opts).then((res) => {
+    const result = res.clientGone ? 'aborted' : res.tooLarge ? 'too_large' : res.verdict.outcome;
+    p.summary(result, res.verdict.reply, {
+      size: res.bytes,
+      ...(res.verdict.failures.length ? { failures: res.verdict.failures.slice(0, 20) } : {}),
+      ...(res.error ? { detail: res.error.detail } : {}),
+    });
+    if (!link.client.alive) p.onLinkDead();
+    const r = res.verdict.reply;
+    if (r.code >= 200 && r.code < 300) return p.callback(null, r.text);
+    p.callback(replyError(r));
+  }, (e: unknown) => {
+    p.log.error({ phase: 'data', err: String(e) }, `${p.service} DATA failed`);
+    p.callback(replyError(REPLY.backendTemp));
+  });
 }

@@ -19,7 +19,9 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
   const [command, ...rest] = positionals;
   if (values.help || !command) { console.log(USAGE); return command ? 0 : 64; }
-  const file = values.config ?? process.env['MAILPROXY_CONFIG'] ?? 'config/example.yaml';
+  if (!['check-config', 'lookup', 'status', 'start'].includes(command)) { console.error(`unknown command '${command}'\n${USAGE}`); return 64; }
+  const file = values.config ?? process.env['MAILPROXY_CONFIG'];
+  if (!file) { console.error(`${command} needs -c FILE (or MAILPROXY_CONFIG)\n${USAGE}`); return 64; }
   const config = () => {
     try { return loadConfig(file); } catch (e) {
       if (e instanceof ConfigError) { console.error(`${e.message}\n  ${e.problems.join('\n  ')}`); process.exit(78); }

@@ -144,6 +144,19 @@ describe('IMAP login through the proxy (real slapd + Dovecot)', function () {
     } finally { await p2.stop(); }
   });
 
+  it('routes an account without mailHost (carol) to routing.defaultBackend when one is configured', async () => {
+    const p2 = await startProxy(worldConfig(env.world, (raw) => { raw['routing'] = { defaultBackend: 'backend-b' }; }));
+    try {
+      const { c } = await greet(p2.port('imap', 'starttls'));
+      assert.match(await c.command('a', `LOGIN carol ${env.world.users.carol.password}`), /^a OK/m);
+      c.close();
+      let log = '';
+      for (let i = 0; i < 40 && !/Login: user=<carol>/.test(log); i++) { await new Promise((r) => setTimeout(r, 50)); log = await env.world.backends.b.readLog(); }
+      assert.match(log, /imap-login: Info: Login: user=<carol>/);
+      assert.doesNotMatch(await env.world.backends.a.readLog(), /Login: user=<carol>/);
+    } finally { await p2.stop(); }
+  });
+
   it('never writes a password into its logs', () => {
     const text = env.proxy.logText();
     assert.ok(text.length > 0);

@@ -2,6 +2,7 @@
 // Must not involve the proxy's protocol dialogues or Dovecot; only src/directory talks to the world's slapd here.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { Client, type ClientOptions } from 'ldapts';
 import { CachedDirectory } from '../../src/directory/cached.js';
 import { LdapDirectory, type LdapClient } from '../../src/directory/ldap.js';
@@ -132,6 +133,32 @@ describe('LDAP directory against a real slapd', function () {
     const up = await registry.getSingleMetricAsString('mailproxy_ldap_up');
     assert.ok(up.includes(`server="${deadUrl}"} 0`), up);
     assert.ok(up.includes(`server="${world.ldap.url}"} 1`), up);
+  });
+
+  it('skips a blackholed first server (accepts TCP, never answers) after one timeout, and retries it after failbackAfterMs', async () => {
+    const sockets: import('node:net').Socket[] = [];
+    const hole = createServer((s) => { sockets.push(s); s.on('error', () => undefined); });
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+    const holeUrl = `ldap://127.0.0.1:${(hole.address() as AddressInfo).port}`;
+    try {
+      const { dir } = directory([holeUrl, world.ldap.url], { failbackAfterMs: 1500 });
+      const { alice } = world.users;
+      const [first, firstMs] = await elapsed(dir.authenticate(creds('alice', alice.password)));
+      assert.equal(first.status === 'fulfilled' && first.value.ok, true);
+      assert.ok(firstMs >= CONNECT_TIMEOUT_MS - 50 && firstMs < TIMEOUT_MS * 2 + 500, `first request waited out the blackhole once (${firstMs} ms)`);
+      const [second, secondMs] = await elapsed(dir.lookup('bob'));
+      assert.equal(second.status === 'fulfilled' && second.value?.host, 'backend-b');
+      assert.ok(secondMs < 200, `blackholed server skipped afterwards (${secondMs} ms)`);
+      assert.ok((await registry.getSingleMetricAsString('mailproxy_ldap_up')).includes(`server="${holeUrl}"} 0`));
+      // The preferred server is tried again after failbackAfterMs: still silent, so the request fails over again.
+      await new Promise((r) => setTimeout(r, 1600));
+      const [third, thirdMs] = await elapsed(dir.lookup('alice'));
+      assert.equal(third.status === 'fulfilled' && third.value?.host, 'backend-a');
+      assert.ok(thirdMs >= CONNECT_TIMEOUT_MS - 50, `preferred server retried after failbackAfterMs (${thirdMs} ms)`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => hole.close(r));
+    }
   });
 
   it('slapd stopped: DIRECTORY_UNAVAILABLE (not ok:false) within the timeout; back when it restarts', async () => {

@@ -64,6 +64,9 @@ function resolveSecrets(c: Config, baseDir: string): Config {
   if (bl.masterPasswordFile) bl.masterPassword = readSecret(baseDir, bl.masterPasswordFile, 'backendLogin.masterPasswordFile');
   const dp = out.health.deepProbe;
   if (dp?.passwordFile) dp.password = readSecret(baseDir, dp.passwordFile, 'health.deepProbe.passwordFile');
+  for (const [name, b] of Object.entries(out.backends)) {
+    if (b.tlsCaFile) b.tlsCa = readSecret(baseDir, b.tlsCaFile, `backends.${name}.tlsCaFile`);
+  }
   if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile');
   return deepFreeze(out);
 }

@@ -99,6 +99,10 @@ const backendSchema = z.strictObject({
   smtp: endpointSchema.optional(),
   /** Verify the backend's TLS certificate (off for self-signed lab backends). */
   tlsVerify: z.boolean().default(true),
+  /** CA bundle (PEM file) that signs the backend certificates (internal CA); system CAs when unset. */
+  tlsCaFile: z.string().optional(),
+  /** The same as PEM text (filled from tlsCaFile by the loader). */
+  tlsCa: z.string().optional(),
   /** TLS server name to send and verify; defaults to host. */
   tlsServerName: z.string().optional(),
   /** The backend trusts this proxy to forward the client address (Dovecot login_trusted_networks). */

@@ -13,6 +13,8 @@ export interface Route {
   port: number;
   tls: TlsMode;
   tlsVerify: boolean;
+  /** PEM CA bundle to verify the backend with (tlsCaFile); system CAs when unset. */
+  tlsCa?: string;
   servername: string;
   trustsProxy: boolean;
   forwardClientAddress: 'native' | 'proxy-v2' | 'none';
@@ -39,6 +41,7 @@ export function routeForBackend(config: Pick<Config, 'backends'>, name: string, 
     trustsProxy: b.trustsProxy,
     forwardClientAddress: b.forwardClientAddress,
     ...(b.standby ? { standby: b.standby } : {}),
+    ...(b.tlsCa ? { tlsCa: b.tlsCa } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ import type { Route, RouteProtocol } from '../directory/backends.js';
 import { sanitize } from '../errors.js';
 import type { Clock } from './clock.js';
 import { encodeProxyV2Local } from '../proxy/proxy-header.js';
+import { backendTlsOptions } from '../proxy/starttls.js';
 
 export type ProbeFailure = 'timeout' | 'connect' | 'bad_greeting' | 'closed' | 'deep';
 
@@ -45,7 +46,7 @@ export const defaultDial: Dial = (route) => {
   // A backend that takes PROXY v2 from us (e.g. Dovecot `haproxy = yes`) waits for a header before its greeting:
   // the probe sends LOCAL, as HAProxy's own checks do.
   const proxied = route.trustsProxy && route.forwardClientAddress === 'proxy-v2';
-  const tlsOptions = { servername: net.isIP(route.servername) ? undefined : route.servername, rejectUnauthorized: route.tlsVerify };
+  const tlsOptions = backendTlsOptions(route);
   if (!proxied) {
     return route.tls === 'implicit' ? tls.connect({ host: route.host, port: route.port, ...tlsOptions }) : net.connect({ host: route.host, port: route.port });
   }

@@ -33,7 +33,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
   }
   let out: Socket = socket;
   if (route.tls === 'implicit') {
-    out = await upgradeClient(socket, { servername: route.servername, rejectUnauthorized: route.tlsVerify }, opts.timeoutMs);
+    out = await upgradeClient(socket, route, opts.timeoutMs);
     out.on('error', () => undefined);
   }
   backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (performance.now() - started) / 1000);

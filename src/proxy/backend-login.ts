@@ -84,7 +84,7 @@ export async function loginToBackend(module: ProtocolModule, route: Route, ctx: 
             socket.off('data', onData);
             socket.off('close', onClose);
             reader.rest(); // RFC 3501 §6.2.1: nothing the server sent before the handshake counts afterwards
-            upgradeClient(socket, { servername: route.servername, rejectUnauthorized: route.tlsVerify }, Math.max(1, deadline - performance.now()))
+            upgradeClient(socket, route, Math.max(1, deadline - performance.now()))
               .then((tls) => {
                 if (settled) { tls.destroy(); return; }
                 socket.off('error', onError);

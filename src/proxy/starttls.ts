@@ -1,6 +1,7 @@
 // Owns upgrading sockets to TLS: server side for STARTTLS/implicit client connections, client side towards backends.
 // Must not know protocols; callers decide when to upgrade and what to do with bytes sent before the handshake.
-import { TLSSocket, connect as tlsConnect, type SecureContext } from 'node:tls';
+import { TLSSocket, checkServerIdentity, connect as tlsConnect, type ConnectionOptions, type SecureContext } from 'node:tls';
+import { isIP } from 'node:net';
 import type { Socket } from 'node:net';
 import { ProxyError, toProxyError } from '../errors.js';
 
@@ -16,13 +17,29 @@ export function upgradeServer(socket: Socket, secureContext: SecureContext, time
   });
 }
 
-export interface ClientTlsOptions { servername: string; rejectUnauthorized: boolean; minVersion?: 'TLSv1.2' | 'TLSv1.3' }
+/** What a backend route says about TLS towards it. */
+export interface BackendTlsView { servername: string; tlsVerify: boolean; tlsCa?: string }
+
+/**
+ * TLS client options towards a backend: the certificate is checked against `servername` (tlsServerName, default the
+ * host) with the configured CA, whether we dial the host directly or wrap an existing socket; SNI only for names
+ * (RFC 6066 §3 forbids IP literals there).
+ */
+export function backendTlsOptions(route: BackendTlsView): ConnectionOptions {
+  const name = route.servername;
+  return {
+    ...(isIP(name) ? {} : { servername: name }),
+    rejectUnauthorized: route.tlsVerify,
+    ...(route.tlsCa ? { ca: route.tlsCa } : {}),
+    minVersion: 'TLSv1.2',
+    checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
+  };
+}
 
 /** TLS client handshake over an existing connection to a backend; failures are BACKEND_UNAVAILABLE. */
-export function upgradeClient(socket: Socket, opts: ClientTlsOptions, timeoutMs: number): Promise<TLSSocket> {
+export function upgradeClient(socket: Socket, route: BackendTlsView, timeoutMs: number): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
-    const isIp = /^[\d.]+$|:/.test(opts.servername);
-    const tls = tlsConnect({ socket, ...(isIp ? {} : { servername: opts.servername }), rejectUnauthorized: opts.rejectUnauthorized, minVersion: opts.minVersion ?? 'TLSv1.2' });
+    const tls = tlsConnect({ socket, ...backendTlsOptions(route) });
     const timer = setTimeout(() => fail(new Error('backend TLS handshake timeout')), timeoutMs);
     const fail = (e: Error) => { clearTimeout(timer); tls.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `TLS: ${e.message}`, { cause: e })); };
     tls.once('secureConnect', () => { clearTimeout(timer); tls.off('error', fail); resolve(tls); });

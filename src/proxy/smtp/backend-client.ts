@@ -142,7 +142,7 @@ export class SmtpBackendClient {
     raw.removeAllListeners('error');
     raw.removeAllListeners('close');
     raw.on('error', () => undefined); // the TLS socket reports it
-    const secure = await upgradeClient(raw, { servername: route.servername, rejectUnauthorized: route.tlsVerify }, Math.max(1, timeoutMs)).catch((e: unknown) => {
+    const secure = await upgradeClient(raw, route, Math.max(1, timeoutMs)).catch((e: unknown) => {
       raw.destroy();
       throw toProxyError(e, 'BACKEND_UNAVAILABLE');
     }).catch((e: ProxyError) => {

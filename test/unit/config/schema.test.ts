@@ -107,6 +107,13 @@ describe('config schema', () => {
     assert.equal(c.backendLogin.masterPassword, 'm4ster');
   });
 
+  it('reads a backend CA bundle from tlsCaFile into tlsCa', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mpcfg-'));
+    writeFileSync(join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n');
+    writeFileSync(join(dir, 'c.yaml'), `${MINIMAL}backends:\n  a: { host: h, tlsCaFile: ca.pem }\n`);
+    assert.match(loadConfig(join(dir, 'c.yaml')).backends['a']!.tlsCa!, /BEGIN CERTIFICATE/);
+  });
+
   it('names a missing secret file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mpcfg-'));
     writeFileSync(join(dir, 'c.yaml'), `${MINIMAL}admin: { tokenFile: nope.token }\n`);

@@ -1,6 +1,7 @@
 // Owns the optional deep IMAP probe: log in as the configured probe account with imapflow and SELECT INBOX.
 // Must not be used for anything but probing; imapflow is loaded lazily so it is only needed when health.deepProbe is set.
 import net from 'node:net';
+import { backendTlsOptions } from '../proxy/starttls.js';
 import type { HealthConfig } from '../config/schema.js';
 import type { Route } from '../directory/backends.js';
 import { ProxyError, toProxyError } from '../errors.js';
@@ -20,7 +21,7 @@ export function imapDeepProbe(cfg: HealthConfig['deepProbe']): DeepProbe | undef
       secure: route.tls === 'implicit',
       doSTARTTLS: route.tls === 'starttls' ? true : route.tls === 'none' ? false : undefined,
       servername: net.isIP(route.servername) ? undefined : route.servername,
-      tls: { rejectUnauthorized: route.tlsVerify },
+      tls: backendTlsOptions(route),
       auth: { user, pass },
       logger: false,
       disableAutoIdle: true,

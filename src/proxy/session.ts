@@ -27,7 +27,12 @@ export class ProtocolService implements ConnectionHandler {
   handle(socket: Socket, conn: AcceptedConnection): void {
     const s = new Session(this.deps, socket, conn, () => this.live.delete(s));
     this.live.add(s);
-    s.run();
+    // A bug in one session must not become an unhandled rejection (fatal for the process): log it, close that session.
+    s.run().catch((e: unknown) => {
+      this.deps.logger.error({ conn: conn.id, err: e instanceof Error ? e.message : String(e) }, 'session failed');
+      s.kick(new ProxyError('INTERNAL'));
+      socket.destroy();
+    });
   }
   async close(): Promise<void> {
     const all = [...this.live];
@@ -40,7 +45,7 @@ type Phase = 'new' | 'prelogin' | 'login' | 'relay' | 'closed';
 
 class Session {
   private socket: Socket;
-  private dialogue!: Dialogue;
+  private dialogue: Dialogue | undefined;
   private phase: Phase = 'new';
   private readonly config: Config;
   private readonly log: Logger;
@@ -106,6 +111,8 @@ class Session {
 
   private feed(event: ClientEvent): void {
     if (this.phase === 'closed' || this.phase === 'relay') return;
+    // The deadline can pass during an implicit-TLS handshake, before any dialogue exists.
+    if (!this.dialogue) return this.end(event.kind === 'deadline' ? 'preauth_timeout' : 'closed before greeting');
     let actions: ClientAction[];
     try { actions = this.dialogue.step(event); } catch (e) {
       this.log.error({ err: (e as Error).message }, 'dialogue failed');

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { withWorldAndProxy } from './proxy-fixture.js';
 import { greet } from './imap-helpers.js';
+import { LineClient } from './harness/line-client.js';
 
 describe('IMAP failure answers (real slapd + Dovecot)', function () {
   this.timeout(30_000);
@@ -94,6 +95,15 @@ describe('IMAP failure answers (real slapd + Dovecot)', function () {
     const { c } = await greet(port);
     const out = await c.readUntil(/^\* BYE/, 4000);
     assert.match(out, /^\* BYE/m);
+  });
+
+  it('closes a client that never starts the TLS handshake on the implicit-TLS port at the deadline, without an error', async () => {
+    const c = await LineClient.connect(env.proxy.port('imap', 'implicit'));
+    const t0 = Date.now();
+    for (let i = 0; i < 80 && !c.isClosed; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(c.isClosed, 'closed');
+    assert.ok(Date.now() - t0 < 3500, `closed after ${Date.now() - t0} ms`);
+    assert.deepEqual(env.proxy.logs.filter((l) => (l['level'] as number) >= 50).map((l) => l['msg']), []);
   });
 
   it('survives garbage bytes and binary junk before login', async () => {

@@ -5,6 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { withWorldAndProxy } from './proxy-fixture.js';
 import { greet } from './imap-helpers.js';
 import { LineClient } from './harness/line-client.js';
+import { sessionsActive } from '../../src/metrics.js';
 
 /** Deterministic PRNG (mulberry32) so a failure can be replayed. */
 function rng(seed: number): () => number {
@@ -113,6 +114,10 @@ describe('hostile input on every listener', function () {
   it('leaks no sessions: every hostile connection is gone from the registry', async () => {
     for (let i = 0; i < 80 && env.proxy.instance.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal(env.proxy.instance.sessions.size, 0, JSON.stringify(env.proxy.instance.sessions.list().map((s) => s.info)).slice(0, 500));
+    // The gauge dashboards read must come back to zero too (the registry is process-wide: only this file's proxy runs now).
+    const gauge = await sessionsActive.get();
+    const open = gauge.values.filter((v) => v.value !== 0);
+    assert.deepEqual(open, [], JSON.stringify(open));
   });
 
   it('logged no internal error', () => {

@@ -1,3 +1,5 @@
+// Proves PROXY protocol v1/v2 parsing (every prefix, garbage rejected at once), encoding, and trusted-network checks.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import { buildTrustList, encodeProxyV2, isTrustedSource, parseProxyHeader, type ProxyHeader } from '../../src/proxy/proxy-header.js';
 import { ProxyError } from '../../src/errors.js';

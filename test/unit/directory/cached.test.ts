@@ -1,3 +1,5 @@
+// Proves the directory cache: hits, TTL and negative TTL on a fake clock, coalescing, stale-if-error, no plaintext password kept.
+// Must not talk to LDAP; the inner directory is a scripted fake.
 import assert from 'node:assert/strict';
 import { CachedDirectory } from '../../../src/directory/cached.js';
 import type { Account, AuthResult, Directory } from '../../../src/directory/directory.js';

@@ -1,3 +1,5 @@
+// Proves createDirectory picks LDAP or the static file from config and wraps it in the cache when enabled.
+// Must not open connections.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { parseConfig } from '../../../src/config/load.js';

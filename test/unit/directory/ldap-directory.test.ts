@@ -1,3 +1,5 @@
+// Proves LdapDirectory's logic with a fake ldapts client: binds, ambiguity, name limits, failover and failback, error mapping.
+// Must not need a real slapd (directory-ldap integration tests do).
 import assert from 'node:assert/strict';
 import { InvalidCredentialsError, InsufficientAccessError, type ClientOptions, type Filter, type SearchOptions } from 'ldapts';
 import { ldapSchemaDefaults } from './ldap-fixtures.js';

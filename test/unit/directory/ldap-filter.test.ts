@@ -1,3 +1,5 @@
+// Proves RFC 4515 filter value escaping and filter template building, including non-ASCII values.
+// Must not talk to LDAP.
 import assert from 'node:assert/strict';
 import { AndFilter, EqualityFilter, OrFilter, SubstringFilter, type Filter } from 'ldapts';
 import { buildFilter, escapeFilterValue, parseFilter } from '../../../src/directory/ldap.js';

@@ -1,3 +1,5 @@
+// Owns schema-default LDAP configs for directory tests.
+// Must not hold assertions.
 import type { LdapConfig } from '../../../src/config/schema.js';
 
 /** An LdapConfig with the schema's defaults, for tests that build a directory without a whole config file. */

@@ -1,3 +1,5 @@
+// Proves password hash verification for every supported scheme against real Dovecot/slappasswd vectors and generated ones.
+// Must not read files or the network.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import bcrypt from 'bcryptjs';

@@ -1,3 +1,5 @@
+// Proves the static file directory: lookups by name and address, hashes, reload, equal time for unknown users.
+// Must not talk to LDAP.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,3 +1,5 @@
+// Proves the POP3 backend login machine on transcripts: greeting, STLS, XCLIENT, AUTH PLAIN, failure classification.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import type { Route } from '../../../src/directory/backends.js';
 import type { BackendAction, BackendEvent, BackendLoginContext } from '../../../src/proxy/protocol.js';

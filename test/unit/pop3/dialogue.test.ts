@@ -1,3 +1,5 @@
+// Proves the POP3 pre-login dialogue on transcripts, each also fed split at every byte offset.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import { ProxyError } from '../../../src/errors.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER } from '../../../src/proxy/sasl.js';

@@ -1,3 +1,5 @@
+// Proves the POP3 line parser and its limits, with every input split at every byte offset.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import { Pop3LineParser, type Pop3LineResult } from '../../../src/proxy/pop3/parser.js';
 

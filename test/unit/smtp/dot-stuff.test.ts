@@ -1,3 +1,5 @@
+// Proves SMTP dot-stuffing as a stream transform, split at every pair of offsets, and bare-LF normalisation.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { DotStuffer, DotStuffStream, dotStuff } from '../../../src/proxy/smtp/dot-stuff.js';

@@ -1,3 +1,5 @@
+// Proves the Received: trace header (RFC 5321 §4.4) formatting and sanitising.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import { addressLiteral, formatReceived, formatRfc5322Date, safeToken } from '../../../src/proxy/smtp/received.js';
 

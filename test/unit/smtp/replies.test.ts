@@ -1,3 +1,5 @@
+// Proves the DATA verdict for SMTP/LMTP backend replies and the reply mapping to clients.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import { catalogueReply, dataVerdict, forwardReply, REPLY } from '../../../src/proxy/smtp/replies.js';
 import type { BackendReply } from '../../../src/proxy/smtp/reply-parser.js';

@@ -1,3 +1,5 @@
+// Proves the backend SMTP reply parser: multi-line replies, limits, every byte split.
+// Must not open sockets.
 import assert from 'node:assert/strict';
 import { ReplyParser, parseCapabilities, replyText, type BackendReply } from '../../../src/proxy/smtp/reply-parser.js';
 import { isProxyError } from '../../../src/errors.js';

@@ -14,6 +14,7 @@ import type { ConnectionHandler } from './proxy/protocol.js';
 import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
+import { AuthPenalty } from './proxy/auth-penalty.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
 
@@ -33,6 +34,8 @@ export interface HandlerDeps {
   sessions: SessionRegistry;
   logger: Logger;
   secureContext: () => SecureContext | undefined;
+  /** Failed-login penalty per client address, shared by every protocol of this process. */
+  penalty: AuthPenalty;
   /** Raw PEM material for services that build their own TLS (smtp-server). */
   tlsMaterial: () => { key: Buffer; cert: Buffer } | undefined;
 }
@@ -67,6 +70,7 @@ export class Instance {
       gate: this.gate,
       sessions: this.sessions,
       logger: opts.logger,
+      penalty: new AuthPenalty(),
       secureContext: () => this.tls?.context,
       tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
     };

@@ -59,6 +59,8 @@ const limitsSchema = z.strictObject({
   idleTimeoutMs: ms(30 * 60_000),
   /** Delay before answering a failed login: slows guessing without blocking other clients. */
   authFailureDelayMs: ms(2000),
+  /** Each further failure from the same client address doubles the delay, up to this (Dovecot auth_penalty style). */
+  authFailureMaxDelayMs: ms(15_000),
 });
 
 const protocolSettings = z.strictObject({
@@ -79,6 +81,7 @@ const smtpSettings = z.strictObject({
   commandTimeoutMs: ms(5 * 60_000),
   dataTimeoutMs: ms(10 * 60_000),
   authFailureDelayMs: ms(2000),
+  authFailureMaxDelayMs: ms(15_000),
   /** Submission: relay to this host instead of the user's backend (host:port). */
   centralRelay: z.strictObject({ host: z.string(), port, tls: z.enum(TLS_MODES).default('none') }).optional(),
   /** Inbound: how to deliver to backends unless a backend says otherwise. */

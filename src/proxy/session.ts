@@ -158,6 +158,7 @@ class Session {
       if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
       this.loggedIn = loggedIn;
       this.result = 'ok';
+      this.deps.penalty.success(this.conn.client.address);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
       this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(performance.now() - started) }, 'login ok');
       this.feed({ kind: 'login-ok', text: loggedIn.text });
@@ -168,7 +169,9 @@ class Session {
       this.log.info({ phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail }, 'login failed');
       if (this.phase === 'closed') return;
       this.setPhase('prelogin');
-      const delay = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED' ? this.settings.limits.authFailureDelayMs : 0;
+      const limits = this.settings.limits;
+      const guess = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED';
+      const delay = guess ? this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs) : 0;
       const deliver = () => this.feed({ kind: 'login-failed', error: err });
       if (delay > 0) setTimeout(deliver, delay); else deliver();
     });

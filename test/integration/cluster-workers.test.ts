@@ -15,7 +15,7 @@ function clusterRawConfig(world: World, greeting: string): RawConfig {
     c['workers'] = 2;
     c['log'] = { level: 'info' };
     c['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }];
-    c['imap'] = { greeting, requireTlsForAuth: false, limits: { authFailureDelayMs: 300 } };
+    c['imap'] = { greeting, requireTlsForAuth: false, limits: { authFailureDelayMs: 300, authFailureMaxDelayMs: 300 } };
     c['health'] = { enabled: true, intervalMs: 300, timeoutMs: 500, rise: 1, fall: 1 };
     c['admin'] = { enabled: true, address: '127.0.0.1', port: 0, agentCheckPort: 0 };
     c['shutdown'] = { drainDeadlineMs: DRAIN_MS };

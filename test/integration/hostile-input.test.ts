@@ -63,9 +63,9 @@ describe('hostile input on every listener', function () {
       { protocol: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
       { protocol: 'smtp', address: '127.0.0.1', port: 0, tls: 'starttls' },
     );
-    raw['imap'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, preAuthDeadlineMs: 3000 } };
-    raw['pop3'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, preAuthDeadlineMs: 3000 } };
-    raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 50, commandTimeoutMs: 3000 };
+    raw['imap'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, authFailureMaxDelayMs: 50, preAuthDeadlineMs: 3000 } };
+    raw['pop3'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 50, authFailureMaxDelayMs: 50, preAuthDeadlineMs: 3000 } };
+    raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 50, authFailureMaxDelayMs: 50, commandTimeoutMs: 3000 };
     raw['log'] = { level: 'warn' };
   }, {
     onReady: (_world, proxy) => {

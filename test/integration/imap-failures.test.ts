@@ -9,7 +9,7 @@ describe('IMAP failure answers (real slapd + Dovecot)', function () {
   this.timeout(30_000);
   let port: number;
   const env = withWorldAndProxy((raw) => {
-    (raw['imap'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, maxBadCommands: 3, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
+    (raw['imap'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, authFailureMaxDelayMs: 400, maxBadCommands: 3, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
   }, { onReady: (_world, proxy) => { port = proxy.port('imap', 'starttls'); } });
 
   async function loginReply(user: string, password: string): Promise<{ reply: string; ms: number }> {

@@ -12,7 +12,7 @@ function lifecycleRawConfig(world: World, greeting: string, extra: (c: RawConfig
   return worldRawConfig(world, (c) => {
     c['log'] = { level: 'info' };
     c['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }];
-    c['imap'] = { greeting, requireTlsForAuth: false, limits: { authFailureDelayMs: 300 } };
+    c['imap'] = { greeting, requireTlsForAuth: false, limits: { authFailureDelayMs: 300, authFailureMaxDelayMs: 300 } };
     c['admin'] = { enabled: true, address: '127.0.0.1', port: 0, agentCheckPort: 0 };
     c['shutdown'] = { drainDeadlineMs: DRAIN_MS };
     extra(c);

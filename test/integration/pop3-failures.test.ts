@@ -10,7 +10,7 @@ describe('POP3 failure answers (real slapd + Dovecot)', function () {
   this.timeout(30_000);
   let port: number;
   const env = withWorldAndProxy((raw) => {
-    (raw['pop3'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, maxBadCommands: 3, maxAuthAttempts: 2, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
+    (raw['pop3'] as Record<string, unknown>)['limits'] = { authFailureDelayMs: 400, authFailureMaxDelayMs: 400, maxBadCommands: 3, maxAuthAttempts: 2, maxLineBytes: 1024, preAuthDeadlineMs: 1500 };
   }, { onReady: (_world, proxy) => { port = proxy.port('pop3', 'starttls'); } });
 
   async function passReply(user: string, password: string): Promise<{ reply: string; ms: number }> {

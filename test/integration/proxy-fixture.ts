@@ -40,8 +40,8 @@ export function worldRawConfig(world: World, extra: (raw: RawConfig) => void = (
       { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'starttls' },
       { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'implicit' },
     ],
-    imap: { requireTlsForAuth: false, limits: { authFailureDelayMs: 300 } },
-    pop3: { requireTlsForAuth: false, limits: { authFailureDelayMs: 300 } },
+    imap: { requireTlsForAuth: false, limits: { authFailureDelayMs: 300, authFailureMaxDelayMs: 300 } },
+    pop3: { requireTlsForAuth: false, limits: { authFailureDelayMs: 300, authFailureMaxDelayMs: 300 } },
     directory: {
       type: 'ldap',
       ldap: { urls: [world.ldap.url], bindDN: world.ldap.bindDN, bindPassword: world.ldap.bindPassword, baseDN: world.ldap.baseDN, timeoutMs: 2000, connectTimeoutMs: 1000 },

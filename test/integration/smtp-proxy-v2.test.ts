@@ -8,7 +8,7 @@ describe('submission to a PROXY-v2 backend listener (real Dovecot)', function ()
   this.timeout(30_000);
   const env = withWorldAndProxy((raw, world) => {
     (raw['listeners'] as unknown[]).push({ protocol: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' });
-    raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 0 };
+    raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 0, authFailureMaxDelayMs: 0 };
     const a = (raw['backends'] as Record<string, Record<string, unknown>>)['backend-a']!;
     a['submission'] = { port: world.backends.a.ports.submissionHaproxy, tls: 'none' };
     a['forwardClientAddress'] = 'proxy-v2';

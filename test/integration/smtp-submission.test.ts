@@ -44,7 +44,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
   before(async () => {
     world = await startWorld();
     config = worldConfig(world, (raw) => {
-      raw['smtp'] = { hostname: 'proxy.example.test', authFailureDelayMs: 200, maxMessageBytes: 2 * 1024 * 1024, maxErrors: 5 };
+      raw['smtp'] = { hostname: 'proxy.example.test', authFailureDelayMs: 200, authFailureMaxDelayMs: 200, maxMessageBytes: 2 * 1024 * 1024, maxErrors: 5 };
     });
     const logger = pino({ level: 'debug' }, new Writable({
       write(chunk: Buffer, _e, cb) {
@@ -244,7 +244,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
 
   it('uses STARTTLS towards a backend whose submission endpoint asks for it', async () => {
     const tlsConfig = worldConfig(world, (raw) => {
-      raw['smtp'] = { hostname: 'proxy.example.test', authFailureDelayMs: 200 };
+      raw['smtp'] = { hostname: 'proxy.example.test', authFailureDelayMs: 200, authFailureMaxDelayMs: 200 };
       const backends = raw['backends'] as Record<string, Record<string, unknown>>;
       backends['backend-b']!['submission'] = { port: world.backends.b.ports.submission, tls: 'starttls' };
       // Not trusting: no XCLIENT, the proxy's own address shows at the backend.

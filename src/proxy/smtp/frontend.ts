@@ -24,6 +24,8 @@ export interface SmtpServiceDeps {
   sessions: SessionRegistry;
   logger: Logger;
   secureContext?: Source<TlsMaterial | undefined>;
+  /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
+  penalty?: import('../auth-penalty.js').AuthPenalty;
 }
 
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */

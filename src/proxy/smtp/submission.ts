@@ -8,6 +8,7 @@ import type { Config } from '../../config/schema.js';
 import type { Credentials } from '../sasl.js';
 import type { ConnectionHandler } from '../protocol.js';
 import { openBackend } from './backend-open.js';
+import { AuthPenalty } from '../auth-penalty.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
 import { mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
@@ -46,9 +47,11 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     state.link = undefined;
   };
 
+  const penalty = deps.penalty ?? new AuthPenalty();
   const delayed = (state: SubmissionState, fn: () => void): void => {
-    // Slows password guessing without holding anything but this client's own dialogue.
-    setTimeout(fn, state.config.smtp.authFailureDelayMs).unref();
+    // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
+    const { smtp } = state.config;
+    setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs)).unref();
   };
 
   return createFrontend<SubmissionState>(deps, {
@@ -93,6 +96,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
         }
         routeFor(state.config, result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
+        penalty.success(state.conn.client.address);
         state.account = result.account;
         state.secret = credentials.password;
         state.info.user = result.account.login;

@@ -188,7 +188,7 @@ describe('imapModule', () => {
   });
 
   it('creates working dialogues and backend logins', () => {
-    const d = imapModule.createDialogue({ tls: true, starttls: false, requireTlsForAuth: true, limits: { maxLineBytes: 8192, maxLiteralBytes: 8192, maxBadCommands: 10, maxAuthAttempts: 3, preAuthDeadlineMs: 1, idleTimeoutMs: 1, authFailureDelayMs: 0 } });
+    const d = imapModule.createDialogue({ tls: true, starttls: false, requireTlsForAuth: true, limits: { maxLineBytes: 8192, maxLiteralBytes: 8192, maxBadCommands: 10, maxAuthAttempts: 3, preAuthDeadlineMs: 1, idleTimeoutMs: 1, authFailureDelayMs: 0, authFailureMaxDelayMs: 0 } });
     assert.match(String((d.start()[0] as { bytes: string }).bytes), /^\* OK \[CAPABILITY IMAP4rev1 /);
     assert.deepEqual(show(imapModule.createBackendLogin(ctx()).step({ kind: 'line', line: DOVECOT })), ['mp1 LOGIN {5+}\r\nalice {7+}\r\nsëcret\r\n']);
   });

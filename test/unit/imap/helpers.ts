@@ -12,6 +12,7 @@ export const LIMITS: LimitsConfig = {
   preAuthDeadlineMs: 60_000,
   idleTimeoutMs: 1_800_000,
   authFailureDelayMs: 0,
+  authFailureMaxDelayMs: 0,
 };
 
 /** Every way of cutting `input` in two, plus one byte at a time. */

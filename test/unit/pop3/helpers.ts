@@ -13,6 +13,7 @@ export function limits(over: Partial<LimitsConfig> = {}): LimitsConfig {
     preAuthDeadlineMs: 60_000,
     idleTimeoutMs: 1_800_000,
     authFailureDelayMs: 0,
+    authFailureMaxDelayMs: 0,
     ...over,
   };
 }

@@ -7,7 +7,7 @@ import type { ListenerConfig } from '../config/schema.js';
 import { CATALOGUE, type ErrorCode } from '../errors.js';
 import { connectionsRefusedTotal, connectionsTotal } from '../metrics.js';
 import type { ClientEndpoint, ConnectionHandler } from './protocol.js';
-import { isTrustedSource, parseProxyHeader } from './proxy-header.js';
+import { isTrustedSource, parseProxyHeader, plainAddress } from './proxy-header.js';
 
 const PROXY_HEADER_DEADLINE_MS = 5000;
 const PROXY_HEADER_MAX_BYTES = 16 + 65535;
@@ -15,10 +15,6 @@ const REFUSAL_LINGER_MS = 1000;
 
 export function newConnectionId(): string { return randomBytes(6).toString('hex'); }
 
-export function plainAddress(a: string | undefined): string {
-  if (!a) return '0.0.0.0';
-  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-}
 
 /** One-line refusal in the listener's protocol (before any dialogue exists). */
 export function refusal(protocol: ListenerConfig['protocol'], code: ErrorCode): string {

@@ -204,6 +204,13 @@ export function buildTrustList(cidrs: readonly string[]): BlockList {
   return list;
 }
 
+/** `::ffff:192.0.2.1` (IPv4-mapped, as Node reports dual-stack peers) → `192.0.2.1`; anything else unchanged. */
+export function plainAddress(address: string | undefined): string {
+  if (address === undefined) return '0.0.0.0'; // a socket that is already gone
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return m ? m[1]! : address;
+}
+
 /** Whether `address` (as a socket reports it; ::ffff:a.b.c.d counts as IPv4) lies in one of `cidrs`. */
 export function isTrustedSource(address: string, cidrs: readonly string[]): boolean {
   let list = trustCache.get(cidrs);

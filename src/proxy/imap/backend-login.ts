@@ -3,6 +3,7 @@
 import { ProxyError } from '../../errors.js';
 import type { BackendAction, BackendEvent, BackendLogin, BackendLoginContext } from '../protocol.js';
 import { CRLF, quoteAscii } from './replies.js';
+import { plainAddress } from '../proxy-header.js';
 
 /** RFC 7888 §3: LITERAL- allows non-synchronising literals up to this size. */
 const LITERAL_MINUS_MAX = 4096;
@@ -198,8 +199,3 @@ function parseCaps(text: string): Set<string> {
   return new Set(text.trim().split(/\s+/).filter(Boolean).map((c) => c.toUpperCase()));
 }
 
-/** `::ffff:192.0.2.1` → `192.0.2.1`, so the backend logs and matches trusted networks on the IPv4 form. */
-function plainAddress(address: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m ? m[1]! : address;
-}

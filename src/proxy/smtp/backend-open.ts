@@ -6,6 +6,7 @@ import type { Route } from '../../directory/backends.js';
 import type { BackendGate } from '../../health/gate.js';
 import type { ClientEndpoint } from '../protocol.js';
 import { SmtpBackendClient } from './backend-client.js';
+import { plainAddress } from '../proxy-header.js';
 
 export interface OpenBackendParams {
   route: Route;
@@ -30,7 +31,7 @@ export interface OpenBackendParams {
 
 /** XCLIENT ADDR form (Postfix XCLIENT_README): IPv6 addresses get the "IPV6:" prefix. */
 function xclientAddr(address: string): string {
-  const bare = address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  const bare = plainAddress(address);
   return bare.includes(':') ? `IPV6:${bare}` : bare;
 }
 

@@ -1,5 +1,6 @@
 // Owns the Received: trace header the inbound service prepends (RFC 5321 §4.4, RFC 5322 §3.6.7, RFC 3848 protocol names).
 // Must not read clocks or sockets itself: every value, the date included, is passed in.
+import { plainAddress } from '../proxy-header.js';
 
 export interface ReceivedInfo {
   /** What the client said in HELO/EHLO. */
@@ -36,7 +37,7 @@ export function safeToken(value: string, max = 255): string {
 
 /** RFC 5321 §4.1.3 address literal: [192.0.2.1] or [IPv6:2001:db8::1]. */
 export function addressLiteral(ip: string): string {
-  const bare = ip.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  const bare = plainAddress(ip);
   return bare.includes(':') ? `[IPv6:${safeToken(bare)}]` : `[${safeToken(bare)}]`;
 }
 

@@ -229,7 +229,7 @@ class Session {
       pendingDown: loggedIn.leftover,
       idleGoodbye,
     });
-    this.relay.done.then((r) => this.summarise(r));
+    this.relay.done.then((r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown }));
     this.relay.start();
   }
 
@@ -249,23 +249,15 @@ class Session {
     this.finish(reason, 'proxy');
   }
 
-  private finish(reason: string, closedBy: string): void {
+  /** The one end of a session: registry, metric and the single summary record (with byte counts after a relay). */
+  private finish(reason: string, closedBy: string, bytes?: { bytesUp: number; bytesDown: number }): void {
     if (this.phase === 'closed') return;
     this.setPhase('closed');
     clearTimeout(this.deadline);
     this.loggedIn?.socket.destroy();
     this.deps.sessions.remove(this.conn.id);
     disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: reason.split(':')[0]!.replace(/[^a-z]+/gi, '_').toLowerCase() });
-    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, closedBy, reason, durationMs: Date.now() - this.started }, 'session');
-    this.onGone();
-    this.settle();
-  }
-
-  private summarise(r: RelayResult): void {
-    this.setPhase('closed');
-    this.deps.sessions.remove(this.conn.id);
-    disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: r.reason.replace(/[^a-z]+/gi, '_').toLowerCase() });
-    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, bytesUp: r.bytesUp, bytesDown: r.bytesDown, closedBy: r.closedBy, reason: r.reason, durationMs: Date.now() - this.started }, 'session');
+    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...bytes, closedBy, reason, durationMs: Date.now() - this.started }, 'session');
     this.onGone();
     this.settle();
   }

@@ -11,7 +11,7 @@ import { openBackend } from './backend-open.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -50,16 +50,6 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
     return protocol === 'lmtp' ? base : resolveRoute(config, host, 'smtp');
   };
 
-  const counted = (state: InboundState, reply: ClientReply): Error => {
-    state.errors += 1;
-    return replyError(state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply);
-  };
-
-  const dropLink = (state: InboundState): void => {
-    state.link?.client.quit();
-    state.link = undefined;
-  };
-
   return createFrontend<InboundState>(deps, {
     protocol: 'smtp',
     options: ({ smtp }) => ({
@@ -86,7 +76,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       if (!txn) return callback(replyError({ code: 503, text: '5.5.1 Error: need MAIL command' }));
       const reject = (reply: ClientReply, result: string, count = true): void => {
         smtpRecipientsTotal.inc({ service: SERVICE, result });
-        callback(count ? counted(state, reply) : replyError(reply));
+        callback(count ? countedError(state, reply) : replyError(reply));
       };
       void (async (): Promise<void> => {
         if (txn.broken) return reject(REPLY.backendTemp, 'backend_unavailable');

@@ -11,7 +11,7 @@ import { openBackend } from './backend-open.js';
 import { AuthPenalty } from '../auth-penalty.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
@@ -37,16 +37,6 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
   const routeFor = (config: Config, account: Account): Route => (config.smtp.centralRelay ? centralRelayRoute(config.smtp.centralRelay) : resolveRoute(config, account.host, 'submission'));
 
   /** Count an error reply; past smtp.maxErrors the reply becomes 421 and smtp-server closes. */
-  const counted = (state: SubmissionState, reply: ClientReply): Error => {
-    state.errors += 1;
-    return replyError(state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply);
-  };
-
-  const dropLink = (state: SubmissionState): void => {
-    state.link?.client.quit();
-    state.link = undefined;
-  };
-
   const penalty = deps.penalty ?? new AuthPenalty();
   const delayed = (state: SubmissionState, fn: () => void): void => {
     // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
@@ -126,7 +116,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');
-          return callback(counted(state, REPLY.backendTemp));
+          return callback(countedError(state, REPLY.backendTemp));
         }
         if (state.link && !(sameEndpoint(state.link, route) && (await resetLink(state.link, smtp.commandTimeoutMs)))) dropLink(state);
         if (!state.link) {
@@ -154,14 +144,14 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
             const err = isProxyError(e) ? e : new ProxyError('INTERNAL', String(e));
             state.log.warn({ phase: 'backend', backend: route.backend, reason: err.spec.logReason, detail: err.detail }, 'submission backend unavailable');
             smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
-            return callback(counted(state, REPLY.backendTemp));
+            return callback(countedError(state, REPLY.backendTemp));
           }
         }
         const step = await relayStep(state.link, mailCommand(from, state.link.client), smtp.commandTimeoutMs);
         if (!step.ok) {
           if (!state.link.client.alive) dropLink(state);
           if (step.error) state.log.warn({ phase: 'mail', backend: route.backend, detail: step.error.detail }, 'backend failed at MAIL');
-          return callback(counted(state, step.reply));
+          return callback(countedError(state, step.reply));
         }
         state.txn = { from: from.address, rcpts: [], started: Date.now() };
         callback();
@@ -176,7 +166,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const txn = state.txn;
       if (!link || !txn || !link.client.alive) {
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
-        return callback(counted(state, REPLY.backendTemp));
+        return callback(countedError(state, REPLY.backendTemp));
       }
       relayStep(link, rcptCommand(to), state.config.smtp.commandTimeoutMs).then((step) => {
         if (step.ok) {
@@ -186,7 +176,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         }
         smtpRecipientsTotal.inc({ service: SERVICE, result: step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred' });
         if (!link.client.alive) dropLink(state);
-        callback(counted(state, step.reply));
+        callback(countedError(state, step.reply));
       }, (e: unknown) => {
         state.log.error({ phase: 'rcpt', err: String(e) }, 'submission RCPT failed');
         callback(replyError(REPLY.backendTemp));

@@ -185,3 +185,15 @@ export function relayAndAnswer(link: BackendLink, stream: SMTPServerDataStream, 
     p.callback(replyError(REPLY.backendTemp));
   });
 }
+
+/** Count a client error; once smtp.maxErrors is reached the answer becomes the closing 421 instead of `reply`. */
+export function countedError(state: { errors: number; config: { smtp: { maxErrors: number } } }, reply: ClientReply): Error {
+  state.errors += 1;
+  return replyError(state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply);
+}
+
+/** Say QUIT to the backend transaction's connection (if any) and forget it. */
+export function dropLink(state: { link?: BackendLink | undefined }): void {
+  state.link?.client.quit();
+  state.link = undefined;
+}

@@ -5,21 +5,52 @@ import { readFileSync } from 'node:fs';
 
 export const POLL_MS = 50;
 
-/** Allocate `count` distinct free ports on 127.0.0.1 (all held open together, then released). */
+/** The kernel's ephemeral range (bind to port 0 and outgoing connections' source ports come from it). */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(lo) && Number.isInteger(hi)) return [lo!, hi!];
+  } catch { /* not Linux: fall through */ }
+  return [32768, 60999];
+}
+
+/** Below the ephemeral range and above the demo's fixed ports (10xxx, 18025). */
+const PICK_LOW = 20000;
+const handedOut = new Set<number>();
+
+function tryListen(port: number): Promise<Server | undefined> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(undefined));
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => resolve(srv));
+  });
+}
+
+/**
+ * Allocate `count` distinct free ports on 127.0.0.1 (all held open together, then released). Ports are picked at
+ * random *below* the kernel's ephemeral range when it leaves room, so that between release and the fixture's own
+ * bind no outgoing connection (source port) and no other bind-to-0 can take them; a port is not handed out twice
+ * in one test process. Falls back to port 0 when the range leaves no room.
+ */
 export async function allocatePorts(count: number): Promise<number[]> {
+  const [ephemeralLow] = ephemeralRange();
   const servers: Server[] = [];
   try {
-    for (let i = 0; i < count; i++) {
-      const srv = createServer();
+    for (let attempts = 0; servers.length < count; attempts++) {
+      const room = ephemeralLow - PICK_LOW;
+      const port = room > 1000 && attempts < 2000 ? PICK_LOW + Math.floor(Math.random() * room) : 0;
+      if (port !== 0 && handedOut.has(port)) continue;
+      const srv = await tryListen(port);
+      if (srv === undefined) {
+        if (port === 0) throw new Error('allocatePorts: cannot bind 127.0.0.1:0');
+        continue;
+      }
       servers.push(srv);
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => resolve());
-      });
     }
     return servers.map((s) => {
       const addr = s.address();
       if (addr === null || typeof addr === 'string') throw new Error('unexpected server address');
+      handedOut.add(addr.port);
       return addr.port;
     });
   } finally {

@@ -48,7 +48,20 @@ async function stopAll(parts: Stoppable[]): Promise<void> {
   if (failed.length > 0) throw new Error(`world teardown: ${failed.map((f) => String(f.reason)).join('; ')}`);
 }
 
+/**
+ * Start the world; a failed start (a fixture that did not come up in time on a loaded machine, a port taken between
+ * allocation and bind) is torn down and retried once on fresh ports, with the first error written to stderr.
+ */
 export async function startWorld(opts: WorldOptions = {}): Promise<World> {
+  try {
+    return await startWorldOnce(opts);
+  } catch (err) {
+    process.stderr.write(`startWorld: first attempt failed, retrying once on fresh ports: ${String((err as Error).stack ?? err)}\n`);
+    return startWorldOnce(opts);
+  }
+}
+
+async function startWorldOnce(opts: WorldOptions): Promise<World> {
   const t0 = Date.now();
   const bins = requireBinaries();
   reapStaleWorlds();

@@ -244,17 +244,20 @@ export async function stopFixture(sp: Spawned, opts: { graceful?: boolean; grace
 }
 
 /** Run a short command to completion; rejects with its stderr on a non-zero exit. */
-export function runCommand(cmd: string, args: string[], opts: { cwd?: string; input?: string } = {}): Promise<string> {
+export function runCommand(cmd: string, args: string[], opts: { cwd?: string; input?: string; timeoutMs?: number } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const withInput = opts.input !== undefined;
-    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: [withInput ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    // A hung helper (slapadd, openssl) is killed, so a world start fails in time to be retried within the hook's timeout.
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: [withInput ? 'pipe' : 'ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
     let out = '';
     let err = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.once('error', reject);
-    child.once('close', (code) => {
+    child.once('close', (code, signal) => {
       if (code === 0) resolve(out);
+      else if (signal !== null) reject(new Error(`${cmd} ${args.join(' ')} killed by ${signal} (timeout ${timeoutMs} ms): ${err.trim() || out.trim()}`));
       else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.trim() || out.trim()}`));
     });
     if (withInput) {

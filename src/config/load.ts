@@ -59,6 +59,7 @@ function resolveSecrets(c: Config, baseDir: string): Config {
   if (out.tls) { out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile); }
   const ldap = out.directory.ldap;
   if (ldap?.bindPasswordFile) ldap.bindPassword = readSecret(baseDir, ldap.bindPasswordFile, 'directory.ldap.bindPasswordFile');
+  if (ldap?.tlsCaFile) ldap.tlsCa = readSecret(baseDir, ldap.tlsCaFile, 'directory.ldap.tlsCaFile');
   if (out.directory.static) out.directory.static.file = abs(out.directory.static.file);
   const bl = out.backendLogin;
   if (bl.masterPasswordFile) bl.masterPassword = readSecret(baseDir, bl.masterPasswordFile, 'backendLogin.masterPasswordFile');

@@ -134,6 +134,12 @@ const ldapSchema = z.strictObject({
   timeoutMs: z.number().int().min(1).default(5000),
   connectTimeoutMs: z.number().int().min(1).default(3000),
   tlsVerify: z.boolean().default(true),
+  /** Upgrade ldap:// connections with StartTLS (RFC 4513 §3) before any bind or search; ldaps:// URLs are TLS already. */
+  startTls: z.boolean().default(false),
+  /** CA bundle (PEM file) that signs the LDAP servers' certificates (internal CA); system CAs when unset. */
+  tlsCaFile: z.string().optional(),
+  /** The same as PEM text (filled from tlsCaFile by the loader). */
+  tlsCa: z.string().optional(),
   /** Try the preferred (first) server again this long after it failed. */
   failbackAfterMs: ms(30_000),
 });

@@ -12,6 +12,8 @@ import { directoryRequestSeconds, ldapUp } from '../metrics.js';
 import type { Credentials } from '../proxy/sasl.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 import { isAcceptableName } from './names.js';
+import { backendTlsOptions } from '../proxy/starttls.js';
+import type { ConnectionOptions } from 'node:tls';
 
 /**
  * RFC 4515 §3 value encoding: NUL, '(', ')', '*' and '\' MUST be written as '\' + two hex digits; we also escape every
@@ -61,11 +63,12 @@ function fixOctets(f: Filter): void {
 }
 
 /** The parts of an ldapts Client this module uses (tests substitute a fake). */
-export type LdapClient = Pick<Client, 'bind' | 'search' | 'unbind'>;
+export type LdapClient = Pick<Client, 'bind' | 'search' | 'unbind' | 'startTLS' | 'isConnected'>;
 export type LdapClientFactory = (options: ClientOptions) => LdapClient;
 
 interface Server { url: string; failedAt: number | null }
-interface ServiceConnection { server: Server; client: LdapClient; ready: Promise<void> }
+/** `established`: ready resolved on a connection that was opened (StartTLS or a bind), so a later !isConnected means it was lost. */
+interface ServiceConnection { server: Server; client: LdapClient; ready: Promise<void>; established: boolean }
 interface Found { entry: Entry; server: Server }
 
 // RFC 4511 §4.1.9 result codes that mean "this server cannot serve now", so another server should be tried.
@@ -167,6 +170,7 @@ export class LdapDirectory implements Directory {
   private async bindAsUser(found: Found, password: string): Promise<boolean> {
     const client = this.createClient(this.clientOptions(found.server.url));
     try {
+      await this.secure(client, found.server.url);
       await client.bind(found.entry.dn, password);
       return true;
     } catch (e) {
@@ -224,24 +228,59 @@ export class LdapDirectory implements Directory {
     return [...healthy, ...failed];
   }
 
-  /** The shared service connection to this server, connecting and binding once (concurrent callers wait on it). */
+  /**
+   * The shared service connection to this server, connecting (StartTLS when configured) and binding once; concurrent
+   * callers wait on it. A connection that was lost is replaced rather than left to ldapts' silent reconnect, which
+   * would not redo StartTLS (ldapts then refuses to replay the bind, so the search would run anonymously in clear).
+   */
   private serviceFor(server: Server): ServiceConnection {
-    if (this.service?.server === server) return this.service;
-    const old = this.service;
+    const current = this.service;
+    if (current?.server === server && !(current.established && !current.client.isConnected)) return current;
     // In-flight requests on the old connection may still finish; closing it gives them its own error.
-    if (old) setTimeout(() => void closeQuietly(old.client), this.config.timeoutMs).unref();
+    if (current) setTimeout(() => void closeQuietly(current.client), this.config.timeoutMs).unref();
     const client = this.createClient({ ...this.clientOptions(server.url), autoRebind: true });
-    const ready = this.config.bindDN ? client.bind(this.config.bindDN, this.config.bindPassword ?? '') : Promise.resolve();
-    const conn: ServiceConnection = { server, client, ready };
-    ready.catch(() => { if (this.service === conn) this.service = null; void closeQuietly(client); });
+    const opened = this.usesStartTls(server.url) || this.config.bindDN !== '';
+    const ready = (async () => {
+      await this.secure(client, server.url);
+      if (this.config.bindDN) await client.bind(this.config.bindDN, this.config.bindPassword ?? '');
+    })();
+    const conn: ServiceConnection = { server, client, ready, established: false };
+    ready.then(() => { conn.established = opened; }, () => { if (this.service === conn) this.service = null; void closeQuietly(client); });
     this.service = conn;
     return conn;
   }
 
+  private usesStartTls(url: string): boolean {
+    return this.config.startTls && url.startsWith('ldap://');
+  }
+
+  /**
+   * StartTLS on a fresh ldap:// connection when configured. ldapts puts no deadline on the TLS handshake after the
+   * StartTLS extended operation, so a server that stalls there fails after timeoutMs like any other request.
+   */
+  private async secure(client: LdapClient, url: string): Promise<void> {
+    if (!this.usesStartTls(url)) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => { reject(new Error(`StartTLS timed out after ${this.config.timeoutMs} ms`)); void closeQuietly(client); }, this.config.timeoutMs);
+    });
+    try {
+      await Promise.race([client.startTLS(this.tlsOptions(url)), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Certificate checked against the URL's host name with the configured CA (or the system's), TLS 1.2 or newer. */
+  private tlsOptions(url: string): ConnectionOptions {
+    const host = new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
+    return backendTlsOptions({ servername: host, tlsVerify: this.config.tlsVerify, ...(this.config.tlsCa ? { tlsCa: this.config.tlsCa } : {}) });
+  }
+
   private clientOptions(url: string): ClientOptions {
     const options: ClientOptions = { url, timeout: this.config.timeoutMs, connectTimeout: this.config.connectTimeoutMs };
-    // ldapts treats any tlsOptions as "use TLS", so they are only given for ldaps:// URLs.
-    if (url.startsWith('ldaps://')) options.tlsOptions = { rejectUnauthorized: this.config.tlsVerify };
+    // ldapts treats any tlsOptions as "use TLS", so they are only given for ldaps:// URLs (StartTLS passes its own).
+    if (url.startsWith('ldaps://')) options.tlsOptions = this.tlsOptions(url);
     return options;
   }
 

@@ -122,6 +122,39 @@ describe('LDAP directory against a real slapd', function () {
     assert.deepEqual(binds, [world.ldap.bindDN]);
   });
 
+  it('StartTLS on ldap:// with the CA file: binds and searches only after the upgrade (slapd logs the StartTLS operation)', async () => {
+    const ca = readFileSync(world.tls.caPath, 'utf8');
+    const logBefore = readFileSync(world.ldap.logPath, 'utf8').length;
+    for (const url of [world.ldap.url, world.ldap.url.replace('127.0.0.1', 'localhost')]) {
+      const { dir } = directory([url], { startTls: true, tlsCa: ca, tlsVerify: true });
+      const r = await dir.authenticate(creds('alice', world.users.alice.password));
+      assert.ok(r.ok && r.account.host === 'backend-a', `${url}: ${JSON.stringify(r)}`);
+      await dir.close();
+    }
+    const log = readFileSync(world.ldap.logPath, 'utf8').slice(logBefore);
+    // Every connection of this test (service + user bind, twice) starts with the StartTLS extended operation.
+    const conns = new Set([...log.matchAll(/conn=(\d+) op=\d+ BIND dn=/g)].map((m) => m[1]));
+    assert.ok(conns.size >= 4, log);
+    for (const conn of conns) assert.match(log, new RegExp(`conn=${conn} op=0 EXT oid=1\\.3\\.6\\.1\\.4\\.1\\.1466\\.20037`), `conn ${conn} did not start with StartTLS`);
+  });
+
+  it('StartTLS against a certificate the CA does not sign: unavailable, and no bind is sent at all', async () => {
+    const { dir, binds } = directory([world.ldap.url], { startTls: true, tlsVerify: true });
+    const logBefore = readFileSync(world.ldap.logPath, 'utf8').length;
+    await assert.rejects(dir.authenticate(creds('alice', world.users.alice.password)), unavailable);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(binds, []);
+    assert.doesNotMatch(readFileSync(world.ldap.logPath, 'utf8').slice(logBefore), / BIND dn=/);
+  });
+
+  it('ldaps:// with the CA file verifies the server and authenticates; without it the self-signed server is refused', async () => {
+    const ca = readFileSync(world.tls.caPath, 'utf8');
+    const ok = directory([world.ldap.ldapsUrl], { tlsCa: ca, tlsVerify: true }).dir;
+    assert.equal((await ok.authenticate(creds('bob', world.users.bob.password))).ok, true);
+    const refused = directory([world.ldap.ldapsUrl], { tlsVerify: true }).dir;
+    await assert.rejects(refused.lookup('bob'), unavailable);
+  });
+
   it('fails over from a dead URL to the real one, and reports ldap_up per server', async () => {
     const deadUrl = `ldap://127.0.0.1:${world.deadPort}`;
     const { dir } = directory([deadUrl, world.ldap.url]);

@@ -12,6 +12,8 @@ import {
 export interface LdapInstance {
   url: string;
   port: number;
+  /** The same server over implicit TLS (the world's certificate, CN=localhost, IP:127.0.0.1); StartTLS works on `url`. */
+  ldapsUrl: string;
   baseDN: string;
   /** The proxy's read-only service account. */
   bindDN: string;
@@ -32,6 +34,9 @@ export interface LdapInstance {
 export interface LdapOptions {
   dir: string;
   port: number;
+  ldapsPort: number;
+  certPath: string;
+  keyPath: string;
   users: TestUser[];
   slapd: string;
   slapadd: string;
@@ -65,24 +70,25 @@ export async function startLdap(opts: LdapOptions): Promise<LdapInstance> {
   const confPath = join(dir, 'slapd.conf');
   const ldifPath = join(dir, 'data.ldif');
   const logPath = join(dir, 'slapd.log');
-  await writeFile(confPath, renderFixture('ldap/slapd.conf.tmpl', { DIR: dir, BASE_DN, ADMIN_DN, ADMIN_PASSWORD, SERVICE_DN }));
+  await writeFile(confPath, renderFixture('ldap/slapd.conf.tmpl', { DIR: dir, BASE_DN, ADMIN_DN, ADMIN_PASSWORD, SERVICE_DN, CERT: opts.certPath, KEY: opts.keyPath }));
   await writeFile(ldifPath, renderLdif(opts.users));
   await runCommand(opts.slapadd, ['-q', '-f', confPath, '-l', ldifPath]);
 
   let proc: Spawned | undefined;
   const url = `ldap://127.0.0.1:${port}`;
+  const ldapsUrl = `ldaps://127.0.0.1:${opts.ldapsPort}`;
 
   const start = async (): Promise<void> => {
     if (proc !== undefined && proc.child.exitCode === null && proc.child.signalCode === null) return;
     // -d keeps slapd in the foreground (so it stays our child) and sends the stats log to stderr.
-    const p = spawnFixture(opts.slapd, ['-f', confPath, '-h', `${url}/`, '-d', 'stats'], dir, logPath);
+    const p = spawnFixture(opts.slapd, ['-f', confPath, '-h', `${url}/ ${ldapsUrl}/`, '-d', 'stats'], dir, logPath);
     proc = p;
     let exited = false;
     void p.exited.then(() => (exited = true));
     await pollUntil(
       async () => {
         if (exited) throw new Error(`slapd exited during startup: ${p.output()}`);
-        return isListening(port);
+        return (await isListening(port)) && isListening(opts.ldapsPort);
       },
       10000,
       () => `slapd not listening on ${port}: ${p.output()}`,
@@ -93,13 +99,14 @@ export async function startLdap(opts: LdapOptions): Promise<LdapInstance> {
     if (proc === undefined) return;
     await stopFixture(proc, { graceful: true });
     proc = undefined;
-    await waitRefusing([port], 5000, 'slapd');
+    await waitRefusing([port, opts.ldapsPort], 5000, 'slapd');
   };
 
   await start();
   return {
     url,
     port,
+    ldapsUrl,
     baseDN: BASE_DN,
     bindDN: SERVICE_DN,
     bindPassword: SERVICE_PASSWORD,

@@ -75,7 +75,7 @@ async function startWorldOnce(opts: WorldOptions): Promise<World> {
     if (process.env['MAILPROXY_KEEP_WORLD'] !== '1') await rm(dir, { recursive: true, force: true });
   };
   try {
-    const [ldapPort, deadPort, ...p] = await allocatePorts(18);
+    const [ldapPort, ldapsPort, deadPort, ...p] = await allocatePorts(19);
     const portsFor = (i: number) => ({
       imap: p[i]!, imaps: p[i + 1]!, pop3: p[i + 2]!, pop3s: p[i + 3]!, lmtp: p[i + 4]!, submission: p[i + 5]!, imapHaproxy: p[i + 6]!, submissionHaproxy: p[i + 7]!,
     });
@@ -97,7 +97,7 @@ async function startWorldOnce(opts: WorldOptions): Promise<World> {
         perfTuning: opts.dovecotPerfTuning === true,
       });
     const settled = await Promise.allSettled([
-      startLdap({ dir: join(dir, 'ldap'), port: ldapPort!, users: all, slapd: bins.get('slapd')!, slapadd: bins.get('slapadd')! }),
+      startLdap({ dir: join(dir, 'ldap'), port: ldapPort!, ldapsPort: ldapsPort!, certPath: tls.certPath, keyPath: tls.keyPath, users: all, slapd: bins.get('slapd')!, slapadd: bins.get('slapadd')! }),
       backend('backend-a', portsFor(0)),
       backend('backend-b', portsFor(8)),
     ] as const);

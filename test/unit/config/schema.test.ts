@@ -114,6 +114,19 @@ describe('config schema', () => {
     assert.match(loadConfig(join(dir, 'c.yaml')).backends['a']!.tlsCa!, /BEGIN CERTIFICATE/);
   });
 
+  it('reads the LDAP CA bundle from directory.ldap.tlsCaFile; startTls defaults to off', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mpcfg-'));
+    writeFileSync(join(dir, 'ldap-ca.pem'), '-----BEGIN CERTIFICATE-----\nxyz\n-----END CERTIFICATE-----\n');
+    const ldap = (extra: string) => `listeners: [{ protocol: imap, port: 143, tls: none }]\ndirectory:\n  type: ldap\n  ldap: { urls: [ldap://l], bindDN: cn=x, baseDN: dc=x${extra} }\n`;
+    writeFileSync(join(dir, 'c.yaml'), ldap(', startTls: true, tlsCaFile: ldap-ca.pem'));
+    const c = loadConfig(join(dir, 'c.yaml')).directory.ldap!;
+    assert.deepEqual([c.startTls, /xyz/.test(c.tlsCa!)], [true, true]);
+    writeFileSync(join(dir, 'd.yaml'), ldap(''));
+    assert.equal(loadConfig(join(dir, 'd.yaml')).directory.ldap!.startTls, false);
+    writeFileSync(join(dir, 'e.yaml'), ldap(', tlsCaFile: missing.pem'));
+    assert.throws(() => loadConfig(join(dir, 'e.yaml')), (e: unknown) => e instanceof ConfigError && /directory\.ldap\.tlsCaFile/.test(e.problems.join()));
+  });
+
   it('names a missing secret file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mpcfg-'));
     writeFileSync(join(dir, 'c.yaml'), `${MINIMAL}admin: { tokenFile: nope.token }\n`);

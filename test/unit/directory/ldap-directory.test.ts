@@ -19,6 +19,11 @@ class FakeServer {
   userBinds: string[] = [];
   searches: string[] = [];
   clientsCreated = 0;
+  /** What each client did, in order ('starttls', 'bind', 'search'): proves StartTLS comes before any bind or search. */
+  events: string[][] = [];
+  /** StartTLS never completes (a server that stalls in the handshake). */
+  stallStartTls = false;
+  startTlsOptions: Array<Record<string, unknown>> = [];
   constructor(readonly url: string) {}
   fail(): Error {
     if (this.mode === 'refused') return Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
@@ -31,13 +36,33 @@ const SERVICE_DN = 'cn=svc,dc=example,dc=test';
 
 function fakeFactory(servers: FakeServer[]) {
   const options: ClientOptions[] = [];
+  const clients: Array<LdapClient & { drop(): void }> = [];
   const factory = (o: ClientOptions): LdapClient => {
     options.push(o);
+    const client = makeClient(o);
+    clients.push(client);
+    return client;
+  };
+  const makeClient = (o: ClientOptions): LdapClient & { drop(): void } => {
     const server = servers.find((s) => s.url === o.url)!;
     server.clientsCreated++;
+    const events: string[] = [];
+    server.events.push(events);
+    let connected = false;
     return {
+      get isConnected() { return connected; },
+      /** Test hook: the server closed this connection. */
+      drop() { connected = false; },
+      async startTLS(tlsOptions: Record<string, unknown>) {
+        events.push('starttls');
+        server.startTlsOptions.push(tlsOptions);
+        if (server.stallStartTls) return new Promise(() => undefined);
+        connected = true;
+      },
       async bind(dn: unknown, password?: string) {
+        events.push('bind');
         if (server.mode !== 'up') throw server.fail();
+        connected = true;
         if (dn === SERVICE_DN) {
           server.serviceBinds++;
           if (password !== 'svc-pw') throw new InvalidCredentialsError();
@@ -48,7 +73,9 @@ function fakeFactory(servers: FakeServer[]) {
         if (!u || u.password !== password) throw new InvalidCredentialsError();
       },
       async search(_base: unknown, opts: SearchOptions = {}) {
+        events.push('search');
         if (server.mode !== 'up') throw server.fail();
+        connected = true;
         const filter = opts.filter as Filter;
         server.searches.push(filter.toString());
         const hits = server.users.filter((u) => filter.matches({ uid: u.uid, mail: u.mail }));
@@ -58,10 +85,10 @@ function fakeFactory(servers: FakeServer[]) {
           searchReferences: [],
         };
       },
-      async unbind() { /* nothing */ },
-    } as unknown as LdapClient;
+      async unbind() { connected = false; },
+    } as unknown as LdapClient & { drop(): void };
   };
-  return { factory, options };
+  return { factory, options, clients };
 }
 
 const alice: FakeUser = { dn: 'uid=alice,ou=people,dc=example,dc=test', uid: 'alice', mail: 'alice@example.test', mailHost: 'backend-a', password: 'alice-pw' };
@@ -71,10 +98,10 @@ function setup(urls = ['ldap://one:389'], overrides: Record<string, unknown> = {
   let now = 1_000_000;
   const servers = urls.map((u) => new FakeServer(u));
   for (const s of servers) s.users = [alice, carol];
-  const { factory, options } = fakeFactory(servers);
+  const { factory, options, clients } = fakeFactory(servers);
   const config = ldapSchemaDefaults({ urls, bindDN: SERVICE_DN, bindPassword: 'svc-pw', filter: '(|(uid=%u)(mail=%u))', recipientFilter: '(mail=%u)', ...overrides });
   const dir = new LdapDirectory(config, silentLogger, () => now, factory);
-  return { dir, servers, options, advance: (ms: number) => { now += ms; } };
+  return { dir, servers, options, clients, advance: (ms: number) => { now += ms; } };
 }
 
 async function rejectsUnavailable(p: Promise<unknown>): Promise<void> {
@@ -226,5 +253,40 @@ describe('LdapDirectory (fake ldapts client)', () => {
 
   it('rejects an invalid filter template at construction with CONFIG_INVALID', () => {
     assert.throws(() => setup(['ldap://one:389'], { filter: '(uid=%u' }), (e: unknown) => isProxyError(e) && e.code === 'CONFIG_INVALID');
+  });
+  it('StartTLS: every ldap:// connection upgrades before its first bind or search, with the CA and host name', async () => {
+    const { dir, servers, options } = setup(['ldap://ldap1.example.test:389'], { startTls: true, tlsCa: 'PEM' });
+    assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
+    assert.deepEqual(servers[0]!.events, [['starttls', 'bind', 'search'], ['starttls', 'bind']]);
+    assert.equal(options[0]!.tlsOptions, undefined, 'plain ldap:// URL: the TLS options go to startTLS, not the connection');
+    for (const o of servers[0]!.startTlsOptions) assert.deepEqual([o['ca'], o['servername'], o['minVersion']], ['PEM', 'ldap1.example.test', 'TLSv1.2']);
+  });
+
+  it('StartTLS is not attempted on ldaps:// URLs, which get the TLS options (CA, verification) on connect', async () => {
+    const { dir, servers, options } = setup(['ldaps://ldap1.example.test:636'], { startTls: true, tlsCa: 'PEM', tlsVerify: true });
+    assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
+    assert.deepEqual(servers[0]!.events, [['bind', 'search'], ['bind']]);
+    const tls = options[0]!.tlsOptions!;
+    assert.deepEqual([tls.ca, tls.rejectUnauthorized, tls.servername, tls.minVersion], ['PEM', true, 'ldap1.example.test', 'TLSv1.2']);
+  });
+
+  it('replaces a lost service connection instead of letting the client reconnect without StartTLS', async () => {
+    const { dir, servers, clients } = setup(['ldap://one:389'], { startTls: true });
+    assert.ok(await dir.lookup('alice'));
+    assert.ok(await dir.lookup('carol'));
+    assert.equal(servers[0]!.clientsCreated, 1, 'a live connection is reused');
+    clients[0]!.drop();
+    assert.ok(await dir.lookup('alice'));
+    assert.equal(servers[0]!.clientsCreated, 2);
+    assert.deepEqual(servers[0]!.events[1], ['starttls', 'bind', 'search']);
+  });
+
+  it('a server that stalls in StartTLS fails the request after timeoutMs as unavailable (never a wrong password)', async () => {
+    const { dir, servers } = setup(['ldap://one:389'], { startTls: true, timeoutMs: 50 });
+    servers[0]!.stallStartTls = true;
+    const t0 = Date.now();
+    await rejectsUnavailable(dir.authenticate(creds('alice', 'alice-pw')));
+    assert.ok(Date.now() - t0 < 2000);
+    assert.deepEqual(servers[0]!.events, [['starttls']], 'nothing was sent before TLS');
   });
 });

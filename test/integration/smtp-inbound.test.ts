@@ -267,6 +267,28 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     c.close();
   });
 
+  it('a repeated recipient (any case) is accepted once: one copy stored, and repeats do not get past maxRecipients', async () => {
+    const marker = `repeat-${randomBytes(4).toString('hex')}`;
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    for (const rcpt of [world.users.alice.mail, world.users.alice.mail, world.users.alice.mail.toUpperCase(), world.users.alice.mail]) {
+      c.send(`RCPT TO:<${rcpt}>`);
+      assert.match(await reply(c), /^250 /);
+    }
+    c.send(`RCPT TO:<${world.users.erin.mail}>`);
+    assert.match(await reply(c), /^250 /, 'the second distinct recipient is within maxRecipients (2)');
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(dotStuff(Buffer.from(message(marker, 'alice'))));
+    assert.match(await reply(c), /^250 /);
+    c.send('QUIT');
+    assert.match(await reply(c), /^221 /);
+    assert.equal((await stored(world, 'a', 'alice', marker)).length, 1, 'alice got exactly one copy');
+    const summary = logs.find((l) => l['phase'] === 'transaction' && l['result'] === 'delivered' && l['rcpts'] === 2 && l['backend'] === 'backend-a');
+    assert.ok(summary, 'summary counts two distinct recipients');
+  });
+
   it('delivers a 20 MiB message byte-identical while the proxy heap stays flat', async () => {
     const marker = `big-${randomBytes(4).toString('hex')}`;
     const lines: string[] = [];

@@ -11,7 +11,7 @@ import { openBackend } from './backend-open.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, isRepeatedRecipient, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -74,6 +74,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
     onRcptTo(state, to, session, callback) {
       const txn = state.txn;
       if (!txn) return callback(replyError({ code: 503, text: '5.5.1 Error: need MAIL command' }));
+      if (isRepeatedRecipient(txn.rcpts, to.address)) return callback();
       const reject = (reply: ClientReply, result: string, count = true): void => {
         smtpRecipientsTotal.inc({ service: SERVICE, result });
         callback(count ? countedError(state, reply) : replyError(reply));

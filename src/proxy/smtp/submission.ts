@@ -11,7 +11,7 @@ import { openBackend } from './backend-open.js';
 import { AuthPenalty } from '../auth-penalty.js';
 import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, isRepeatedRecipient, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
@@ -168,6 +168,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
         return callback(countedError(state, REPLY.backendTemp));
       }
+      if (isRepeatedRecipient(txn.rcpts, to.address)) return callback();
       relayStep(link, rcptCommand(to), state.config.smtp.commandTimeoutMs).then((step) => {
         if (step.ok) {
           txn.rcpts.push(to.address);

@@ -15,6 +15,16 @@ export interface BackendLink {
   route: Route;
 }
 
+/**
+ * Was this recipient already accepted in the transaction? smtp-server keeps one envelope entry per address (compared
+ * case-insensitively) and does not count repeats against maxRecipients, so a repeat is answered 250 without being sent
+ * on: the backend gets each recipient once (one LMTP reply each, one copy delivered) and repeats cannot get past the limit.
+ */
+export function isRepeatedRecipient(accepted: readonly string[], address: string): boolean {
+  const key = address.toLowerCase();
+  return accepted.some((a) => a.toLowerCase() === key);
+}
+
 /** Is `link` the same backend endpoint as `route`? */
 export function sameEndpoint(link: BackendLink, route: Route): boolean {
   return link.route.host === route.host && link.route.port === route.port && link.route.protocol === route.protocol && link.route.backend === route.backend;

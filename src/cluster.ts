@@ -8,7 +8,7 @@ import type { Config } from './config/schema.js';
 import type { Route } from './directory/backends.js';
 import { App } from './app.js';
 import { ProxyError } from './errors.js';
-import { collectProcessMetrics, registry } from './metrics.js';
+import { collectProcessMetrics, registry, workerRestartsTotal } from './metrics.js';
 import { HealthMonitor, type BackendSnapshot } from './health/health.js';
 import { startAdminServer, type AdminDeps, type Readiness, type SessionFilter } from './health/http.js';
 import { startAgentCheck } from './health/agent-check.js';
@@ -25,7 +25,8 @@ type Ask =
   | { op: 'sessions'; filter: SessionFilter }
   | { op: 'counts' }
   | { op: 'kick'; filter: SessionFilter }
-  | { op: 'reload'; config: Config; gen: number };
+  | { op: 'reload'; config: Config; gen: number }
+  | { op: 'ping' };
 
 type ToWorker =
   | { t: 'mailproxy:config'; config: Config; gen: number; slot: number }
@@ -49,10 +50,13 @@ const ASK_TIMEOUT_MS = 3000;
 const RESTART_WINDOW_MS = 60_000;
 /** How long after the drain deadline the primary waits for workers before killing them. */
 const DRAIN_GRACE_MS = 10_000;
+/** How often the primary checks on its workers (at most; a short workerHangTimeoutMs checks more often). */
+const HEARTBEAT_MS = 1000;
 
 const isMessage = (m: unknown): m is FromWorker => !!m && typeof m === 'object' && typeof (m as { t?: unknown }).t === 'string' && (m as { t: string }).t.startsWith('mailproxy:');
 
-interface Slot { slot: number; worker: Worker; ready: boolean; gen: number; bound: BoundInfo[]; failure?: string }
+/** `lastSeen`: when the worker last answered (ready or a heartbeat); `hung`: killed by the watchdog, its exit is a restart for that reason. */
+interface Slot { slot: number; worker: Worker; ready: boolean; gen: number; bound: BoundInfo[]; failure?: string; lastSeen: number; pinging: boolean; hung: boolean }
 interface Pending { workerId: number; resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }
 
 class Primary {
@@ -67,6 +71,7 @@ class Primary {
   private phase: 'starting' | 'running' | 'draining' = 'starting';
   private broadcastQueued = false;
   private refresh: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
   private admin: { port: number; close(): Promise<void> } | undefined;
   private agent: { port: number; close(): Promise<void> } | undefined;
   private startup!: { resolve(): void; reject(e: Error): void };
@@ -108,6 +113,36 @@ class Primary {
     for (const b of first.bound) this.log.info({ ...b, workers: this.count }, 'listening');
     this.refresh = setInterval(() => this.broadcastState(), STATE_REFRESH_MS);
     this.refresh.unref();
+    const hang = this.config.workerHangTimeoutMs;
+    if (hang > 0) {
+      this.watchdog = setInterval(() => this.checkWorkers(), Math.max(50, Math.min(HEARTBEAT_MS, Math.floor(hang / 4))));
+      this.watchdog.unref();
+    }
+  }
+
+  /**
+   * Watchdog: node:cluster hands each accepted connection to a worker in turn, so a worker whose event loop is stuck
+   * (or that was SIGSTOPped) would swallow its share of new clients without answering. Every tick each listening worker
+   * gets a heartbeat over IPC; one silent for workerHangTimeoutMs is killed, and the exit handler starts a replacement.
+   */
+  private checkWorkers(): void {
+    const hang = this.config.workerHangTimeoutMs;
+    if (this.phase !== 'running' || hang <= 0) return;
+    const now = Date.now();
+    for (const w of this.workers.values()) {
+      if (!w.ready || w.hung) continue;
+      if (now - w.lastSeen > hang) {
+        w.hung = true;
+        this.log.error({ event: 'worker_unresponsive', worker: w.slot, pid: w.worker.process.pid, silentMs: now - w.lastSeen }, 'worker stopped answering; killing it');
+        w.worker.process.kill('SIGKILL');
+        continue;
+      }
+      if (w.pinging) continue;
+      w.pinging = true;
+      this.askOne<boolean>(w, { op: 'ping' }, hang)
+        .then(() => { w.lastSeen = Date.now(); }, () => undefined)
+        .finally(() => { w.pinging = false; });
+    }
   }
 
   readiness(): Readiness {
@@ -146,6 +181,7 @@ class Primary {
     for (const t of this.restartTimers) clearTimeout(t);
     this.restartTimers.clear();
     clearInterval(this.refresh);
+    clearInterval(this.watchdog);
     const gone = new Promise<void>((r) => { this.allGone = r; });
     for (const w of this.workers.values()) this.send(w.worker, { t: 'mailproxy:drain' });
     if (this.workers.size === 0) this.allGone?.();
@@ -166,7 +202,7 @@ class Primary {
 
   private fork(slot: number): void {
     const worker = cluster.fork();
-    this.workers.set(worker.id, { slot, worker, ready: false, gen: 0, bound: [] });
+    this.workers.set(worker.id, { slot, worker, ready: false, gen: 0, bound: [], lastSeen: Date.now(), pinging: false, hung: false });
   }
 
   private onMessage(worker: Worker, m: FromWorker): void {
@@ -179,6 +215,7 @@ class Primary {
         return;
       case 'mailproxy:ready':
         w.ready = true;
+        w.lastSeen = Date.now();
         w.gen = m.gen;
         w.bound = m.bound;
         this.log.info({ event: 'worker_ready', worker: w.slot, pid: worker.process.pid }, 'worker listening');
@@ -232,7 +269,8 @@ class Primary {
     recent.push(now);
     this.restarts[w.slot] = recent;
     const delayMs = Math.min(30_000, 250 * 2 ** (recent.length - 1));
-    this.log.warn({ ...info, restartInMs: delayMs }, 'worker died; restarting it');
+    workerRestartsTotal.inc({ reason: w.hung ? 'unresponsive' : 'exited' });
+    this.log.warn({ ...info, reason: w.hung ? 'unresponsive' : 'exited', restartInMs: delayMs }, 'worker died; restarting it');
     const t = setTimeout(() => { this.restartTimers.delete(t); if (this.phase === 'running') this.fork(w.slot); }, delayMs);
     this.restartTimers.add(t);
   }
@@ -349,6 +387,7 @@ export async function runWorker(): Promise<void> {
       case 'counts': return countSessionsByBackend(sessions);
       case 'kick': return sessions.kick(ask.filter, new ProxyError('SHUTDOWN', 'kicked by operator'));
       case 'reload': await app.reload(ask.config); log?.info({ event: 'reloaded', gen: ask.gen }, 'worker configuration reloaded'); return true;
+      case 'ping': return true;
     }
   };
   // The primary relays SIGTERM/SIGHUP; a terminal's signal to the whole process group must not kill or double-reload a worker.

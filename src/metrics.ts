@@ -29,5 +29,6 @@ export const backendStateTransitionsTotal = new Counter({ name: 'mailproxy_backe
 export const backendIdentityChangesTotal = new Counter({ name: 'mailproxy_backend_identity_changes_total', help: 'Backend greeting identity changes seen by probes (VIP moved, split brain)', labelNames: ['backend', 'protocol'], registers: [registry] });
 export const probesTotal = new Counter({ name: 'mailproxy_probes_total', help: 'Active health probes by result', labelNames: ['backend', 'protocol', 'result'], registers: [registry] });
 export const ldapUp = new Gauge({ name: 'mailproxy_ldap_up', help: '1 when the LDAP server answers', labelNames: ['server'], registers: [registry] });
+export const workerRestartsTotal = new Counter({ name: 'mailproxy_worker_restarts_total', help: 'Cluster workers replaced by the primary, by reason (exited, unresponsive)', labelNames: ['reason'], registers: [registry] });
 export const smtpMessagesTotal = new Counter({ name: 'mailproxy_smtp_messages_total', help: 'SMTP transactions by service and result', labelNames: ['service', 'result'], registers: [registry] });
 export const smtpRecipientsTotal = new Counter({ name: 'mailproxy_smtp_recipients_total', help: 'SMTP recipients by service and result', labelNames: ['service', 'result'], registers: [registry] });

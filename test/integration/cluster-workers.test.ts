@@ -9,6 +9,7 @@ import { adminGet, agentSays, metricValue, msUntilRefused, startChildProxy, type
 const DRAIN_MS = 1500;
 const LOGINS = 40;
 const HELD = 6;
+const HANG_MS = 3000;
 
 function clusterRawConfig(world: World, greeting: string): RawConfig {
   return worldRawConfig(world, (c) => {
@@ -19,6 +20,7 @@ function clusterRawConfig(world: World, greeting: string): RawConfig {
     c['health'] = { enabled: true, intervalMs: 300, timeoutMs: 500, rise: 1, fall: 1 };
     c['admin'] = { enabled: true, address: '127.0.0.1', port: 0, agentCheckPort: 0 };
     c['shutdown'] = { drainDeadlineMs: DRAIN_MS };
+    c['workerHangTimeoutMs'] = HANG_MS;
   });
 }
 
@@ -171,6 +173,28 @@ describe('cluster: workers: 2 behind one set of listeners (child mailproxy)', fu
     assert.equal(relayed.length, held.filter((h) => h.pid === survivor).length);
     assert.ok(relayed.every((x) => x.pid === survivor), 'sessions of the killed worker are gone');
     console.log(`      restart: worker ${victim} killed, replacement ${back['pid'] as number} listening after ${restartMs} ms`);
+  });
+
+  it(`a worker that stops answering (SIGSTOP) is killed after workerHangTimeoutMs (${HANG_MS} ms) and replaced; logins work again`, async () => {
+    const pids = workerPids();
+    // The replacement from the SIGKILL test: the survivor keeps the held sessions the SIGTERM test needs.
+    const victim = pids[2]!;
+    assert.ok(victim && alive(victim));
+    const from = proxy.logs.length;
+    const t0 = Date.now();
+    process.kill(victim, 'SIGSTOP');
+    const hung = await proxy.waitForLog((l) => l['event'] === 'worker_unresponsive' && l['pid'] === victim, HANG_MS + 5000, from);
+    const detectMs = Date.now() - t0;
+    assert.ok((hung['silentMs'] as number) > HANG_MS);
+    const back = await proxy.waitForLog((l) => l.msg === 'worker listening' && !pids.includes(l['pid'] as number), 10_000, from);
+    const replacedMs = Date.now() - t0;
+    await until('the stopped worker to be gone', async () => (alive(victim) ? undefined : true), 5000);
+    const after = await loginMany(10, 4);
+    assert.equal(after.filter((r) => /^a OK/m.test(r)).length, 10, after.join('\n'));
+    const metrics = (await adminGet(admin, '/metrics')).body;
+    assert.equal(metricValue(metrics, 'mailproxy_worker_restarts_total{reason="unresponsive"}'), 1);
+    assert.equal(metricValue(metrics, 'mailproxy_worker_restarts_total{reason="exited"}'), 1, 'the SIGKILLed one');
+    console.log(`      watchdog: worker ${victim} stopped; killed after ${detectMs} ms, replacement ${back['pid'] as number} listening after ${replacedMs} ms`);
   });
 
   it('SIGTERM to the primary: refuses at once, /readyz 503, sessions run to the deadline, BYE, every process exits 0', async () => {

@@ -66,7 +66,8 @@ function fixOctets(f: Filter): void {
 export type LdapClient = Pick<Client, 'bind' | 'search' | 'unbind' | 'startTLS' | 'isConnected'>;
 export type LdapClientFactory = (options: ClientOptions) => LdapClient;
 
-interface Server { url: string; failedAt: number | null }
+/** `retrying`: a request is trying this failed server now; the others skip it instead of each waiting out its timeout. */
+interface Server { url: string; failedAt: number | null; retrying: boolean }
 /** `established`: ready resolved on a connection that was opened (StartTLS or a bind), so a later !isConnected means it was lost. */
 interface ServiceConnection { server: Server; client: LdapClient; ready: Promise<void>; established: boolean }
 interface Found { entry: Entry; server: Server }
@@ -92,7 +93,7 @@ export class LdapDirectory implements Directory {
     private readonly createClient: LdapClientFactory = (o) => new Client(o),
   ) {
     this.log = logger.child({ component: 'ldap' });
-    this.servers = config.urls.map((url) => ({ url, failedAt: null }));
+    this.servers = config.urls.map((url) => ({ url, failedAt: null, retrying: false }));
     this.searchFilter = config.filter;
     this.recipientFilter = config.recipientFilter;
     // ldapts treats 0 as "wait forever", which would hang logins on a stalled server.
@@ -188,11 +189,19 @@ export class LdapDirectory implements Directory {
   /**
    * Run one operation on the service connection, trying each server at most once per request: healthy servers
    * in configured order, then failed ones (oldest failure first). The first server becomes healthy again
-   * failbackAfterMs after it failed, which moves the service connection back to it.
+   * failbackAfterMs after it failed, which moves the service connection back to it. A server that failed is retried
+   * by one request at a time: while that request runs, the others skip it (and, when no other server answers, fail
+   * at once as unavailable) instead of each waiting out the timeout of a server that accepts TCP but never answers.
    */
   private async withServer<T>(op: (client: LdapClient, server: Server) => Promise<T>): Promise<T> {
     const reasons: string[] = [];
     for (const server of this.serverOrder()) {
+      const retry = server.failedAt !== null;
+      if (retry && server.retrying) {
+        reasons.push(`${server.url}: failed, being retried by another request`);
+        continue;
+      }
+      if (retry) server.retrying = true;
       try {
         const conn = this.serviceFor(server);
         await conn.ready;
@@ -203,6 +212,8 @@ export class LdapDirectory implements Directory {
         const failure = this.classify(e, server);
         if (failure instanceof ProxyError) throw failure;
         reasons.push(`${server.url}: ${failure.reason}`);
+      } finally {
+        if (retry) server.retrying = false;
       }
     }
     throw new ProxyError('DIRECTORY_UNAVAILABLE', reasons.join('; '));

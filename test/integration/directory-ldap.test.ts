@@ -239,6 +239,11 @@ describe('LDAP directory against a real slapd', function () {
       const [r2, ms2] = await elapsed(dir.lookup('bob'));
       assert.ok(r2.status === 'rejected' && unavailable(r2.reason), JSON.stringify(r2));
       assert.ok(ms2 < TIMEOUT_MS + CONNECT_TIMEOUT_MS + 300, `${ms2} ms`);
+      // Concurrent requests: one retries the paused server (and waits), the others fail at once instead of hanging too.
+      const burst = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((u) => elapsed(dir.lookup(u))));
+      assert.ok(burst.every(([r]) => r.status === 'rejected' && unavailable(r.reason)));
+      const times = burst.map(([, ms]) => ms);
+      assert.equal(times.filter((ms) => ms < 200).length, 3, `${times.join(', ')} ms`);
     } finally {
       world.ldap.resume();
     }

@@ -9,7 +9,9 @@ import { silentLogger } from '../../../src/log.js';
 import { registry } from '../../../src/metrics.js';
 
 interface FakeUser { dn: string; uid: string; mail: string; mailHost?: string; password: string }
-type Mode = 'up' | 'refused' | 'timeout' | 'denied';
+/** 'slow': like a server that accepts TCP but never answers: each request fails with a timeout after SLOW_MS. */
+type Mode = 'up' | 'refused' | 'timeout' | 'denied' | 'slow';
+const SLOW_MS = 150;
 
 /** One fake LDAP server: evaluates filters with ldapts' own matcher over a few users, counts what it was asked. */
 class FakeServer {
@@ -61,6 +63,7 @@ function fakeFactory(servers: FakeServer[]) {
       },
       async bind(dn: unknown, password?: string) {
         events.push('bind');
+        if (server.mode === 'slow') await new Promise((r) => setTimeout(r, SLOW_MS));
         if (server.mode !== 'up') throw server.fail();
         connected = true;
         if (dn === SERVICE_DN) {
@@ -74,6 +77,7 @@ function fakeFactory(servers: FakeServer[]) {
       },
       async search(_base: unknown, opts: SearchOptions = {}) {
         events.push('search');
+        if (server.mode === 'slow') await new Promise((r) => setTimeout(r, SLOW_MS));
         if (server.mode !== 'up') throw server.fail();
         connected = true;
         const filter = opts.filter as Filter;
@@ -288,5 +292,36 @@ describe('LdapDirectory (fake ldapts client)', () => {
     await rejectsUnavailable(dir.authenticate(creds('alice', 'alice-pw')));
     assert.ok(Date.now() - t0 < 2000);
     assert.deepEqual(servers[0]!.events, [['starttls']], 'nothing was sent before TLS');
+  });
+  it('a failed server that never answers is retried by one request at a time; the others fail at once, not after the timeout', async () => {
+    const { dir, servers } = setup(['ldap://one:389']);
+    assert.ok(await dir.lookup('alice'));
+    servers[0]!.mode = 'slow';
+    await rejectsUnavailable(dir.lookup('alice'));
+    const requestsBefore = servers[0]!.events.flat().length;
+    const t0 = Date.now();
+    const timings = await Promise.all(Array.from({ length: 5 }, async () => {
+      const [r] = await Promise.allSettled([dir.lookup('alice')]);
+      assert.ok(r!.status === 'rejected' && isProxyError(r!.reason) && r!.reason.code === 'DIRECTORY_UNAVAILABLE');
+      return Date.now() - t0;
+    }));
+    const slow = timings.filter((ms) => ms >= SLOW_MS - 20);
+    assert.equal(slow.length, 1, `one request waited for the server, the others failed at once: ${timings.join(', ')} ms`);
+    assert.equal(servers[0]!.events.flat().length - requestsBefore, 1, 'only the retrying request reached the server');
+    servers[0]!.mode = 'up';
+    assert.ok(await dir.lookup('alice'), 'the next request retries it and it is back');
+    assert.ok(await Promise.all([dir.lookup('alice'), dir.lookup('carol')]));
+  });
+
+  it('failback: one request retries the preferred server; the others go straight to the second meanwhile', async () => {
+    const { dir, servers, advance } = setup(['ldap://one:389', 'ldap://two:389']);
+    servers[0]!.mode = 'slow';
+    assert.ok(await dir.lookup('alice'), 'failed over to two');
+    advance(31_000); // past failbackAfterMs: one is first in line again
+    const t0 = Date.now();
+    const [a, b] = await Promise.all([dir.lookup('alice').then(() => Date.now() - t0), dir.lookup('carol').then(() => Date.now() - t0)]);
+    const [first, second] = [a, b].sort((x, y) => x - y);
+    assert.ok(first! < SLOW_MS - 20, `${a}, ${b} ms: one request did not wait for the retried server`);
+    assert.ok(second! >= SLOW_MS - 20, `${a}, ${b} ms: the other retried it (and then used two)`);
   });
 });

@@ -18,6 +18,27 @@ import { AuthPenalty } from './proxy/auth-penalty.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
 
+/**
+ * What a reload does to the listeners: a listener keeps its socket when the new config has one on the same address and
+ * port (its other settings are updated); the rest of the old ones close and the rest of the new ones are bound. Port 0
+ * (any free port, used by tests) is only matched by an identical listener config.
+ */
+export function planListeners<L extends { config: ListenerConfig }>(current: readonly L[], next: readonly ListenerConfig[]): {
+  keep: Array<{ listener: L; config: ListenerConfig; index: number }>;
+  add: Array<{ config: ListenerConfig; index: number }>;
+  remove: L[];
+} {
+  const unmatched = new Set(current);
+  const keep: Array<{ listener: L; config: ListenerConfig; index: number }> = [];
+  const add: Array<{ config: ListenerConfig; index: number }> = [];
+  next.forEach((config, index) => {
+    const same = [...unmatched].find((l) => l.config.address === config.address && l.config.port === config.port
+      && (config.port !== 0 || JSON.stringify(l.config) === JSON.stringify(config)));
+    if (same) { unmatched.delete(same); keep.push({ listener: same, config, index }); } else add.push({ config, index });
+  });
+  return { keep, add, remove: [...unmatched] };
+}
+
 export interface InstanceOptions {
   logger: Logger;
   /** Health gate; the primary's monitor, a worker's mirror, or openGate. */
@@ -84,32 +105,64 @@ export class Instance {
   get current(): Config { return this.config; }
 
   async start(): Promise<BoundListener[]> {
-    for (const lc of this.config.listeners) {
-      const handler = this.handlers.get(lc.protocol);
-      if (!handler) throw new ProxyError('CONFIG_INVALID', `no handler for protocol ${lc.protocol}`);
-      const l = new Listener(lc, () => this.handlers.get(lc.protocol)!, this.opts.logger);
-      const addr = await l.listen();
-      this.listeners.push(l);
-      this.bound.push({ config: lc, ...addr });
-    }
+    const opened = await this.openListeners(this.config.listeners);
+    this.listeners = opened.map((o) => o.listener);
+    this.bound = opened.map((o) => o.bound);
     return this.bound;
   }
 
+  /** Bind every listener in `configs`, or none: on the first failure the ones already bound are closed again. */
+  private async openListeners(configs: readonly ListenerConfig[]): Promise<Array<{ listener: Listener; bound: BoundListener }>> {
+    for (const lc of configs) {
+      if (!this.handlers.has(lc.protocol)) throw new ProxyError('CONFIG_INVALID', `no handler for protocol ${lc.protocol}`);
+    }
+    const opened: Array<{ listener: Listener; bound: BoundListener }> = [];
+    try {
+      for (const lc of configs) {
+        const listener: Listener = new Listener(lc, () => this.handlers.get(listener.config.protocol)!, this.opts.logger);
+        const addr = await listener.listen().catch((e: Error) => {
+          throw new ProxyError('CONFIG_INVALID', `cannot listen on ${lc.address}:${lc.port} (${lc.protocol}): ${e.message}`, { cause: e });
+        });
+        opened.push({ listener, bound: { config: lc, ...addr } });
+      }
+    } catch (e) {
+      await Promise.all(opened.map((o) => o.listener.close()));
+      throw e;
+    }
+    return opened;
+  }
+
   /**
-   * Apply a new configuration without dropping sessions: directory, TLS material, limits and backends are swapped;
-   * live sessions keep what they started with. Listener changes need a restart (logged).
+   * Apply a new configuration without dropping sessions: directory, TLS material, limits, backends and listeners are
+   * swapped; live sessions keep what they started with. New listeners are bound first, so a port that cannot be bound
+   * (or a certificate that cannot be read) refuses the whole reload and nothing changes; removed listeners stop
+   * accepting while their sessions continue.
    */
   async reload(next: Config): Promise<void> {
     const tls = loadSecureContext(next);
+    const plan = this.draining ? undefined : planListeners(this.listeners, next.listeners);
+    const added = plan ? await this.openListeners(plan.add.map((a) => a.config)) : [];
     const directory = createDirectory(next, this.opts.logger.child({ module: 'directory' }));
     const old = this.directory;
     this.config = next;
     this.tls = tls;
     this.directory = directory;
     setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
-    if (JSON.stringify(next.listeners) !== JSON.stringify(this.bound.map((b) => b.config))) {
-      this.opts.logger.warn('listener changes take effect on restart');
+    if (!plan) return;
+    const byIndex: Array<{ listener: Listener; bound: BoundListener }> = [];
+    for (const k of plan.keep) {
+      const was = this.bound[this.listeners.indexOf(k.listener)]!;
+      k.listener.update(k.config);
+      byIndex[k.index] = { listener: k.listener, bound: { ...was, config: k.config } };
     }
+    plan.add.forEach((a, i) => { byIndex[a.index] = added[i]!; });
+    for (const l of plan.remove) {
+      await l.close();
+      this.opts.logger.info({ event: 'listener_closed', protocol: l.config.protocol, address: l.config.address, port: l.config.port }, 'listener closed by reload; its sessions continue');
+    }
+    for (const { bound: b } of added) this.opts.logger.info({ event: 'listener_opened', protocol: b.config.protocol, tls: b.config.tls, address: b.address, port: b.port }, 'listening (added by reload)');
+    this.listeners = byIndex.map((x) => x.listener);
+    this.bound = byIndex.map((x) => x.bound);
   }
 
   /** Stop accepting; sessions continue. */

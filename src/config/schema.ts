@@ -226,6 +226,8 @@ export const configSchema = z.strictObject({
 }).superRefine((c, ctx) => {
   c.listeners.forEach((l, i) => {
     if (l.tls !== 'none' && !c.tls) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'tls'], message: 'a TLS listener needs the top-level tls section (certFile, keyFile)' });
+    const first = c.listeners.findIndex((o) => o.port !== 0 && o.port === l.port && o.address === l.address);
+    if (first !== -1 && first < i) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'port'], message: `${l.address}:${l.port} is already listeners[${first}]` });
   });
   for (const [name, b] of Object.entries(c.backends)) {
     if (b.standby && !c.backends[b.standby]) ctx.addIssue({ code: 'custom', path: ['backends', name, 'standby'], message: `standby '${b.standby}' is not a configured backend` });

@@ -26,12 +26,25 @@ export function refusal(protocol: ListenerConfig['protocol'], code: ErrorCode): 
 
 export class Listener {
   readonly server: Server;
-  private readonly log: Logger;
+  private log: Logger;
+  private cfg: ListenerConfig;
 
-  constructor(readonly config: ListenerConfig, private readonly handler: () => ConnectionHandler, logger: Logger) {
+  constructor(config: ListenerConfig, private readonly handler: () => ConnectionHandler, private readonly logger: Logger) {
+    this.cfg = config;
     this.log = logger.child({ listener: `${config.protocol}/${config.address}:${config.port}` });
     this.server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 }, (s) => this.accept(s));
     this.server.on('error', (e) => this.log.error({ err: e.message }, 'listener error'));
+  }
+
+  get config(): ListenerConfig { return this.cfg; }
+
+  /**
+   * SIGHUP: new settings for the same socket (address and port unchanged): protocol, TLS mode, PROXY protocol and
+   * trusted networks, limits. They apply to connections accepted from now on; open ones keep what they started with.
+   */
+  update(config: ListenerConfig): void {
+    this.cfg = config;
+    this.log = this.logger.child({ listener: `${config.protocol}/${config.address}:${config.port}` });
   }
 
   listen(): Promise<{ address: string; port: number }> {

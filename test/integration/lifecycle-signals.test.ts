@@ -5,6 +5,8 @@ import { startWorld, type World } from './harness/world.js';
 import { LineClient } from './harness/line-client.js';
 import { worldRawConfig, type RawConfig } from './proxy-fixture.js';
 import { adminGet, agentSays, msUntilRefused, startChildProxy, type ChildProxy } from './child-proxy.js';
+import { allocatePorts } from './harness/ports.js';
+import { createServer } from 'node:net';
 
 const DRAIN_MS = 1500;
 
@@ -95,6 +97,48 @@ describe('lifecycle: SIGHUP reload and SIGTERM drain (single process, child mail
     const r = await anon.command('n2', 'NOOP');
     assert.match(r, /^n2 OK/m, r);
     assert.equal(proxy.logs.filter((l) => l.msg === 'configuration reloaded').length, 1);
+  });
+
+  it('SIGHUP with listener changes: added listeners serve at once, a removed one stops accepting while its session carries on, a port in use refuses the whole reload', async () => {
+    const [pop3Port, extraPort, busyPort] = await allocatePorts(3);
+    const base = { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' };
+    const extra = { protocol: 'imap', address: '127.0.0.1', port: extraPort, tls: 'none' };
+    const pop3 = { protocol: 'pop3', address: '127.0.0.1', port: pop3Port, tls: 'none' };
+    const reload = async (greeting: string, listeners: unknown[]) => {
+      const from = proxy.logs.length;
+      proxy.writeConfig(lifecycleRawConfig(world, greeting, (c) => { c['listeners'] = listeners; }));
+      proxy.signal('SIGHUP');
+      return proxy.waitForLog((l) => l.msg === 'configuration reloaded' || l.msg === 'reload failed; old configuration stays', 10_000, from);
+    };
+    const greet = async (p: number) => { const c = await LineClient.connect(p); const g = await c.readLine(); c.close(); return g; };
+
+    assert.equal((await reload('greeting two', [base, extra, pop3])).msg, 'configuration reloaded');
+    assert.match(await greet(pop3Port!), /^\+OK/);
+    assert.match(await greet(extraPort!), /^\* OK .*greeting two$/);
+    assert.match(await greet(port), /greeting two$/, 'the kept port-0 listener still serves');
+    const onExtra: LoggedIn = { c: await LineClient.connect(extraPort!), n: 0 };
+    await onExtra.c.readLine();
+    await ok(onExtra, `LOGIN ${world.users.bob.uid} ${world.users.bob.password}`);
+
+    assert.equal((await reload('greeting two', [base, pop3])).msg, 'configuration reloaded');
+    assert.ok((await msUntilRefused(extraPort!, 2000)) < 2000, 'the removed listener refuses new connections');
+    await ok(onExtra, 'SELECT INBOX');
+    assert.match(await greet(pop3Port!), /^\+OK/);
+
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(busyPort, '127.0.0.1', () => r()));
+    try {
+      const failed = await reload('greeting five', [base, pop3, { ...extra, port: busyPort }]);
+      assert.equal(failed.msg, 'reload failed; old configuration stays');
+      assert.match(String(failed['err']), new RegExp(`127\\.0\\.0\\.1:${busyPort}.*EADDRINUSE`));
+      assert.match(await greet(port), /greeting two$/, 'nothing changed');
+      assert.match(await greet(pop3Port!), /^\+OK/);
+    } finally {
+      blocker.close();
+    }
+    await ok(onExtra, 'NOOP');
+    onExtra.c.close();
+    await ok(loggedIn, 'NOOP');
   });
 
   it(`SIGTERM: new connections refused at once, /readyz 503, agent drain; sessions work until ${DRAIN_MS} ms, then BYE [UNAVAILABLE]; exit 0`, async () => {

@@ -60,6 +60,12 @@ describe('config schema', () => {
     assert.ok(p.some((x) => /tls section/.test(x)), p.join('\n'));
   });
 
+  it('refuses two listeners on one address and port, naming both (port 0 = any free port may repeat)', () => {
+    const p = problems(`listeners:\n  - { protocol: imap, port: 143, tls: none }\n  - { protocol: pop3, port: 143, tls: none }\ndirectory: { type: static, static: { file: x } }\n`);
+    assert.ok(p.some((x) => /listeners\.1\.port.*already listeners\[0\]/.test(x)), p.join('\n'));
+    parseConfig(`listeners:\n  - { protocol: imap, port: 0, tls: none }\n  - { protocol: pop3, port: 0, tls: none }\n  - { protocol: pop3, address: "::1", port: 143, tls: none }\n  - { protocol: imap, port: 143, tls: none }\ndirectory: { type: static, static: { file: x } }\n`, 'ok.yaml');
+  });
+
   it('requires the directory section matching its type', () => {
     const p = problems(`listeners:\n  - { protocol: imap, port: 143, tls: none }\ndirectory: { type: ldap }\n`);
     assert.ok(p.some((x) => /directory\.ldap/.test(x)), p.join('\n'));

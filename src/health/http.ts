@@ -150,12 +150,21 @@ export async function startAdminServer(opts: AdminServerOptions & { address: str
     server.listen(opts.port, opts.address, () => { server.off('error', reject); resolve(); });
   });
   const a = server.address() as AddressInfo;
+  if (opts.token === undefined && !isLoopback(a.address)) {
+    (opts.logger ?? silentLogger).warn({ address: a.address, port: a.port }, 'admin HTTP reachable beyond loopback without admin.token: anyone who reaches it can set maintenance and kick sessions');
+  }
   return {
     server,
     address: a.address,
     port: a.port,
     close: () => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }),
   };
+}
+
+/** 127.0.0.0/8, ::1 and their IPv4-mapped form; the unspecified addresses (0.0.0.0, ::) are not loopback. */
+export function isLoopback(address: string): boolean {
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return v4.startsWith('127.') || address === '::1';
 }
 
 function allow(method: string, methods: string[]): void {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { HealthMonitor } from '../../../src/health/health.js';
 import { localAdminDeps } from '../../../src/health/admin-local.js';
-import { parseSwitch, startAdminServer, tokenMatches, type AdminDeps, type Readiness } from '../../../src/health/http.js';
+import { isLoopback, parseSwitch, startAdminServer, tokenMatches, type AdminDeps, type Readiness } from '../../../src/health/http.js';
 import { SessionRegistry } from '../../../src/proxy/sessions.js';
 import { FakeClock } from './fake-clock.js';
 import { testConfig } from './helpers.js';
@@ -146,6 +146,11 @@ describe('health/http (admin server on 127.0.0.1:0)', () => {
       assert.deepEqual(await r.json(), { error: 'internal error' });
       assert.equal((await fetch(`http://127.0.0.1:${s.port}/backends`)).status, 200, 'no token configured: open');
     } finally { await s.close(); }
+  });
+
+  it('isLoopback: 127/8, ::1 and IPv4-mapped loopback; not 0.0.0.0, ::, or other addresses (an open admin server without token is warned about)', () => {
+    for (const a of ['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1']) assert.equal(isLoopback(a), true, a);
+    for (const a of ['0.0.0.0', '::', '10.0.0.1', '::ffff:10.0.0.1', '2001:db8::1', '1270.0.0.1']) assert.equal(isLoopback(a), false, a);
   });
 
   it('tokenMatches and parseSwitch', () => {

@@ -76,7 +76,6 @@ export class Instance {
   readonly gate: BackendGate;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
-  bound: BoundListener[] = [];
   draining = false;
 
   constructor(config: Config, private readonly opts: InstanceOptions) {
@@ -104,29 +103,36 @@ export class Instance {
 
   get current(): Config { return this.config; }
 
+  /** Every open listener with the address and port it is bound to, in config order. */
+  get bound(): BoundListener[] {
+    return this.listeners.map((l) => ({ config: l.config, ...l.local! }));
+  }
+
   async start(): Promise<BoundListener[]> {
-    const opened = await this.openListeners(this.config.listeners);
-    this.listeners = opened.map((o) => o.listener);
-    this.bound = opened.map((o) => o.bound);
+    this.checkHandlers(this.config.listeners);
+    this.listeners = await this.openListeners(this.config.listeners);
     return this.bound;
   }
 
-  /** Bind every listener in `configs`, or none: on the first failure the ones already bound are closed again. */
-  private async openListeners(configs: readonly ListenerConfig[]): Promise<Array<{ listener: Listener; bound: BoundListener }>> {
+  private checkHandlers(configs: readonly ListenerConfig[]): void {
     for (const lc of configs) {
       if (!this.handlers.has(lc.protocol)) throw new ProxyError('CONFIG_INVALID', `no handler for protocol ${lc.protocol}`);
     }
-    const opened: Array<{ listener: Listener; bound: BoundListener }> = [];
+  }
+
+  /** Bind every listener in `configs`, or none: on the first failure the ones already bound are closed again. */
+  private async openListeners(configs: readonly ListenerConfig[]): Promise<Listener[]> {
+    const opened: Listener[] = [];
     try {
       for (const lc of configs) {
         const listener: Listener = new Listener(lc, () => this.handlers.get(listener.config.protocol)!, this.opts.logger);
-        const addr = await listener.listen().catch((e: Error) => {
+        await listener.listen().catch((e: Error) => {
           throw new ProxyError('CONFIG_INVALID', `cannot listen on ${lc.address}:${lc.port} (${lc.protocol}): ${e.message}`, { cause: e });
         });
-        opened.push({ listener, bound: { config: lc, ...addr } });
+        opened.push(listener);
       }
     } catch (e) {
-      await Promise.all(opened.map((o) => o.listener.close()));
+      await Promise.all(opened.map((l) => l.close()));
       throw e;
     }
     return opened;
@@ -140,6 +146,7 @@ export class Instance {
    */
   async reload(next: Config): Promise<void> {
     const tls = loadSecureContext(next);
+    this.checkHandlers(next.listeners);
     const plan = this.draining ? undefined : planListeners(this.listeners, next.listeners);
     const added = plan ? await this.openListeners(plan.add.map((a) => a.config)) : [];
     const directory = createDirectory(next, this.opts.logger.child({ module: 'directory' }));
@@ -149,20 +156,18 @@ export class Instance {
     this.directory = directory;
     setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
     if (!plan) return;
-    const byIndex: Array<{ listener: Listener; bound: BoundListener }> = [];
+    const listeners: Listener[] = [];
     for (const k of plan.keep) {
-      const was = this.bound[this.listeners.indexOf(k.listener)]!;
       k.listener.update(k.config);
-      byIndex[k.index] = { listener: k.listener, bound: { ...was, config: k.config } };
+      listeners[k.index] = k.listener;
     }
-    plan.add.forEach((a, i) => { byIndex[a.index] = added[i]!; });
+    plan.add.forEach((a, i) => { listeners[a.index] = added[i]!; });
     for (const l of plan.remove) {
       await l.close();
       this.opts.logger.info({ event: 'listener_closed', protocol: l.config.protocol, address: l.config.address, port: l.config.port }, 'listener closed by reload; its sessions continue');
     }
-    for (const { bound: b } of added) this.opts.logger.info({ event: 'listener_opened', protocol: b.config.protocol, tls: b.config.tls, address: b.address, port: b.port }, 'listening (added by reload)');
-    this.listeners = byIndex.map((x) => x.listener);
-    this.bound = byIndex.map((x) => x.bound);
+    for (const l of added) this.opts.logger.info({ event: 'listener_opened', protocol: l.config.protocol, tls: l.config.tls, ...l.local }, 'listening (added by reload)');
+    this.listeners = listeners;
   }
 
   /** Stop accepting; sessions continue. */

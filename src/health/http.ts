@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { SessionInfo } from '../proxy/sessions.js';
+import { isTrustedSource } from '../proxy/proxy-header.js';
 import type { BackendSnapshot } from './health.js';
 
 /** This process's own readiness: never LDAP or backend health (a shared outage must not empty the pool). */
@@ -161,10 +162,11 @@ export async function startAdminServer(opts: AdminServerOptions & { address: str
   };
 }
 
-/** 127.0.0.0/8, ::1 and their IPv4-mapped form; the unspecified addresses (0.0.0.0, ::) are not loopback. */
+const LOOPBACK = ['127.0.0.0/8', '::1/128'];
+
+/** 127.0.0.0/8, ::1 and the IPv4-mapped form; the unspecified addresses (0.0.0.0, ::) are not loopback. */
 export function isLoopback(address: string): boolean {
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return v4.startsWith('127.') || address === '::1';
+  return isTrustedSource(address, LOOPBACK);
 }
 
 function allow(method: string, methods: string[]): void {

@@ -47,13 +47,17 @@ export class Listener {
     this.log = this.logger.child({ listener: `${config.protocol}/${config.address}:${config.port}` });
   }
 
+  /** Where the socket is bound (the actual port when the config says 0); set by listen(). */
+  local: { address: string; port: number } | undefined;
+
   listen(): Promise<{ address: string; port: number }> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen({ host: this.config.address, port: this.config.port }, () => {
         this.server.off('error', reject);
         const a = this.server.address();
-        resolve(typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: this.config.address, port: this.config.port });
+        this.local = typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: this.config.address, port: this.config.port };
+        resolve(this.local);
       });
     });
   }

@@ -4,6 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond openssl haproxy)
+# deploy/ checks: promtool (alert rules) and systemd-analyze (the unit); prometheus' own server is not wanted running.
+PACKAGES+=(prometheus systemd)
 # file -> package that provides it
 declare -A NEEDS=(
   [/usr/sbin/slapd]=slapd
@@ -16,6 +18,8 @@ declare -A NEEDS=(
   [/usr/lib/dovecot/submission]=dovecot-submissiond
   [/usr/bin/openssl]=openssl
   [/usr/sbin/haproxy]=haproxy
+  [/usr/bin/promtool]=prometheus
+  [/usr/bin/systemd-analyze]=systemd
 )
 
 missing=()
@@ -25,7 +29,7 @@ done
 
 stop_distro_services() {
   # The packages' own daemons would hold the standard ports and are not used by the tests.
-  for svc in slapd dovecot haproxy; do
+  for svc in slapd dovecot haproxy prometheus; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
       systemctl stop "$svc" || true
       systemctl disable "$svc" >/dev/null 2>&1 || true

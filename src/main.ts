@@ -1,42 +1,51 @@
 #!/usr/bin/env node
-// Owns the command line: start, check-config, lookup, status; and process signals (SIGHUP reload, SIGTERM drain).
+// Owns the command line: start, check-config, lookup, status, schema; and process signals (SIGHUP reload, SIGTERM drain).
 // Must not hold protocol or health logic; it loads config and composes the modules (see server.ts, runtime.ts).
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { loadConfig, ConfigError } from './config/load.js';
+import { checkConfigFile } from './config/check.js';
+import { USAGE, packageVersion } from './cli-usage.js';
 import { createLogger, silentLogger } from './log.js';
-import { createDirectory } from './directory/create.js';
 import { isProxyError } from './errors.js';
-import { runInstance } from './runtime.js';
 
-const USAGE = `usage: mailproxy <command> [options]
-  start -c FILE           run the proxy
-  check-config -c FILE    validate a configuration file and exit
-  lookup USER -c FILE     show what the directory says about USER (no password)
-  status -c FILE          print the backend table; exit 0 all up, 2 any down, 3 unknown`;
+const COMMANDS = ['check-config', 'lookup', 'status', 'start', 'schema'];
 
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } } });
+  } catch (e) { console.error(`mailproxy: ${(e as Error).message}\n${USAGE}`); return 64; }
+  const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
-  if (values.help || !command) { console.log(USAGE); return command ? 0 : 64; }
-  if (!['check-config', 'lookup', 'status', 'start'].includes(command)) { console.error(`unknown command '${command}'\n${USAGE}`); return 64; }
+  if (values.help) { console.log(USAGE); return 0; }
+  if (values.version) { console.log(`mailproxy ${packageVersion()}`); return 0; }
+  if (!command) { console.error(USAGE); return 64; }
+  if (!COMMANDS.includes(command)) { console.error(`unknown command '${command}'\n${USAGE}`); return 64; }
+  if (command === 'schema') {
+    const { configJsonSchema } = await import('./config/json-schema.js');
+    console.log(JSON.stringify(configJsonSchema(), null, 2));
+    return 0;
+  }
   const file = values.config ?? process.env['MAILPROXY_CONFIG'];
   if (!file) { console.error(`${command} needs -c FILE (or MAILPROXY_CONFIG)\n${USAGE}`); return 64; }
   const config = () => {
     try { return loadConfig(file); } catch (e) {
-      if (e instanceof ConfigError) { console.error(`${e.message}\n  ${e.problems.join('\n  ')}`); process.exit(78); }
+      if (e instanceof ConfigError) { console.error(e.problems.join('\n')); process.exit(78); }
       throw e;
     }
   };
   switch (command) {
     case 'check-config': {
-      const c = config();
+      const { config: c, problems } = await checkConfigFile(file);
+      if (problems.length || !c) { console.error(problems.join('\n')); return 78; }
       console.log(`${file}: OK (${c.listeners.length} listeners, directory ${c.directory.type}, ${Object.keys(c.backends).length} backends)`);
       return 0;
     }
     case 'lookup': {
       const user = rest[0];
       if (!user) { console.error('lookup needs a USER'); return 64; }
+      const { createDirectory } = await import('./directory/create.js');
       const dir = createDirectory(config(), silentLogger);
       try {
         const account = await dir.lookup(user);
@@ -59,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
         return -1;
       }
       const c = config();
+      const { runInstance } = await import('./runtime.js');
       await runInstance(c, file, createLogger(c.log.level));
       return -1; // keep running
     }
@@ -68,7 +78,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then((code) => { if (code >= 0) process.exitCode = code; }, (e) => {
+// A finished command exits once its output is flushed: an idle keep-alive socket (status asking the admin API) must not hold
+// the process for the server's keep-alive timeout.
+main(process.argv.slice(2)).then((code) => { if (code >= 0) { process.exitCode = code; process.stdout.write('', () => process.exit(code)); } }, (e) => {
   console.error(`mailproxy: ${(e as Error).message}`);
   process.exit(1);
 });

@@ -9,21 +9,33 @@ export class ConfigError extends Error {
   constructor(message: string, readonly problems: string[]) { super(message); this.name = 'ConfigError'; }
 }
 
+/** `file:line:col` of the value at `path` (or of its nearest parent that is in the file); `file` alone when none is. */
+export type Locate = (path: readonly PropertyKey[]) => string;
+
 /** Parse and validate YAML text; `file` is used in messages and to resolve relative paths. */
 export function parseConfig(text: string, file = '<config>'): Config {
+  return parseConfigLocated(text, file).config;
+}
+
+/** The same, also returning where each key is in the file (for checks that run after validation, see check.ts). */
+export function parseConfigLocated(text: string, file = '<config>'): { config: Config; where: Locate } {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true });
   if (doc.errors.length) {
-    const problems = doc.errors.map((e) => `${file}: ${e.message.split('\n')[0]}`);
-    throw new ConfigError(`invalid YAML in ${file}`, problems);
+    // One line for the first error: later ones are almost always its echo (an indentation slip breaks every line below).
+    const e = doc.errors[0]!;
+    const pos = e.linePos?.[0] ?? lineCounter.linePos(e.pos[0]);
+    const message = (e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+    throw new ConfigError(`invalid YAML in ${file}`, [`${file}:${pos.line}:${pos.col}: ${message}`]);
   }
   const raw = doc.toJS() ?? {};
-  const where = (path: PropertyKey[]): string => {
-    const node = doc.getIn(path as unknown[], true);
-    const range = isNode(node) ? node.range : undefined;
-    if (!range) return file;
-    const { line, col } = lineCounter.linePos(range[0]);
-    return `${file}:${line}:${col}`;
+  const where: Locate = (path) => {
+    for (let p = [...path]; ; p = p.slice(0, -1)) {
+      const node = p.length ? doc.getIn(p as unknown[], true) : doc.contents;
+      const range = isNode(node) ? node.range : undefined;
+      if (range) { const { line, col } = lineCounter.linePos(range[0]); return `${file}:${line}:${col}`; }
+      if (!p.length) return file;
+    }
   };
   const result = configSchema.safeParse(raw);
   if (!result.success) {
@@ -36,39 +48,43 @@ export function parseConfig(text: string, file = '<config>'): Config {
     });
     throw new ConfigError(`invalid configuration in ${file}`, problems);
   }
-  return resolveSecrets(result.data, dirname(resolve(file)));
+  return { config: resolveSecrets(result.data, dirname(resolve(file)), where), where };
 }
 
 export function loadConfig(file: string): Config {
+  return loadConfigLocated(file).config;
+}
+
+export function loadConfigLocated(file: string): { config: Config; where: Locate } {
   let text: string;
   try { text = readFileSync(file, 'utf8'); } catch (e) {
-    throw new ConfigError(`cannot read ${file}`, [`${file}: ${(e as Error).message}`]);
+    throw new ConfigError(`cannot read ${file}`, [`${file}: cannot read it: ${(e as Error).message}`]);
   }
-  return parseConfig(text, file);
+  return parseConfigLocated(text, file);
 }
 
-function readSecret(baseDir: string, file: string, key: string): string {
+function readSecret(baseDir: string, file: string, key: string, where: Locate): string {
   try { return readFileSync(resolve(baseDir, file), 'utf8').replace(/\r?\n$/, ''); } catch (e) {
-    throw new ConfigError(`cannot read secret file for ${key}`, [`${key}: ${(e as Error).message}`]);
+    throw new ConfigError(`cannot read secret file for ${key}`, [`${where(key.split('.'))}: ${key}: ${(e as Error).message}`]);
   }
 }
 
-function resolveSecrets(c: Config, baseDir: string): Config {
+function resolveSecrets(c: Config, baseDir: string, where: Locate): Config {
   const abs = (p: string) => resolve(baseDir, p);
   const out: Config = structuredClone(c);
   if (out.tls) { out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile); }
   const ldap = out.directory.ldap;
-  if (ldap?.bindPasswordFile) ldap.bindPassword = readSecret(baseDir, ldap.bindPasswordFile, 'directory.ldap.bindPasswordFile');
-  if (ldap?.tlsCaFile) ldap.tlsCa = readSecret(baseDir, ldap.tlsCaFile, 'directory.ldap.tlsCaFile');
+  if (ldap?.bindPasswordFile) ldap.bindPassword = readSecret(baseDir, ldap.bindPasswordFile, 'directory.ldap.bindPasswordFile', where);
+  if (ldap?.tlsCaFile) ldap.tlsCa = readSecret(baseDir, ldap.tlsCaFile, 'directory.ldap.tlsCaFile', where);
   if (out.directory.static) out.directory.static.file = abs(out.directory.static.file);
   const bl = out.backendLogin;
-  if (bl.masterPasswordFile) bl.masterPassword = readSecret(baseDir, bl.masterPasswordFile, 'backendLogin.masterPasswordFile');
+  if (bl.masterPasswordFile) bl.masterPassword = readSecret(baseDir, bl.masterPasswordFile, 'backendLogin.masterPasswordFile', where);
   const dp = out.health.deepProbe;
-  if (dp?.passwordFile) dp.password = readSecret(baseDir, dp.passwordFile, 'health.deepProbe.passwordFile');
+  if (dp?.passwordFile) dp.password = readSecret(baseDir, dp.passwordFile, 'health.deepProbe.passwordFile', where);
   for (const [name, b] of Object.entries(out.backends)) {
-    if (b.tlsCaFile) b.tlsCa = readSecret(baseDir, b.tlsCaFile, `backends.${name}.tlsCaFile`);
+    if (b.tlsCaFile) b.tlsCa = readSecret(baseDir, b.tlsCaFile, `backends.${name}.tlsCaFile`, where);
   }
-  if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile');
+  if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile', where);
   return deepFreeze(out);
 }
 

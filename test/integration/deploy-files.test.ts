@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { parse } from 'yaml';
 import { findProgram } from './harness/binaries.js';
+import { generateCert } from './harness/tls-cert.js';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
 const RULES = join(ROOT, 'deploy/prometheus/mailproxy-rules.yml');
@@ -129,5 +130,57 @@ describe('deploy/grafana/mailproxy.json', () => {
     for (const p of d.panels.filter((x) => x.type !== 'row')) {
       assert.ok(p.targets?.length && p.targets.every((t) => /mailproxy_/.test(t.expr)), `panel '${p.title}' has no mailproxy query`);
     }
+  });
+});
+
+describe('Dockerfile and the image config it names', function () {
+  this.timeout(60_000);
+  const dockerfile = () => readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  /** The final stage's lines (after the last FROM). */
+  const finalStage = () => dockerfile().split(/^FROM /m).at(-1) ?? '';
+
+  /** The repository file the final stage copies to the path the CMD's `-c` names. */
+  function imageConfig(): { inImage: string; source: string } {
+    const cmd = /^CMD (\[.*\])$/m.exec(finalStage());
+    assert.ok(cmd, 'Dockerfile has a CMD in JSON form');
+    const args = JSON.parse(cmd[1]!) as string[];
+    const inImage = args[args.indexOf('-c') + 1];
+    assert.ok(args[0] === 'start' && inImage, `CMD starts with -c FILE: ${cmd[1]}`);
+    const copy = finalStage().split('\n').find((l) => /^COPY (?!--from)/.test(l) && l.trim().endsWith(` ${inImage}`));
+    assert.ok(copy, `no COPY puts a file at ${inImage} (the CMD's config) in the final stage`);
+    const source = copy.trim().split(/\s+/)[1]!;
+    return { inImage, source };
+  }
+
+  it('the CMD names a config the image contains, and that config passes check-config', async () => {
+    const { source } = imageConfig();
+    const text = readFileSync(join(ROOT, source), 'utf8');
+    const raw = parse(text) as { tls: { certFile: string; keyFile: string } };
+    // The image makes its placeholder certificate at build time; here a test certificate stands in at the same keys.
+    const df = dockerfile();
+    assert.ok(df.includes(`-keyout /tls/${basename(raw.tls.keyFile)}`) && df.includes(`-out /tls/${basename(raw.tls.certFile)}`), 'the build makes the certificate the image config names');
+    assert.match(finalStage(), new RegExp(`^COPY --from=build --chown=node:node /tls ${dirname(raw.tls.certFile)}$`, 'm'));
+    const dir = mkdtempSync(join(tmpdir(), 'mailproxy-docker-'));
+    try {
+      const cert = await generateCert(tool('openssl', 'openssl'), dir);
+      const copy = join(dir, 'mailproxy.yaml');
+      writeFileSync(copy, text.replace(raw.tls.certFile, cert.certPath).replace(raw.tls.keyFile, cert.keyPath));
+      const r = await run(process.execPath, [join(ROOT, 'dist/src/main.js'), 'check-config', '-c', copy]);
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /: OK \(7 listeners/);
+    } finally { rmSync(dir, { recursive: true, force: true }); }
+  });
+
+  it('every listener and the admin API are on unprivileged ports the image EXPOSEs; HEALTHCHECK asks the admin port', () => {
+    const { source } = imageConfig();
+    const raw = parse(readFileSync(join(ROOT, source), 'utf8')) as { listeners: Array<{ port: number }>; admin: { port: number; address: string } };
+    const exposed = (/^EXPOSE (.*)$/m.exec(finalStage())?.[1] ?? '').split(/\s+/).map(Number);
+    for (const port of [...raw.listeners.map((l) => l.port), raw.admin.port]) {
+      assert.ok(port >= 1024, `port ${port} is privileged: the image runs as a non-root user`);
+      assert.ok(exposed.includes(port), `port ${port} is not in EXPOSE ${exposed.join(' ')}`);
+    }
+    assert.equal(raw.admin.address, '0.0.0.0');
+    assert.match(finalStage(), new RegExp(`HEALTHCHECK .*http://127\\.0\\.0\\.1:${raw.admin.port}/healthz`));
+    assert.match(finalStage(), /^USER node$/m);
   });
 });

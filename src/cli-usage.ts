@@ -1,0 +1,34 @@
+// Owns the command line's help text and exit codes: the one place they are written (README "Exit codes" repeats
+// EXIT_CODES verbatim, a test compares them). Must not parse arguments or run commands (main.ts does).
+import { readFileSync } from 'node:fs';
+
+export const EXIT_CODES = `exit codes:
+  0   success: config valid, user found, every backend up
+  1   lookup: no such user; status: a backend suspect, unknown or in maintenance; start: failed to start
+  2   status: a backend is down
+  3   status: the admin API is unreachable, disabled or refused the request
+  64  usage error: unknown command or option, missing argument or -c FILE
+  75  lookup: the directory is temporarily unavailable
+  78  the configuration file is invalid (each problem printed as file:line:col: key: message)`;
+
+export const USAGE = `usage: mailproxy <command> [options]
+
+commands:
+  start -c FILE          run the proxy (SIGHUP re-reads FILE, SIGTERM drains and exits)
+  check-config -c FILE   validate FILE and the files it names; print every problem and exit
+  lookup USER -c FILE    show what the directory says about USER (no password)
+  status -c FILE         print the backend table from the running proxy's admin API (a Nagios-style check)
+  schema                 print the configuration's JSON Schema (editor completion and checks)
+
+options:
+  -c, --config FILE      the configuration file (default: the MAILPROXY_CONFIG environment variable)
+  -h, --help             print this help and exit 0
+  -V, --version          print the version and exit 0
+
+${EXIT_CODES}`;
+
+/** package.json's version (dist/src/cli-usage.js → ../../package.json, in the repository and the image). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return pkg.version ?? 'unknown';
+}

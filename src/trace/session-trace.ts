@@ -1,0 +1,123 @@
+// Owns one session's trace: keeps its pre-login dialogue (only while some trace is active) until the login name is
+// known, then logs it, the backend login and the first KiB of each direction after login, redacted, for a traced user.
+// Must not change what the session sends or how (taps only), nor log anything for users not being traced.
+import type { Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import type { TraceEntry, TraceTable } from './table.js';
+import { TraceRedactor, type TraceProtocol } from './redact.js';
+
+/** Bytes after login logged per direction. */
+export const RELAY_TRACE_BYTES = 1024;
+/** Pre-login lines kept while the user is not known yet; older ones are dropped (and counted). */
+const MAX_BUFFERED = 200;
+
+/** Who sent the line: the client, the proxy (before login), the proxy to the backend, the backend (login or relay). */
+export type TraceDir = 'client' | 'proxy' | 'to-backend' | 'from-backend' | 'backend';
+
+interface Pending { dir: TraceDir; line: string; at: number }
+
+export class SessionTrace {
+  private state: 'off' | 'buffering' | 'tracing' | 'done';
+  private entry: TraceEntry | undefined;
+  private buffered: Pending[] = [];
+  private dropped = 0;
+  private readonly client: TraceRedactor;
+  private backend: TraceRedactor;
+  private readonly log: Logger;
+
+  constructor(private readonly table: TraceTable, private readonly protocol: TraceProtocol, log: Logger) {
+    this.state = table.any ? 'buffering' : 'off';
+    this.client = new TraceRedactor(protocol);
+    this.backend = new TraceRedactor(protocol);
+    // Trace records are written whatever log.level says: the operator asked for them.
+    this.log = log.child({ trace: true }, { level: 'info' });
+  }
+
+  /** Tracing this session now (the caller may skip work otherwise). */
+  get on(): boolean { return this.state === 'buffering' || this.state === 'tracing'; }
+
+  /** Client → proxy bytes before login. */
+  fromClient(bytes: Buffer): void { if (this.on) for (const l of this.client.fromClient(bytes)) this.record('client', l); }
+  /** Proxy → client bytes before login (and the login reply). */
+  toClient(bytes: Buffer | string): void { if (this.on) for (const l of this.client.fromServer(Buffer.from(bytes))) this.record('proxy', l); }
+  /** Proxy → backend bytes of the backend login (the password it sends is redacted like the client's). */
+  toBackend(bytes: Buffer | string): void { if (this.state === 'tracing') for (const l of this.backend.fromClient(Buffer.from(bytes))) this.record('to-backend', l); }
+  /** Backend → proxy bytes of the backend login. */
+  fromBackend(bytes: Buffer | string): void { if (this.state === 'tracing') for (const l of this.backend.fromServer(Buffer.from(bytes))) this.record('from-backend', l); }
+
+  /** A name the session is known by (the login name typed, then the directory's login): starts the trace on a match. */
+  identify(...names: Array<string | undefined>): void {
+    if (this.state === 'tracing' || this.state === 'done') return;
+    const entry = this.table.match(...names);
+    if (!entry) return;
+    const wasBuffering = this.state === 'buffering';
+    this.entry = entry;
+    this.state = 'tracing';
+    this.log.info({ traced: entry.user, until: new Date(entry.until).toISOString(), ...(wasBuffering ? {} : { note: 'dialogue before the trace started was not recorded' }), ...(this.dropped ? { droppedLines: this.dropped } : {}) }, 'trace: session matched');
+    for (const p of this.buffered) this.emit(p.dir, p.line, p.at);
+    this.buffered = [];
+  }
+
+  /** Login finished: a session that is not traced by now stops recording. */
+  loggedIn(): void { if (this.state === 'buffering') { this.state = 'off'; this.buffered = []; } }
+
+  /** A backend login attempt starts (a fresh dialogue for the redactor). */
+  backendStart(fields: Record<string, unknown>): void {
+    if (this.state !== 'tracing') return;
+    this.backend = new TraceRedactor(this.protocol);
+    this.event('trace: backend login', fields);
+  }
+
+  /** One structured trace event (route chosen, login result, …) for a traced session. */
+  event(msg: string, fields: Record<string, unknown>): void {
+    if (this.state === 'tracing' && this.stillActive()) this.log.info({ traced: this.entry?.user, ...fields }, msg);
+  }
+
+  /**
+   * After login: log the first KiB each way. `pendingUp`/`pendingDown` are bytes read before the splice; the taps are
+   * extra 'data' listeners, removed once their KiB is logged (the relay's own listeners and backpressure are untouched).
+   */
+  tapRelay(clientSocket: Socket, backendSocket: Socket, pendingUp?: Buffer, pendingDown?: Buffer): void {
+    if (this.state !== 'tracing') return;
+    const tap = (socket: Socket, dir: TraceDir, pending: Buffer | undefined) => {
+      let left = RELAY_TRACE_BYTES;
+      const take = (d: Buffer) => {
+        if (!this.stillActive()) { socket.off('data', take); return; }
+        const part = d.subarray(0, left);
+        left -= part.length;
+        const red = dir === 'client' ? this.client.fromClient(part) : this.client.fromServer(part);
+        for (const l of red) this.emit(dir, l, Date.now());
+        if (left <= 0) {
+          socket.off('data', take);
+          for (const l of this.client.flush(dir === 'client' ? 'client' : 'server')) this.emit(dir, l, Date.now());
+          this.emit(dir, `[first ${RELAY_TRACE_BYTES} bytes after login logged]`, Date.now());
+        }
+      };
+      if (pending?.length) take(pending);
+      if (left > 0 && this.stillActive()) socket.on('data', take);
+    };
+    this.event('trace: relay', { bytesLogged: RELAY_TRACE_BYTES });
+    tap(clientSocket, 'client', pendingUp);
+    tap(backendSocket, 'backend', pendingDown);
+  }
+
+  private record(dir: TraceDir, line: string): void {
+    if (this.state === 'tracing') { this.emit(dir, line, Date.now()); return; }
+    this.buffered.push({ dir, line, at: Date.now() });
+    if (this.buffered.length > MAX_BUFFERED) { this.buffered.shift(); this.dropped++; }
+  }
+
+  private emit(dir: TraceDir, line: string, at: number): void {
+    if (!this.stillActive()) return;
+    this.log.info({ traced: this.entry?.user, dir, line, at: new Date(at).toISOString() }, 'trace');
+  }
+
+  /** The trace ends with its table entry (expired or stopped): say so once, then record nothing more. */
+  private stillActive(): boolean {
+    if (this.state !== 'tracing') return false;
+    if (this.entry && this.table.active(this.entry.user)) return true;
+    this.state = 'done';
+    this.log.info({ traced: this.entry?.user }, 'trace: ended for this session');
+    return false;
+  }
+}

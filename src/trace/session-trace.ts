@@ -3,6 +3,7 @@
 // Must not change what the session sends or how (taps only), nor log anything for users not being traced.
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { BackendAction, BackendEvent, BackendLogin } from '../proxy/protocol.js';
 import type { TraceEntry, TraceTable } from './table.js';
 import { TraceRedactor, type TraceProtocol } from './redact.js';
 
@@ -120,4 +121,22 @@ export class SessionTrace {
     this.log.info({ traced: this.entry?.user }, 'trace: ended for this session');
     return false;
   }
+}
+
+/** The backend login machine with its lines and actions copied to `trace` (the machine itself is unchanged). */
+export function traceBackendLogin(machine: BackendLogin, trace: SessionTrace): BackendLogin {
+  if (!trace.on) return machine;
+  return {
+    step(event: BackendEvent): BackendAction[] {
+      if (event.kind === 'line') trace.fromBackend(`${event.line}\r\n`);
+      else trace.event('trace: backend TLS ready', {});
+      const actions = machine.step(event);
+      for (const a of actions) {
+        if (a.kind === 'send') trace.toBackend(a.bytes);
+        else if (a.kind === 'start-tls') trace.event('trace: backend STARTTLS', {});
+        else if (a.kind === 'fail') trace.event('trace: backend login failed', { code: a.error.code, ...(a.error.detail ? { detail: a.error.detail } : {}) });
+      }
+      return actions;
+    },
+  };
 }

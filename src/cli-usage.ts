@@ -3,10 +3,10 @@
 import { readFileSync } from 'node:fs';
 
 export const EXIT_CODES = `exit codes:
-  0   success: config valid, user found, every backend up
+  0   success: config valid, user found, every backend up, trace started, stopped or listed
   1   lookup: no such user; status: a backend suspect, unknown or in maintenance; start: failed to start
   2   status: a backend is down
-  3   status: the admin API is unreachable, disabled or refused the request
+  3   status, trace: the admin API is unreachable, disabled or refused the request
   64  usage error: unknown command or option, missing argument or -c FILE
   75  lookup: the directory is temporarily unavailable
   78  the configuration file is invalid (each problem printed as file:line:col: key: message)`;
@@ -18,11 +18,15 @@ commands:
   check-config -c FILE   validate FILE and the files it names; print every problem and exit
   lookup USER -c FILE    show what the directory says about USER (no password)
   status -c FILE         print the backend table from the running proxy's admin API (a Nagios-style check)
+  trace USER -c FILE [--minutes N]
+                         log USER's sessions in full detail (credentials redacted) for N minutes (default 10,
+                         0 stops) on every worker of the running proxy; without USER: list active traces
   schema                 print the configuration's JSON Schema (editor completion and checks)
 
 options:
   -c, --config FILE      the configuration file (default: the MAILPROXY_CONFIG environment variable)
   -h, --help             print this help and exit 0
+  -m, --minutes N        trace: how long (minutes, at most 1440)
   -V, --version          print the version and exit 0
 
 ${EXIT_CODES}`;

@@ -9,12 +9,12 @@ import { USAGE, packageVersion } from './cli-usage.js';
 import { createLogger, silentLogger } from './log.js';
 import { isProxyError } from './errors.js';
 
-const COMMANDS = ['check-config', 'lookup', 'status', 'start', 'schema'];
+const COMMANDS = ['check-config', 'lookup', 'status', 'start', 'schema', 'trace'];
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' }, minutes: { type: 'string', short: 'm' } } });
   } catch (e) { console.error(`mailproxy: ${(e as Error).message}\n${USAGE}`); return 64; }
   const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
@@ -55,6 +55,12 @@ async function main(argv: string[]): Promise<number> {
         console.error(`lookup failed: ${isProxyError(e) ? `${e.code} ${e.detail ?? ''}` : (e as Error).message}`);
         return 75;
       } finally { await dir.close(); }
+    }
+    case 'trace': {
+      const minutes = values.minutes === undefined ? undefined : Number(values.minutes);
+      if (minutes !== undefined && !(Number.isFinite(minutes) && minutes >= 0)) { console.error(`--minutes must be a number of minutes, not '${values.minutes}'`); return 64; }
+      const { runTrace } = await import('./trace/cli.js');
+      return runTrace(config(), rest[0], minutes);
     }
     case 'status': {
       const { runStatus } = await import('./health/status.js');

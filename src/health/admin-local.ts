@@ -6,6 +6,7 @@ import type { SessionRegistry } from '../proxy/sessions.js';
 import type { HealthMonitor } from './health.js';
 import type { AdminDeps, Readiness } from './http.js';
 import { countSessionsByBackend } from './kick.js';
+import type { TraceControl } from '../trace/control.js';
 
 export interface LocalAdminOptions {
   monitor: HealthMonitor;
@@ -15,6 +16,12 @@ export interface LocalAdminOptions {
   metrics?(): Promise<{ contentType: string; body: string }>;
   /** The goodbye sessions get when an operator kicks them. */
   kickError?(): ProxyError;
+  /** Trace on demand for this process's sessions. */
+  trace?: TraceControl;
+}
+
+function traceDeps(t: TraceControl | undefined): Pick<AdminDeps, 'setTrace' | 'listTraces'> {
+  return t ? { setTrace: (user, minutes) => t.set(user, minutes), listTraces: async () => t.list() } : {};
 }
 
 export function localAdminDeps(o: LocalAdminOptions): AdminDeps {
@@ -29,5 +36,6 @@ export function localAdminDeps(o: LocalAdminOptions): AdminDeps {
     },
     listSessions: async (filter) => o.sessions.list(filter).map((s) => s.info),
     kickSessions: async (filter) => o.sessions.kick(filter, o.kickError?.() ?? new ProxyError('SHUTDOWN', 'kicked by operator')),
+    ...traceDeps(o.trace),
   };
 }

@@ -8,6 +8,8 @@ import { silentLogger } from '../log.js';
 import type { SessionInfo } from '../proxy/sessions.js';
 import { isTrustedSource } from '../proxy/proxy-header.js';
 import type { BackendSnapshot } from './health.js';
+import { parseTraceRequest } from '../trace/table.js';
+import type { TraceAnswer } from '../trace/control.js';
 
 /** This process's own readiness: never LDAP or backend health (a shared outage must not empty the pool). */
 export interface Readiness {
@@ -29,6 +31,10 @@ export interface AdminDeps {
   listSessions(filter: SessionFilter): Promise<SessionInfo[]>;
   /** How many sessions were kicked. */
   kickSessions(filter: SessionFilter): Promise<number>;
+  /** Trace on demand: log `user`'s sessions in full detail for `minutes` (0 stops) on every process. */
+  setTrace?(user: string, minutes: number): Promise<TraceAnswer>;
+  /** The active traces. */
+  listTraces?(): Promise<Array<{ user: string; until: string }>>;
 }
 
 export interface AdminServerOptions {
@@ -135,6 +141,15 @@ export function createAdminHandler(opts: AdminServerOptions): (req: http.Incomin
       const kicked = await opts.deps.kickSessions(filter);
       log.warn({ event: 'admin_kick', ...filter, kicked }, `kicked ${kicked} sessions`);
       return sendJson(res, 200, { kicked });
+    }
+    if (path === '/trace') {
+      const { setTrace, listTraces } = opts.deps;
+      if (!setTrace || !listTraces) throw new HttpError(404, 'trace is not available here');
+      allow(method, ['GET', 'POST']);
+      if (method === 'GET') return sendJson(res, 200, { traces: await listTraces() });
+      const request = parseTraceRequest(await readJson(req, maxBody));
+      if (typeof request === 'string') throw new HttpError(400, request);
+      return sendJson(res, 200, await setTrace(request.user, request.minutes));
     }
     throw new HttpError(404, 'not found');
   }

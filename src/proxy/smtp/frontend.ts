@@ -12,6 +12,10 @@ import type { BackendGate } from '../../health/gate.js';
 import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
 import type { SessionInfo, SessionRegistry } from '../sessions.js';
 import { catalogueReply } from './replies.js';
+import type { AuthPenalty } from '../auth-penalty.js';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { netDial, type Dial } from '../backend-connect.js';
+import type { BackendSessionDeps } from '../backend-session.js';
 
 export type TlsMaterial = { key: Buffer; cert: Buffer };
 /** A value, or a getter read at each new connection (Instance.reload swaps config, directory and TLS material). */
@@ -25,7 +29,15 @@ export interface SmtpServiceDeps {
   logger: Logger;
   secureContext?: Source<TlsMaterial | undefined>;
   /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
-  penalty?: import('../auth-penalty.js').AuthPenalty;
+  penalty?: AuthPenalty;
+  /** Time, timers and backend dialling (fakes in unit tests); real ones when absent. */
+  clock?: Clock;
+  dial?: Dial;
+}
+
+/** The backend-session pipeline's dependencies for an SMTP service. */
+export function pipelineDeps(deps: SmtpServiceDeps): BackendSessionDeps {
+  return { gate: deps.gate, clock: deps.clock ?? systemClock, dial: deps.dial ?? netDial };
 }
 
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */

@@ -44,7 +44,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
   const delayed = (state: SubmissionState, fn: () => void): void => {
     // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
     const { smtp } = state.config;
-    setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs)).unref();
+    pipeline.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs));
   };
 
   return createFrontend<SubmissionState>(deps, {

@@ -199,6 +199,19 @@ describe('session flows on in-memory sockets', () => {
       assert.match(s.opened[0]!.text, /^EHLO \S+\r\nAUTH PLAIN \S+\r\nMAIL FROM:<alice@example.org>\r\n$/);
     });
 
+    it('a wrong password is answered after the failure delay on the injected clock; no backend is dialled', async () => {
+      const s = smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND });
+      await until(s, /^220 /);
+      s.client.write('EHLO client.test\r\n');
+      await until(s, /250 /);
+      s.client.write(`AUTH PLAIN ${Buffer.from('\0alice\0wrong').toString('base64')}\r\n`);
+      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.doesNotMatch(s.client.text, /535 /, 'not before the delay');
+      await s.clock.advance(100);
+      await until(s, /535 [^\r]*\r\n$/);
+      assert.equal(s.opened.length, 0);
+    });
+
     it('a refused backend: MAIL gets a temporary failure, health hears it', async () => {
       const s = smtpSetup({});
       await until(s, /^220 /);

@@ -53,6 +53,8 @@ export interface ConnState {
   config: Config;
   directory: Directory;
   tls: TlsMaterial | undefined;
+  /** The service's clock (transaction timings, delays). */
+  clock: Clock;
 }
 
 type Handler<K extends 'onMailFrom' | 'onRcptTo' | 'onData' | 'onAuth', S> =
@@ -88,6 +90,7 @@ function replyErr(code: number, text: string): Error {
 /** A ConnectionHandler running smtp-server dialogues on sockets the listener accepted. */
 export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec: FrontendSpec<S>): ConnectionHandler {
   const { logger, sessions } = deps;
+  const clock = deps.clock ?? systemClock;
   const states = new Map<string, S>();
   /** Current smtp-server per TLS mode; older generations keep serving the connections they took. */
   const current = new Map<'plain' | 'implicit', ServerGen>();
@@ -207,9 +210,9 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         if (implicit && !closing) logger.error({ conn: conn.id, phase: 'smtp' }, 'implicit TLS listener without a certificate');
         return;
       }
-      const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: Date.now() };
+      const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: clock.now() };
       const log = logger.child({ conn: conn.id, protocol: spec.protocol });
-      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls });
+      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock });
       states.set(conn.id, state);
       sessions.add({ info, kick: (e) => kick(conn.id, e) });
       // Safety net: smtp-server reports every close through onClose, but a socket that dies

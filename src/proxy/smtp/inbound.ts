@@ -71,7 +71,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
 
     onMailFrom(state, from, _session, callback) {
       // The owning backend is only known at the first recipient; nothing to ask anyone yet.
-      state.txn = { from, open: false, broken: false, rcpts: [], started: Date.now() };
+      state.txn = { from, open: false, broken: false, rcpts: [], started: state.clock.now() };
       callback();
     },
 
@@ -132,7 +132,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       const txn = state.txn;
       const link = state.link;
       state.txn = undefined;
-      const summary = transactionSummary(state.log, SERVICE, { from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol }, txn?.started);
+      const summary = transactionSummary(state.log, SERVICE, { from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol }, txn?.started, state.clock);
       if (!txn || !link || !txn.open || txn.broken || txn.rcpts.length === 0 || !link.client.alive) {
         if (link && !link.client.alive) dropLink(state);
         return refuseData(stream, summary, callback);

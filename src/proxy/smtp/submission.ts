@@ -44,7 +44,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
   const delayed = (state: SubmissionState, fn: () => void): void => {
     // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
     const { smtp } = state.config;
-    pipeline.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs));
+    state.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs));
   };
 
   return createFrontend<SubmissionState>(deps, {
@@ -144,7 +144,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           if (step.error) state.log.warn({ phase: 'mail', backend: route.backend, detail: step.error.detail }, 'backend failed at MAIL');
           return callback(countedError(state, step.reply));
         }
-        state.txn = { from: from.address, rcpts: [], started: Date.now() };
+        state.txn = { from: from.address, rcpts: [], started: state.clock.now() };
         callback();
       })().catch((e: unknown) => {
         state.log.error({ phase: 'mail', err: String(e) }, 'submission MAIL failed');
@@ -179,7 +179,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const link = state.link;
       const txn = state.txn;
       state.txn = undefined;
-      const summary = transactionSummary(state.log, SERVICE, { user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend }, txn?.started);
+      const summary = transactionSummary(state.log, SERVICE, { user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend }, txn?.started, state.clock);
       if (!link || !txn || !link.client.alive) {
         if (link && !link.client.alive) dropLink(state);
         return refuseData(stream, summary, callback);

@@ -7,6 +7,7 @@ import type { SmtpBackendClient } from './backend-client.js';
 import type { BackendReply } from './reply-parser.js';
 import type { Logger } from '../../log.js';
 import type { SessionInfo } from '../sessions.js';
+import type { Clock } from '../../core/clock.js';
 import type { AdmittedRoute } from '../backend-session.js';
 import { smtpMessagesTotal } from '../../metrics.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
@@ -173,10 +174,10 @@ function waitEnd(stream: SMTPServerDataStream): Promise<void> {
 }
 
 /** One summary record and one metric per DATA outcome; `base` names the transaction (from, rcpts, backend, …). */
-export function transactionSummary(log: Logger, service: string, base: Record<string, unknown>, started: number | undefined) {
+export function transactionSummary(log: Logger, service: string, base: Record<string, unknown>, started: number | undefined, clock: Clock) {
   return (result: string, r: ClientReply, extra: Record<string, unknown>): void => {
     smtpMessagesTotal.inc({ service, result });
-    const fields = { phase: 'transaction', service, ...base, result, reply: `${r.code} ${r.text}`, ms: started ? Date.now() - started : 0, ...extra };
+    const fields = { phase: 'transaction', service, ...base, result, reply: `${r.code} ${r.text}`, ms: started ? clock.now() - started : 0, ...extra };
     if (result === 'delivered') log.info(fields, 'smtp transaction');
     else log.warn(fields, 'smtp transaction');
   };

@@ -184,15 +184,18 @@ describe('session flows on in-memory sockets', () => {
       }
       assert.match(s.client.text, re);
     }
-    const plain = Buffer.from('\0alice\0secret').toString('base64');
-
-    it('AUTH, then MAIL opens the backend through the pipeline (EHLO, AUTH PLAIN as the user)', async () => {
-      const s = smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND });
+    /** Greeting, EHLO and AUTH PLAIN as `password`; waits for 235 only with the right password. */
+    async function authenticated<S extends { client: FakeSocket; clock: FakeClock }>(s: S, password = 'secret'): Promise<S> {
       await until(s, /^220 /);
       s.client.write('EHLO client.test\r\n');
       await until(s, /250 /);
-      s.client.write(`AUTH PLAIN ${plain}\r\n`);
-      await until(s, /235 /);
+      s.client.write(`AUTH PLAIN ${Buffer.from(`\0alice\0${password}`).toString('base64')}\r\n`);
+      if (password === 'secret') await until(s, /235 /);
+      return s;
+    }
+
+    it('AUTH, then MAIL opens the backend through the pipeline (EHLO, AUTH PLAIN as the user)', async () => {
+      const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }));
       s.client.write('MAIL FROM:<alice@example.org>\r\n');
       await until(s, /235 [^\r]*\r\n250 [^\r]*\r\n$/);
       assert.deepEqual(s.gate.reports, [['b1', 'ok']]);
@@ -200,11 +203,7 @@ describe('session flows on in-memory sockets', () => {
     });
 
     it('a wrong password is answered after the failure delay on the injected clock; no backend is dialled', async () => {
-      const s = smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND });
-      await until(s, /^220 /);
-      s.client.write('EHLO client.test\r\n');
-      await until(s, /250 /);
-      s.client.write(`AUTH PLAIN ${Buffer.from('\0alice\0wrong').toString('base64')}\r\n`);
+      const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }), 'wrong');
       for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
       assert.doesNotMatch(s.client.text, /535 /, 'not before the delay');
       await s.clock.advance(100);
@@ -213,12 +212,7 @@ describe('session flows on in-memory sockets', () => {
     });
 
     it('a refused backend: MAIL gets a temporary failure, health hears it', async () => {
-      const s = smtpSetup({});
-      await until(s, /^220 /);
-      s.client.write('EHLO client.test\r\n');
-      await until(s, /250 /);
-      s.client.write(`AUTH PLAIN ${plain}\r\n`);
-      await until(s, /235 /);
+      const s = await authenticated(smtpSetup({}));
       s.client.write('MAIL FROM:<alice@example.org>\r\n');
       await until(s, /\r\n4\d\d [^\r]*\r\n$/);
       assert.deepEqual(s.gate.reports, [['b1', 'fail']]);

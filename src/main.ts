@@ -63,7 +63,7 @@ async function main(argv: string[]): Promise<number> {
       return runTrace(config(), rest[0], minutes);
     }
     case 'status': {
-      const { runStatus } = await import('./health/status.js');
+      const { runStatus } = await import('./ops/status.js');
       return runStatus(config());
     }
     case 'start': {

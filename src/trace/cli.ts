@@ -1,7 +1,7 @@
 // Owns `mailproxy trace USER --minutes N` (and `trace` alone: list): ask the running instance's admin API, print the answer.
 // Must not trace anything itself: the proxy does; exit 0 done, 3 admin API unreachable, disabled or refusing, 64 bad request.
 import type { Config } from '../config/schema.js';
-import { adminBaseUrl } from '../health/status.js';
+import { adminBaseUrl } from '../ops/status.js';
 
 export interface TraceCliOptions {
   print?(line: string): void;

@@ -3,8 +3,8 @@
 // maps the answers to its exit codes. Sessions are not involved (the integration test traces real ones).
 import assert from 'node:assert/strict';
 import { HealthMonitor } from '../../../src/health/health.js';
-import { localAdminDeps } from '../../../src/health/admin-local.js';
-import { startAdminServer } from '../../../src/health/http.js';
+import { localAdminDeps } from '../../../src/ops/admin-local.js';
+import { startAdminServer } from '../../../src/ops/http.js';
 import { SessionRegistry } from '../../../src/proxy/sessions.js';
 import { silentLogger } from '../../../src/log.js';
 import { TraceTable } from '../../../src/trace/table.js';

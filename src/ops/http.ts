@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { SessionInfo } from '../proxy/sessions.js';
-import { isTrustedSource } from '../proxy/proxy-header.js';
-import type { BackendSnapshot } from './health.js';
+import { isTrustedSource } from '../core/proxy-header.js';
+import type { BackendSnapshot } from '../health/health.js';
 import { parseTraceRequest } from '../trace/table.js';
 import type { TraceAnswer } from '../trace/control.js';
 

@@ -9,6 +9,7 @@ import { kickSpread } from './ops/kick.js';
 import { localAdminDeps } from './ops/admin-local.js';
 import type { Readiness } from './ops/http.js';
 import { startOps, type Ops } from './ops/start.js';
+import { TraceControl } from './trace/control.js';
 import { createInboundService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
@@ -34,6 +35,7 @@ export class App {
   readonly instance: Instance;
   readonly monitor: HealthMonitor;
   private ops: Ops | undefined;
+  private trace: TraceControl | undefined;
   private listening = false;
   maintenance = false;
 
@@ -98,7 +100,8 @@ export class App {
   async startOperations(): Promise<void> {
     this.monitor.start();
     const readiness = () => this.readiness();
-    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps: localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness }) });
+    this.trace = new TraceControl(this.instance.traces, this.opts.logger.child({ module: 'trace' }));
+    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps: localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness, trace: this.trace }) });
   }
 
   async reload(next: Config): Promise<void> {
@@ -111,6 +114,7 @@ export class App {
 
   async close(): Promise<void> {
     this.monitor.stop();
+    this.trace?.close();
     await this.instance.close();
     await this.ops?.close();
   }

@@ -4,6 +4,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Logger } from './log.js';
 import { createLogger } from './log.js';
+import { TraceControl } from './trace/control.js';
+import { TraceTable, type TraceEntry } from './trace/table.js';
 import type { Config } from './config/schema.js';
 import type { Route } from './directory/backends.js';
 import { App } from './app.js';
@@ -26,6 +28,8 @@ type Ask =
   | { op: 'counts' }
   | { op: 'kick'; filter: SessionFilter }
   | { op: 'reload'; config: Config; gen: number }
+  /** Trace on demand: the primary's whole list, applied as is (so a restarted worker catches up too). */
+  | { op: 'traces'; list: TraceEntry[] }
   | { op: 'ping' };
 
 type ToWorker =
@@ -67,6 +71,7 @@ class Primary {
   private readonly restarts: number[][];
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private readonly pending = new Map<number, Pending>();
+  private readonly trace: TraceControl;
   private seq = 0;
   private phase: 'starting' | 'running' | 'draining' = 'starting';
   private broadcastQueued = false;
@@ -82,6 +87,7 @@ class Primary {
     this.monitor = new HealthMonitor({ config, role: 'primary', logger: log.child({ module: 'health' }) });
     this.monitor.on('transition', () => this.queueBroadcast());
     this.monitor.on('backend', () => this.queueBroadcast());
+    this.trace = new TraceControl(new TraceTable(), log.child({ module: 'trace' }), async (list) => (await this.values<boolean>({ op: 'traces', list })).length);
   }
 
   async start(): Promise<void> {
@@ -188,6 +194,7 @@ class Primary {
 
   private async closeOperations(): Promise<void> {
     this.monitor.stop();
+    this.trace.close();
     await this.ops?.close();
   }
 
@@ -211,6 +218,7 @@ class Primary {
         w.bound = m.bound;
         this.log.info({ event: 'worker_ready', worker: w.slot, pid: worker.process.pid }, 'worker listening');
         this.send(worker, { t: 'mailproxy:state', snapshot: this.monitor.snapshot() });
+        if (this.trace.table.any) void this.askOne<boolean>(w, { op: 'traces', list: this.trace.table.list() }).catch((e: Error) => this.log.warn({ worker: w.slot, err: e.message }, 'worker did not take the trace list'));
         if (this.phase === 'draining') this.send(worker, { t: 'mailproxy:drain' });
         else if (w.gen < this.gen) void this.askOne<boolean>(w, { op: 'reload', config: this.config, gen: this.gen }, 10_000).then(() => { w.gen = this.gen; }, (e: Error) => this.log.error({ worker: w.slot, err: e.message }, 'worker reload failed'));
         if (this.phase === 'starting' && [...this.workers.values()].every((x) => x.ready) && this.workers.size === this.count) this.startup.resolve();
@@ -337,6 +345,8 @@ class Primary {
       listSessions: async (filter) => (await this.values<SessionInfo[]>({ op: 'sessions', filter }))
         .flatMap((r) => r.value.map((s) => ({ ...s, worker: r.slot.slot, pid: r.slot.worker.process.pid ?? 0 }))),
       kickSessions: async (filter) => (await this.values<number>({ op: 'kick', filter })).reduce((n, r) => n + r.value, 0),
+      setTrace: (user, minutes) => this.trace.set(user, minutes),
+      listTraces: async () => this.trace.list(),
     };
   }
 }
@@ -378,6 +388,7 @@ export async function runWorker(): Promise<void> {
       case 'counts': return countSessionsByBackend(sessions);
       case 'kick': return sessions.kick(ask.filter, new ProxyError('SHUTDOWN', 'kicked by operator'));
       case 'reload': await app.reload(ask.config); log?.info({ event: 'reloaded', gen: ask.gen }, 'worker configuration reloaded'); return true;
+      case 'traces': app.instance.traces.replace(ask.list); return true;
       case 'ping': return true;
     }
   };

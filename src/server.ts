@@ -17,6 +17,7 @@ import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
+import { TraceTable } from './trace/table.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
 
@@ -66,6 +67,8 @@ export class Instance {
   private tls: ReturnType<typeof loadSecureContext>;
   readonly sessions: SessionRegistry;
   readonly gate: BackendGate;
+  /** Users traced on demand (set through the admin API, or by the cluster primary over IPC). */
+  readonly traces = new TraceTable();
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
   draining = false;
@@ -87,6 +90,7 @@ export class Instance {
       tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
       clock: opts.clock ?? systemClock,
       dial: opts.dial ?? netDial,
+      traces: this.traces,
     };
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));

@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { Dial } from './backend-connect.js';
 import type { SessionRegistry } from './sessions.js';
 import type { AuthPenalty } from './auth-penalty.js';
+import type { TraceTable } from '../trace/table.js';
 
 /** What the Session tells a client dialogue. */
 export type ClientEvent =
@@ -124,4 +125,6 @@ export interface HandlerDeps {
   clock: Clock;
   /** How backend connections are opened (in-memory sockets in unit tests). */
   dial: Dial;
+  /** Users traced on demand in this process (unset: no tracing). */
+  traces?: TraceTable;
 }

@@ -13,6 +13,11 @@ import { upgradeServer } from './starttls.js';
 import { admit, backendCredentials, openBackendSession, type BackendSession } from './backend-session.js';
 import { Relay, type RelayResult } from './relay.js';
 import { disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
+import { SessionTrace, traceBackendLogin } from '../trace/session-trace.js';
+import { TraceTable } from '../trace/table.js';
+
+/** Sessions of a service built without a trace table (tests) share this empty one: nothing is ever traced. */
+const NO_TRACES = new TraceTable();
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
 export type ProtocolServiceDeps = Omit<HandlerDeps, 'tlsMaterial'> & { module: ProtocolModule };
@@ -53,6 +58,8 @@ class Session {
   private loggedIn: BackendSession | undefined;
   private relay: Relay | undefined;
   private result = 'no login';
+  /** Trace on demand: records nothing unless a trace is active (see src/trace/). */
+  private readonly trace: SessionTrace;
   private settle!: () => void;
   readonly finished = new Promise<void>((r) => { this.settle = r; });
 
@@ -63,6 +70,7 @@ class Session {
     const protocol = deps.module.protocol;
     this.log = deps.logger.child({ conn: conn.id, protocol, client: conn.client.address });
     this.info = { id: conn.id, protocol, client: `${conn.client.address}:${conn.client.port}`, phase: 'prelogin', startedAt: this.started };
+    this.trace = new SessionTrace(deps.traces ?? NO_TRACES, protocol, this.log);
   }
 
   private get settings() { return this.config[this.deps.module.protocol]; }
@@ -98,7 +106,7 @@ class Session {
     this.apply(this.dialogue.start());
   }
 
-  private readonly onData = (bytes: Buffer) => this.feed({ kind: 'data', bytes });
+  private readonly onData = (bytes: Buffer) => { this.trace.fromClient(bytes); this.feed({ kind: 'data', bytes }); };
 
   private readonly onClientClose = () => {
     if (this.phase === 'relay' || this.phase === 'closed') return;
@@ -122,7 +130,7 @@ class Session {
     for (const a of actions) {
       if (this.phase === 'closed') return;
       switch (a.kind) {
-        case 'send': this.socket.write(a.bytes); break;
+        case 'send': this.trace.toClient(a.bytes); this.socket.write(a.bytes); break;
         case 'start-tls': this.startTls(); return;
         case 'login': this.login(a.credentials, a.clientId); break;
         case 'relay': this.startRelay(a.pending); return;
@@ -149,6 +157,7 @@ class Session {
 
   private login(credentials: Credentials, clientId?: Record<string, string>): void {
     this.setPhase('login');
+    this.trace.identify(credentials.user);
     this.loginAbort = new AbortController();
     const started = this.deps.clock.now();
     this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
@@ -158,12 +167,15 @@ class Session {
       this.deps.penalty.success(this.conn.client.address);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
       this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(this.deps.clock.now() - started) }, 'login ok');
+      this.trace.event('trace: login ok', { user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism });
+      this.trace.loggedIn();
       this.feed({ kind: 'login-ok', text: loggedIn.text });
     }, (e: unknown) => {
       const err = toProxyError(e, 'INTERNAL');
       this.result = err.spec.metricLabel;
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: err.spec.metricLabel });
       this.log.info({ phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail }, 'login failed');
+      this.trace.event('trace: login failed', { code: err.code, ...(err.detail ? { detail: err.detail } : {}) });
       if (this.phase === 'closed') return;
       this.setPhase('prelogin');
       const limits = this.settings.limits;
@@ -180,19 +192,21 @@ class Session {
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
     const account = auth.account;
     this.info.user = account.login;
+    this.trace.identify(credentials.user, account.login);
     const route = admit(deps.gate, resolveRoute(config, account.host, deps.module.protocol));
     this.info.backend = route.backend;
     if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
     const { user, password } = backendCredentials(config.backendLogin, account.login, credentials.password);
     const forwardClient = route.trustsProxy && route.forwardClientAddress === 'native';
     const clientTls = this.socket instanceof TLSSocket;
+    this.trace.backendStart({ backend: route.backend, host: route.host, port: route.port, tls: route.tls, ...(route.routedFor !== undefined ? { routedFor: route.routedFor } : {}) });
     return openBackendSession(deps, route, config.backendLogin, {
       client: this.conn.client,
       clientTls,
       signal,
-      login: (r) => deps.module.createBackendLogin({
+      login: (r) => traceBackendLogin(deps.module.createBackendLogin({
         user, password, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}),
-      }),
+      }), this.trace),
     });
   }
 
@@ -213,6 +227,7 @@ class Session {
       idleGoodbye,
       clock: this.deps.clock,
     });
+    this.trace.tapRelay(this.socket, loggedIn.socket, pending, loggedIn.leftover);
     this.relay.done.then((r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) }));
     this.relay.start();
   }
@@ -242,6 +257,7 @@ class Session {
     this.deps.sessions.remove(this.conn.id);
     const spec = disconnectSpec(reason);
     disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: spec.metricLabel });
+    this.trace.event('trace: session end', { reason: spec.logReason, closedBy });
     this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...extra, closedBy, reason: spec.logReason, durationMs: this.deps.clock.now() - this.started }, 'session');
     this.onGone();
     this.settle();

@@ -24,14 +24,18 @@ export class SessionTrace {
   private dropped = 0;
   private readonly client: TraceRedactor;
   private backend: TraceRedactor;
-  private readonly log: Logger;
+  private traceLog: Logger | undefined;
 
-  constructor(private readonly table: TraceTable, private readonly protocol: TraceProtocol, log: Logger) {
+  constructor(private readonly table: TraceTable, private readonly protocol: TraceProtocol, private readonly sessionLog: Logger) {
     this.state = table.any ? 'buffering' : 'off';
     this.client = new TraceRedactor(protocol);
     this.backend = new TraceRedactor(protocol);
-    // Trace records are written whatever log.level says: the operator asked for them.
-    this.log = log.child({ trace: true }, { level: 'info' });
+  }
+
+  /** Trace records are written whatever log.level says (the operator asked for them); made only for traced sessions. */
+  private get log(): Logger {
+    this.traceLog ??= this.sessionLog.child({ trace: true }, { level: 'info' });
+    return this.traceLog;
   }
 
   /** Tracing this session now (the caller may skip work otherwise). */

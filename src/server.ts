@@ -1,7 +1,5 @@
 // Owns one running proxy instance: builds directory, TLS context, services and listeners from a Config; reload and drain.
 // Must not contain protocol logic; it wires modules together and swaps them on reload.
-import { readFileSync } from 'node:fs';
-import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from './log.js';
 import type { Config, ListenerConfig } from './config/schema.js';
 import type { Directory } from './directory/directory.js';
@@ -15,6 +13,8 @@ import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
+import { loadTlsMaterial, type TlsMaterial } from './tls/certificates.js';
+import { setCertificateExpirySource } from './metrics.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
 
@@ -54,24 +54,16 @@ export interface HandlerDeps {
   gate: BackendGate;
   sessions: SessionRegistry;
   logger: Logger;
-  secureContext: () => SecureContext | undefined;
+  /** Client-facing TLS (default and SNI certificates, ALPN check); swapped by reload. */
+  tls: () => TlsMaterial | undefined;
   /** Failed-login penalty per client address, shared by every protocol of this process. */
   penalty: AuthPenalty;
-  /** Raw PEM material for services that build their own TLS (smtp-server). */
-  tlsMaterial: () => { key: Buffer; cert: Buffer } | undefined;
-}
-
-export function loadSecureContext(config: Config): { context: SecureContext; key: Buffer; cert: Buffer } | undefined {
-  if (!config.tls) return undefined;
-  const key = readFileSync(config.tls.keyFile);
-  const cert = readFileSync(config.tls.certFile);
-  return { context: createSecureContext({ key, cert, minVersion: config.tls.minVersion, ...(config.tls.ciphers ? { ciphers: config.tls.ciphers } : {}) }), key, cert };
 }
 
 export class Instance {
   private config: Config;
   private directory: Directory;
-  private tls: ReturnType<typeof loadSecureContext>;
+  private tls: TlsMaterial | undefined;
   readonly sessions: SessionRegistry;
   readonly gate: BackendGate;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
@@ -80,7 +72,8 @@ export class Instance {
 
   constructor(config: Config, private readonly opts: InstanceOptions) {
     this.config = config;
-    this.tls = loadSecureContext(config);
+    this.tls = loadTlsMaterial(config);
+    this.useTls(this.tls);
     this.directory = createDirectory(config, opts.logger.child({ module: 'directory' }));
     this.sessions = opts.sessions ?? new SessionRegistry();
     this.gate = opts.gate ?? openGate;
@@ -91,8 +84,7 @@ export class Instance {
       sessions: this.sessions,
       logger: opts.logger,
       penalty: new AuthPenalty(),
-      secureContext: () => this.tls?.context,
-      tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
+      tls: () => this.tls,
     };
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));
@@ -102,6 +94,12 @@ export class Instance {
   }
 
   get current(): Config { return this.config; }
+
+  /** Certificates in use feed the expiry gauge; expiry warnings are logged at each load. */
+  private useTls(tls: TlsMaterial | undefined): void {
+    for (const w of tls?.warnings ?? []) this.opts.logger.warn({ event: 'tls_certificate', warning: w }, 'TLS certificate warning');
+    setCertificateExpirySource(() => (this.tls?.certificates ?? []).map((c) => ({ name: c.name, notAfter: c.notAfter })));
+  }
 
   /** Every open listener with the address and port it is bound to, in config order. */
   get bound(): BoundListener[] {
@@ -145,7 +143,7 @@ export class Instance {
    * accepting while their sessions continue.
    */
   async reload(next: Config): Promise<void> {
-    const tls = loadSecureContext(next);
+    const tls = loadTlsMaterial(next);
     this.checkHandlers(next.listeners);
     const plan = this.draining ? undefined : planListeners(this.listeners, next.listeners);
     const added = plan ? await this.openListeners(plan.add.map((a) => a.config)) : [];
@@ -153,6 +151,7 @@ export class Instance {
     const old = this.directory;
     this.config = next;
     this.tls = tls;
+    this.useTls(tls);
     this.directory = directory;
     setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
     if (!plan) return;

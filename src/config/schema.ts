@@ -39,11 +39,29 @@ const listenerSchema = z.strictObject({
   proxyHeaderTimeoutMs: z.number().int().min(1).optional(),
 });
 
-const tlsSchema = z.strictObject({
+/** An extra certificate served to clients asking (SNI) for one of `names`: exact names or `*.example.com` wildcards. */
+const sniCertSchema = z.strictObject({
+  names: z.array(z.string().min(1).refine((n) => !n.includes('*') || /^\*\.[^*]+$/.test(n), 'a wildcard must be the whole first label: *.example.com')).min(1),
   certFile: z.string(),
   keyFile: z.string(),
+  /** Label in mailproxy_tls_certificate_expiry_seconds and logs; default the certificate's CN. */
+  name: z.string().optional(),
+});
+
+const tlsSchema = z.strictObject({
+  /** Default certificate: served when the client sends no SNI or a name no `sni` entry covers. */
+  certFile: z.string(),
+  keyFile: z.string(),
+  /** Label of the default certificate in metrics; default its CN. */
+  name: z.string().optional(),
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
   ciphers: z.string().optional(),
+  /** More certificates chosen by the client's SNI name; first exact match, then first wildcard match, else the default. */
+  sni: z.array(sniCertSchema).default([]),
+  /** check-config, start and reload warn when a certificate expires within this many days. */
+  expiryWarningDays: z.number().int().min(0).default(14),
+  /** ALPACA defence: refuse a handshake whose ALPN offer lacks the listener's protocol (imap, pop3, smtp, managesieve); no ALPN is fine. */
+  strictAlpn: z.boolean().default(true),
 });
 
 const limitsSchema = z.strictObject({

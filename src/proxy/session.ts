@@ -1,7 +1,7 @@
 // Owns one IMAP/POP3 client connection: runs the sans-I/O dialogue's actions against the socket, timers, the one auth path and the relay.
 // Must not parse protocol bytes (dialogues do) nor pump bytes itself after login (the Relay does).
 import type { Socket } from 'node:net';
-import { TLSSocket, type SecureContext } from 'node:tls';
+import { TLSSocket } from 'node:tls';
 import type { Logger } from '../log.js';
 import type { HandlerDeps } from '../server.js';
 import type { Config } from '../config/schema.js';
@@ -13,12 +13,13 @@ import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, 
 import type { Credentials } from './sasl.js';
 import { SessionRegistry, type SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
+import type { ServerTlsOptions, TlsMaterial } from '../tls/certificates.js';
 import { loginToBackend, type LoggedIn } from './backend-login.js';
 import { Relay, type RelayResult } from './relay.js';
 import { backendLoginSeconds, disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
-export type ProtocolServiceDeps = Omit<HandlerDeps, 'tlsMaterial'> & { module: ProtocolModule };
+export type ProtocolServiceDeps = HandlerDeps & { module: ProtocolModule };
 
 /** A ConnectionHandler that runs a Session per IMAP or POP3 connection. */
 export class ProtocolService implements ConnectionHandler {
@@ -77,12 +78,12 @@ class Session {
     this.socket.on('error', (e: NodeJS.ErrnoException) => this.log.debug({ phase: this.phase, err: e.code ?? e.message }, 'client socket error'));
     this.socket.on('close', this.onClientClose);
     this.deadline = setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
-    const ctx = deps.secureContext();
+    const ctx = deps.tls();
     if (conn.listener.tls === 'implicit') {
       if (!ctx) return this.end('no TLS context');
       try {
         this.socket.off('close', this.onClientClose);
-        this.socket = await upgradeServer(this.socket, ctx, this.settings.limits.preAuthDeadlineMs);
+        this.socket = await upgradeServer(this.socket, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs);
         this.socket.on('close', this.onClientClose);
         this.socket.on('error', () => undefined);
       } catch {
@@ -134,14 +135,19 @@ class Session {
     }
   }
 
+  /** Handshake options for this listener's protocol; a refused ALPN offer (ALPACA defence) is logged. */
+  private tlsOptions(material: TlsMaterial): ServerTlsOptions {
+    return material.serverOptions(this.conn.listener.protocol, (r) => this.log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
+  }
+
   private startTls(): void {
-    const ctx = this.deps.secureContext();
+    const ctx = this.deps.tls();
     if (!ctx) return this.end('no TLS context');
     const raw = this.socket;
     raw.off('data', this.onData);
     raw.off('close', this.onClientClose);
     raw.pause();
-    upgradeServer(raw, ctx, this.settings.limits.preAuthDeadlineMs).then((tls) => {
+    upgradeServer(raw, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs).then((tls) => {
       this.socket = tls;
       tls.on('error', () => undefined);
       tls.on('close', this.onClientClose);

@@ -12,8 +12,11 @@ import type { BackendGate } from '../../health/gate.js';
 import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
 import type { SessionInfo, SessionRegistry } from '../sessions.js';
 import { catalogueReply } from './replies.js';
+import { upgradeServer } from '../starttls.js';
+import { serverTlsOptions, type TlsMaterial as FullTls } from '../../tls/certificates.js';
 
-export type TlsMaterial = { key: Buffer; cert: Buffer };
+/** Default PEM pair (what smtp-server needs), plus SNI and ALPN when it is the instance's full material (src/tls). */
+export type TlsMaterial = { key: Buffer; cert: Buffer; SNICallback?: FullTls['SNICallback']; serverOptions?: FullTls['serverOptions'] };
 /** A value, or a getter read at each new connection (Instance.reload swaps config, directory and TLS material). */
 export type Source<T> = T | (() => T);
 
@@ -86,11 +89,11 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
   const stateOf = (session: SMTPServerSession): S | undefined => states.get(session.id);
 
   const buildServer = (mode: 'plain' | 'implicit', config: Config, material: TlsMaterial | undefined): SMTPServer => {
-    const tls = material ? { key: material.key, cert: material.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}) } : {};
+    const tls = material ? { key: material.key, cert: material.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}), ...(material.SNICallback ? { SNICallback: material.SNICallback } : {}) } : {};
     const server = new SMTPServer({
       ...tls,
-      // Implicit TLS (RFC 8314 §3.3): smtp-server upgrades the raw socket itself before the greeting.
-      ...(mode === 'implicit' ? { secure: true, needsUpgrade: true } : {}),
+      // Implicit TLS (RFC 8314 §3.3): handle() completes the handshake (SNI, ALPN check) before handing the socket over.
+      ...(mode === 'implicit' ? { secure: true } : {}),
       name: smtpHostname(config),
       logger: false,
       heloResponse: '%s Hello %s',
@@ -203,12 +206,20 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       // Safety net: smtp-server reports every close through onClose, but a socket that dies
       // before smtp-server takes it (or while TLS is set up) must not leak registry entries.
       socket.once('close', () => setImmediate(() => finish(conn.id, 'closed')));
-      serverFor(implicit ? 'implicit' : 'plain', config, tls).connect(socket, {
+      const server = serverFor(implicit ? 'implicit' : 'plain', config, tls);
+      const options = {
         id: conn.id,
         remoteAddress: conn.client.address,
         remotePort: conn.client.port,
         localAddress: conn.client.localAddress,
         localPort: conn.client.localPort,
+      };
+      if (!implicit || !tls) { server.connect(socket, options); return; }
+      // smtp-server has no ALPN hook, so implicit TLS is the same handshake as IMAP/POP3 (SNI + ALPACA check).
+      const opts = serverTlsOptions(tls, conn.listener.protocol, (r) => log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
+      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => server.connect(secure, options), () => {
+        log.debug({ phase: 'tls' }, 'TLS handshake failed');
+        finish(conn.id, 'tls_failed');
       });
     },
 

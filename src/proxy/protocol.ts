@@ -5,6 +5,13 @@ import type { Credentials } from './sasl.js';
 import type { LimitsConfig } from '../config/schema.js';
 import type { Route } from '../directory/backends.js';
 
+/**
+ * Client bytes a dialogue holds, unparsed, behind a login command while the backend login runs (pipelined commands, an
+ * APPEND with a non-synchronising literal). They are post-login input, so pre-login limits do not apply; the Session
+ * stops reading at `login`, so normally at most one socket read (≤ 64 KiB) is held and the rest waits in TCP buffers.
+ */
+export const PIPELINED_BACKLOG_MAX_BYTES = 1024 * 1024;
+
 /** What the Session tells a client dialogue. */
 export type ClientEvent =
   | { kind: 'data'; bytes: Buffer }

@@ -158,6 +158,8 @@ class Session {
 
   private login(credentials: Credentials, clientId?: Record<string, string>): void {
     this.setPhase('login');
+    // Bytes behind the login command are for the backend: stop reading (TCP holds them) until the relay or a failure.
+    this.socket.pause();
     this.loginAbort = new AbortController();
     const started = performance.now();
     this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
@@ -178,7 +180,7 @@ class Session {
       const limits = this.settings.limits;
       const guess = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED';
       const delay = guess ? this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs) : 0;
-      const deliver = () => this.feed({ kind: 'login-failed', error: err });
+      const deliver = () => { this.feed({ kind: 'login-failed', error: err }); if (this.phase === 'prelogin') this.socket.resume(); };
       if (delay > 0) setTimeout(deliver, delay); else deliver();
     });
   }

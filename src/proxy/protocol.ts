@@ -74,6 +74,8 @@ export interface BackendLoginContext {
   forwardClient: boolean;
   /** Parameters the client sent in IMAP ID, to pass on. */
   clientId?: Record<string, string>;
+  /** Hops left for the next proxy (loop protection): IMAP ID `x-proxy-ttl`, POP3 XCLIENT `TTL=`, with the client address. */
+  proxyTtl?: number;
 }
 
 /** Backend events: one line at a time (without CRLF), or TLS done. */

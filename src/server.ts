@@ -14,6 +14,7 @@ import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls/certificates.js';
+import { createBackendGuard, type BackendGuard } from './proxy/backend-guard.js';
 import { setCertificateExpirySource } from './metrics.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
@@ -58,6 +59,8 @@ export interface HandlerDeps {
   tls: () => TlsMaterial | undefined;
   /** Failed-login penalty per client address, shared by every protocol of this process. */
   penalty: AuthPenalty;
+  /** Never dial our own listeners; bind backend sourceAddresses. */
+  guard: BackendGuard;
 }
 
 export class Instance {
@@ -68,6 +71,7 @@ export class Instance {
   readonly gate: BackendGate;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
+  private readonly guard = createBackendGuard(() => this.bound);
   draining = false;
 
   constructor(config: Config, private readonly opts: InstanceOptions) {
@@ -85,6 +89,7 @@ export class Instance {
       logger: opts.logger,
       penalty: new AuthPenalty(),
       tls: () => this.tls,
+      guard: this.guard,
     };
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));
@@ -152,6 +157,7 @@ export class Instance {
     this.config = next;
     this.tls = tls;
     this.useTls(tls);
+    this.guard.refresh();
     this.directory = directory;
     setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
     if (!plan) return;

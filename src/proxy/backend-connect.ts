@@ -7,6 +7,7 @@ import { upgradeClient } from './starttls.js';
 import { encodeProxyV2 } from './proxy-header.js';
 import { backendConnectSeconds } from '../metrics.js';
 import type { ClientEndpoint } from './protocol.js';
+import type { BackendGuard } from './backend-guard.js';
 
 export interface ConnectOptions {
   timeoutMs: number;
@@ -14,15 +15,31 @@ export interface ConnectOptions {
   proxyFor?: ClientEndpoint;
   /** With proxyFor: the client reached the proxy over TLS (PROXY v2 SSL TLV). */
   clientTls?: boolean;
+  /** Loop protection and sourceAddresses of this instance. */
+  guard?: BackendGuard;
 }
 
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
   const started = performance.now();
+  const guard = opts.guard;
+  guard?.checkRoute(route);
+  const lease = guard?.lease(route);
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = connect({ host: route.host, port: route.port, noDelay: true });
+    const s = connect({ host: route.host, port: route.port, noDelay: true, ...(lease ? { localAddress: lease.address } : {}) });
+    if (lease) s.once('close', lease.release);
     const timer = setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
-    s.once('connect', () => { clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
-    s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      // A name (or an address of ours) that led back to one of our own listeners: refuse before it speaks.
+      if (guard?.isOwn(s.remoteAddress, s.remotePort)) {
+        s.destroy();
+        reject(new ProxyError('ROUTE_LOOP', `backend ${route.backend} (${route.host}:${route.port}) connected to this proxy's own listener ${s.remoteAddress}:${s.remotePort}`));
+        return;
+      }
+      resolve(s);
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); });
   });
   socket.on('error', () => undefined); // replaced by the session's handler; prevents an unhandled error in between
   if (opts.proxyFor) {

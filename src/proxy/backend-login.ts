@@ -5,6 +5,7 @@ import { ProxyError, toProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import type { BackendAction, BackendLoginContext, ProtocolModule } from './protocol.js';
 import { connectBackend } from './backend-connect.js';
+import type { BackendGuard } from './backend-guard.js';
 import { LineReader } from './line-reader.js';
 import { upgradeClient } from './starttls.js';
 
@@ -21,6 +22,8 @@ export interface BackendLoginOptions {
   connectTimeoutMs: number;
   /** Abort (client went away, deadline passed). */
   signal?: AbortSignal;
+  /** Loop protection and sourceAddresses of this instance. */
+  guard?: BackendGuard;
 }
 
 const MAX_BACKEND_LINE = 64 * 1024;
@@ -28,7 +31,7 @@ const MAX_BACKEND_LINE = 64 * 1024;
 export async function loginToBackend(module: ProtocolModule, route: Route, ctx: BackendLoginContext, opts: BackendLoginOptions): Promise<LoggedIn> {
   const deadline = performance.now() + opts.budgetMs;
   const proxyFor = route.trustsProxy && route.forwardClientAddress === 'proxy-v2' ? ctx.client : undefined;
-  const first = await connectBackend(route, { timeoutMs: Math.min(opts.connectTimeoutMs, opts.budgetMs), ...(proxyFor ? { proxyFor, clientTls: ctx.clientTls === true } : {}) });
+  const first = await connectBackend(route, { timeoutMs: Math.min(opts.connectTimeoutMs, opts.budgetMs), ...(proxyFor ? { proxyFor, clientTls: ctx.clientTls === true } : {}), ...(opts.guard ? { guard: opts.guard } : {}) });
   const machine = module.createBackendLogin(ctx);
   return new Promise<LoggedIn>((resolve, reject) => {
     let socket = first;

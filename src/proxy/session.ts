@@ -13,6 +13,8 @@ import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, 
 import type { Credentials } from './sasl.js';
 import { SessionRegistry, type SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
+import { nextHop } from './loop-guard.js';
+import { isTrustedSource } from './proxy-header.js';
 import type { ServerTlsOptions, TlsMaterial } from '../tls/certificates.js';
 import { loginToBackend, type LoggedIn } from './backend-login.js';
 import { Relay, type RelayResult } from './relay.js';
@@ -192,6 +194,10 @@ class Session {
     const account: Account = auth.account;
     this.info.user = account.login;
     const wanted = resolveRoute(config, account.host, deps.module.protocol);
+    // Loop protection (Dovecot's login proxy TTL): an upstream proxy we trust says how many hops are left.
+    const lp = config.loopProtection;
+    const hop = nextHop(clientId?.['x-proxy-ttl'], isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
+    if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (x-proxy-ttl ${hop.ttl}) for backend ${wanted.backend}`);
     const route = deps.gate.admit(wanted);
     this.route = route;
     this.info.backend = route.backend;
@@ -209,14 +215,15 @@ class Session {
         sessionId: this.conn.id,
         forwardClient: route.trustsProxy && route.forwardClientAddress === 'native',
         ...(clientId ? { clientId } : {}),
-      }, { budgetMs: bl.backendLoginBudgetMs, connectTimeoutMs: bl.connectTimeoutMs, signal });
+        proxyTtl: hop.next,
+      }, { budgetMs: bl.backendLoginBudgetMs, connectTimeoutMs: bl.connectTimeoutMs, signal, guard: deps.guard });
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, (performance.now() - started) / 1000);
       deps.gate.report(route, 'ok');
       return loggedIn;
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, (performance.now() - started) / 1000);
-      if (!signal.aborted) deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
+      if (!signal.aborted && err.code !== 'ROUTE_LOOP') deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
       throw err;
     }
   }

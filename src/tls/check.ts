@@ -92,6 +92,12 @@ export function checkTlsFiles(config: Pick<Config, 'tls'>, now = Date.now()): Tl
     }
     report.problems.push(...problems);
   }
+  // Two unnamed certificates with one CN would share a metric series: the later ones get their config key appended.
+  const seen = new Set<string>();
+  for (const p of report.pairs) {
+    if (seen.has(p.name)) p.name = `${p.name} ${p.key}`;
+    seen.add(p.name);
+  }
   return report;
 }
 

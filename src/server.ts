@@ -8,13 +8,15 @@ import { openGate, type BackendGate } from './health/gate.js';
 import { SessionRegistry } from './proxy/sessions.js';
 import { Listener } from './proxy/listener.js';
 import { ProtocolService } from './proxy/session.js';
-import type { ConnectionHandler } from './proxy/protocol.js';
+import type { ConnectionHandler, HandlerDeps } from './proxy/protocol.js';
+import { systemClock, type Clock } from './core/clock.js';
+import { netDial, type Dial } from './proxy/backend-connect.js';
 import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls/certificates.js';
-import { createBackendGuard, type BackendGuard } from './proxy/backend-guard.js';
+import { createBackendGuard } from './proxy/backend-guard.js';
 import { setCertificateExpirySource } from './metrics.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
@@ -47,20 +49,9 @@ export interface InstanceOptions {
   sessions?: SessionRegistry;
   /** Extra handlers by listener protocol (SMTP services are wired by the caller). */
   handlers?: Partial<Record<ListenerConfig['protocol'], (deps: HandlerDeps) => ConnectionHandler>>;
-}
-
-export interface HandlerDeps {
-  config: () => Config;
-  directory: () => Directory;
-  gate: BackendGate;
-  sessions: SessionRegistry;
-  logger: Logger;
-  /** Client-facing TLS (default and SNI certificates, ALPN check); swapped by reload. */
-  tls: () => TlsMaterial | undefined;
-  /** Failed-login penalty per client address, shared by every protocol of this process. */
-  penalty: AuthPenalty;
-  /** Never dial our own listeners; bind backend sourceAddresses. */
-  guard: BackendGuard;
+  /** Time and backend dialling (tests inject fakes). */
+  clock?: Clock;
+  dial?: Dial;
 }
 
 export class Instance {
@@ -90,6 +81,8 @@ export class Instance {
       penalty: new AuthPenalty(),
       tls: () => this.tls,
       guard: this.guard,
+      clock: opts.clock ?? systemClock,
+      dial: opts.dial ?? netDial,
     };
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));

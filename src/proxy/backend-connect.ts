@@ -1,16 +1,24 @@
-// Owns opening a connection to a backend endpoint: TCP connect under a deadline, optional PROXY v2 header, implicit TLS.
+// Owns opening a connection to a backend endpoint: TCP connect (through the injected Dial) under a deadline, optional PROXY v2 header, implicit TLS.
 // Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE.
 import { connect, type Socket } from 'node:net';
 import { ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import { upgradeClient } from './starttls.js';
-import { encodeProxyV2 } from './proxy-header.js';
+import { encodeProxyV2 } from '../core/proxy-header.js';
 import { backendConnectSeconds } from '../metrics.js';
-import type { ClientEndpoint } from './protocol.js';
+import type { Clock } from '../core/clock.js';
+import type { ClientEndpoint } from '../core/types.js';
 import type { BackendGuard } from './backend-guard.js';
+
+/** Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). */
+export type Dial = (target: { host: string; port: number; /** Local address to bind (backend sourceAddresses). */ localAddress?: string }) => Socket;
+
+export const netDial: Dial = ({ host, port, localAddress }) => connect({ host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) });
 
 export interface ConnectOptions {
   timeoutMs: number;
+  dial: Dial;
+  clock: Clock;
   /** Send a PROXY v2 header carrying this client (route.forwardClientAddress === 'proxy-v2' and trusted). */
   proxyFor?: ClientEndpoint;
   /** With proxyFor: the client reached the proxy over TLS (PROXY v2 SSL TLV). */
@@ -20,16 +28,17 @@ export interface ConnectOptions {
 }
 
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
-  const started = performance.now();
+  const { clock } = opts;
+  const started = clock.now();
   const guard = opts.guard;
   guard?.checkRoute(route);
   const lease = guard?.lease(route);
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = connect({ host: route.host, port: route.port, noDelay: true, ...(lease ? { localAddress: lease.address } : {}) });
+    const s = opts.dial({ host: route.host, port: route.port, ...(lease ? { localAddress: lease.address } : {}) });
     if (lease) s.once('close', lease.release);
-    const timer = setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
+    const timer = clock.setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
     s.once('connect', () => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       s.removeAllListeners('error');
       // A name (or an address of ours) that led back to one of our own listeners: refuse before it speaks.
       if (guard?.isOwn(s.remoteAddress, s.remotePort)) {
@@ -39,7 +48,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
       }
       resolve(s);
     });
-    s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); });
+    s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); });
   });
   socket.on('error', () => undefined); // replaced by the session's handler; prevents an unhandled error in between
   if (opts.proxyFor) {
@@ -53,6 +62,6 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
     out = await upgradeClient(socket, route, opts.timeoutMs);
     out.on('error', () => undefined);
   }
-  backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (performance.now() - started) / 1000);
+  backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (clock.now() - started) / 1000);
   return out;
 }

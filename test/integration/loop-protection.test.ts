@@ -56,6 +56,27 @@ describe('loop protection and source addresses (real Dovecot, in-process proxies
     c.close();
   });
 
+  it('SMTP submission to a backend that is our own submission listener: 451 at MAIL, no storm', async () => {
+    const [port] = await allocatePorts(1);
+    const p = await start((raw) => {
+      raw['listeners'] = [{ protocol: 'submission', address: '127.0.0.1', port, tls: 'none' }];
+      raw['smtp'] = { requireTlsForAuth: false };
+      (raw['backends'] as Record<string, Record<string, unknown>>)['backend-a'] = { host: 'localhost', submission: { port }, trustsProxy: true };
+    });
+    const c = await LineClient.connect(port!);
+    assert.match(await c.readLine(), /^220 /);
+    c.send('EHLO client.example');
+    await c.readUntil(/^250 /);
+    const { alice } = world.users;
+    c.send(`AUTH PLAIN ${Buffer.from(`\0${alice.uid}\0${alice.password}`).toString('base64')}`);
+    assert.match(await c.readLine(10_000), /^235 /);
+    c.send(`MAIL FROM:<${alice.uid}@example.com>`);
+    assert.match(await c.readLine(10_000), /^4\d\d /);
+    await sleep(300);
+    assert.ok(p.logs.some((l) => /ROUTE_LOOP|route loops back/.test(JSON.stringify(l))), 'logged as a route loop');
+    c.close();
+  });
+
   it('a backend port that is our own listener bound at run time (port 0, then reload): refused before connecting', async () => {
     const p = await start((raw) => { raw['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }]; });
     const own = p.port('imap', 'none');

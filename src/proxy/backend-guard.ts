@@ -1,5 +1,4 @@
-// Owns what every backend connection of one instance must respect before and after it connects: never one of this
-// proxy's own listeners (loop protection), and the backend's sourceAddresses (which local address to bind).
+// Owns what every backend connection of an instance respects: never one of our own listeners, and the sourceAddresses to bind.
 // Must not connect or speak protocols; connectBackend asks it, Instance builds it from the bound listeners.
 import { isIP } from 'node:net';
 import { ProxyError } from '../errors.js';

@@ -1,5 +1,4 @@
-// Owns recognising logins that would lead back into the proxy tier: a backend endpoint that is one of this proxy's own
-// listeners (literal, wildcard listener + local interface address), and the hop count carried to the next proxy (TTL).
+// Owns recognising logins that loop back into the tier: a backend that is one of our own listeners, and the hop count (TTL).
 // Must not connect, resolve names or log; callers pass addresses (config, bound listeners, connected sockets).
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';

@@ -1,5 +1,4 @@
-// Owns choosing the local address an outgoing backend connection binds to, from the backend's sourceAddresses: the one
-// with the fewest open connections to that endpoint, round-robin among equals (each source gives ~64k ports per endpoint).
+// Owns choosing the local address a backend connection binds to from sourceAddresses: fewest open, round-robin among equals.
 // Must not connect; the caller binds with the address and calls release() when that connection closes.
 export interface SourceLease { address: string; release(): void }
 

@@ -1,6 +1,5 @@
-// Owns the client-facing TLS material: one SecureContext per configured certificate, SNI choice (exact, then wildcard,
-// then the default), ALPN enforcement per listener protocol (ALPACA), and the options every server-side handshake uses.
-// Must not read sockets or decide when to upgrade (sessions and smtp frontends do); file checks live in check.ts.
+// Owns client-facing TLS material: a SecureContext per certificate, SNI choice (exact, wildcard, default), ALPN refusal (ALPACA).
+// Must not read sockets or decide when to upgrade (sessions and SMTP frontends do); file checks live in check.ts.
 import { createSecureContext, type SecureContext, type TlsOptions } from 'node:tls';
 import type { Config } from '../config/schema.js';
 import { ProxyError } from '../errors.js';

@@ -1,7 +1,5 @@
-// Proves loop protection and backend source addresses with real Dovecot and in-process proxies: a backend that is the
-// proxy's own listener (by name, and by a port learnt after a reload) is refused with the temporary error without a
-// connection storm; x-proxy-ttl (IMAP ID) stops a ring of two proxies; sourceAddresses spread backend connections
-// over 127.0.0.2/127.0.0.3 (Dovecot's rip=). Must not test routing or health beyond that.
+// Proves loop protection (own listener by name/port/SMTP, x-proxy-ttl ring of two proxies) and sourceAddresses (Dovecot rip=) with real Dovecot.
+// Must not test routing or health beyond that.
 import assert from 'node:assert/strict';
 import { startWorld, type World } from './harness/world.js';
 import { allocatePorts } from './harness/ports.js';

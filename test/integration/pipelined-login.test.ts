@@ -1,6 +1,5 @@
-// Proves that bytes a client sends right behind its login reach the real Dovecot once the login succeeds: IMAP LOGIN +
-// APPEND with a 2 MiB non-synchronising literal in one write (byte-identical on the backend), POP3 USER/PASS + commands,
-// SMTP AUTH pipelined with MAIL/RCPT/DATA (RFC 2920). Must not test pre-login limits for their own sake (dialogue tests do).
+// Proves bytes pipelined behind a login reach real Dovecot: IMAP LOGIN+APPEND 2 MiB {n+} byte-identical, POP3 USER/PASS+commands, SMTP AUTH+MAIL/RCPT/DATA.
+// Must not test pre-login limits for their own sake (dialogue unit tests do).
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';

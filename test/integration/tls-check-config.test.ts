@@ -1,5 +1,4 @@
-// Proves the TLS file checks as an operator meets them: `check-config` and `start` name the config key and file of every
-// missing, mismatched or expired certificate/key (exit 78) and warn before expiry (exit 0). Real openssl-made files.
+// Proves TLS file checks as operators meet them: check-config/start name the key and file of each bad certificate (exit 78), warn before expiry.
 // Must not start a proxy that serves (tls-sni-alpn.test.ts does).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';

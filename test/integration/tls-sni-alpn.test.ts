@@ -1,5 +1,4 @@
-// Proves client-facing TLS on a real child mailproxy in front of slapd + Dovecot with `openssl s_client`: SNI (exact,
-// wildcard, default) on every TLS listener, ALPN refusal (ALPACA), SIGHUP certificate rotation, the expiry gauge.
+// Proves client TLS with openssl s_client on a child mailproxy before Dovecot: SNI on every listener, ALPN refusal, SIGHUP rotation, expiry gauge.
 // Must not test file checks beyond what a reload refuses (tls-check-config.test.ts does the CLI).
 import assert from 'node:assert/strict';
 import { copyFileSync } from 'node:fs';

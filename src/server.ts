@@ -62,7 +62,7 @@ export class Instance {
   readonly gate: BackendGate;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
-  private readonly guard = createBackendGuard(() => this.bound);
+  private readonly guard = createBackendGuard(() => this.bound, () => this.config.loopProtection.selfAddresses);
   draining = false;
 
   constructor(config: Config, private readonly opts: InstanceOptions) {

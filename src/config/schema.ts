@@ -249,6 +249,8 @@ export const configSchema = z.strictObject({
     proxyTtl: z.number().int().min(1).max(100).default(5),
     /** Client addresses (upstream proxies) whose x-proxy-ttl is believed; from others it is ignored. */
     trustedNetworks: cidrList,
+    /** More addresses that lead into this tier (a load balancer VIP in front of it), like Dovecot's auth_proxy_self: a backend there is a loop, whatever the port. */
+    selfAddresses: z.array(z.string().refine((v) => isIP(v) !== 0, 'must be an IP address')).default([]),
   }).prefault({}),
 }).superRefine((c, ctx) => {
   c.listeners.forEach((l, i) => {

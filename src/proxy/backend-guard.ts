@@ -3,7 +3,7 @@
 import { isIP } from 'node:net';
 import { ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
-import { isOwnListener, localAddresses, type OwnListener } from './loop-guard.js';
+import { isOwnListener, localAddresses, plainIp, type OwnListener } from './loop-guard.js';
 import { SourceAddressPicker, type SourceLease } from './source-address.js';
 
 export interface BackendGuard {
@@ -17,14 +17,16 @@ export interface BackendGuard {
   refresh(): void;
 }
 
-export function createBackendGuard(listeners: () => readonly OwnListener[]): BackendGuard {
+/** `selfAddresses`: addresses that lead into the tier on any port (loopProtection.selfAddresses, e.g. the balancer's VIP). */
+export function createBackendGuard(listeners: () => readonly OwnListener[], selfAddresses: () => readonly string[] = () => []): BackendGuard {
   let local = localAddresses();
   const picker = new SourceAddressPicker();
-  const isOwn = (address: string | undefined, port: number | undefined) => address !== undefined && port !== undefined && isOwnListener(address, port, listeners(), local);
+  const isOwn = (address: string | undefined, port: number | undefined) => address !== undefined && port !== undefined
+    && (isOwnListener(address, port, listeners(), local) || selfAddresses().some((a) => plainIp(a) === plainIp(address)));
   return {
     checkRoute(route) {
       if (isIP(route.host) && isOwn(route.host, route.port)) {
-        throw new ProxyError('ROUTE_LOOP', `backend ${route.backend} (${route.host}:${route.port}) is this proxy's own listener`);
+        throw new ProxyError('ROUTE_LOOP', `backend ${route.backend} (${route.host}:${route.port}) is this proxy's own listener or a selfAddress`);
       }
     },
     isOwn,

@@ -66,10 +66,32 @@ describe('config: a backend that is one of our own listeners is refused at load'
   });
   it('defaults: proxyTtl 5, no trusted networks; sourceAddresses must be IP addresses', () => {
     const c = configSchema.parse(base('10.0.0.8', 143));
-    assert.deepEqual(c.loopProtection, { proxyTtl: 5, trustedNetworks: [] });
+    assert.deepEqual(c.loopProtection, { proxyTtl: 5, trustedNetworks: [], selfAddresses: [] });
     assert.deepEqual(c.backends['self']?.sourceAddresses, []);
     const bad = base('10.0.0.8', 143) as { backends: { self: Record<string, unknown> } };
     bad.backends.self['sourceAddresses'] = ['eth0'];
     assert.equal(configSchema.safeParse(bad).success, false);
+  });
+});
+
+import { createBackendGuard } from '../../../src/proxy/backend-guard.js';
+
+describe('backend guard', () => {
+  it('refuses an IP route to a bound listener or to a selfAddress (any port) before connecting; names pass to the after-connect check', () => {
+    const guard = createBackendGuard(() => [{ address: '127.0.0.1', port: 10143 }], () => ['192.0.2.10']);
+    assert.throws(() => guard.checkRoute({ backend: 'b', host: '127.0.0.1', port: 10143 }), (e: Error & { code?: string }) => e.code === 'ROUTE_LOOP');
+    assert.throws(() => guard.checkRoute({ backend: 'b', host: '192.0.2.10', port: 143 }), (e: Error & { code?: string }) => e.code === 'ROUTE_LOOP');
+    assert.doesNotThrow(() => guard.checkRoute({ backend: 'b', host: '127.0.0.1', port: 143 }));
+    assert.doesNotThrow(() => guard.checkRoute({ backend: 'b', host: 'localhost', port: 10143 }));
+    assert.equal(guard.isOwn('::ffff:127.0.0.1', 10143), true);
+    assert.equal(guard.isOwn(undefined, 10143), false);
+  });
+
+  it('leases source addresses only for backends that have them', () => {
+    const guard = createBackendGuard(() => []);
+    assert.equal(guard.lease({ host: 'b', port: 143 }), undefined);
+    const l = guard.lease({ host: 'b', port: 143, sourceAddresses: ['127.0.0.2', '127.0.0.3'] });
+    assert.equal(l?.address, '127.0.0.2');
+    l?.release();
   });
 });

@@ -194,7 +194,7 @@ class Session {
     try {
       const loggedIn = await loginToBackend(deps.module, route, {
         user: master ? `${account.login}${bl.masterSeparator}${bl.masterUser}` : account.login,
-        password: master ? bl.masterPassword ?? '' : credentials.password,
+        password: master ? bl.masterPassword ?? '' : 'password' in credentials ? credentials.password : '',
         route,
         client: this.conn.client,
         clientTls: this.socket instanceof TLSSocket,

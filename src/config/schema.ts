@@ -16,7 +16,8 @@ function isCidr(v: string): boolean {
 const cidrList = z.array(z.string().refine(isCidr, 'must be an IP address or CIDR network (e.g. 10.0.0.0/8)')).default([]);
 
 export const TLS_MODES = ['none', 'starttls', 'implicit'] as const;
-export const PROTOCOLS = ['imap', 'pop3', 'submission', 'smtp'] as const;
+/** `sieve`: ManageSieve (RFC 5804, port 4190); `lmtp`: LMTP front-end for MTAs (RFC 2033). */
+export const PROTOCOLS = ['imap', 'pop3', 'submission', 'smtp', 'sieve', 'lmtp'] as const;
 export type ListenerProtocol = (typeof PROTOCOLS)[number];
 
 /** A secret given inline or read from a file (`passwordFile`-style keys are resolved by load.ts). */
@@ -100,6 +101,8 @@ const backendSchema = z.strictObject({
   submission: endpointSchema.optional(),
   lmtp: endpointSchema.optional(),
   smtp: endpointSchema.optional(),
+  /** ManageSieve endpoint (Dovecot Pigeonhole, 4190). */
+  sieve: endpointSchema.optional(),
   /** Verify the backend's TLS certificate (off for self-signed lab backends). */
   tlsVerify: z.boolean().default(true),
   /** CA bundle (PEM file) that signs the backend certificates (internal CA); system CAs when unset. */
@@ -267,6 +270,8 @@ export const configSchema = z.strictObject({
   listeners: z.array(listenerSchema).min(1),
   imap: protocolSettings.prefault({}),
   pop3: protocolSettings.prefault({}),
+  /** ManageSieve (RFC 5804): same limits as IMAP; sieveExtensions is the SIEVE capability announced before login. */
+  sieve: protocolSettings.extend({ sieveExtensions: z.string().optional() }).prefault({}),
   smtp: smtpSettings.prefault({}),
   directory: directorySchema,
   backendLogin: backendLoginSchema.prefault({}),

@@ -8,7 +8,7 @@ import { backendIdentityChangesTotal, probesTotal } from '../metrics.js';
 import { systemClock, type Clock } from './clock.js';
 import { probeOnce, type DeepProbe, type Dial, type ProbeResult } from './probe.js';
 
-export const PROBED_PROTOCOLS: readonly RouteProtocol[] = ['imap', 'pop3', 'submission', 'lmtp', 'smtp'];
+export const PROBED_PROTOCOLS: readonly RouteProtocol[] = ['imap', 'pop3', 'submission', 'lmtp', 'smtp', 'sieve'];
 
 export interface ProberOptions {
   targets: Route[];

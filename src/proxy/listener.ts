@@ -7,6 +7,7 @@ import type { ListenerConfig } from '../config/schema.js';
 import { CATALOGUE, type ErrorCode } from '../errors.js';
 import { connectionsRefusedTotal, connectionsTotal } from '../metrics.js';
 import type { ClientEndpoint, ConnectionHandler } from './protocol.js';
+import { bye as sieveBye } from './sieve/replies.js';
 import { isTrustedSource, parseProxyHeader, plainAddress } from './proxy-header.js';
 
 const PROXY_HEADER_DEADLINE_MS = 5000;
@@ -21,6 +22,7 @@ export function refusal(protocol: ListenerConfig['protocol'], code: ErrorCode): 
   const spec = CATALOGUE[code];
   if (protocol === 'imap') return `* ${spec.imap}\r\n`;
   if (protocol === 'pop3') return `${spec.pop3}\r\n`;
+  if (protocol === 'sieve') return sieveBye(code);
   return `${spec.smtp}\r\n`;
 }
 

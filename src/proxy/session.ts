@@ -9,8 +9,8 @@ import type { Directory, Account } from '../directory/directory.js';
 import type { BackendGate } from '../health/gate.js';
 import { resolveRoute, type Route } from '../directory/backends.js';
 import { ProxyError, toProxyError } from '../errors.js';
-import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, Dialogue, ProtocolModule } from './protocol.js';
-import type { Credentials } from './sasl.js';
+import type { AcceptedConnection, BackendLoginContext, ClientAction, ClientEvent, ConnectionHandler, Dialogue, DialogueOptions, ProtocolModule } from './protocol.js';
+import { isTokenCredentials, type Credentials } from './sasl.js';
 import { SessionRegistry, type SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
 import { loginToBackend, type LoggedIn } from './backend-login.js';
@@ -95,10 +95,21 @@ class Session {
       requireTlsForAuth: this.settings.requireTlsForAuth,
       limits: this.settings.limits,
       ...(this.settings.greeting ? { greeting: this.settings.greeting } : {}),
+      ...this.oauthOptions(),
     });
     this.socket.on('data', this.onData);
     this.socket.resume(); // a PROXY header reader may have paused it
     this.apply(this.dialogue.start());
+  }
+
+  /** OAuth mechanisms and challenge details when oauth is configured; ManageSieve's announced SIEVE list. */
+  private oauthOptions(): Pick<DialogueOptions, 'tokenMechanisms' | 'oauthChallenge' | 'sieveExtensions'> {
+    const o = this.config.oauth;
+    const sieve = this.deps.module.protocol === 'sieve' ? this.config.sieve.sieveExtensions : undefined;
+    return {
+      ...(o ? { tokenMechanisms: o.mechanisms, oauthChallenge: { ...(o.scope ? { scope: o.scope } : {}), ...(o.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) } } : {}),
+      ...(sieve ? { sieveExtensions: sieve } : {}),
+    };
   }
 
   private readonly onData = (bytes: Buffer) => this.feed({ kind: 'data', bytes });
@@ -188,20 +199,17 @@ class Session {
     this.route = route;
     this.info.backend = route.backend;
     if (route.backend !== wanted.backend) this.info.routedFor = wanted.backend;
-    const bl = config.backendLogin;
-    const master = bl.mode === 'master';
     const started = performance.now();
     try {
       const loggedIn = await loginToBackend(deps.module, route, {
-        user: master ? `${account.login}${bl.masterSeparator}${bl.masterUser}` : account.login,
-        password: master ? bl.masterPassword ?? '' : 'password' in credentials ? credentials.password : '',
+        ...backendIdentity(config, account, credentials),
         route,
         client: this.conn.client,
         clientTls: this.socket instanceof TLSSocket,
         sessionId: this.conn.id,
         forwardClient: route.trustsProxy && route.forwardClientAddress === 'native',
         ...(clientId ? { clientId } : {}),
-      }, { budgetMs: bl.backendLoginBudgetMs, connectTimeoutMs: bl.connectTimeoutMs, signal });
+      }, { budgetMs: config.backendLogin.backendLoginBudgetMs, connectTimeoutMs: config.backendLogin.connectTimeoutMs, signal });
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, (performance.now() - started) / 1000);
       deps.gate.report(route, 'ok');
       return loggedIn;
@@ -270,4 +278,17 @@ class Session {
     if (p !== 'closed' && p !== 'new') { sessionsActive.inc({ protocol, phase: p }); this.info.phase = p; }
     this.phase = p;
   }
+}
+
+/**
+ * Who the proxy logs in as at the backend: the master user (backendLogin.mode master, or oauth.backendLogin master for
+ * token logins), the user's own token with the client's mechanism, or the user's own password.
+ */
+export function backendIdentity(config: Config, account: Account, credentials: Credentials): Pick<BackendLoginContext, 'user' | 'password' | 'token'> {
+  const bl = config.backendLogin;
+  const token = isTokenCredentials(credentials);
+  const master = token ? config.oauth?.backendLogin === 'master' : bl.mode === 'master';
+  if (master) return { user: `${account.login}${bl.masterSeparator}${bl.masterUser}`, password: bl.masterPassword ?? '' };
+  if (token) return { user: account.login, password: '', token: { mechanism: credentials.mechanism, token: credentials.token } };
+  return { user: account.login, password: credentials.password };
 }

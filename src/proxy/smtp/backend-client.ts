@@ -7,7 +7,7 @@ import type { Route } from '../../directory/backends.js';
 import type { ClientEndpoint } from '../protocol.js';
 import { connectBackend } from '../backend-connect.js';
 import { upgradeClient } from '../starttls.js';
-import { encodePlain } from '../sasl.js';
+import { TOKEN_ERROR_ACK, encodePlain, encodeTokenResponse, type TokenMechanism } from '../sasl.js';
 import { DotStuffStream } from './dot-stuff.js';
 import { ReplyParser, parseCapabilities, replyText, type BackendReply } from './reply-parser.js';
 
@@ -176,6 +176,16 @@ export class SmtpBackendClient {
     const r = await this.command(`AUTH PLAIN ${encodePlain(user, password)}`, timeoutMs, 'AUTH');
     if (r.code === 235) return;
     if (r.code === 535 || r.code === 534 || r.code === 538) throw new ProxyError('BACKEND_AUTH_FAILED', `AUTH answered ${r.code} ${replyText(r, 120)}`);
+    throw new ProxyError(r.code === 454 || r.code >= 500 ? 'BACKEND_UNAVAILABLE' : 'BACKEND_PROTOCOL', `AUTH answered ${r.code} ${replyText(r, 120)}`);
+  }
+
+  /** RFC 4954 AUTH with a bearer token (RFC 7628 OAUTHBEARER or XOAUTH2) and an initial response; an error challenge is acknowledged. */
+  async authToken(mechanism: TokenMechanism, user: string, token: string, timeoutMs: number): Promise<void> {
+    let r = await this.command(`AUTH ${mechanism} ${encodeTokenResponse(mechanism, user, token)}`, timeoutMs, 'AUTH');
+    // RFC 7628 §3.2.3: a 334 carries the JSON error; the client answers %x01 (XOAUTH2: an empty line) and gets the failure.
+    if (r.code === 334) r = await this.command(mechanism === 'OAUTHBEARER' ? TOKEN_ERROR_ACK : '', timeoutMs, 'AUTH');
+    if (r.code === 235) return;
+    if (r.code === 535 || r.code === 534 || r.code === 538 || r.code === 334) throw new ProxyError('BACKEND_AUTH_FAILED', `AUTH ${mechanism} answered ${r.code} ${replyText(r, 120)}`);
     throw new ProxyError(r.code === 454 || r.code >= 500 ? 'BACKEND_UNAVAILABLE' : 'BACKEND_PROTOCOL', `AUTH answered ${r.code} ${replyText(r, 120)}`);
   }
 

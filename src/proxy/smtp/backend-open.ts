@@ -7,6 +7,7 @@ import type { BackendGate } from '../../health/gate.js';
 import type { ClientEndpoint } from '../protocol.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { plainAddress } from '../proxy-header.js';
+import type { TokenMechanism } from '../sasl.js';
 
 export interface OpenBackendParams {
   route: Route;
@@ -24,7 +25,7 @@ export interface OpenBackendParams {
   /** Our connection id, passed as XCLIENT SESSION where offered (Dovecot logs it: one id across both logs). */
   sessionId: string;
   /** AUTH PLAIN as this user when the backend still offers AUTH after XCLIENT (submission). */
-  credentials?: { user: string; password: string };
+  credentials?: { user: string; password: string; token?: { mechanism: TokenMechanism; token: string } };
   /** Where XCLIENT would be useful but the backend does not trust us or offer it (logs only). */
   onNote?: (note: string) => void;
 }
@@ -69,8 +70,14 @@ export async function openBackend(p: OpenBackendParams): Promise<SmtpBackendClie
     }
     if (p.credentials && client.has('AUTH')) {
       const mechs = (client.capabilities.get('AUTH') ?? []).map((m) => m.toUpperCase());
-      if (!mechs.includes('PLAIN')) throw new ProxyError('BACKEND_PROTOCOL', `backend offers no AUTH PLAIN (${mechs.join(' ')})`);
-      await client.authPlain(p.credentials.user, p.credentials.password, left());
+      const token = p.credentials.token;
+      if (token) {
+        if (!mechs.includes(token.mechanism)) throw new ProxyError('BACKEND_PROTOCOL', `backend offers no AUTH ${token.mechanism} (${mechs.join(' ')})`);
+        await client.authToken(token.mechanism, p.credentials.user, token.token, left());
+      } else {
+        if (!mechs.includes('PLAIN')) throw new ProxyError('BACKEND_PROTOCOL', `backend offers no AUTH PLAIN (${mechs.join(' ')})`);
+        await client.authPlain(p.credentials.user, p.credentials.password, left());
+      }
     }
     p.gate.report(route, 'ok');
     backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, (Date.now() - started) / 1000);

@@ -14,7 +14,7 @@ import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
-const SPLICED = new Set<string>(['imap', 'pop3', 'submission']);
+const SPLICED = new Set<string>(['imap', 'pop3', 'submission', 'sieve']);
 
 export interface AppOptions {
   logger: Logger;

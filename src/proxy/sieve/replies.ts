@@ -30,6 +30,8 @@ export function capabilityBlock(s: SieveCapabilityState, okText: string): string
     `${quote('IMPLEMENTATION')} ${quote(s.implementation)}`,
     `${quote('SASL')} ${quote(sasl)}`,
     `${quote('SIEVE')} ${quote(s.sieveExtensions)}`,
+    // RFC 5804 §1.7: NOTIFY (the enotify methods) must be announced when the enotify extension is.
+    ...(/(^|\s)enotify(\s|$)/.test(s.sieveExtensions) ? [`${quote('NOTIFY')} ${quote('mailto')}`] : []),
     ...(s.starttls && !s.tls ? [quote('STARTTLS')] : []),
     `${quote('VERSION')} ${quote('1.0')}`,
     `OK ${quote(okText)}`,

@@ -62,7 +62,7 @@ describe('ManageSieve parser', () => {
 describe('ManageSieve dialogue', () => {
   it('greets with capabilities (SASL empty before TLS when TLS is required) and offers STARTTLS', () => {
     const { greeting, feed, d } = dialogue({ tls: false, starttls: true });
-    assert.match(greeting, /^"IMPLEMENTATION" "mailproxy"\r\n"SASL" ""\r\n"SIEVE" "fileinto [^"]*"\r\n"STARTTLS"\r\n"VERSION" "1.0"\r\nOK "test ready"\r\n$/);
+    assert.match(greeting, /^"IMPLEMENTATION" "mailproxy"\r\n"SASL" ""\r\n"SIEVE" "fileinto [^"]*"\r\n"NOTIFY" "mailto"\r\n"STARTTLS"\r\n"VERSION" "1.0"\r\nOK "test ready"\r\n$/);
     assert.equal(text(feed('AUTHENTICATE "PLAIN" "' + encodePlain('alice', 'pw') + '"\r\n')), 'NO (ENCRYPT-NEEDED) "Plaintext authentication disallowed without TLS"\r\n');
     const st = feed('STARTTLS\r\nAUTHENTICATE "PLAIN" "injected"\r\n');
     assert.equal(text(st), 'OK "Begin TLS negotiation now"\r\n');

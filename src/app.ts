@@ -8,7 +8,7 @@ import { kickSpread } from './health/kick.js';
 import { localAdminDeps } from './health/admin-local.js';
 import { startAdminServer, type AdminDeps, type Readiness } from './health/http.js';
 import { startAgentCheck } from './health/agent-check.js';
-import { createInboundService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
+import { createInboundService, createLmtpService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
@@ -68,6 +68,7 @@ export class App {
       handlers: {
         submission: (d) => createSubmissionService(smtpDeps(d)),
         smtp: (d) => createInboundService(smtpDeps(d)),
+        lmtp: (d) => createLmtpService(smtpDeps(d)),
       },
     });
     instanceRef = this.instance;

@@ -20,7 +20,7 @@ interface LmtpState extends ConnState {
   errors: number;
   /** Backend connections by backend name, kept across transactions (RSET between them). */
   legs: Map<string, Leg>;
-  txn?: { from: SMTPServerAddress; rcpts: Array<{ address: string; backend: string }>; started: number };
+  txn?: { from: SMTPServerAddress; rcpts: Array<{ address: string; backend: string }>; started: number } | undefined;
 }
 
 const SERVICE = 'lmtp';
@@ -50,7 +50,7 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
           route: admitted, gate, heloName: smtpHostname(config),
           budgetMs: config.backendLogin.backendLoginBudgetMs, connectTimeoutMs: config.backendLogin.connectTimeoutMs,
           client: state.conn.client, clientTls: session.secure, sessionId: state.conn.id,
-          xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' },
+          xclient: { ...(session.hostNameAppearsAs ? { HELO: session.hostNameAppearsAs } : {}), PROTO: 'ESMTP' },
           onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
         });
         leg = { link: { client, route: admitted }, open: false, broken: false, rcpts: [] };

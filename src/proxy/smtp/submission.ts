@@ -21,7 +21,7 @@ interface SubmissionState extends ConnState {
   /** Kept only to log in to the backend as the user; never logged. */
   secret?: string;
   /** A bearer-token login: the client's mechanism and token, passed on to the backend (oauth.backendLogin token). */
-  token?: { mechanism: TokenMechanism; token: string };
+  token?: { mechanism: TokenMechanism; token: string } | undefined;
   errors: number;
   link?: BackendLink;
   txn?: { from: string; rcpts: string[]; started: number };

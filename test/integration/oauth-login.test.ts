@@ -2,6 +2,7 @@
 // JWKS URL, or RFC 7662 introspection), routed by the directory and passed on to real Dovecot's oauth2 passdb (or the master user); IMAP, POP3, submission.
 // Must not test the validators' edge cases (test/unit/auth/* do) nor ManageSieve scripts (managesieve.test.ts).
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
@@ -63,6 +64,18 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
     const dovecotLog = await world.backends.a.readLog();
     assert.match(dovecotLog, /imap-login: Info: Login: user=<alice>, method=OAUTHBEARER/);
     assert.ok(!proxy.logText().includes(token), 'the token never appears in the proxy log');
+  });
+
+  it('curl --oauth2-bearer fetches a message over IMAP and lists over POP3 through the proxy', async () => {
+    const { world, proxy } = ctx;
+    const token = await world.idp!.token('alice', world.users.alice.mail);
+    const curl = (url: string) => new Promise<string>((resolve, reject) => {
+      execFile('curl', ['-sS', '--max-time', '15', '--url', url, '--user', world.users.alice.mail, '--oauth2-bearer', token], (err, stdout, stderr) => {
+        if (err) reject(new Error(`${err.message}\n${stderr}`)); else resolve(stdout);
+      });
+    });
+    assert.match(await curl(`imap://127.0.0.1:${proxy.port('imap', 'starttls')}/INBOX;MAILINDEX=1`), /X-Test-Backend: backend-a/i);
+    assert.match(await curl(`pop3://127.0.0.1:${proxy.port('pop3', 'starttls')}/`), /^1 \d+/m);
   });
 
   it('IMAP: XOAUTH2 with SASL-IR works too; AUTH=OAUTHBEARER and AUTH=XOAUTH2 are advertised', async () => {
@@ -156,6 +169,10 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
     c.write('QUIT\r\n');
     c.close();
     assert.match(await world.backends.b.readLog(), /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);
+  });
+
+  it('the proxy fetched the JWKS once for all of these logins (cached for jwksCacheMs)', () => {
+    assert.equal(ctx.world.idp!.counts.jwks, 1);
   });
 });
 

@@ -44,19 +44,23 @@ function reason(code: ErrorCode): string {
   return CATALOGUE[code].imap.replace(/^(?:OK|NO|BAD|BYE) (?:\[[^\]]*\] )?/, '');
 }
 
+/** A temporary condition: the catalogue's IMAP reply carries [UNAVAILABLE] (RFC 5530) for exactly these. */
+function temporary(code: ErrorCode): boolean {
+  return CATALOGUE[code].imap.includes('[UNAVAILABLE]');
+}
+
 /**
  * NO for `code`: temporary conditions carry (TRYLATER) (RFC 5804 §1.3), TLS refusals (ENCRYPT-NEEDED), bad SASL
  * payloads (SASL), wrong credentials plain NO (the same for unknown users).
  */
 export function no(code: ErrorCode): string {
-  const spec = CATALOGUE[code];
-  const rc = code === 'TLS_REQUIRED' ? '(ENCRYPT-NEEDED) ' : spec.retryable ? '(TRYLATER) ' : '';
+  const rc = code === 'TLS_REQUIRED' ? '(ENCRYPT-NEEDED) ' : temporary(code) ? '(TRYLATER) ' : '';
   return `NO ${rc}${quote(reason(code))}${CRLF}`;
 }
 
 /** BYE for `code` (connection closing). */
 export function bye(code: ErrorCode): string {
-  const rc = CATALOGUE[code].retryable ? '(TRYLATER) ' : '';
+  const rc = temporary(code) ? '(TRYLATER) ' : '';
   return `BYE ${rc}${quote(reason(code))}${CRLF}`;
 }
 

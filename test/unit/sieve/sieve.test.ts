@@ -121,7 +121,7 @@ describe('ManageSieve dialogue', () => {
     const { feed, d } = dialogue();
     assert.equal(text(feed('NOOP "t1"\r\n')), 'OK (TAG "t1") "Done"\r\n');
     const bye = d.step({ kind: 'deadline' });
-    assert.equal(text(bye), 'BYE (TRYLATER) "Disconnected for inactivity"\r\n');
+    assert.equal(text(bye), 'BYE "Disconnected for inactivity"\r\n');
     const l = dialogue().feed('LOGOUT\r\n');
     assert.deepEqual(others(l), [{ kind: 'close', reason: 'logout' }]);
   });

@@ -70,7 +70,7 @@ class SieveDialogue implements Dialogue {
         if (state.kind === 'tls-wait') return [];
         this.parser.push(event.bytes);
         if (state.kind === 'login-wait') {
-          if (this.parser.buffered > this.pendingLimit) this.closeWith('LINE_TOO_LONG', 'line_too_long');
+          if (this.parser.buffered > this.pendingLimit) this.closeWith('LINE_TOO_LONG', 'LINE_TOO_LONG');
         } else {
           this.pump();
         }
@@ -102,10 +102,10 @@ class SieveDialogue implements Dialogue {
         break;
       }
       case 'deadline':
-        this.closeWith('PREAUTH_TIMEOUT', 'preauth_timeout');
+        this.closeWith('PREAUTH_TIMEOUT', 'PREAUTH_TIMEOUT');
         break;
       case 'shutdown':
-        this.closeWith('SHUTDOWN', 'shutdown');
+        this.closeWith('SHUTDOWN', 'SHUTDOWN');
         break;
     }
     return this.flush();
@@ -136,13 +136,13 @@ class SieveDialogue implements Dialogue {
 
   private reject(reply: string): void {
     this.send(reply);
-    if (++this.badCommands >= this.options.limits.maxBadCommands) this.closeWith('TOO_MANY_ERRORS', 'too_many_errors');
+    if (++this.badCommands >= this.options.limits.maxBadCommands) this.closeWith('TOO_MANY_ERRORS', 'TOO_MANY_ERRORS');
   }
 
   private authFailed(code: ErrorCode): void {
     this.send(no(code));
     this.state = { kind: 'command' };
-    if (++this.authFailures >= this.options.limits.maxAuthAttempts) return this.closeWith('AUTH_FAILED', 'too_many_auth_failures');
+    if (++this.authFailures >= this.options.limits.maxAuthAttempts) return this.closeWith('AUTH_FAILED', 'TOO_MANY_AUTH_FAILURES');
     this.pump();
   }
 
@@ -158,7 +158,7 @@ class SieveDialogue implements Dialogue {
 
   private onParse(r: SieveParseResult): void {
     if (r.type === 'error') {
-      if (r.fatal && r.error !== 'SYNTAX') return this.closeWith(r.error, r.error.toLowerCase());
+      if (r.fatal && r.error !== 'SYNTAX') return this.closeWith(r.error, r.error);
       if (this.state.kind !== 'command') this.state = { kind: 'command' };
       return this.reject(r.error === 'SYNTAX' ? NO('Invalid command syntax') : no(r.error));
     }
@@ -188,7 +188,7 @@ class SieveDialogue implements Dialogue {
       case 'LOGOUT':
         this.send(OK('Logout completed'));
         this.state = { kind: 'done' };
-        return this.emit({ kind: 'close', reason: 'logout' });
+        return this.emit({ kind: 'close', reason: 'LOGOUT' });
       case 'STARTTLS':
         if (args.length || !this.options.starttls || this.tls) return this.reject(NO('STARTTLS not available'));
         this.send(OK('Begin TLS negotiation now'));

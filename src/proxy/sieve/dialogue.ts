@@ -1,6 +1,6 @@
 // Owns the client side of ManageSieve before login (RFC 5804): capability greeting, CAPABILITY/NOOP/LOGOUT/STARTTLS, AUTHENTICATE PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 → one Credentials.
 // Must not do I/O, consult the directory or backends, or echo client input (passwords, tokens) in a reply.
-import type { ErrorCode } from '../../errors.js';
+import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge, type Credentials, type TokenMechanism } from '../sasl.js';
 import { SieveLineParser, type SieveParseResult, type SieveToken } from './parser.js';
@@ -70,7 +70,7 @@ class SieveDialogue implements Dialogue {
         if (state.kind === 'tls-wait') return [];
         this.parser.push(event.bytes);
         if (state.kind === 'login-wait') {
-          if (this.parser.buffered > this.pendingLimit) this.closeWith('LINE_TOO_LONG', 'line_too_long');
+          if (this.parser.buffered > this.pendingLimit) this.closeWith('LINE_TOO_LONG', 'LINE_TOO_LONG');
         } else {
           this.pump();
         }
@@ -102,10 +102,10 @@ class SieveDialogue implements Dialogue {
         break;
       }
       case 'deadline':
-        this.closeWith('PREAUTH_TIMEOUT', 'preauth_timeout');
+        this.closeWith('PREAUTH_TIMEOUT', 'PREAUTH_TIMEOUT');
         break;
       case 'shutdown':
-        this.closeWith('SHUTDOWN', 'shutdown');
+        this.closeWith('SHUTDOWN', 'SHUTDOWN');
         break;
     }
     return this.flush();
@@ -127,7 +127,7 @@ class SieveDialogue implements Dialogue {
     return a;
   }
 
-  private closeWith(code: ErrorCode, reason: string): void {
+  private closeWith(code: ErrorCode, reason: DisconnectReason): void {
     this.send(bye(code));
     this.state = { kind: 'done' };
     this.parser.reset();
@@ -136,13 +136,13 @@ class SieveDialogue implements Dialogue {
 
   private reject(reply: string): void {
     this.send(reply);
-    if (++this.badCommands >= this.options.limits.maxBadCommands) this.closeWith('TOO_MANY_ERRORS', 'too_many_errors');
+    if (++this.badCommands >= this.options.limits.maxBadCommands) this.closeWith('TOO_MANY_ERRORS', 'TOO_MANY_ERRORS');
   }
 
   private authFailed(code: ErrorCode): void {
     this.send(no(code));
     this.state = { kind: 'command' };
-    if (++this.authFailures >= this.options.limits.maxAuthAttempts) return this.closeWith('AUTH_FAILED', 'too_many_auth_failures');
+    if (++this.authFailures >= this.options.limits.maxAuthAttempts) return this.closeWith('AUTH_FAILED', 'TOO_MANY_AUTH_FAILURES');
     this.pump();
   }
 
@@ -158,7 +158,7 @@ class SieveDialogue implements Dialogue {
 
   private onParse(r: SieveParseResult): void {
     if (r.type === 'error') {
-      if (r.fatal && r.error !== 'SYNTAX') return this.closeWith(r.error, r.error.toLowerCase());
+      if (r.fatal && r.error !== 'SYNTAX') return this.closeWith(r.error, r.error);
       if (this.state.kind !== 'command') this.state = { kind: 'command' };
       return this.reject(r.error === 'SYNTAX' ? NO('Invalid command syntax') : no(r.error));
     }
@@ -188,7 +188,7 @@ class SieveDialogue implements Dialogue {
       case 'LOGOUT':
         this.send(OK('Logout completed'));
         this.state = { kind: 'done' };
-        return this.emit({ kind: 'close', reason: 'logout' });
+        return this.emit({ kind: 'close', reason: 'LOGOUT' });
       case 'STARTTLS':
         if (args.length || !this.options.starttls || this.tls) return this.reject(NO('STARTTLS not available'));
         this.send(OK('Begin TLS negotiation now'));

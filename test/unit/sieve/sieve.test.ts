@@ -114,7 +114,7 @@ describe('ManageSieve dialogue', () => {
     feed('FOO\r\nBAR\r\nBAZ\r\n');
     const last = feed('QUX\r\n');
     assert.equal(text(last), 'NO "Unknown command"\r\nBYE "Too many invalid commands"\r\n');
-    assert.deepEqual(others(last), [{ kind: 'close', reason: 'too_many_errors' }]);
+    assert.deepEqual(others(last), [{ kind: 'close', reason: 'TOO_MANY_ERRORS' }]);
   });
 
   it('NOOP echoes its tag, LOGOUT closes, the deadline says BYE', () => {
@@ -123,7 +123,7 @@ describe('ManageSieve dialogue', () => {
     const bye = d.step({ kind: 'deadline' });
     assert.equal(text(bye), 'BYE "Disconnected for inactivity"\r\n');
     const l = dialogue().feed('LOGOUT\r\n');
-    assert.deepEqual(others(l), [{ kind: 'close', reason: 'logout' }]);
+    assert.deepEqual(others(l), [{ kind: 'close', reason: 'LOGOUT' }]);
   });
 });
 

@@ -1,31 +1,10 @@
 // Owns decoding of SASL PLAIN (RFC 4616), LOGIN, OAUTHBEARER (RFC 7628) and XOAUTH2 payloads into one Credentials value, shared by every protocol.
 // Must not do I/O or know any protocol's framing; base64 strings in, Credentials or a parse failure out.
 
-/** A user name and password (LOGIN, PLAIN, POP3 USER/PASS). */
-export interface PasswordCredentials {
-  /** Authentication identity the client typed. */
-  user: string;
-  password: string;
-  /** How the client authenticated, for logs and metrics (never the payload). */
-  mechanism: 'LOGIN' | 'PLAIN' | 'USER';
-}
+import type { PasswordCredentials, TokenCredentials, TokenMechanism } from '../core/types.js';
 
-export type TokenMechanism = 'OAUTHBEARER' | 'XOAUTH2';
-
-/** An OAuth 2.0 bearer token (RFC 6750); the user is learnt from the token, `user` is what the client claimed (may be empty). */
-export interface TokenCredentials {
-  /** OAUTHBEARER authzid or XOAUTH2 `user=`; '' when the client named nobody. */
-  user: string;
-  token: string;
-  mechanism: TokenMechanism;
-}
-
-/** Every login method ends as one of these; `mechanism` tells the kind apart. */
-export type Credentials = PasswordCredentials | TokenCredentials;
-
-export function isTokenCredentials(c: Credentials): c is TokenCredentials {
-  return c.mechanism === 'OAUTHBEARER' || c.mechanism === 'XOAUTH2';
-}
+export { isTokenCredentials } from '../core/types.js';
+export type { Credentials, PasswordCredentials, TokenCredentials, TokenMechanism } from '../core/types.js';
 
 export type SaslResult = { ok: true; credentials: PasswordCredentials } | { ok: false; reason: 'malformed' | 'authzid' };
 

@@ -10,7 +10,7 @@ import type { World } from './harness/world.js';
 import { withWorldAndProxy } from './proxy-fixture.js';
 import { routeForBackend } from '../../src/directory/backends.js';
 import { probeOnce } from '../../src/health/probe.js';
-import { systemClock } from '../../src/health/clock.js';
+import { systemClock } from '../../src/core/clock.js';
 import { encodePlain, encodeTokenResponse } from '../../src/proxy/sasl.js';
 import { IDP_AUDIENCE, IDP_ISSUER } from './harness/identity-provider.js';
 

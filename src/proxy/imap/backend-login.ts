@@ -3,7 +3,7 @@
 import { ProxyError } from '../../errors.js';
 import type { BackendAction, BackendEvent, BackendLogin, BackendLoginContext } from '../protocol.js';
 import { CRLF, quoteAscii } from './replies.js';
-import { plainAddress } from '../proxy-header.js';
+import { plainAddress } from '../../core/proxy-header.js';
 import { TOKEN_ERROR_ACK, encodeTokenResponse } from '../sasl.js';
 
 /** RFC 7888 §3: LITERAL- allows non-synchronising literals up to this size. */

@@ -2,7 +2,7 @@
 // Must not do I/O, retry or judge health; backend text goes into ProxyError details for logs only, never to clients.
 import { ProxyError } from '../../errors.js';
 import type { BackendAction, BackendEvent, BackendLogin, BackendLoginContext } from '../protocol.js';
-import { plainAddress } from '../proxy-header.js';
+import { plainAddress } from '../../core/proxy-header.js';
 import { TOKEN_ERROR_ACK, encodePlain, encodeTokenResponse } from '../sasl.js';
 import { CRLF, quote } from './replies.js';
 

@@ -1,6 +1,6 @@
 // Owns the client side of ManageSieve before login (RFC 5804): capability greeting, CAPABILITY/NOOP/LOGOUT/STARTTLS, AUTHENTICATE PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 → one Credentials.
 // Must not do I/O, consult the directory or backends, or echo client input (passwords, tokens) in a reply.
-import type { ErrorCode } from '../../errors.js';
+import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge, type Credentials, type TokenMechanism } from '../sasl.js';
 import { SieveLineParser, type SieveParseResult, type SieveToken } from './parser.js';
@@ -127,7 +127,7 @@ class SieveDialogue implements Dialogue {
     return a;
   }
 
-  private closeWith(code: ErrorCode, reason: string): void {
+  private closeWith(code: ErrorCode, reason: DisconnectReason): void {
     this.send(bye(code));
     this.state = { kind: 'done' };
     this.parser.reset();

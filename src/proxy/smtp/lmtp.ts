@@ -4,10 +4,11 @@ import type { SMTPServerAddress } from 'smtp-server';
 import { toProxyError } from '../../errors.js';
 import { smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import type { Route } from '../../directory/backends.js';
+import { admit, type AdmittedRoute } from '../backend-session.js';
+import { SmtpBackendClient } from './backend-client.js';
 import type { ConnectionHandler } from '../protocol.js';
-import { openBackend } from './backend-open.js';
 import { teeDataStream } from './data-tee.js';
-import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { deliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
 import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
@@ -27,6 +28,7 @@ const SERVICE = 'lmtp';
 
 export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
   const { gate } = deps;
+  const pipeline = pipelineDeps(deps);
 
   const dropLeg = (state: LmtpState, name: string): void => {
     state.legs.get(name)?.link.client.quit();
@@ -37,8 +39,8 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
   async function legFor(state: LmtpState, route: Route, session: { hostNameAppearsAs: string; secure: boolean }): Promise<Leg | ClientReply> {
     const { config } = state;
     const txn = state.txn!;
-    let admitted: Route;
-    try { admitted = gate.admit(route); } catch (e) {
+    let admitted: AdmittedRoute;
+    try { admitted = admit(gate, route); } catch (e) {
       state.log.warn({ phase: 'rcpt', backend: route.backend, reason: toProxyError(e, 'BACKEND_DOWN').spec.logReason }, 'backend not admitted');
       return REPLY.backendTemp;
     }
@@ -46,11 +48,10 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
     if (leg && (leg.broken || !leg.link.client.alive || !sameEndpoint(leg.link, admitted))) { dropLeg(state, route.backend); leg = undefined; }
     if (!leg) {
       try {
-        const client = await openBackend({
-          route: admitted, gate, heloName: smtpHostname(config),
-          budgetMs: config.backendLogin.backendLoginBudgetMs, connectTimeoutMs: config.backendLogin.connectTimeoutMs,
-          client: state.conn.client, clientTls: session.secure, sessionId: state.conn.id,
-          xclient: { ...(session.hostNameAppearsAs ? { HELO: session.hostNameAppearsAs } : {}), PROTO: 'ESMTP' },
+        const client = await SmtpBackendClient.open(pipeline, admitted, config.backendLogin, {
+          client: state.conn.client,
+          clientTls: session.secure,
+          login: { heloName: smtpHostname(config), sessionId: state.conn.id, xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' } },
           onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
         });
         leg = { link: { client, route: admitted }, open: false, broken: false, rcpts: [] };

@@ -10,7 +10,7 @@ import { checkTlsFiles, type CertificateFiles } from './check.js';
  * RFC 7301 §3.2: a server that supports none of the offered protocols answers with the no_application_protocol alert).
  */
 export const ALPN_IDS: Readonly<Record<string, string>> = {
-  imap: 'imap', pop3: 'pop3', submission: 'smtp', smtp: 'smtp', managesieve: 'managesieve', lmtp: 'lmtp',
+  imap: 'imap', pop3: 'pop3', submission: 'smtp', smtp: 'smtp', managesieve: 'managesieve', sieve: 'managesieve', lmtp: 'lmtp',
 };
 
 /** Lower-case, without a trailing dot (`Mail.Example.COM.` → `mail.example.com`). */

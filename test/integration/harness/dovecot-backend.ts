@@ -61,6 +61,10 @@ export interface DovecotOptions {
   /** Users whose INBOX gets one marker message naming this backend. */
   residents: TestUser[];
   perfTuning: boolean;
+  /** Mail root shared with other instances (a pool on shared storage); default DIR/mail, owned by this instance. */
+  mailRoot?: string;
+  /** Settings appended to the rendered config (e.g. a log_timestamp with microseconds). */
+  extraConfig?: string;
 }
 
 function renderConfig(o: DovecotOptions, mailRoot: string): string {
@@ -84,7 +88,7 @@ function renderConfig(o: DovecotOptions, mailRoot: string): string {
     SUBMISSION_HAPROXY_PORT: o.ports.submissionHaproxy,
     LOGIN_TUNING: loginTuning,
     PERF_TUNING: o.perfTuning ? renderFixture('dovecot/perf-tuning.conf.tmpl', {}) : '',
-  });
+  }) + (o.extraConfig ? `\n${o.extraConfig}\n` : '');
 }
 
 async function mkdirOwned(path: string): Promise<void> {
@@ -121,7 +125,7 @@ function passwdLine(user: string, hash: string, home: string): string {
 
 /** Prepare files, seed markers, start Dovecot and wait until every listener is bound. */
 export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> {
-  const mailRoot = join(o.dir, 'mail');
+  const mailRoot = o.mailRoot ?? join(o.dir, 'mail');
   const configPath = join(o.dir, 'dovecot.conf');
   const logPath = join(o.dir, 'dovecot.log');
   const pidPath = join(o.dir, 'run', 'master.pid');

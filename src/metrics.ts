@@ -32,3 +32,9 @@ export const ldapUp = new Gauge({ name: 'mailproxy_ldap_up', help: '1 when the L
 export const workerRestartsTotal = new Counter({ name: 'mailproxy_worker_restarts_total', help: 'Cluster workers replaced by the primary, by reason (exited, unresponsive)', labelNames: ['reason'], registers: [registry] });
 export const smtpMessagesTotal = new Counter({ name: 'mailproxy_smtp_messages_total', help: 'SMTP transactions by service and result', labelNames: ['service', 'result'], registers: [registry] });
 export const smtpRecipientsTotal = new Counter({ name: 'mailproxy_smtp_recipients_total', help: 'SMTP recipients by service and result', labelNames: ['service', 'result'], registers: [registry] });
+
+// Pools (issue 13): per pool and member, never per user.
+export const poolUsersLive = new Gauge({ name: 'mailproxy_pool_users_live', help: 'Users with live sessions on a pool member (this process)', labelNames: ['pool', 'member'], registers: [registry] });
+export const poolRoutesTotal = new Counter({ name: 'mailproxy_pool_routes_total', help: 'Pool route decisions at login by member and reason (hash, failover, live-sessions, draining, moving, none)', labelNames: ['pool', 'member', 'reason'], registers: [registry] });
+export const poolMovesTotal = new Counter({ name: 'mailproxy_pool_moves_total', help: 'Users moved off a pool member by reason (down, move-back, drain, conflict)', labelNames: ['pool', 'reason'], registers: [registry] });
+export const poolSessionsClosedTotal = new Counter({ name: 'mailproxy_pool_sessions_closed_total', help: 'Sessions closed to move their user to another pool member', labelNames: ['pool', 'member', 'reason'], registers: [registry] });

@@ -10,6 +10,8 @@ export interface SessionInfo {
   backend?: string;
   /** Set when the session went to a standby because this (primary) backend was down. */
   routedFor?: string;
+  /** Set when the backend was chosen as a member of this pool (pool affinity moves and counts these). */
+  pool?: string;
   phase: 'prelogin' | 'login' | 'relay';
   startedAt: number;
 }

@@ -1,0 +1,218 @@
+// Owns pool affinity at run time: member conditions from health, live sessions (this process, or the tier registry), the login-time
+// choice, moves (closing sessions with the protocol's goodbye when a move is due), the `where` explanation and pool metrics.
+// Must not hash or decide rules itself (pool-route.ts, pure) nor open backend connections; it never waits on Redis past the tier's deadline.
+import { ProxyError } from '../errors.js';
+import type { Config } from '../config/schema.js';
+import type { EffectiveState } from '../health/backend-state.js';
+import type { Logger } from '../log.js';
+import type { LiveSession, SessionRegistry } from '../proxy/sessions.js';
+import { choosePoolMember, drainFraction, normaliseUser, poolSpec, type MemberCondition, type MemberState, type MoveReason, type PoolDecision, type PoolSpec } from '../directory/pool-route.js';
+import { poolMovesTotal, poolRoutesTotal, poolSessionsClosedTotal, poolUsersLive } from '../metrics.js';
+
+/** Live sessions of a user in the whole tier (the tier's session registry); `local` when Redis did not answer in time. */
+export interface TierSessionSource {
+  list(user: string): Promise<{ source: 'tier' | 'local'; sessions: ReadonlyArray<{ backend: string; instance?: string }> }>;
+}
+
+export interface PoolRouterOptions {
+  config: () => Pick<Config, 'pools'>;
+  sessions: Pick<SessionRegistry, 'list'>;
+  /** The tier registry; without it live sessions are this process's only (README: the risk without `tier:`). */
+  tier?: TierSessionSource;
+  now?: () => number;
+  logger?: Logger;
+  /** How often due moves are carried out for this process's sessions. */
+  sweepIntervalMs?: number;
+}
+
+export interface PoolChoice {
+  pool: string;
+  member: string;
+  decision: Extract<PoolDecision, { kind: 'route' }>;
+}
+
+/** What `mailproxy where USER` and `GET /routes/USER` show. */
+export interface WhereReport {
+  user: string;
+  pool: string;
+  /** Member a new session goes to now; null when logins wait (move in progress) or no member may serve. */
+  member: string | null;
+  reason: string;
+  target: string | null;
+  pendingMove?: { to: string; at: string; reason: MoveReason };
+  /** Every member in hash order with its weight, condition and since. */
+  order: Array<{ member: string; weight: number; condition: MemberCondition; since: string }>;
+  /** Where the user's live sessions are (members), and whose view that is. */
+  live: { source: 'process' | 'tier' | 'local-fallback'; members: string[]; sessions: number };
+  /** This user's fixed point in a drain window (0..1). */
+  drainFraction: number;
+}
+
+/** Sessions logging in count as live (they will be); only relayed ones are closed (a login in flight becomes relayed, then goes). */
+const CLOSING_SESSION_PHASES: ReadonlyArray<LiveSession['info']['phase']> = ['login', 'relay'];
+const REKICK_AFTER_MS = 2000;
+
+/** Health's folded backend state → what a pool member may do. */
+export function conditionOf(state: EffectiveState): MemberCondition {
+  if (state === 'down') return 'down';
+  if (state === 'maintenance') return 'maintenance';
+  return 'up';
+}
+
+export class PoolRouter {
+  private readonly states = new Map<string, MemberState>();
+  private readonly kicked = new Map<string, number>();
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly startedAt: number;
+
+  constructor(private readonly opts: PoolRouterOptions) {
+    this.now = opts.now ?? Date.now;
+    this.startedAt = this.now();
+  }
+
+  /** A backend's folded health state (initial snapshot and every change). `since` moves only when the member's condition changes. */
+  observe(backend: string, state: EffectiveState, at: number = this.now()): void {
+    const condition = conditionOf(state);
+    const prev = this.states.get(backend);
+    if (prev && prev.condition === condition) return;
+    this.states.set(backend, { condition, since: prev ? at : Math.min(at, this.startedAt) });
+    if (prev) this.opts.logger?.info({ event: 'pool_member_condition', member: backend, from: prev.condition, to: condition }, `pool member ${backend} ${prev.condition} -> ${condition}`);
+  }
+
+  isPool(name: string | null | undefined): boolean {
+    return !!name && Object.prototype.hasOwnProperty.call(this.opts.config().pools, name);
+  }
+
+  /** Pool a user's host value names (routing.defaultBackend applies to accounts without one). */
+  spec(name: string): PoolSpec {
+    const s = poolSpec(this.opts.config(), name);
+    if (!s) throw new ProxyError('NO_ROUTE', `'${name}' is not a pool`);
+    return s;
+  }
+
+  /**
+   * The member for a new session of `user` (the account's login) in `pool`. Closes sessions the decision says must go (this process's),
+   * throws POOL_MOVING while a due move's sessions are closing and BACKEND_DOWN when no member may serve.
+   */
+  async route(pool: string, user: string): Promise<PoolChoice> {
+    const spec = this.spec(pool);
+    const live = await this.liveMembers(pool, user);
+    const decision = choosePoolMember({ user, pool: spec, states: this.states, live: live.members, now: this.now() });
+    this.applyKicks(pool, user, decision);
+    if (decision.kind === 'wait') {
+      poolRoutesTotal.inc({ pool, member: decision.holder, reason: 'moving' });
+      throw new ProxyError('POOL_MOVING', `${pool}: moving from ${decision.holder} to ${decision.target}`);
+    }
+    if (decision.kind === 'none') {
+      poolRoutesTotal.inc({ pool, member: '', reason: 'none' });
+      throw new ProxyError('BACKEND_DOWN', `${pool}: no member may take logins`);
+    }
+    poolRoutesTotal.inc({ pool, member: decision.member, reason: decision.reason });
+    return { pool, member: decision.member, decision };
+  }
+
+  /** The explanation for operators; no side effects (nothing is closed). */
+  async where(pool: string, user: string): Promise<WhereReport> {
+    const spec = this.spec(pool);
+    const live = await this.liveMembers(pool, user);
+    const d = choosePoolMember({ user, pool: spec, states: this.states, live: live.members, now: this.now() });
+    const weight = new Map(spec.members.map((m) => [m.name, m.weight]));
+    const report: WhereReport = {
+      user,
+      pool,
+      member: d.kind === 'route' ? d.member : null,
+      reason: d.kind === 'route' ? d.reason : d.kind === 'wait' ? `moving: closing the sessions on ${d.holder}` : 'no member may take logins',
+      target: d.kind === 'none' ? null : d.target,
+      order: d.order.map((m) => {
+        const s = this.states.get(m) ?? { condition: 'up' as const, since: this.startedAt };
+        return { member: m, weight: weight.get(m) ?? 1, condition: s.condition, since: new Date(s.since).toISOString() };
+      }),
+      live,
+      drainFraction: Number(drainFraction(user).toFixed(4)),
+    };
+    if (d.kind === 'route' && d.pendingMove) report.pendingMove = { to: d.pendingMove.to, at: new Date(d.pendingMove.at).toISOString(), reason: d.pendingMove.reason };
+    return report;
+  }
+
+  /** Carry out due moves for this process's sessions and refresh the live-users gauge. */
+  sweep(): void {
+    const now = this.now();
+    const byUser = new Map<string, { pool: string; user: string; members: Set<string> }>();
+    for (const s of this.opts.sessions.list()) {
+      const { pool, user, backend, phase } = s.info;
+      if (!pool || !user || !backend || !CLOSING_SESSION_PHASES.includes(phase)) continue;
+      const key = `${pool}\0${normaliseUser(user)}`;
+      const e = byUser.get(key) ?? { pool, user, members: new Set<string>() };
+      e.members.add(backend);
+      byUser.set(key, e);
+    }
+    poolUsersLive.reset();
+    const pools = this.opts.config().pools;
+    for (const { pool, user, members } of byUser.values()) {
+      for (const m of members) poolUsersLive.inc({ pool, member: m });
+      if (!pools[pool]) continue;
+      const decision = choosePoolMember({ user, pool: this.spec(pool), states: this.states, live: [...members], now });
+      this.applyKicks(pool, user, decision);
+    }
+    for (const [k, at] of this.kicked) if (now - at > REKICK_AFTER_MS) this.kicked.delete(k);
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      try { this.sweep(); } catch (e) { this.opts.logger?.error({ event: 'pool_sweep_failed', err: e instanceof Error ? e.message : String(e) }, 'pool sweep failed'); }
+    }, this.opts.sweepIntervalMs ?? 1000);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private async liveMembers(pool: string, user: string): Promise<WhereReport['live']> {
+    const members = new Set<string>();
+    let sessions = 0;
+    const inPool = new Set(this.spec(pool).members.map((m) => m.name));
+    const norm = normaliseUser(user);
+    for (const s of this.opts.sessions.list()) {
+      const i = s.info;
+      if (i.pool !== pool || !i.backend || !i.user || !CLOSING_SESSION_PHASES.includes(i.phase) || normaliseUser(i.user) !== norm) continue;
+      members.add(i.backend);
+      sessions++;
+    }
+    let source: WhereReport['live']['source'] = 'process';
+    if (this.opts.tier) {
+      const t = await this.opts.tier.list(user);
+      source = t.source === 'tier' ? 'tier' : 'local-fallback';
+      for (const s of t.sessions) {
+        if (!inPool.has(s.backend)) continue;
+        if (!members.has(s.backend)) sessions++;
+        members.add(s.backend);
+      }
+    }
+    return { source, members: [...members].filter((m) => inPool.has(m)), sessions };
+  }
+
+  private applyKicks(pool: string, user: string, decision: PoolDecision): void {
+    if (decision.kick.length === 0) return;
+    const now = this.now();
+    const norm = normaliseUser(user);
+    for (const k of decision.kick) {
+      const key = `${pool}\0${norm}\0${k.member}`;
+      const last = this.kicked.get(key);
+      if (last !== undefined && now - last < REKICK_AFTER_MS) continue;
+      const victims = this.opts.sessions.list().filter((s) => s.info.pool === pool && s.info.backend === k.member && !!s.info.user
+        && normaliseUser(s.info.user) === norm && s.info.phase === 'relay');
+      this.kicked.set(key, now);
+      if (victims.length === 0) continue;
+      poolMovesTotal.inc({ pool, reason: k.reason });
+      poolSessionsClosedTotal.inc({ pool, member: k.member, reason: k.reason }, victims.length);
+      this.opts.logger?.info({ event: 'pool_move', pool, user, from: k.member, reason: k.reason, sessions: victims.length }, `closing ${victims.length} session(s) of ${user} on ${k.member} (${k.reason})`);
+      for (const s of victims) {
+        try { s.kick(new ProxyError('POOL_MOVE', `${pool}: ${k.reason} from ${k.member}`)); } catch { /* already closing */ }
+      }
+    }
+  }
+}

@@ -12,6 +12,7 @@ import { createInboundService, createSubmissionService, type SmtpServiceDeps } f
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
+import type { EffectiveState } from './health/backend-state.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
 const SPLICED = new Set<string>(['imap', 'pop3', 'submission']);
@@ -28,7 +29,7 @@ export interface AppOptions {
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tlsMaterial, penalty: d.penalty };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, pools: d.pools, logger: d.logger, secureContext: d.tlsMaterial, penalty: d.penalty };
 }
 
 export class App {
@@ -71,6 +72,9 @@ export class App {
       },
     });
     instanceRef = this.instance;
+    // Pool members move users on health changes (folded per backend: a member is down when any of its protocols is).
+    for (const b of this.monitor.snapshot()) this.instance.pools.observe(b.backend, b.state, Date.parse(b.since));
+    this.monitor.on('backend', (t: { backend: string; to: EffectiveState; at: number }) => this.instance.pools.observe(t.backend, t.to, t.at));
   }
 
   get config(): Config { return this.instance.current; }

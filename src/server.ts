@@ -8,6 +8,7 @@ import type { Directory } from './directory/directory.js';
 import { createDirectory } from './directory/create.js';
 import { openGate, type BackendGate } from './health/gate.js';
 import { SessionRegistry } from './proxy/sessions.js';
+import { PoolRouter } from './pools/pool-router.js';
 import { Listener } from './proxy/listener.js';
 import { ProtocolService } from './proxy/session.js';
 import type { ConnectionHandler } from './proxy/protocol.js';
@@ -57,6 +58,8 @@ export interface HandlerDeps {
   secureContext: () => SecureContext | undefined;
   /** Failed-login penalty per client address, shared by every protocol of this process. */
   penalty: AuthPenalty;
+  /** Pool affinity: the member for accounts whose host value names a pool. */
+  pools: PoolRouter;
   /** Raw PEM material for services that build their own TLS (smtp-server). */
   tlsMaterial: () => { key: Buffer; cert: Buffer } | undefined;
 }
@@ -74,6 +77,7 @@ export class Instance {
   private tls: ReturnType<typeof loadSecureContext>;
   readonly sessions: SessionRegistry;
   readonly gate: BackendGate;
+  readonly pools: PoolRouter;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
   draining = false;
@@ -84,11 +88,13 @@ export class Instance {
     this.directory = createDirectory(config, opts.logger.child({ module: 'directory' }));
     this.sessions = opts.sessions ?? new SessionRegistry();
     this.gate = opts.gate ?? openGate;
+    this.pools = new PoolRouter({ config: () => this.config, sessions: this.sessions, logger: opts.logger.child({ module: 'pools' }) });
     const deps: HandlerDeps = {
       config: () => this.config,
       directory: () => this.directory,
       gate: this.gate,
       sessions: this.sessions,
+      pools: this.pools,
       logger: opts.logger,
       penalty: new AuthPenalty(),
       secureContext: () => this.tls?.context,
@@ -111,6 +117,7 @@ export class Instance {
   async start(): Promise<BoundListener[]> {
     this.checkHandlers(this.config.listeners);
     this.listeners = await this.openListeners(this.config.listeners);
+    this.pools.start();
     return this.bound;
   }
 
@@ -178,6 +185,7 @@ export class Instance {
 
   /** Goodbye to every live session and close everything. */
   async close(): Promise<void> {
+    this.pools.stop();
     await this.stopListening();
     await Promise.all([...this.handlers.values()].map((h) => h.close()));
     await this.directory.close();

@@ -3,6 +3,7 @@
 // Must not hash or decide rules itself (pool-route.ts, pure) nor open backend connections; it never waits on Redis past the tier's deadline.
 import { ProxyError } from '../errors.js';
 import type { Config } from '../config/schema.js';
+import { routeForBackend, type Route, type RouteProtocol } from '../directory/backends.js';
 import type { EffectiveState } from '../health/backend-state.js';
 import type { Logger } from '../log.js';
 import type { LiveSession, SessionRegistry } from '../proxy/sessions.js';
@@ -112,10 +113,24 @@ export class PoolRouter {
     return { pool, member: decision.member, decision };
   }
 
+  /**
+   * The route for an account whose host value (or routing.defaultBackend) names a pool: the chosen member's endpoint for `protocol`.
+   * Undefined when the name is not a pool (the caller routes as usual). The health gate is not asked again: the choice already
+   * skipped members that are down, and a draining member must still take its users' sessions until their drain moment.
+   */
+  async resolve(config: Pick<Config, 'backends' | 'routing'>, host: string | null, user: string, protocol: RouteProtocol): Promise<{ route: Route; pool: string; reason: string } | undefined> {
+    const name = host?.trim() || config.routing.defaultBackend;
+    if (!name || !this.isPool(name)) return undefined;
+    const c = await this.route(name, user);
+    return { route: routeForBackend(config, c.member, protocol), pool: name, reason: c.decision.reason };
+  }
+
   /** The explanation for operators; no side effects (nothing is closed). */
-  async where(pool: string, user: string): Promise<WhereReport> {
+  async where(pool: string, user: string, elsewhere: readonly string[] = []): Promise<WhereReport> {
     const spec = this.spec(pool);
     const live = await this.liveMembers(pool, user);
+    // Sessions the caller sees beyond this process (a cluster primary asks its workers).
+    for (const m of elsewhere) if (spec.members.some((x) => x.name === m) && !live.members.includes(m)) { live.members.push(m); live.sessions++; }
     const d = choosePoolMember({ user, pool: spec, states: this.states, live: live.members, now: this.now() });
     const weight = new Map(spec.members.map((m) => [m.name, m.weight]));
     const report: WhereReport = {

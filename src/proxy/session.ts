@@ -183,9 +183,11 @@ class Session {
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
     const account: Account = auth.account;
     this.info.user = account.login;
-    const wanted = resolveRoute(config, account.host, deps.module.protocol);
-    const route = deps.gate.admit(wanted);
+    const pooled = await deps.pools.resolve(config, account.host, account.login, deps.module.protocol);
+    const wanted = pooled?.route ?? resolveRoute(config, account.host, deps.module.protocol);
+    const route = pooled ? wanted : deps.gate.admit(wanted);
     this.route = route;
+    if (pooled) this.info.pool = pooled.pool;
     this.info.backend = route.backend;
     if (route.backend !== wanted.backend) this.info.routedFor = wanted.backend;
     const bl = config.backendLogin;

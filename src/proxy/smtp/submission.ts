@@ -111,8 +111,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         let route: Route;
         let wanted: Route;
         try {
-          wanted = routeFor(config, account);
-          route = gate.admit(wanted);
+          const pooled = config.smtp.centralRelay ? undefined : await deps.pools?.resolve(config, account.host, account.login, 'submission');
+          wanted = pooled?.route ?? routeFor(config, account);
+          route = pooled ? wanted : gate.admit(wanted);
+          if (pooled) state.info.pool = pooled.pool;
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');

@@ -24,6 +24,8 @@ export interface PoolRouterOptions {
   logger?: Logger;
   /** How often due moves are carried out for this process's sessions. */
   sweepIntervalMs?: number;
+  /** After closing a user's sessions for a move, their logins wait this long more, so the old backend has noticed the close. */
+  moveGraceMs?: number;
 }
 
 export interface PoolChoice {
@@ -52,6 +54,7 @@ export interface WhereReport {
 /** Sessions logging in count as live (they will be); only relayed ones are closed (a login in flight becomes relayed, then goes). */
 const CLOSING_SESSION_PHASES: ReadonlyArray<LiveSession['info']['phase']> = ['login', 'relay'];
 const REKICK_AFTER_MS = 2000;
+const MOVE_GRACE_MS = 300;
 
 /** Health's folded backend state → what a pool member may do. */
 export function conditionOf(state: EffectiveState): MemberCondition {
@@ -63,6 +66,8 @@ export function conditionOf(state: EffectiveState): MemberCondition {
 export class PoolRouter {
   private readonly states = new Map<string, MemberState>();
   private readonly kicked = new Map<string, number>();
+  /** pool NUL user → when this process last closed sessions of that user for a move. */
+  private readonly moved = new Map<string, number>();
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
   private readonly startedAt: number;
@@ -99,8 +104,13 @@ export class PoolRouter {
   async route(pool: string, user: string): Promise<PoolChoice> {
     const spec = this.spec(pool);
     const live = await this.liveMembers(pool, user);
-    const decision = choosePoolMember({ user, pool: spec, states: this.states, live: live.members, now: this.now() });
+    const decision = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: live.members, now: this.now() });
     this.applyKicks(pool, user, decision);
+    const movedAt = this.moved.get(`${pool}\0${normaliseUser(user)}`);
+    if (decision.kind === 'route' && movedAt !== undefined && this.now() - movedAt < (this.opts.moveGraceMs ?? MOVE_GRACE_MS)) {
+      poolRoutesTotal.inc({ pool, member: decision.member, reason: 'moving' });
+      throw new ProxyError('POOL_MOVING', `${pool}: sessions just closed for a move; waiting for the old member to finish them`);
+    }
     if (decision.kind === 'wait') {
       poolRoutesTotal.inc({ pool, member: decision.holder, reason: 'moving' });
       throw new ProxyError('POOL_MOVING', `${pool}: moving from ${decision.holder} to ${decision.target}`);
@@ -131,7 +141,7 @@ export class PoolRouter {
     const live = await this.liveMembers(pool, user);
     // Sessions the caller sees beyond this process (a cluster primary asks its workers).
     for (const m of elsewhere) if (spec.members.some((x) => x.name === m) && !live.members.includes(m)) { live.members.push(m); live.sessions++; }
-    const d = choosePoolMember({ user, pool: spec, states: this.states, live: live.members, now: this.now() });
+    const d = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: live.members, now: this.now() });
     const weight = new Map(spec.members.map((m) => [m.name, m.weight]));
     const report: WhereReport = {
       user,
@@ -167,10 +177,12 @@ export class PoolRouter {
     for (const { pool, user, members } of byUser.values()) {
       for (const m of members) poolUsersLive.inc({ pool, member: m });
       if (!pools[pool]) continue;
-      const decision = choosePoolMember({ user, pool: this.spec(pool), states: this.states, live: [...members], now });
+      const spec = this.spec(pool);
+      const decision = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: [...members], now });
       this.applyKicks(pool, user, decision);
     }
     for (const [k, at] of this.kicked) if (now - at > REKICK_AFTER_MS) this.kicked.delete(k);
+    for (const [k, at] of this.moved) if (now - at > REKICK_AFTER_MS) this.moved.delete(k);
   }
 
   start(): void {
@@ -184,6 +196,12 @@ export class PoolRouter {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  /** Member states, with members never seen before (just added by a reload) starting as up from now: their users move back under the usual rule. */
+  private statesFor(spec: PoolSpec): ReadonlyMap<string, MemberState> {
+    for (const m of spec.members) if (!this.states.has(m.name)) this.states.set(m.name, { condition: 'up', since: this.now() });
+    return this.states;
   }
 
   private async liveMembers(pool: string, user: string): Promise<WhereReport['live']> {
@@ -223,6 +241,7 @@ export class PoolRouter {
       this.kicked.set(key, now);
       if (victims.length === 0) continue;
       poolMovesTotal.inc({ pool, reason: k.reason });
+      this.moved.set(`${pool}\0${norm}`, now);
       poolSessionsClosedTotal.inc({ pool, member: k.member, reason: k.reason }, victims.length);
       this.opts.logger?.info({ event: 'pool_move', pool, user, from: k.member, reason: k.reason, sessions: victims.length }, `closing ${victims.length} session(s) of ${user} on ${k.member} (${k.reason})`);
       for (const s of victims) {

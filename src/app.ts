@@ -13,6 +13,7 @@ import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
 import type { EffectiveState } from './health/backend-state.js';
+import { explainRoute } from './pools/where.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
 const SPLICED = new Set<string>(['imap', 'pop3', 'submission']);
@@ -102,6 +103,13 @@ export class App {
     this.monitor.start();
     if (c.admin.enabled) {
       const deps = this.opts.adminDeps?.(this) ?? localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness: () => this.readiness() });
+      deps.routeOf ??= (user) => explainRoute({
+        config: () => this.config,
+        directory: () => this.instance.directoryNow,
+        pools: this.instance.pools,
+        backendState: (name) => this.monitor.snapshot().find((b) => b.backend === name),
+        sessionsOf: (login) => deps.listSessions({ user: login }),
+      }, user);
       this.admin = await startAdminServer({ deps, logger: this.opts.logger.child({ module: 'admin' }), address: c.admin.address, port: c.admin.port, ...(c.admin.token ? { token: c.admin.token } : {}) });
       this.opts.logger.info({ address: c.admin.address, port: this.admin.port }, 'admin HTTP listening');
     }

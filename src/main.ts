@@ -13,13 +13,14 @@ const USAGE = `usage: mailproxy <command> [options]
   start -c FILE           run the proxy
   check-config -c FILE    validate a configuration file and exit
   lookup USER -c FILE     show what the directory says about USER (no password)
-  status -c FILE          print the backend table; exit 0 all up, 2 any down, 3 unknown`;
+  status -c FILE          print the backend table; exit 0 all up, 2 any down, 3 unknown
+  where USER -c FILE      which backend (pool member) serves USER now and why, from the running instance`;
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
   const [command, ...rest] = positionals;
   if (values.help || !command) { console.log(USAGE); return command ? 0 : 64; }
-  if (!['check-config', 'lookup', 'status', 'start'].includes(command)) { console.error(`unknown command '${command}'\n${USAGE}`); return 64; }
+  if (!['check-config', 'lookup', 'status', 'start', 'where'].includes(command)) { console.error(`unknown command '${command}'\n${USAGE}`); return 64; }
   const file = values.config ?? process.env['MAILPROXY_CONFIG'];
   if (!file) { console.error(`${command} needs -c FILE (or MAILPROXY_CONFIG)\n${USAGE}`); return 64; }
   const config = () => {
@@ -50,6 +51,14 @@ async function main(argv: string[]): Promise<number> {
     case 'status': {
       const { runStatus } = await import('./health/status.js');
       return runStatus(config());
+    }
+    case 'where': {
+      const user = rest[0];
+      if (!user) { console.error('where needs a USER'); return 64; }
+      const c = config();
+      if (!c.admin.enabled) { console.error('where asks the running instance: admin.enabled is false in this configuration'); return 3; }
+      const [{ runWhere }, { adminBaseUrl }] = await Promise.all([import('./pools/where.js'), import('./health/status.js')]);
+      return runWhere(user, { baseUrl: adminBaseUrl(c.admin), ...(c.admin.token ? { token: c.admin.token } : {}) });
     }
     case 'start': {
       // node:cluster runs this same command line in each worker; a worker takes its config from the primary over IPC.

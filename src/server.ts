@@ -108,6 +108,8 @@ export class Instance {
   }
 
   get current(): Config { return this.config; }
+  /** The directory in use now (a reload may replace it). */
+  get directoryNow(): Directory { return this.directory; }
 
   /** Every open listener with the address and port it is bound to, in config order. */
   get bound(): BoundListener[] {

@@ -29,6 +29,8 @@ export interface AdminDeps {
   listSessions(filter: SessionFilter): Promise<SessionInfo[]>;
   /** How many sessions were kicked. */
   kickSessions(filter: SessionFilter): Promise<number>;
+  /** GET /routes/USER: where the user goes now and why (pools: hash order, health, live sessions, pending move); undefined = unknown user. */
+  routeOf?(user: string): Promise<unknown>;
 }
 
 export interface AdminServerOptions {
@@ -135,6 +137,13 @@ export function createAdminHandler(opts: AdminServerOptions): (req: http.Incomin
       const kicked = await opts.deps.kickSessions(filter);
       log.warn({ event: 'admin_kick', ...filter, kicked }, `kicked ${kicked} sessions`);
       return sendJson(res, 200, { kicked });
+    }
+    const rm = /^\/routes\/([^/]+)$/.exec(path);
+    if (rm && method === 'GET' && opts.deps.routeOf) {
+      const user = decodeSegment(rm[1]!);
+      const r = await opts.deps.routeOf(user);
+      if (r === undefined) throw new HttpError(404, `unknown user '${user.slice(0, 256)}'`);
+      return sendJson(res, 200, r);
     }
     throw new HttpError(404, 'not found');
   }

@@ -17,15 +17,19 @@ export interface TierSessionSource {
 
 export interface PoolRouterOptions {
   config: () => Pick<Config, 'pools'>;
-  sessions: Pick<SessionRegistry, 'list'>;
+  sessions: Pick<SessionRegistry, 'list'> & Partial<Pick<SessionRegistry, 'onRemove'>>;
   /** The tier registry; without it live sessions are this process's only (README: the risk without `tier:`). */
   tier?: TierSessionSource;
   now?: () => number;
   logger?: Logger;
   /** How often due moves are carried out for this process's sessions. */
   sweepIntervalMs?: number;
-  /** After closing a user's sessions for a move, their logins wait this long more, so the old backend has noticed the close. */
-  moveGraceMs?: number;
+  /**
+   * A login that would land on another member than the one where this user's last session ended less than this long ago is
+   * held back for the rest of it: the old member logs the end (and finishes its work) after the client already saw the goodbye.
+   */
+  switchGraceMs?: number;
+  sleep?(ms: number): Promise<void>;
 }
 
 export interface PoolChoice {
@@ -54,7 +58,7 @@ export interface WhereReport {
 /** Sessions logging in count as live (they will be); only relayed ones are closed (a login in flight becomes relayed, then goes). */
 const CLOSING_SESSION_PHASES: ReadonlyArray<LiveSession['info']['phase']> = ['login', 'relay'];
 const REKICK_AFTER_MS = 2000;
-const MOVE_GRACE_MS = 300;
+const SWITCH_GRACE_MS = 300;
 
 /** Health's folded backend state → what a pool member may do. */
 export function conditionOf(state: EffectiveState): MemberCondition {
@@ -66,8 +70,8 @@ export function conditionOf(state: EffectiveState): MemberCondition {
 export class PoolRouter {
   private readonly states = new Map<string, MemberState>();
   private readonly kicked = new Map<string, number>();
-  /** pool NUL user → when this process last closed sessions of that user for a move. */
-  private readonly moved = new Map<string, number>();
+  /** pool NUL user → the member where this process last saw one of the user's sessions end, and when. */
+  private readonly lastEnded = new Map<string, { member: string; at: number }>();
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
   private readonly startedAt: number;
@@ -75,6 +79,11 @@ export class PoolRouter {
   constructor(private readonly opts: PoolRouterOptions) {
     this.now = opts.now ?? Date.now;
     this.startedAt = this.now();
+    opts.sessions.onRemove?.((info) => {
+      if (info.pool && info.user && info.backend && CLOSING_SESSION_PHASES.includes(info.phase)) {
+        this.lastEnded.set(`${info.pool}\0${normaliseUser(info.user)}`, { member: info.backend, at: this.now() });
+      }
+    });
   }
 
   /** A backend's folded health state (initial snapshot and every change). `since` moves only when the member's condition changes. */
@@ -102,14 +111,12 @@ export class PoolRouter {
    * throws POOL_MOVING while a due move's sessions are closing and BACKEND_DOWN when no member may serve.
    */
   async route(pool: string, user: string): Promise<PoolChoice> {
-    const spec = this.spec(pool);
-    const live = await this.liveMembers(pool, user);
-    const decision = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: live.members, now: this.now() });
-    this.applyKicks(pool, user, decision);
-    const movedAt = this.moved.get(`${pool}\0${normaliseUser(user)}`);
-    if (decision.kind === 'route' && movedAt !== undefined && this.now() - movedAt < (this.opts.moveGraceMs ?? MOVE_GRACE_MS)) {
-      poolRoutesTotal.inc({ pool, member: decision.member, reason: 'moving' });
-      throw new ProxyError('POOL_MOVING', `${pool}: sessions just closed for a move; waiting for the old member to finish them`);
+    let decision = await this.decide(pool, user);
+    const last = this.lastEnded.get(`${pool}\0${normaliseUser(user)}`);
+    const left = last ? (this.opts.switchGraceMs ?? SWITCH_GRACE_MS) - (this.now() - last.at) : 0;
+    if (decision.kind === 'route' && last && last.member !== decision.member && left > 0) {
+      await (this.opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms))))(left);
+      decision = await this.decide(pool, user);
     }
     if (decision.kind === 'wait') {
       poolRoutesTotal.inc({ pool, member: decision.holder, reason: 'moving' });
@@ -133,6 +140,14 @@ export class PoolRouter {
     if (!name || !this.isPool(name)) return undefined;
     const c = await this.route(name, user);
     return { route: routeForBackend(config, c.member, protocol), pool: name, reason: c.decision.reason };
+  }
+
+  private async decide(pool: string, user: string): Promise<PoolDecision> {
+    const spec = this.spec(pool);
+    const live = await this.liveMembers(pool, user);
+    const decision = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: live.members, now: this.now() });
+    this.applyKicks(pool, user, decision);
+    return decision;
   }
 
   /** The explanation for operators; no side effects (nothing is closed). */
@@ -182,7 +197,8 @@ export class PoolRouter {
       this.applyKicks(pool, user, decision);
     }
     for (const [k, at] of this.kicked) if (now - at > REKICK_AFTER_MS) this.kicked.delete(k);
-    for (const [k, at] of this.moved) if (now - at > REKICK_AFTER_MS) this.moved.delete(k);
+    const grace = this.opts.switchGraceMs ?? SWITCH_GRACE_MS;
+    for (const [k, e] of this.lastEnded) if (now - e.at > grace) this.lastEnded.delete(k);
   }
 
   start(): void {
@@ -241,7 +257,6 @@ export class PoolRouter {
       this.kicked.set(key, now);
       if (victims.length === 0) continue;
       poolMovesTotal.inc({ pool, reason: k.reason });
-      this.moved.set(`${pool}\0${norm}`, now);
       poolSessionsClosedTotal.inc({ pool, member: k.member, reason: k.reason }, victims.length);
       this.opts.logger?.info({ event: 'pool_move', pool, user, from: k.member, reason: k.reason, sessions: victims.length }, `closing ${victims.length} session(s) of ${user} on ${k.member} (${k.reason})`);
       for (const s of victims) {

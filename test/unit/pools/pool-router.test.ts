@@ -32,11 +32,12 @@ describe('pool router (run time)', () => {
   const user = userWithOrder(['m2', 'm1', 'm3']);
   const make = (tier?: ConstructorParameters<typeof PoolRouter>[0]['tier']) => {
     const sessions = new SessionRegistry();
-    const r = new PoolRouter({ config: () => config, sessions, now: () => now, ...(tier ? { tier } : {}) });
+    const r = new PoolRouter({ config: () => config, sessions, now: () => now, sleep: async (ms) => { slept.push(ms); now += ms; }, ...(tier ? { tier } : {}) });
     for (const m of ['m1', 'm2', 'm3']) r.observe(m, 'unknown', now);
     return { r, sessions };
   };
-  beforeEach(() => { now = 1_000; });
+  let slept: number[] = [];
+  beforeEach(() => { now = 1_000; slept = []; });
 
   it('maps health states to member conditions', () => {
     assert.deepEqual(['unknown', 'up', 'suspect', 'down', 'maintenance'].map((s) => conditionOf(s as never)), ['up', 'up', 'up', 'down', 'maintenance']);
@@ -78,11 +79,14 @@ describe('pool router (run time)', () => {
     // The login-phase session is not closed; it still counts as live, so logins keep waiting until it is gone.
     await assert.rejects(r.route('store1', user), (e: ProxyError) => e.code === 'POOL_MOVING');
     for (const x of sessions.list()) sessions.remove(x.info.id);
-    // Gone here, but the old backend gets a moment to notice the close before the user lands elsewhere.
-    now = 65_299;
-    await assert.rejects(r.route('store1', user), (e: ProxyError) => e.code === 'POOL_MOVING');
-    now = 65_300;
+    // Gone now; the first login elsewhere is held back the switch grace (the old member logs the end after the goodbye).
+    now = 65_100;
     assert.equal((await r.route('store1', user)).member, 'm2');
+    assert.deepEqual(slept, [200]);
+    assert.equal(now, 65_300);
+    // A login to the same member is never held back.
+    assert.equal((await r.route('store1', user)).member, 'm2');
+    assert.deepEqual(slept, [200]);
     const text = await registry.metrics();
     assert.match(text, /mailproxy_pool_moves_total\{pool="store1",reason="move-back"\} [1-9]/);
     assert.match(text, /mailproxy_pool_sessions_closed_total\{pool="store1",member="m1",reason="move-back"\} [1-9]/);
@@ -112,8 +116,8 @@ describe('pool router (run time)', () => {
     now = 20_000; // past the whole 10 s window
     r.sweep();
     assert.equal(s.kicks.length, 1);
-    now = 20_300;
     assert.equal((await r.route('store1', user)).member, 'm1');
+    assert.deepEqual(slept, [300]);
   });
 
   it('uses the tier registry: a session on another instance holds the user', async () => {

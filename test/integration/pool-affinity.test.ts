@@ -181,14 +181,14 @@ describe('pool affinity: 3 Dovecots on shared storage, 3 mailproxies behind HAPr
     const sessions = await w.sessions();
     const overlaps = findOverlaps(sessions, Date.now());
     // When mp1 itself saw member2 come back (its own log), the start of moveBackAfterMs.
-    const upLine = mp1.proxy!.logs.find((l) => l['event'] === 'pool_member_condition' && l['member'] === 'member2' && l['to'] === 'up' && (l['time'] as number) >= t0);
+    const upLine = mp1.proxy!.logs.find((l) => l['event'] === 'pool_member_condition' && l['member'] === 'member2' && l['to'] === 'up' && Date.parse(String(l['time'])) >= t0);
     assert.ok(upLine, 'mp1 logged member2 back up');
-    const upSeen = upLine['time'] as number;
+    const upSeen = Date.parse(String(upLine['time']));
     const closedAfter = byes.filter((b): b is number => b !== undefined).map((b) => b - upSeen);
     report.push(`member2 restarted: ${returning.length} users returning, ${heldUsers.length} with held sessions closed ${Math.min(...closedAfter)}–${Math.max(...closedAfter)} ms after member2 was up (moveBackAfterMs ${MOVE_BACK_MS}); ${temps} temporary refusals; overlap moments: ${overlaps.length}`);
     const iso = (t: number | undefined) => (t === undefined ? 'open' : new Date(t).toISOString());
     const moves = (user: string) => nodes.flatMap((n) => n.proxy!.logs.filter((l) => l['user'] === user && (l['event'] === 'pool_move' || l.msg === 'login ok' || l['summary'] === true))
-      .map((l) => `${n.name} ${iso(l['time'] as number)} ${String(l.msg)} ${String(l['protocol'] ?? '')} ${String(l['backend'] ?? l['from'] ?? '')} ${String(l['reason'] ?? '')}`));
+      .map((l) => `${n.name} ${String(l['time'])} ${String(l.msg)} ${String(l['protocol'] ?? '')} ${String(l['backend'] ?? l['from'] ?? '')} ${String(l['reason'] ?? '')}`));
     assert.deepEqual(overlaps.map((o) => `${o.user}: ${o.a.member} ${o.a.protocol} ${o.a.session} ${iso(o.a.start)}..${iso(o.a.end)} / ${o.b.member} ${o.b.protocol} ${o.b.session} ${iso(o.b.start)}..${iso(o.b.end)} = ${o.ms.toFixed(3)} ms\n${moves(o.user).slice(-12).join('\n')}`), [], 'one user on two members at once');
     assert.equal(closedAfter.length, heldUsers.length, 'every held session was closed for the move');
     // Closed by the sweep (every second) once moveBackAfterMs had passed, or at a login after it.

@@ -49,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
       } finally { await dir.close(); }
     }
     case 'status': {
-      const { runStatus } = await import('./health/status.js');
+      const { runStatus } = await import('./ops/status.js');
       return runStatus(config());
     }
     case 'where': {
@@ -57,7 +57,7 @@ async function main(argv: string[]): Promise<number> {
       if (!user) { console.error('where needs a USER'); return 64; }
       const c = config();
       if (!c.admin.enabled) { console.error('where asks the running instance: admin.enabled is false in this configuration'); return 3; }
-      const [{ runWhere }, { adminBaseUrl }] = await Promise.all([import('./pools/where.js'), import('./health/status.js')]);
+      const [{ runWhere }, { adminBaseUrl }] = await Promise.all([import('./pools/where.js'), import('./ops/status.js')]);
       return runWhere(user, { baseUrl: adminBaseUrl(c.admin), ...(c.admin.token ? { token: c.admin.token } : {}) });
     }
     case 'start': {

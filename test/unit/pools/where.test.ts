@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { configSchema } from '../../../src/config/schema.js';
 import type { Account } from '../../../src/directory/directory.js';
 import { rankMembers } from '../../../src/directory/pool-route.js';
-import { startAdminServer, type AdminDeps } from '../../../src/health/http.js';
+import { startAdminServer, type AdminDeps } from '../../../src/ops/http.js';
 import { SessionRegistry, type SessionInfo } from '../../../src/proxy/sessions.js';
 import { PoolRouter } from '../../../src/pools/pool-router.js';
 import { explainRoute, runWhere, type RouteExplainDeps } from '../../../src/pools/where.js';
@@ -68,7 +68,7 @@ describe('pools: where USER', () => {
       setMaintenance: async () => undefined,
       listSessions: async () => [],
       kickSessions: async () => 0,
-      routeOf: (u) => explainRoute(deps, u),
+      routeOf: (u: string) => explainRoute(deps, u),
     };
     const server = await startAdminServer({ deps: admin, token: 't', address: '127.0.0.1', port: 0 });
     try {

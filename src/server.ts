@@ -8,7 +8,7 @@ import type { Directory } from './directory/directory.js';
 import { createDirectory } from './directory/create.js';
 import { openGate, type BackendGate } from './health/gate.js';
 import { SessionRegistry } from './proxy/sessions.js';
-import { PoolRouter } from './pools/pool-router.js';
+import { PoolRouter, type TierSessionSource } from './pools/pool-router.js';
 import { Listener } from './proxy/listener.js';
 import { ProtocolService } from './proxy/session.js';
 import type { ConnectionHandler, HandlerDeps } from './proxy/protocol.js';
@@ -51,6 +51,8 @@ export interface InstanceOptions {
   handlers?: Partial<Record<ListenerConfig['protocol'], (deps: HandlerDeps) => ConnectionHandler>>;
   /** Time and backend dialling (tests inject fakes). */
   clock?: Clock;
+  /** The tier's session registry, so pool affinity sees every instance's live sessions (`tier:`); this process's own without it. */
+  poolSessions?: TierSessionSource;
   dial?: Dial;
 }
 
@@ -79,7 +81,7 @@ export class Instance {
     this.sessions = opts.sessions ?? new SessionRegistry();
     this.gate = opts.gate ?? openGate;
     const clock = opts.clock ?? systemClock;
-    this.pools = new PoolRouter({ config: () => this.config, sessions: this.sessions, logger: opts.logger.child({ module: 'pools' }), now: () => clock.now() });
+    this.pools = new PoolRouter({ config: () => this.config, sessions: this.sessions, logger: opts.logger.child({ module: 'pools' }), now: () => clock.now(), ...(opts.poolSessions ? { tier: opts.poolSessions } : {}) });
     const deps: HandlerDeps = {
       config: () => this.config,
       directory: () => this.directory,

@@ -15,6 +15,12 @@ import { startOps, type Ops } from './ops/start.js';
 import { countSessionsByBackend } from './ops/kick.js';
 import type { SessionInfo } from './proxy/sessions.js';
 import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
+import { SessionRegistry } from './proxy/sessions.js';
+import { PoolRouter } from './pools/pool-router.js';
+import { explainRoute } from './pools/where.js';
+import { createDirectory } from './directory/create.js';
+import type { Directory } from './directory/directory.js';
+import type { EffectiveState } from './health/backend-state.js';
 
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 interface BoundInfo { protocol: string; address: string; port: number; tls: string }
@@ -75,6 +81,9 @@ class Primary {
   private ops: Ops | undefined;
   private startup!: { resolve(): void; reject(e: Error): void };
   private allGone: (() => void) | undefined;
+  /** `GET /routes/USER` here: the primary's health view, the workers' sessions over IPC, a directory opened on first use. */
+  private readonly pools: PoolRouter;
+  private directory: Directory | undefined;
 
   constructor(config: Config, private readonly file: string, private readonly log: Logger, private readonly count: number) {
     this.config = config;
@@ -82,6 +91,9 @@ class Primary {
     this.monitor = new HealthMonitor({ config, role: 'primary', logger: log.child({ module: 'health' }) });
     this.monitor.on('transition', () => this.queueBroadcast());
     this.monitor.on('backend', () => this.queueBroadcast());
+    this.pools = new PoolRouter({ config: () => this.config, sessions: new SessionRegistry() });
+    for (const b of this.monitor.snapshot()) this.pools.observe(b.backend, b.state, Date.parse(b.since));
+    this.monitor.on('backend', (t: { backend: string; to: EffectiveState; at: number }) => this.pools.observe(t.backend, t.to, t.at));
   }
 
   async start(): Promise<void> {
@@ -152,6 +164,9 @@ class Primary {
     if (resolveWorkers(next) !== this.count) this.log.warn({ workers: this.count, configured: next.workers }, 'a change of workers takes effect on restart');
     if (JSON.stringify(next.admin) !== JSON.stringify(this.config.admin)) this.log.warn('admin changes take effect on restart');
     this.config = next;
+    const oldDirectory = this.directory;
+    this.directory = undefined;
+    void oldDirectory?.close().catch(() => undefined);
     const gen = ++this.gen;
     this.monitor.reload(next);
     this.broadcastState();
@@ -189,6 +204,7 @@ class Primary {
   private async closeOperations(): Promise<void> {
     this.monitor.stop();
     await this.ops?.close();
+    await this.directory?.close().catch(() => undefined);
   }
 
   private fork(slot: number): void {
@@ -337,6 +353,13 @@ class Primary {
       listSessions: async (filter) => (await this.values<SessionInfo[]>({ op: 'sessions', filter }))
         .flatMap((r) => r.value.map((s) => ({ ...s, worker: r.slot.slot, pid: r.slot.worker.process.pid ?? 0 }))),
       kickSessions: async (filter) => (await this.values<number>({ op: 'kick', filter })).reduce((n, r) => n + r.value, 0),
+      routeOf: (user) => explainRoute({
+        config: () => this.config,
+        directory: () => (this.directory ??= createDirectory(this.config, this.log.child({ module: 'directory' }))),
+        pools: this.pools,
+        backendState: (name) => this.monitor.snapshot().find((b) => b.backend === name),
+        sessionsOf: async (login) => (await this.values<SessionInfo[]>({ op: 'sessions', filter: { user: login } })).flatMap((r) => r.value),
+      }, user),
     };
   }
 }

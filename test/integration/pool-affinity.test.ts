@@ -97,9 +97,20 @@ describe('pool affinity: 3 Dovecots on shared storage, 3 mailproxies behind HAPr
   before(async () => {
     w = await startPoolWorld({ members: 3, users: USERS });
     directoryFile = await w.writeDirectory('store1');
-    const ports = await allocatePorts(12);
-    for (let i = 0; i < 3; i++) nodes.push({ name: `mp${i + 1}`, ports: { imapPp: ports[i * 4]!, pop3Pp: ports[i * 4 + 1]!, imap: ports[i * 4 + 2]!, pop3: ports[i * 4 + 3]! } });
-    await Promise.all(nodes.map(async (n) => { n.proxy = await startChildProxy(w, rawConfig(n, ['member1', 'member2', 'member3']), { name: n.name, timeoutMs: 60_000 }); }));
+    for (let i = 0; i < 3; i++) nodes.push({ name: `mp${i + 1}`, ports: { imapPp: 0, pop3Pp: 0, imap: 0, pop3: 0 } });
+    await Promise.all(nodes.map(async (n) => {
+      // Ports are allocated, then bound by the child: another test run may take one in between, so try fresh ones.
+      for (let attempt = 1; ; attempt++) {
+        const [imapPp, pop3Pp, imap, pop3] = (await allocatePorts(4)) as [number, number, number, number];
+        n.ports = { imapPp, pop3Pp, imap, pop3 };
+        try {
+          n.proxy = await startChildProxy(w, rawConfig(n, ['member1', 'member2', 'member3']), { name: n.name, timeoutMs: 60_000 });
+          return;
+        } catch (e) {
+          if (attempt >= 3 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+        }
+      }
+    }));
     [hImap, hPop3] = await Promise.all([
       startHaproxy({ dir: join(w.dir, 'haproxy-imap'), servers: nodes.map((n) => ({ name: n.name, port: n.ports.imapPp })), checkIntervalMs: 500 }),
       startHaproxy({ dir: join(w.dir, 'haproxy-pop3'), servers: nodes.map((n) => ({ name: n.name, port: n.ports.pop3Pp })), checkIntervalMs: 500 }),

@@ -1,5 +1,4 @@
-// Owns the one backend-session pipeline every protocol uses: admit (health gate) → connect (PROXY v2, TLS) → run the
-// protocol's sans-I/O BackendLogin under one Budget → report the outcome to health → record the backend login metric.
+// Owns the one backend-session pipeline of every protocol: admit (health gate) → connect (PROXY v2, TLS) → the protocol's sans-I/O BackendLogin under one Budget → health report → login metric.
 // Must not decide anything protocol-specific; it moves lines and TLS upgrades, and hands back the logged-in socket.
 import type { Socket } from 'node:net';
 import { ProxyError, toProxyError } from '../errors.js';

@@ -1,5 +1,5 @@
-// Owns the SMTP/LMTP backend login sequence as a sans-I/O BackendLogin: greeting, EHLO/LHLO, STARTTLS (RFC 3207),
-// XCLIENT (Postfix XCLIENT_README), AUTH PLAIN (RFC 4954/4616). Must not do I/O; the backend-session runner moves the bytes.
+// Owns the SMTP/LMTP backend login sequence as a sans-I/O BackendLogin: greeting, EHLO/LHLO, STARTTLS (RFC 3207), XCLIENT (Postfix XCLIENT_README), AUTH PLAIN (RFC 4954/4616).
+// Must not do I/O or pass backend text to clients; the backend-session runner moves the bytes, backend replies become done/fail actions.
 import { ProxyError } from '../../errors.js';
 import type { Route } from '../../directory/backends.js';
 import type { ClientEndpoint } from '../../core/types.js';

@@ -7,7 +7,7 @@ import { ProtocolService } from '../../../src/proxy/session.js';
 import { imapModule } from '../../../src/proxy/imap/index.js';
 import { pop3Module } from '../../../src/proxy/pop3/index.js';
 import { createSubmissionService } from '../../../src/proxy/smtp/index.js';
-import { FakeClock, flush } from '../health/fake-clock.js';
+import { FakeClock } from '../health/fake-clock.js';
 import { PORTS, accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig, type Behaviour, type FakeSocket } from './fakes.js';
 
 const IMAP_BACKEND: Behaviour = {

@@ -1,7 +1,7 @@
 // Proves the shared-storage pool world itself: members share one mail root, and overlaps are computed from Dovecot's own logs.
 // Must not involve the proxy; it logs in to the members directly, so the overlap detector is shown able to fail.
 import assert from 'node:assert/strict';
-import { findOverlaps, membersByUser } from './harness/dovecot-sessions.js';
+import { findOverlaps, membersByUser, parseSessions } from './harness/dovecot-sessions.js';
 import { LineClient } from './harness/line-client.js';
 import { startPoolWorld, type PoolWorld } from './harness/pool-world.js';
 
@@ -23,6 +23,19 @@ async function pop3Session(port: number, user: string, password: string): Promis
   await c.readLine();
   c.close();
 }
+
+describe('Dovecot session log parsing', () => {
+  it('pairs login and end lines by session id even when the end line was written first', () => {
+    const log = [
+      '2026-12-06 08:36:42.601000 pop3(pool034)<77><ec4a6496345f>: Info: Disconnected: Logged out top=0/0, retr=0/0, del=0/0, size=0',
+      '2026-12-06 08:36:42.603000 pop3-login: Info: Login: user=<pool034>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=77, session=<ec4a6496345f>',
+      '2026-12-06 08:36:43.000000 imap-login: Info: Login: user=<pool035>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=78, session=<aaaaaaaaaaaa>',
+    ].join('\n');
+    const [a, b] = parseSessions('m', log, [new Date(2026, 11, 6, 8, 36, 50).getTime()]);
+    assert.equal(a!.end, a!.start, 'an end logged before its login closes the session at its start');
+    assert.equal(b!.end, new Date(2026, 11, 6, 8, 36, 50).getTime(), 'a session never ended closes at the member stop');
+  });
+});
 
 describe('pool world (three Dovecots on one mail root)', function () {
   this.timeout(120_000);

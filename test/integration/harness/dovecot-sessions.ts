@@ -32,27 +32,28 @@ function stampOf(line: string): number | undefined {
  * then ended with it (a SIGKILLed Dovecot writes no disconnect lines).
  */
 export function parseSessions(member: string, log: string, stops: readonly number[] = []): BackendSession[] {
-  const open = new Map<string, BackendSession>();
+  // Login lines come from the *-login process and end lines from the mail process; Dovecot's log process writes (and
+  // stamps) them as it reads each pipe, so under load an end line can precede its login line in the file. Pair by session id.
+  const ends = new Map<string, number>();
   const out: BackendSession[] = [];
   for (const line of log.split('\n')) {
     const t = stampOf(line);
     if (t === undefined) continue;
     const login = LOGIN.exec(line);
     if (login) {
-      const s: BackendSession = { member, protocol: login[1]!, user: login[2]!, session: login[3]!, start: t };
-      open.set(s.session, s);
-      out.push(s);
+      out.push({ member, protocol: login[1]!, user: login[2]!, session: login[3]!, start: t });
       continue;
     }
     const end = END.exec(line);
-    if (end) {
-      const s = open.get(end[3]!);
-      if (s && s.end === undefined) { s.end = t; open.delete(end[3]!); }
-    }
+    if (end && !ends.has(end[3]!)) ends.set(end[3]!, t);
   }
-  for (const s of open.values()) {
-    const stop = stops.find((x) => x >= s.start);
-    if (stop !== undefined) s.end = stop;
+  for (const s of out) {
+    const end = ends.get(s.session);
+    if (end !== undefined) s.end = Math.max(end, s.start);
+    else {
+      const stop = stops.find((x) => x >= s.start);
+      if (stop !== undefined) s.end = stop;
+    }
   }
   return out;
 }

@@ -92,7 +92,12 @@ export class PoolRouter {
     const prev = this.states.get(backend);
     if (prev && prev.condition === condition) return;
     this.states.set(backend, { condition, since: prev ? at : Math.min(at, this.startedAt) });
-    if (prev) this.opts.logger?.info({ event: 'pool_member_condition', member: backend, from: prev.condition, to: condition }, `pool member ${backend} ${prev.condition} -> ${condition}`);
+    if (!prev || !this.isMember(backend)) return;
+    this.opts.logger?.info({ event: 'pool_member_condition', member: backend, from: prev.condition, to: condition }, `pool member ${backend} ${prev.condition} -> ${condition}`);
+  }
+
+  private isMember(backend: string): boolean {
+    return Object.values(this.opts.config().pools).some((p) => p.members.some((m) => (typeof m === 'string' ? m : m.backend) === backend));
   }
 
   isPool(name: string | null | undefined): boolean {

@@ -26,7 +26,7 @@ export interface RedisNode {
   /** SIGSTOP (every thread stopped when it returns) / SIGCONT. */
   pause(): void;
   resume(): void;
-  /** SIGKILL: a crash. */
+  /** SIGKILL: a crash (SIGCONT first when paused). */
   kill(): Promise<void>;
   /** Start again on the same port and config (empty: no persistence). */
   restart(): Promise<void>;
@@ -76,7 +76,15 @@ export async function startRedis(o: RedisOptions): Promise<RedisNode> {
     cli,
     pause: () => { const p = proc?.child.pid; if (p !== undefined) pauseTree(p); },
     resume: () => { const p = proc?.child.pid; if (p !== undefined) signalTree(p, 'SIGCONT'); },
-    kill: async () => { if (proc) await stopFixture(proc); },
+    // A plain SIGKILL (redis-server forks nothing here): stopFixture's synchronous pause would block this event loop,
+    // which in-process tier tests are measuring.
+    kill: async () => {
+      const p = proc;
+      if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+      p.child.kill('SIGKILL');
+      p.child.kill('SIGCONT');
+      await p.exited;
+    },
     restart: async () => { if (proc) await stopFixture(proc); await launch(); },
     stop: async () => { if (proc) await stopFixture(proc, { graceful: true, graceMs: 2000 }); },
     output: () => proc?.output() ?? '',

@@ -13,11 +13,9 @@ import { registry } from '../../src/metrics.js';
 import { Tier } from '../../src/tier/tier.js';
 import type { LocalEvidence } from '../../src/tier/backend-view.js';
 import type { TierAction } from '../../src/tier/broadcast.js';
-import { startRedis, type RedisNode } from './harness/redis.js';
+import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
 import { pollUntil } from './harness/ports.js';
 
-/** The ACL the README documents for the proxies (keys and channels under the prefix, only the commands used). */
-export const TIER_ACL_RULES = 'resetkeys ~mailproxy:* resetchannels &mailproxy:* -@all +ping +info +role +select +client|setname +hello +incr +incrby +pexpire +del +mget +sadd +srem +smembers +zadd +zrem +zscore +zrangebyscore +zremrangebyscore +hset +hdel +hgetall +publish +subscribe +unsubscribe +evalsha +eval';
 const PASSWORD = 'tier-test-secret';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

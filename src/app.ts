@@ -12,6 +12,8 @@ import { createInboundService, createSubmissionService, type SmtpServiceDeps } f
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
+import { Tier } from './tier/tier.js';
+import { attachInstance, tierAdminDeps, tierGate, type LocalActions } from './tier/attach.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
 const SPLICED = new Set<string>(['imap', 'pop3', 'submission']);
@@ -24,6 +26,8 @@ export interface AppOptions {
   forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
   /** Replace the admin callbacks (cluster primary serves sessions over IPC). */
   adminDeps?(app: App): AdminDeps;
+  /** Cluster worker: the instance id its primary speaks for in the tier. */
+  tierInstanceId?: string;
 }
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
@@ -34,6 +38,8 @@ function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
 export class App {
   readonly instance: Instance;
   readonly monitor: HealthMonitor;
+  /** Shared state on Redis (config `tier:`); undefined without it. */
+  readonly tier: Tier | undefined;
   admin: { port: number; close(): Promise<void> } | undefined;
   agent: { port: number; close(): Promise<void> } | undefined;
   private listening = false;
@@ -62,9 +68,13 @@ export class App {
         }
       },
     });
+    this.tier = config.tier
+      ? new Tier({ config: config.tier, logger, role: role === 'worker' ? 'worker' : 'instance', ...(opts.tierInstanceId ? { instanceId: opts.tierInstanceId } : {}) })
+      : undefined;
     this.instance = new Instance(config, {
       logger,
-      gate: this.monitor,
+      gate: this.tier ? tierGate(this.monitor, this.tier, () => this.config, (b, p) => this.monitor.stateOf(b, p)) : this.monitor,
+      ...(this.tier ? { tier: this.tier } : {}),
       handlers: {
         submission: (d) => createSubmissionService(smtpDeps(d)),
         smtp: (d) => createInboundService(smtpDeps(d)),
@@ -90,14 +100,35 @@ export class App {
     await this.instance.start();
     this.listening = true;
     if ((this.opts.role ?? 'single') === 'single') await this.startOperations();
+    this.tier?.start();
+  }
+
+  /** What tier actions from other instances (and this one's admin calls) do in this process. */
+  tierActions(): LocalActions {
+    const kicked = () => new ProxyError('SHUTDOWN', 'kicked by operator');
+    return {
+      kick: async (filter) => this.instance.sessions.kick(filter, kicked()),
+      invalidateRoute: async (user) => this.instance.invalidateRoute(user),
+      kickBackend: (backend, protocol) => {
+        if (!SPLICED.has(protocol)) return;
+        kickSpread(this.instance.sessions, { backend, protocol }, new ProxyError('BACKEND_DOWN', `backend ${backend} down (tier verdict)`), this.config.health.kickWindowMs);
+      },
+    };
   }
 
   /** Probing, admin HTTP and agent-check: once per instance (single process, or the cluster primary). */
   async startOperations(): Promise<void> {
     const c = this.config;
     this.monitor.start();
+    if (this.tier?.role === 'instance') attachInstance(this.tier, this.monitor, this.tierActions());
     if (c.admin.enabled) {
-      const deps = this.opts.adminDeps?.(this) ?? localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness: () => this.readiness() });
+      const actions = this.tierActions();
+      const local = this.opts.adminDeps?.(this) ?? localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness: () => this.readiness() });
+      const withInvalidate: AdminDeps = {
+        invalidateRoute: async (user) => ({ user, dropped: await actions.invalidateRoute(user), kicked: await actions.kick({ user }), tier: false }),
+        ...local,
+      };
+      const deps = this.tier ? tierAdminDeps(withInvalidate, this.tier, actions) : withInvalidate;
       this.admin = await startAdminServer({ deps, logger: this.opts.logger.child({ module: 'admin' }), address: c.admin.address, port: c.admin.port, ...(c.admin.token ? { token: c.admin.token } : {}) });
       this.opts.logger.info({ address: c.admin.address, port: this.admin.port }, 'admin HTTP listening');
     }
@@ -116,6 +147,7 @@ export class App {
   async drain(): Promise<void> { await this.instance.stopListening(); }
 
   async close(): Promise<void> {
+    await this.tier?.close();
     this.monitor.stop();
     await this.instance.close();
     await Promise.all([this.admin?.close(), this.agent?.close()]);

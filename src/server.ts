@@ -15,6 +15,7 @@ import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
+import type { TierLogin } from './tier/tier.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
 
@@ -46,6 +47,8 @@ export interface InstanceOptions {
   sessions?: SessionRegistry;
   /** Extra handlers by listener protocol (SMTP services are wired by the caller). */
   handlers?: Partial<Record<ListenerConfig['protocol'], (deps: HandlerDeps) => ConnectionHandler>>;
+  /** Tier-wide penalty, limits and session registry (config `tier:`); absent = this process's own. */
+  tier?: TierLogin;
 }
 
 export interface HandlerDeps {
@@ -59,6 +62,8 @@ export interface HandlerDeps {
   penalty: AuthPenalty;
   /** Raw PEM material for services that build their own TLS (smtp-server). */
   tlsMaterial: () => { key: Buffer; cert: Buffer } | undefined;
+  /** With `tier:`: failed-login penalty, session limits and registry shared by the tier (falling back to local state). */
+  tier?: TierLogin;
 }
 
 export function loadSecureContext(config: Config): { context: SecureContext; key: Buffer; cert: Buffer } | undefined {
@@ -93,6 +98,7 @@ export class Instance {
       penalty: new AuthPenalty(),
       secureContext: () => this.tls?.context,
       tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
+      ...(opts.tier ? { tier: opts.tier } : {}),
     };
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));
@@ -102,6 +108,9 @@ export class Instance {
   }
 
   get current(): Config { return this.config; }
+
+  /** Drop what the directory cache holds about one account (route invalidation); how many entries went. */
+  invalidateRoute(user: string): number { return this.directory.invalidate?.(user) ?? 0; }
 
   /** Every open listener with the address and port it is bound to, in config order. */
   get bound(): BoundListener[] {

@@ -15,7 +15,8 @@ import { SessionRegistry, type SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
 import { loginToBackend, type LoggedIn } from './backend-login.js';
 import { Relay, type RelayResult } from './relay.js';
-import { backendLoginSeconds, disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
+import { backendLoginSeconds, disconnectsTotal, loginsTotal, sessionsActive, tierLimitRefusalsTotal } from '../metrics.js';
+import type { TierLogin } from '../tier/tier.js';
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
 export type ProtocolServiceDeps = Omit<HandlerDeps, 'tlsMaterial'> & { module: ProtocolModule };
@@ -57,6 +58,7 @@ class Session {
   private relay: Relay | undefined;
   private route: Route | undefined;
   private result = 'no login';
+  private tierRegistered = false;
   private settle!: () => void;
   readonly finished = new Promise<void>((r) => { this.settle = r; });
 
@@ -158,11 +160,12 @@ class Session {
       if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
       this.loggedIn = loggedIn;
       this.result = 'ok';
-      this.deps.penalty.success(this.conn.client.address);
+      if (this.deps.tier) this.deps.tier.penalty.success(this.conn.client.address, credentials.user);
+      else this.deps.penalty.success(this.conn.client.address);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
       this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(performance.now() - started) }, 'login ok');
       this.feed({ kind: 'login-ok', text: loggedIn.text });
-    }, (e: unknown) => {
+    }, async (e: unknown) => {
       const err = toProxyError(e, 'INTERNAL');
       this.result = err.spec.metricLabel;
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: err.spec.metricLabel });
@@ -171,7 +174,11 @@ class Session {
       this.setPhase('prelogin');
       const limits = this.settings.limits;
       const guess = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED';
-      const delay = guess ? this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs) : 0;
+      const tier = this.deps.tier;
+      let delay = 0;
+      if (guess && tier) delay = await tier.penalty.failure(this.conn.client.address, credentials.user, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
+      else if (guess) delay = this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
+      if ((this.phase as Phase) === 'closed') return;
       const deliver = () => this.feed({ kind: 'login-failed', error: err });
       if (delay > 0) setTimeout(deliver, delay); else deliver();
     });
@@ -188,6 +195,7 @@ class Session {
     this.route = route;
     this.info.backend = route.backend;
     if (route.backend !== wanted.backend) this.info.routedFor = wanted.backend;
+    if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend);
     const bl = config.backendLogin;
     const master = bl.mode === 'master';
     const started = performance.now();
@@ -209,8 +217,25 @@ class Session {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, (performance.now() - started) / 1000);
       if (!signal.aborted) deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
+      this.releaseFromTier();
       throw err;
     }
+  }
+
+  /** The tier's session registry and limits (tier-wide, or this process's own while Redis is away). */
+  private async registerInTier(tier: TierLogin, user: string, backend: string): Promise<void> {
+    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user, backend, address: this.conn.client.address, client: this.info.client, startedAt: this.started });
+    if (!r.ok) {
+      tierLimitRefusalsTotal.inc({ protocol: this.deps.module.protocol, limit: r.limit });
+      throw new ProxyError('BACKEND_USER_BUSY', `tier session limit per ${r.limit} reached (${r.count}, ${r.source})`);
+    }
+    this.tierRegistered = true;
+  }
+
+  private releaseFromTier(): void {
+    if (!this.tierRegistered) return;
+    this.tierRegistered = false;
+    this.deps.tier?.sessions.release(this.conn.id);
   }
 
   private startRelay(pending: Buffer): void {
@@ -256,6 +281,7 @@ class Session {
     clearTimeout(this.deadline);
     this.loggedIn?.socket.destroy();
     this.deps.sessions.remove(this.conn.id);
+    this.releaseFromTier();
     disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: reason.split(':')[0]!.replace(/[^a-z]+/gi, '_').toLowerCase() });
     this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...bytes, closedBy, reason, durationMs: Date.now() - this.started }, 'session');
     this.onGone();

@@ -25,6 +25,9 @@ export interface TierOptions {
   instanceId?: string;
 }
 
+/** What the login path uses of the tier. */
+export type TierLogin = Pick<Tier, 'penalty' | 'sessions'>;
+
 /** The instance's stable name in the tier. */
 export function tierInstanceName(c: TierConfig): string {
   return c.instanceName ?? (hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64) || 'mailproxy');

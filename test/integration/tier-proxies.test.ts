@@ -20,10 +20,15 @@ const DELAY_MS = 100;
 const MAX_DELAY_MS = 1600;
 const PASSWORD = 'tier-proxies-secret';
 
+function lastIndex<T>(list: T[], pred: (x: T) => boolean): number {
+  for (let i = list.length - 1; i >= 0; i--) if (pred(list[i]!)) return i;
+  return 0;
+}
+
 interface Node { name: string; proxy: ChildProxy; direct: number; admin: number }
 
 describe('three mailproxy instances behind HAProxy sharing a tier on Redis', function () {
-  this.timeout(120_000);
+  this.timeout(180_000);
   let world: World;
   let redis: RedisNode;
   let haproxy: HaproxyInstance;
@@ -55,7 +60,7 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     writeFileSync(join(world.dir, 'redis.pass'), `${PASSWORD}\n`);
     redis = await startRedis({ dir: join(world.dir, 'redis'), extra: [`user mailproxy on >${PASSWORD} ${TIER_ACL_RULES}`] });
     for (const [i, name] of ['n1', 'n2', 'n3'].entries()) {
-      const proxy = await startChildProxy(world, config(name, i === 0), { name });
+      const proxy = await startChildProxy(world, config(name, i === 0), { name, timeoutMs: 60_000 });
       nodes.push({ name, proxy, direct: proxy.port('imap', 'none'), admin: proxy.adminPort! });
     }
     haproxy = await startHaproxy({ dir: join(world.dir, 'haproxy'), servers: nodes.map((n) => ({ name: n.name, port: n.proxy.port('imap', 'starttls') })) });
@@ -63,6 +68,7 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
   });
 
   after(async () => {
+    if (process.env['TIER_DUMP']) writeFileSync(process.env['TIER_DUMP'], nodes.map((n) => n.proxy.logs.map((l) => JSON.stringify(l)).join('\n')).join('\n----\n'));
     await Promise.all(nodes.map((n) => n.proxy.stop()));
     await haproxy?.stop();
     await redis?.stop();
@@ -185,14 +191,14 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
 
   it('loses and slows no login while Redis is stopped, then killed, and shares state again once it is back', async () => {
     const { uid, password } = world.users.alice;
-    const results: Array<{ ok: boolean; ms: number; phase: string }> = [];
+    const results: Array<{ ok: boolean; ms: number; phase: string; reply: string }> = [];
     let phase = 'before';
     let stop = false;
     const worker = async (addr: string) => {
       while (!stop) {
         const p = phase;
         const r = await login(haproxy.port, uid, password, addr).catch((e: Error) => ({ ok: false, ms: 0, reply: e.message, c: undefined }));
-        results.push({ ok: r.ok, ms: r.ms, phase: p });
+        results.push({ ok: r.ok, ms: r.ms, phase: p, reply: r.ok ? '' : r.reply });
         if (r.c) { r.c.write('z LOGOUT\r\n'); r.c.close(); }
       }
     };
@@ -206,12 +212,12 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     await sleep(1500);
     phase = 'restarted';
     await redis.restart();
-    await Promise.all(nodes.map((n) => n.proxy.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === 'up', 10_000, n.proxy.logs.findLastIndex((l) => l['event'] === 'tier_state' && l['to'] === 'down'))));
+    await Promise.all(nodes.map((n) => n.proxy.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === 'up', 10_000, lastIndex(n.proxy.logs, (l) => l['event'] === 'tier_state' && l['to'] === 'down'))));
     await sleep(1000);
     stop = true;
     await load;
     const failed = results.filter((r) => !r.ok);
-    assert.equal(failed.length, 0, `${failed.length} of ${results.length} logins failed`);
+    assert.equal(failed.length, 0, `${failed.length} of ${results.length} logins failed: ${JSON.stringify(failed.slice(0, 5))}`);
     const before = results.filter((r) => r.phase === 'before').map((r) => r.ms).sort((a, b) => a - b);
     const baseline = before[Math.floor(before.length * 0.9)]!;
     for (const p of ['stopped', 'killed', 'restarted']) {

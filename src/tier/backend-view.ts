@@ -3,7 +3,7 @@
 import type { Logger } from '../log.js';
 import { tierBackendDown } from '../metrics.js';
 import type { TierBroadcast } from './broadcast.js';
-import type { TierClient } from './client.js';
+import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 import type { TierPresence } from './presence.js';
 import { tierVerdict, type Evidence } from './verdict.js';
@@ -31,7 +31,7 @@ export interface BackendViewEvents {
   maintenance(backend: string, enabled: boolean): void;
 }
 
-const BULK_TIMEOUT_MS = 1000;
+const BULK_TIMEOUT_MS = BACKGROUND_TIMEOUT_MS;
 const VIEW_TTL_MS = 3_600_000;
 
 export class TierBackendView {
@@ -81,7 +81,7 @@ export class TierBackendView {
     const text = JSON.stringify(fields);
     if (!urgent && text === this.lastPublished) return;
     if (mine.length === 0) return;
-    const ok = await this.client.run('backend_view', (r) => r.pipeline().hset(this.keys.backendView, fields).pexpire(this.keys.backendView, VIEW_TTL_MS).exec());
+    const ok = await this.client.run('backend_view', (r) => r.pipeline().hset(this.keys.backendView, fields).pexpire(this.keys.backendView, VIEW_TTL_MS).exec(), { timeoutMs: BACKGROUND_TIMEOUT_MS });
     if (ok === undefined) { this.lastPublished = ''; return; }
     this.lastPublished = text;
     if (urgent) await this.broadcast.send({ type: 'view' });
@@ -107,7 +107,7 @@ export class TierBackendView {
       if (enabled) await r.pipeline().hset(this.keys.maintenance, backend, String(this.now())).pexpire(this.keys.maintenance, 30 * 86_400_000).exec();
       else await r.hdel(this.keys.maintenance, backend);
       return true;
-    });
+    }, { timeoutMs: BACKGROUND_TIMEOUT_MS, evenIfDown: true });
     if (ok === undefined) return false;
     if (enabled) this.seenMaintenance.add(backend); else this.seenMaintenance.delete(backend);
     return this.broadcast.send({ type: 'maintenance', backend, enabled });
@@ -115,7 +115,7 @@ export class TierBackendView {
 
   private async refreshOnce(): Promise<void> {
     const c = this.client.config.backendView;
-    const res = await this.client.run('backend_view', (r) => r.pipeline().hgetall(this.keys.backendView).hgetall(this.keys.maintenance).exec(), BULK_TIMEOUT_MS);
+    const res = await this.client.run('backend_view', (r) => r.pipeline().hgetall(this.keys.backendView).hgetall(this.keys.maintenance).exec(), { timeoutMs: BULK_TIMEOUT_MS });
     const live = res ? await this.presence.live(BULK_TIMEOUT_MS) : undefined;
     if (!res || !live) {
       for (const key of [...this.down]) this.setVerdict(key, false);
@@ -145,7 +145,7 @@ export class TierBackendView {
     for (const backend of flagged) if (!this.seenMaintenance.has(backend)) this.events.maintenance(backend, true);
     for (const backend of this.seenMaintenance) if (!flagged.has(backend)) this.events.maintenance(backend, false);
     this.seenMaintenance = flagged;
-    if (stale.length) void this.client.run('backend_view', (r) => r.hdel(this.keys.backendView, ...stale));
+    if (stale.length) void this.client.run('backend_view', (r) => r.hdel(this.keys.backendView, ...stale), { timeoutMs: BACKGROUND_TIMEOUT_MS });
   }
 
   private setVerdict(key: string, down: boolean): void {
@@ -164,7 +164,7 @@ export class TierBackendView {
     const mine = this.source.maintenance();
     if (mine.length) {
       const fields = Object.fromEntries(mine.map((b) => [b, String(this.now())]));
-      await this.client.run('maintenance', (r) => r.hset(this.keys.maintenance, fields), BULK_TIMEOUT_MS);
+      await this.client.run('maintenance', (r) => r.hset(this.keys.maintenance, fields), { timeoutMs: BULK_TIMEOUT_MS });
     }
     this.lastPublished = '';
     await this.publish();

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { tierBroadcastsTotal } from '../metrics.js';
-import type { TierClient } from './client.js';
+import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 
 const name = z.string().min(1).max(512);
@@ -32,7 +32,7 @@ export class TierBroadcast {
   /** Publish to the other instances; false when Redis did not take it (the caller already acted locally). */
   async send(action: TierAction): Promise<boolean> {
     const text = JSON.stringify({ from: this.instanceId, at: Date.now(), action });
-    const n = await this.client.run('broadcast', (r) => r.publish(this.keys.channel, text));
+    const n = await this.client.run('broadcast', (r) => r.publish(this.keys.channel, text), { timeoutMs: BACKGROUND_TIMEOUT_MS, evenIfDown: true });
     if (n === undefined) return false;
     tierBroadcastsTotal.inc({ type: action.type, direction: 'sent' });
     return true;

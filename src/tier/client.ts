@@ -11,6 +11,16 @@ export type RedisLike = Redis;
 
 const TIMED_OUT = Symbol('timed out');
 
+export interface RunOptions {
+  /** Deadline of this call; the login path uses the configured commandTimeoutMs (the default). */
+  timeoutMs?: number;
+  /** Admin and background work: try Redis even while the tier is marked down (if connected), to avoid losing an action to a flap. */
+  evenIfDown?: boolean;
+}
+
+/** Deadline for work off the login path (heartbeats, the backend view, resync, admin calls). */
+export const BACKGROUND_TIMEOUT_MS = 1000;
+
 export interface TierClientOptions {
   config: TierConfig;
   logger: Logger;
@@ -96,15 +106,19 @@ export class TierClient {
    * the call fails or the deadline passes; never rejects. `fn` must resolve a value other than undefined.
    * Background work (resync, listing) may pass a longer deadline; the login path uses the configured one.
    */
-  async run<T>(op: string, fn: (r: Redis) => Promise<T>, timeoutMs = this.opts.config.commandTimeoutMs): Promise<T | undefined> {
-    if (!this.up || this.closed) { tierFallbacksTotal.inc({ operation: op }); return undefined; }
+  async run<T>(op: string, fn: (r: Redis) => Promise<T>, opts: RunOptions = {}): Promise<T | undefined> {
+    const timeoutMs = opts.timeoutMs ?? this.opts.config.commandTimeoutMs;
+    if (this.closed || (!this.up && !(opts.evenIfDown && this.redis.status === 'ready'))) { tierFallbacksTotal.inc({ operation: op }); return undefined; }
     const t0 = performance.now();
     let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<typeof TIMED_OUT>((resolve) => { timer = setTimeout(() => resolve(TIMED_OUT), timeoutMs); });
+    // When the timer fires, let one round of I/O callbacks run first: a reply that arrived while this process was busy
+    // (event-loop lag under CPU load) wins, so only a slow Redis counts as a timeout, not a slow us.
+    const deadline = new Promise<typeof TIMED_OUT>((resolve) => { timer = setTimeout(() => setImmediate(() => resolve(TIMED_OUT)), timeoutMs); });
     try {
       const v = await Promise.race([fn(this.redis), deadline]);
       if (v === TIMED_OUT) { this.fail(op, `${op}: no answer within ${timeoutMs} ms`); return undefined; }
       tierCommandSeconds.observe({ operation: op }, (performance.now() - t0) / 1000);
+      if (!this.up) void this.check();
       return v;
     } catch (e) {
       this.fail(op, `${op}: ${e instanceof Error ? e.message.slice(0, 200) : String(e)}`);

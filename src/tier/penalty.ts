@@ -1,7 +1,7 @@
 // Owns the tier-wide failed-login penalty: failure counters per client address and per login name in Redis, the local
 // AuthPenalty as fallback, and pushing failures counted while Redis was away. Must not sleep or know protocols.
 import { AuthPenalty, PENALTY_WINDOW_MS, penaltyDelayMs } from '../proxy/auth-penalty.js';
-import type { TierClient } from './client.js';
+import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 
 /** Failures remembered for the resync at most (a long outage under a spray must not grow memory without bound). */
@@ -53,14 +53,14 @@ export class TierPenalty {
     this.local.success(ku);
     this.pending.delete(ka);
     this.pending.delete(ku);
-    void this.client.run('penalty', (r) => r.del(ka, ku));
+    void this.client.run('penalty', (r) => r.del(ka, ku), { timeoutMs: BACKGROUND_TIMEOUT_MS });
   }
 
   /** Failures counted now (tier-wide when reachable) for an address and a name. */
   async count(address: string, user: string): Promise<number> {
     const ka = this.keys.addressFailures(address);
     const ku = this.keys.userFailures(user);
-    const remote = await this.client.run('penalty', (r) => r.mget(ka, ku));
+    const remote = await this.client.run('penalty', (r) => r.mget(ka, ku), { timeoutMs: BACKGROUND_TIMEOUT_MS, evenIfDown: true });
     if (remote) return Math.max(...remote.map((v) => Number(v ?? 0)));
     return Math.max(this.local.count(ka), this.local.count(ku));
   }
@@ -80,7 +80,7 @@ export class TierPenalty {
       for (const [k, n] of batch) p.incrby(k, n).pexpire(k, this.windowMs);
       await p.exec();
       return true;
-    }, BULK_TIMEOUT_MS);
+    }, { timeoutMs: BULK_TIMEOUT_MS });
     if (!ok) for (const [k, n] of batch) this.pending.set(k, (this.pending.get(k) ?? 0) + n);
   }
 }

@@ -1,7 +1,7 @@
 // Owns this instance's liveness in the tier (a heartbeat ZSET) and the set of live instances others' data is filtered by.
 // Must not hold session or backend data; a crashed instance simply stops counting when its heartbeat expires.
 import { randomBytes } from 'node:crypto';
-import type { TierClient } from './client.js';
+import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 
 /** Heartbeat entries this far past expiry are removed from the ZSET. */
@@ -40,7 +40,7 @@ export class TierPresence {
       .zadd(this.keys.instances, now + c.instanceTtlMs, this.instanceId)
       .zremrangebyscore(this.keys.instances, '-inf', now - PRUNE_AFTER_MS)
       .pexpire(this.keys.instances, c.sessionKeyTtlMs)
-      .exec());
+      .exec(), { timeoutMs: BACKGROUND_TIMEOUT_MS });
     return ok !== undefined;
   }
 
@@ -48,7 +48,7 @@ export class TierPresence {
   async live(timeoutMs?: number): Promise<Set<string> | undefined> {
     const now = this.now();
     if (this.cache && now - this.cache.at < LIVE_CACHE_MS) return this.cache.live;
-    const ids = await this.client.run('presence', (r) => r.zrangebyscore(this.keys.instances, now, '+inf'), timeoutMs);
+    const ids = await this.client.run('presence', (r) => r.zrangebyscore(this.keys.instances, now, '+inf'), { timeoutMs: timeoutMs ?? BACKGROUND_TIMEOUT_MS, evenIfDown: true });
     if (!ids) return undefined;
     this.cache = { at: now, live: new Set(ids) };
     return this.cache.live;
@@ -58,6 +58,6 @@ export class TierPresence {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
-    await this.client.run('heartbeat', (r) => r.zrem(this.keys.instances, this.instanceId));
+    await this.client.run('heartbeat', (r) => r.zrem(this.keys.instances, this.instanceId), { timeoutMs: BACKGROUND_TIMEOUT_MS });
   }
 }

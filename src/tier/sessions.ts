@@ -1,6 +1,6 @@
 // Owns the tier's session registry (who is logged in where) and the tier-wide session limits counted from it.
 // Must not kick or know protocols' dialogues; entries of crashed instances stop counting with their heartbeat.
-import type { TierClient } from './client.js';
+import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 import { instanceNameOf, type TierPresence } from './presence.js';
 
@@ -143,13 +143,13 @@ export class TierSessions {
     const reg = this.local.get(id);
     if (!reg) return;
     this.local.delete(id);
-    void this.client.run('sessions_release', (r) => r.pipeline().srem(reg.userKey, reg.userMember).srem(reg.addrKey, reg.addrMember).exec());
+    void this.client.run('sessions_release', (r) => r.pipeline().srem(reg.userKey, reg.userMember).srem(reg.addrKey, reg.addrMember).exec(), { timeoutMs: BACKGROUND_TIMEOUT_MS });
   }
 
   /** Sessions of `user` on every live instance; this process's own when Redis does not answer. */
   async list(user: string): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
     const key = this.keys.userSessions(user);
-    const members = await this.client.run('sessions_list', (r) => r.smembers(key), LIST_TIMEOUT_MS);
+    const members = await this.client.run('sessions_list', (r) => r.smembers(key), { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true });
     const live = members ? await this.presence.live(LIST_TIMEOUT_MS) : undefined;
     if (!members || !live) {
       const mine = [...this.local.values()].filter((x) => x.entry.user.toLowerCase() === user.trim().toLowerCase());
@@ -189,7 +189,7 @@ export class TierSessions {
       for (const x of all) p.sadd(x.userKey, x.userMember).pexpire(x.userKey, ttl).sadd(x.addrKey, x.addrMember).pexpire(x.addrKey, ttl);
       await p.exec();
       return true;
-    }, BULK_TIMEOUT_MS);
+    }, { timeoutMs: BULK_TIMEOUT_MS });
   }
 
   private async refreshKeys(): Promise<void> {
@@ -202,7 +202,7 @@ export class TierSessions {
       for (const k of keys) p.pexpire(k, ttl);
       await p.exec();
       return true;
-    }, BULK_TIMEOUT_MS);
+    }, { timeoutMs: BULK_TIMEOUT_MS });
   }
 }
 

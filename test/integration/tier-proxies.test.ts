@@ -4,17 +4,19 @@
 // Must not test the tier module's own edge cases (tier-redis.test.ts) nor single-proxy behaviour.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startWorld, type World } from './harness/world.js';
 import { LineClient } from './harness/line-client.js';
 import { startHaproxy, type HaproxyInstance } from './harness/haproxy.js';
 import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
-import { pollUntil } from './harness/ports.js';
+import { allocatePorts, pollUntil } from './harness/ports.js';
 import { runCommand } from './harness/processes.js';
 import { worldRawConfig, type RawConfig } from './proxy-fixture.js';
 import { adminGet, metricValue, startChildProxy, type ChildProxy } from './child-proxy.js';
 import { firstMessageHeader } from './imap-helpers.js';
 
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'main.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const DELAY_MS = 100;
 const MAX_DELAY_MS = 1600;
@@ -40,7 +42,7 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     backendView: { refreshMs: 300, evidenceMaxAgeMs: 2000 },
   });
 
-  const config = (name: string, probes: boolean): RawConfig => worldRawConfig(world, (r) => {
+  const config = (name: string, probes: boolean, adminPort: number): RawConfig => worldRawConfig(world, (r) => {
     r['instanceName'] = name;
     r['log'] = { level: 'info' };
     r['listeners'] = [
@@ -48,9 +50,9 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
       { protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' },
     ];
     r['imap'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: DELAY_MS, authFailureMaxDelayMs: MAX_DELAY_MS, maxAuthAttempts: 1 } };
-    r['admin'] = { enabled: true, address: '127.0.0.1', port: 0 };
+    r['admin'] = { enabled: true, address: '127.0.0.1', port: adminPort };
     // Instance 1 probes often; 2 and 3 hardly ever (their one probe at start is stale evidence after 2 s).
-    r['health'] = probes ? { enabled: true, intervalMs: 200, timeoutMs: 500, rise: 1, fall: 2, jitterRatio: 0 } : { enabled: true, intervalMs: 600_000, timeoutMs: 500, jitterRatio: 0 };
+    r['health'] = probes ? { enabled: true, intervalMs: 300, timeoutMs: 2000, rise: 1, fall: 2, jitterRatio: 0 } : { enabled: true, intervalMs: 600_000, timeoutMs: 2000, jitterRatio: 0 };
     r['directory'] = { ...(r['directory'] as object), cache: { ttlMs: 600_000, negativeTtlMs: 500 } };
     r['tier'] = { ...tierSection(), instanceName: name };
   });
@@ -59,8 +61,9 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     world = await startWorld();
     writeFileSync(join(world.dir, 'redis.pass'), `${PASSWORD}\n`);
     redis = await startRedis({ dir: join(world.dir, 'redis'), extra: [`user mailproxy on >${PASSWORD} ${TIER_ACL_RULES}`] });
+    const adminPorts = await allocatePorts(3);
     for (const [i, name] of ['n1', 'n2', 'n3'].entries()) {
-      const proxy = await startChildProxy(world, config(name, i === 0), { name, timeoutMs: 60_000 });
+      const proxy = await startChildProxy(world, config(name, i === 0, adminPorts[i]!), { name, timeoutMs: 60_000 });
       nodes.push({ name, proxy, direct: proxy.port('imap', 'none'), admin: proxy.adminPort! });
     }
     haproxy = await startHaproxy({ dir: join(world.dir, 'haproxy'), servers: nodes.map((n) => ({ name: n.name, port: n.proxy.port('imap', 'starttls') })) });
@@ -121,6 +124,10 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
       assert.deepEqual([...new Set(body.sessions.map((s) => s.instance))].sort(), ['n1', 'n2', 'n3'], r.body);
       assert.ok(body.sessions.every((s) => s.backend === 'backend-a'));
     }
+    // The same through the CLI of instance 2.
+    const cli = await runCommand(process.execPath, [MAIN, 'sessions', uid, '-c', nodes[1]!.proxy.file], { timeoutMs: 30_000 });
+    assert.match(cli, /^3 sessions of alice$/m, cli);
+    for (const n of nodes) assert.match(cli, new RegExp(`^${n.name}\\s+imap\\s+backend-a`, 'm'), cli);
     for (const o of open) o.c.close();
   });
 
@@ -191,6 +198,11 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
 
   it('loses and slows no login while Redis is stopped, then killed, and shares state again once it is back', async () => {
     const { uid, password } = world.users.alice;
+    // backend-a (restarted by the test before) is serving again everywhere.
+    await pollUntil(async () => {
+      for (const n of nodes) if (metricValue((await adminGet(n.admin, '/metrics')).body, 'mailproxy_tier_backend_down{backend="backend-a",protocol="imap"}') === 1) return false;
+      return true;
+    }, 10_000, () => 'backend-a not held down by the tier');
     const results: Array<{ ok: boolean; ms: number; phase: string; reply: string }> = [];
     let phase = 'before';
     let stop = false;

@@ -160,8 +160,8 @@ class Session {
       if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
       this.loggedIn = loggedIn;
       this.result = 'ok';
-      if (this.deps.tier) this.deps.tier.penalty.success(this.conn.client.address, credentials.user);
-      else this.deps.penalty.success(this.conn.client.address);
+      // With the tier, the session admit already cleared the penalty (in the same Redis call).
+      if (!this.deps.tier) this.deps.penalty.success(this.conn.client.address);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
       this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(performance.now() - started) }, 'login ok');
       this.feed({ kind: 'login-ok', text: loggedIn.text });
@@ -195,7 +195,7 @@ class Session {
     this.route = route;
     this.info.backend = route.backend;
     if (route.backend !== wanted.backend) this.info.routedFor = wanted.backend;
-    if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend);
+    if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend, credentials.user);
     const bl = config.backendLogin;
     const master = bl.mode === 'master';
     const started = performance.now();
@@ -223,8 +223,10 @@ class Session {
   }
 
   /** The tier's session registry and limits (tier-wide, or this process's own while Redis is away). */
-  private async registerInTier(tier: TierLogin, user: string, backend: string): Promise<void> {
-    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user, backend, address: this.conn.client.address, client: this.info.client, startedAt: this.started });
+  private async registerInTier(tier: TierLogin, user: string, backend: string, typedUser: string): Promise<void> {
+    // The password was right: the penalty of this address and name is cleared in the same call (locally at once).
+    const clear = tier.penalty.clearLocal(this.conn.client.address, typedUser);
+    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user, backend, address: this.conn.client.address, client: this.info.client, startedAt: this.started }, clear);
     if (!r.ok) {
       tierLimitRefusalsTotal.inc({ protocol: this.deps.module.protocol, limit: r.limit });
       throw new ProxyError('BACKEND_USER_BUSY', `tier session limit per ${r.limit} reached (${r.count}, ${r.source})`);

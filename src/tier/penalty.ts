@@ -47,13 +47,22 @@ export class TierPenalty {
 
   /** A successful login clears the address's and the name's counts (not awaited by the login). */
   success(address: string, user: string): void {
+    const keys = this.clearLocal(address, user);
+    void this.client.run('penalty', (r) => r.del(...keys), { timeoutMs: BACKGROUND_TIMEOUT_MS });
+  }
+
+  /**
+   * Clear the local counts and return the Redis keys to delete, for a caller that folds the DEL into a call it makes
+   * anyway (the session admit), saving a round trip per login.
+   */
+  clearLocal(address: string, user: string): string[] {
     const ka = this.keys.addressFailures(address);
     const ku = this.keys.userFailures(user);
     this.local.success(ka);
     this.local.success(ku);
     this.pending.delete(ka);
     this.pending.delete(ku);
-    void this.client.run('penalty', (r) => r.del(ka, ku), { timeoutMs: BACKGROUND_TIMEOUT_MS });
+    return [ka, ku];
   }
 
   /** Failures counted now (tier-wide when reachable) for an address and a name. */

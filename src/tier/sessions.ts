@@ -35,7 +35,7 @@ interface Registered { entry: SessionEntry; userKey: string; addrKey: string; us
 /**
  * Count the live sessions of the same protocol in the user's and the address's sets (removing members of instances
  * that are gone), refuse when a limit is reached, else add the session to both. One round trip, atomic across instances.
- * KEYS: instances, user set, address set. ARGV: now, user member, address member, protocol, max user, max address, key TTL.
+ * KEYS: instances, user set, address set, then keys to delete once admitted (penalty counters). ARGV: now, user member, address member, protocol, max user, max address, key TTL.
  */
 const ADMIT_SCRIPT = `
 local now = tonumber(ARGV[1])
@@ -82,6 +82,7 @@ redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 return {0, 0}
 `;
 
@@ -113,14 +114,14 @@ export class TierSessions {
    * Register a session at login, unless a tier-wide limit for its protocol is reached. When Redis does not answer
    * within the deadline, the limits are checked against this process's own sessions (and it is pushed later).
    */
-  async admit(entry: SessionEntry): Promise<AdmitResult> {
+  async admit(entry: SessionEntry, deleteOnAdmit: readonly string[] = []): Promise<AdmitResult> {
     const c = this.client.config;
     const proto = entry.protocol as keyof typeof c.limits.maxSessionsPerUser;
     const maxUser = c.limits.maxSessionsPerUser[proto] ?? 0;
     const maxAddr = c.limits.maxSessionsPerAddress[proto] ?? 0;
     const reg = this.registered(entry);
     const reply = await this.client.run('sessions_admit', (r) => this.client.script(r, ADMIT_SCRIPT,
-      [this.keys.instances, reg.userKey, reg.addrKey],
+      [this.keys.instances, reg.userKey, reg.addrKey, ...deleteOnAdmit],
       [this.now(), reg.userMember, reg.addrMember, entry.protocol, maxUser, maxAddr, c.sessionKeyTtlMs]));
     if (Array.isArray(reply)) {
       const [code, n] = reply.map(Number) as [number, number];

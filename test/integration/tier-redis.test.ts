@@ -113,6 +113,12 @@ describe('tier module against a real redis-server', function () {
     const listed = await b.tier.sessions.list('ALICE');
     assert.equal(listed.source, 'tier');
     assert.deepEqual(listed.sessions.map((s) => `${s.instance} ${s.id} ${s.protocol}`).sort(), ['a a1 imap', 'a a2 pop3', 'b b1 imap']);
+    // A session admit can clear a penalty in the same call (what a successful login does).
+    await b.tier.penalty.failure('192.0.2.10', 'alice', 100, 1000);
+    assert.equal(await a.tier.penalty.count('192.0.2.10', 'alice'), 1);
+    assert.equal((await a.tier.sessions.admit(entry('a3', 'submission'), a.tier.penalty.clearLocal('192.0.2.10', 'alice'))).ok, true);
+    assert.equal(await b.tier.penalty.count('192.0.2.10', 'alice'), 0);
+    a.tier.sessions.release('a3');
     a.tier.sessions.release('a1');
     await sleep(50);
     assert.equal((await b.tier.sessions.admit(entry('b3'))).ok, true, 'a released slot is free again');

@@ -73,7 +73,7 @@ export class App {
       : undefined;
     this.instance = new Instance(config, {
       logger,
-      gate: this.tier ? tierGate(this.monitor, this.tier, () => this.config, (b, p) => this.monitor.stateOf(b, p)) : this.monitor,
+      gate: this.tier ? tierGate(this.monitor, (b, p) => this.isTierDown(b, p), () => this.config, (b, p) => this.monitor.stateOf(b, p)) : this.monitor,
       ...(this.tier ? { tier: this.tier } : {}),
       handlers: {
         submission: (d) => createSubmissionService(smtpDeps(d)),
@@ -84,6 +84,13 @@ export class App {
   }
 
   get config(): Config { return this.instance.current; }
+
+  /** Endpoints the tier holds down, as pushed by a cluster primary (workers have no backend view of their own). */
+  private tierDown = new Set<string>();
+  setTierDown(keys: readonly string[]): void { this.tierDown = new Set(keys); }
+  private isTierDown(backend: string, protocol: string): boolean {
+    return this.tier?.backendView ? this.tier.backendView.isDown(backend, protocol) : this.tierDown.has(`${backend}\t${protocol}`);
+  }
 
   /** This process only: never LDAP or backend health (DESIGN: a shared outage must not empty the pool). */
   readiness(): Readiness {

@@ -24,16 +24,17 @@ export interface LocalActions {
   invalidateRoute(user: string): Promise<number>;
   /** The tier holds an endpoint down that this instance did not see down itself: say goodbye to its spliced sessions. */
   kickBackend(backend: string, protocol: string): void;
+  /** The set of endpoints the tier holds down changed (a cluster primary passes it on to its workers). */
+  verdictsChanged?(down: readonly string[]): void;
 }
 
 /** Gate that also fails fast (or uses the standby) for an endpoint the tier holds down. */
-export function tierGate(inner: BackendGate, tier: Pick<Tier, 'backendView'>, config: () => Pick<Config, 'backends'>, stateOf: (backend: string, protocol: RouteProtocol) => string): BackendGate {
+export function tierGate(inner: BackendGate, isDown: (backend: string, protocol: string) => boolean, config: () => Pick<Config, 'backends'>, stateOf: (backend: string, protocol: RouteProtocol) => string): BackendGate {
   return {
     admit(route: Route): Route {
       const r = inner.admit(route);
-      const view = tier.backendView;
-      if (!view || !view.isDown(r.backend, r.protocol)) return r;
-      if (r.standby && !view.isDown(r.standby, r.protocol)) {
+      if (!isDown(r.backend, r.protocol)) return r;
+      if (r.standby && !isDown(r.standby, r.protocol)) {
         const sb = stateOf(r.standby, r.protocol);
         if (sb === 'up' || sb === 'suspect') return routeForBackend(config(), r.standby, r.protocol);
       }
@@ -63,6 +64,7 @@ export function monitorEvidence(monitor: Pick<MonitorLike, 'snapshot'>): { evide
 export function attachInstance(tier: Tier, monitor: MonitorLike, actions: LocalActions): void {
   const view = tier.attachBackendView(monitorEvidence(monitor), {
     verdict: (backend, protocol, down) => {
+      actions.verdictsChanged?.(view.downKeys());
       if (down && monitor.stateOf(backend, protocol as RouteProtocol) !== 'down') actions.kickBackend(backend, protocol);
     },
     maintenance: (backend, enabled) => { monitor.setMaintenance(backend, enabled, `maintenance ${enabled ? 'on' : 'off'} (tier)`); },

@@ -67,6 +67,9 @@ export class TierBackendView {
     for (const key of [...this.down]) this.setVerdict(key, false);
   }
 
+  /** Endpoints the tier holds down, as `backend\tprotocol` (what a cluster primary sends its workers). */
+  downKeys(): string[] { return [...this.down]; }
+
   /** Whether the tier holds this endpoint down (synchronous: the login path asks it). */
   isDown(backend: string, protocol: string): boolean { return this.down.has(`${backend}\t${protocol}`); }
 

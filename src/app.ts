@@ -2,12 +2,13 @@
 // Must not install signal handlers or fork (runtime.ts and cluster.ts do); tests run it in-process.
 import type { Logger } from './log.js';
 import type { Config } from './config/schema.js';
-import { Instance, type HandlerDeps } from './server.js';
+import { Instance } from './server.js';
+import type { HandlerDeps } from './proxy/protocol.js';
 import { HealthMonitor } from './health/health.js';
-import { kickSpread } from './health/kick.js';
-import { localAdminDeps } from './health/admin-local.js';
-import { startAdminServer, type AdminDeps, type Readiness } from './health/http.js';
-import { startAgentCheck } from './health/agent-check.js';
+import { kickSpread } from './ops/kick.js';
+import { localAdminDeps } from './ops/admin-local.js';
+import type { AdminDeps, Readiness } from './ops/http.js';
+import { startOps, type Ops } from './ops/start.js';
 import { createInboundService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
@@ -24,15 +25,13 @@ export interface AppOptions {
   role?: 'single' | 'worker';
   /** Worker: where passive outcomes go (IPC to the primary). */
   forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
-  /** Replace the admin callbacks (cluster primary serves sessions over IPC). */
-  adminDeps?(app: App): AdminDeps;
   /** Cluster worker: the instance id its primary speaks for in the tier. */
   tierInstanceId?: string;
 }
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tlsMaterial, penalty: d.penalty };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tlsMaterial, penalty: d.penalty, clock: d.clock, dial: d.dial, ...(d.tier ? { tier: d.tier } : {}) };
 }
 
 export class App {
@@ -40,8 +39,7 @@ export class App {
   readonly monitor: HealthMonitor;
   /** Shared state on Redis (config `tier:`); undefined without it. */
   readonly tier: Tier | undefined;
-  admin: { port: number; close(): Promise<void> } | undefined;
-  agent: { port: number; close(): Promise<void> } | undefined;
+  private ops: Ops | undefined;
   private listening = false;
   maintenance = false;
 
@@ -85,6 +83,10 @@ export class App {
 
   get config(): Config { return this.instance.current; }
 
+  /** The admin HTTP server, once operations are started (single process). */
+  get admin(): Ops['admin'] { return this.ops?.admin; }
+  get agent(): Ops['agent'] { return this.ops?.agent; }
+
   /** Endpoints the tier holds down, as pushed by a cluster primary (workers have no backend view of their own). */
   private tierDown = new Set<string>();
   setTierDown(keys: readonly string[]): void { this.tierDown = new Set(keys); }
@@ -125,24 +127,15 @@ export class App {
 
   /** Probing, admin HTTP and agent-check: once per instance (single process, or the cluster primary). */
   async startOperations(): Promise<void> {
-    const c = this.config;
     this.monitor.start();
     if (this.tier?.role === 'instance') attachInstance(this.tier, this.monitor, this.tierActions());
-    if (c.admin.enabled) {
-      const actions = this.tierActions();
-      const local = this.opts.adminDeps?.(this) ?? localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness: () => this.readiness() });
-      const withInvalidate: AdminDeps = {
-        invalidateRoute: async (user) => ({ user, dropped: await actions.invalidateRoute(user), kicked: await actions.kick({ user }), tier: false }),
-        ...local,
-      };
-      const deps = this.tier ? tierAdminDeps(withInvalidate, this.tier, actions) : withInvalidate;
-      this.admin = await startAdminServer({ deps, logger: this.opts.logger.child({ module: 'admin' }), address: c.admin.address, port: c.admin.port, ...(c.admin.token ? { token: c.admin.token } : {}) });
-      this.opts.logger.info({ address: c.admin.address, port: this.admin.port }, 'admin HTTP listening');
-    }
-    if (c.admin.agentCheckPort !== undefined) {
-      this.agent = await startAgentCheck({ address: c.admin.address, port: c.admin.agentCheckPort, readiness: () => this.readiness(), logger: this.opts.logger });
-      this.opts.logger.info({ address: c.admin.address, port: this.agent.port }, 'agent-check listening');
-    }
+    const readiness = () => this.readiness();
+    const actions = this.tierActions();
+    const local: AdminDeps = {
+      invalidateRoute: async (user) => ({ user, dropped: await actions.invalidateRoute(user), kicked: await actions.kick({ user }), tier: false }),
+      ...localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness }),
+    };
+    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps: this.tier ? tierAdminDeps(local, this.tier, actions) : local });
   }
 
   async reload(next: Config): Promise<void> {
@@ -157,6 +150,6 @@ export class App {
     await this.tier?.close();
     this.monitor.stop();
     await this.instance.close();
-    await Promise.all([this.admin?.close(), this.agent?.close()]);
+    await this.ops?.close();
   }
 }

@@ -4,11 +4,10 @@ import { z } from 'zod';
 
 const port = z.number().int().min(1).max(65535);
 const hostPort = z.strictObject({ host: z.string().min(1), port });
-/** Per session protocol; 0 = no limit. */
+/** Per session protocol (IMAP and POP3 sessions; SMTP submission is relayed per transaction); 0 = no limit. */
 const perProtocol = z.strictObject({
   imap: z.number().int().min(0).default(0),
   pop3: z.number().int().min(0).default(0),
-  submission: z.number().int().min(0).default(0),
 }).prefault({});
 
 const tlsSchema = z.strictObject({

@@ -5,7 +5,7 @@ import { routeForBackend, type Route, type RouteProtocol } from '../directory/ba
 import { ProxyError } from '../errors.js';
 import type { BackendGate } from '../health/gate.js';
 import type { BackendSnapshot, EndpointTransition } from '../health/health.js';
-import type { AdminDeps, SessionFilter } from '../health/http.js';
+import type { AdminDeps, SessionFilter } from '../ops/http.js';
 import type { LocalEvidence } from './backend-view.js';
 import type { TierAction } from './broadcast.js';
 import type { Tier } from './tier.js';

@@ -1,7 +1,7 @@
 // Owns `mailproxy sessions USER` and `mailproxy routes invalidate USER`: ask the running instance's admin API (which answers
 // for the whole tier when `tier:` is set) and print the result. Must not talk to Redis or the directory itself.
 import type { Config } from '../config/schema.js';
-import { adminBaseUrl } from '../health/status.js';
+import { adminBaseUrl } from '../ops/status.js';
 
 export interface CliOptions {
   print?(line: string): void;

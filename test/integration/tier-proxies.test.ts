@@ -40,6 +40,7 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     redis: { host: '127.0.0.1', port: redis.port, username: 'mailproxy', passwordFile: join(world.dir, 'redis.pass') },
     commandTimeoutMs: 50, retryIntervalMs: 100, heartbeatMs: 200, instanceTtlMs: 1500,
     backendView: { refreshMs: 300, evidenceMaxAgeMs: 2000 },
+    limits: { maxSessionsPerUser: { imap: 3 } },
   });
 
   const config = (name: string, probes: boolean, adminPort: number): RawConfig => worldRawConfig(world, (r) => {
@@ -114,7 +115,7 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     owner.c.close();
   });
 
-  it('lists a user\'s sessions on all three instances from any of them', async () => {
+  it('lists a user\'s sessions on all three instances from any of them, and holds the tier-wide session limit', async () => {
     const { uid, password } = world.users.alice;
     const open = await Promise.all(nodes.map((n) => login(n.direct, uid, password)));
     for (const o of open) assert.ok(o.ok, o.reply);
@@ -124,6 +125,10 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
       assert.deepEqual([...new Set(body.sessions.map((s) => s.instance))].sort(), ['n1', 'n2', 'n3'], r.body);
       assert.ok(body.sessions.every((s) => s.backend === 'backend-a'));
     }
+    // A fourth IMAP session of alice, on any instance, passes the tier-wide limit of 3.
+    const fourth = await login(nodes[1]!.direct, uid, password);
+    assert.match(fourth.reply, /^a NO \[LIMIT\]/m, fourth.reply);
+    fourth.c.close();
     // The same through the CLI of instance 2.
     const cli = await runCommand(process.execPath, [MAIN, 'sessions', uid, '-c', nodes[1]!.proxy.file], { timeoutMs: 30_000 });
     assert.match(cli, /^3 sessions of alice$/m, cli);

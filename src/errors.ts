@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'IDLE_TIMEOUT'
   | 'SHUTDOWN'
   | 'TOO_MANY_CONNECTIONS'   // a listener connection limit (total or per client address)
+  | 'SESSION_LIMIT'          // a tier-wide session limit (per user or client address) is reached
   | 'PROXY_HEADER_INVALID'
   | 'UNTRUSTED_SOURCE'
   | 'CONFIG_INVALID'
@@ -61,6 +62,8 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', health: 'none' },
   IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', health: 'none' },
   SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', health: 'none' },
+  // RFC 5530 §3 [LIMIT]; RFC 2449 §8.1.1 [IN-USE] (POP3: the mailbox is in use elsewhere).
+  SESSION_LIMIT: { imap: 'NO [LIMIT] Too many sessions for this account, please try again later', pop3: '-ERR [IN-USE] Too many sessions for this account, please try again later', smtp: '454 4.7.0 Too many sessions, please try again later', logReason: 'tier session limit reached', metricLabel: 'session_limit', health: 'none' },
   TOO_MANY_CONNECTIONS: { imap: 'BYE [UNAVAILABLE] Too many connections, please try again later', pop3: '-ERR [SYS/TEMP] Too many connections, please try again later', smtp: '421 4.7.0 Too many connections, please try again later', logReason: 'connection limit reached', metricLabel: 'too_many_connections', health: 'none' },
   PROXY_HEADER_INVALID: { imap: 'BYE Invalid PROXY header', pop3: '-ERR Invalid PROXY header', smtp: '421 4.7.0 Invalid PROXY header', logReason: 'invalid PROXY protocol header', metricLabel: 'proxy_header_invalid', health: 'none' },
   UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', health: 'none' },

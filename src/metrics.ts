@@ -33,6 +33,15 @@ export const workerRestartsTotal = new Counter({ name: 'mailproxy_worker_restart
 export const smtpMessagesTotal = new Counter({ name: 'mailproxy_smtp_messages_total', help: 'SMTP transactions by service and result', labelNames: ['service', 'result'], registers: [registry] });
 export const smtpRecipientsTotal = new Counter({ name: 'mailproxy_smtp_recipients_total', help: 'SMTP recipients by service and result', labelNames: ['service', 'result'], registers: [registry] });
 
+// Tier (Redis shared state, src/tier/). tier_up aggregates with min across cluster workers: 0 when any process is cut off.
+export const tierUp = new Gauge({ name: 'mailproxy_tier_up', help: '1 while the shared tier state (Redis) is reachable, 0 while this instance runs on local state', registers: [registry], aggregator: 'min' });
+export const tierFallbacksTotal = new Counter({ name: 'mailproxy_tier_fallbacks_total', help: 'Tier operations answered from local state because Redis failed or was unreachable', labelNames: ['operation'], registers: [registry] });
+export const tierCommandSeconds = new Histogram({ name: 'mailproxy_tier_command_seconds', help: 'Latency of tier operations that Redis answered', labelNames: ['operation'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers: [registry] });
+export const tierStateChangesTotal = new Counter({ name: 'mailproxy_tier_state_changes_total', help: 'Tier connectivity changes (to up or down)', labelNames: ['to'], registers: [registry] });
+export const tierBroadcastsTotal = new Counter({ name: 'mailproxy_tier_broadcasts_total', help: 'Admin actions broadcast to (sent) or received from (received) the tier, by type', labelNames: ['type', 'direction'], registers: [registry] });
+export const tierBackendDown = new Gauge({ name: 'mailproxy_tier_backend_down', help: '1 while the tier (a quorum of instances) holds the backend endpoint down', labelNames: ['backend', 'protocol'], registers: [registry], aggregator: 'max' });
+export const tierLimitRefusalsTotal = new Counter({ name: 'mailproxy_tier_limit_refusals_total', help: 'Logins refused by a tier-wide session limit, by limit (user, address)', labelNames: ['protocol', 'limit'], registers: [registry] });
+
 // Pools (issue 13): per pool and member, never per user.
 export const poolUsersLive = new Gauge({ name: 'mailproxy_pool_users_live', help: 'Users with live sessions on a pool member (this process)', labelNames: ['pool', 'member'], registers: [registry] });
 export const poolRoutesTotal = new Counter({ name: 'mailproxy_pool_routes_total', help: 'Pool route decisions at login by member and reason (hash, failover, live-sessions, draining, moving, none)', labelNames: ['pool', 'member', 'reason'], registers: [registry] });

@@ -18,6 +18,7 @@ import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
+import type { TierLogin } from './tier/tier.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
 
@@ -49,6 +50,8 @@ export interface InstanceOptions {
   sessions?: SessionRegistry;
   /** Extra handlers by listener protocol (SMTP services are wired by the caller). */
   handlers?: Partial<Record<ListenerConfig['protocol'], (deps: HandlerDeps) => ConnectionHandler>>;
+  /** Tier-wide penalty, limits and session registry (config `tier:`); absent = this process's own. */
+  tier?: TierLogin;
   /** Time and backend dialling (tests inject fakes). */
   clock?: Clock;
   /** The tier's session registry, so pool affinity sees every instance's live sessions (`tier:`); this process's own without it. */
@@ -92,6 +95,7 @@ export class Instance {
       penalty: new AuthPenalty(),
       secureContext: () => this.tls?.context,
       tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
+      ...(opts.tier ? { tier: opts.tier } : {}),
       clock: opts.clock ?? systemClock,
       dial: opts.dial ?? netDial,
     };
@@ -105,6 +109,9 @@ export class Instance {
   get current(): Config { return this.config; }
   /** The directory in use now (a reload may replace it). */
   get directoryNow(): Directory { return this.directory; }
+
+  /** Drop what the directory cache holds about one account (route invalidation); how many entries went. */
+  invalidateRoute(user: string): number { return this.directory.invalidate?.(user) ?? 0; }
 
   /** Every open listener with the address and port it is bound to, in config order. */
   get bound(): BoundListener[] {

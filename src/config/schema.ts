@@ -2,6 +2,7 @@
 // Must not read files or environment (load.ts does) nor hold behaviour beyond validation.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { tierSchema } from './tier-schema.js';
 
 const port = z.number().int().min(0).max(65535);
 const ms = (def: number) => z.number().int().min(0).default(def);
@@ -240,6 +241,8 @@ export const configSchema = z.strictObject({
   health: healthSchema.prefault({}),
   admin: adminSchema.prefault({}),
   shutdown: z.strictObject({ drainDeadlineMs: ms(30_000) }).prefault({}),
+  /** Shared state on Redis so instances act as one tier; absent = every instance on its own. */
+  tier: tierSchema.optional(),
 }).superRefine((c, ctx) => {
   c.listeners.forEach((l, i) => {
     if (l.tls !== 'none' && !c.tls) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'tls'], message: 'a TLS listener needs the top-level tls section (certFile, keyFile)' });

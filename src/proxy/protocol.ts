@@ -14,6 +14,7 @@ import type { Dial } from './backend-connect.js';
 import type { SessionRegistry } from './sessions.js';
 import type { AuthPenalty } from './auth-penalty.js';
 import type { PoolRouter } from '../pools/pool-router.js';
+import type { TierLogin } from '../tier/tier.js';
 
 /** What the Session tells a client dialogue. */
 export type ClientEvent =
@@ -127,4 +128,6 @@ export interface HandlerDeps {
   clock: Clock;
   /** How backend connections are opened (in-memory sockets in unit tests). */
   dial: Dial;
+  /** With `tier:`: failed-login penalty, session limits and registry shared by the tier (falling back to local state). */
+  tier?: TierLogin;
 }

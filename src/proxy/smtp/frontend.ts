@@ -13,6 +13,7 @@ import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
 import type { SessionInfo, SessionRegistry } from '../sessions.js';
 import { catalogueReply } from './replies.js';
 import type { AuthPenalty } from '../auth-penalty.js';
+import type { TierLogin } from '../../tier/tier.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { netDial, type Dial } from '../backend-connect.js';
 import type { BackendSessionDeps } from '../backend-session.js';
@@ -32,6 +33,8 @@ export interface SmtpServiceDeps {
   pools?: import('../../pools/pool-router.js').PoolRouter;
   /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
   penalty?: AuthPenalty;
+  /** With `tier:`: the failed-login penalty shared by the tier (per address and per login name). */
+  tier?: Pick<TierLogin, 'penalty'>;
   /** Time, timers and backend dialling (fakes in unit tests); real ones when absent. */
   clock?: Clock;
   dial?: Dial;

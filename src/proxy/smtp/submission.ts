@@ -42,10 +42,13 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
 
   /** Count an error reply; past smtp.maxErrors the reply becomes 421 and smtp-server closes. */
   const penalty = deps.penalty ?? new AuthPenalty();
-  const delayed = (state: SubmissionState, fn: () => void): void => {
+  const delayed = (state: SubmissionState, fn: () => void, user: string): void => {
     // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
     const { smtp } = state.config;
-    state.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs));
+    const tier = deps.tier;
+    if (!tier) { state.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs)); return; }
+    // Tier-wide (per address and per login name); falls back to local counts within the tier's deadline.
+    void tier.penalty.failure(state.conn.client.address, user, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs).then((ms) => state.clock.setTimeout(fn, ms));
   };
 
   return createFrontend<SubmissionState>(deps, {
@@ -70,13 +73,14 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     },
 
     onAuth(state, auth, _session, callback) {
+      const typed = auth.method === 'PLAIN' ? auth.authcid ?? '' : auth.username ?? '';
       const fail = (reply: ClientReply, label: string, immediate = false): void => {
         loginsTotal.inc({ protocol: SERVICE, result: label });
         state.errors += 1;
         const r = state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply;
         const send = (): void => callback(null, { responseCode: r.code, message: r.text });
         if (immediate) send();
-        else delayed(state, send);
+        else delayed(state, send, typed);
       };
       if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail({ code: 504, text: '5.5.4 Unrecognized authentication type' }, 'mechanism', true);
       // RFC 4616: an authorization identity other than the authentication identity is not supported.
@@ -90,7 +94,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
         }
         routeFor(state.config, result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
-        penalty.success(state.conn.client.address);
+        if (deps.tier) deps.tier.penalty.success(state.conn.client.address, typed); else penalty.success(state.conn.client.address);
         state.account = result.account;
         state.secret = credentials.password;
         state.info.user = result.account.login;

@@ -1,6 +1,7 @@
 // Owns one IMAP/POP3 client connection: runs the sans-I/O dialogue's actions against the socket, timers, the one auth path and the relay.
 // Must not parse protocol bytes (dialogues do) nor pump bytes itself after login (the Relay does).
 import type { Socket } from 'node:net';
+import { openGate } from '../health/gate.js';
 import { TLSSocket } from 'node:tls';
 import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
@@ -16,7 +17,8 @@ import { nextHop } from './loop-guard.js';
 import { isTrustedSource } from '../core/proxy-header.js';
 import type { ServerTlsOptions, TlsMaterial } from '../tls/certificates.js';
 import { Relay, type RelayResult } from './relay.js';
-import { disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
+import { disconnectsTotal, loginsTotal, sessionsActive, tierLimitRefusalsTotal } from '../metrics.js';
+import type { TierLogin } from '../tier/tier.js';
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
 export type ProtocolServiceDeps = HandlerDeps & { module: ProtocolModule };
@@ -57,6 +59,7 @@ class Session {
   private loggedIn: BackendSession | undefined;
   private relay: Relay | undefined;
   private result = 'no login';
+  private tierRegistered = false;
   private settle!: () => void;
   readonly finished = new Promise<void>((r) => { this.settle = r; });
 
@@ -177,11 +180,12 @@ class Session {
       if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
       this.loggedIn = loggedIn;
       this.result = 'ok';
-      this.deps.penalty.success(this.conn.client.address);
+      // With the tier, the session admit already cleared the penalty (in the same Redis call).
+      if (!this.deps.tier) this.deps.penalty.success(this.conn.client.address);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
       this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(this.deps.clock.now() - started) }, 'login ok');
       this.feed({ kind: 'login-ok', text: loggedIn.text });
-    }, (e: unknown) => {
+    }, async (e: unknown) => {
       const err = toProxyError(e, 'INTERNAL');
       this.result = err.spec.metricLabel;
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: err.spec.metricLabel });
@@ -190,7 +194,11 @@ class Session {
       this.setPhase('prelogin');
       const limits = this.settings.limits;
       const guess = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED';
-      const delay = guess ? this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs) : 0;
+      const tier = this.deps.tier;
+      let delay = 0;
+      if (guess && tier) delay = await tier.penalty.failure(this.conn.client.address, credentials.user, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
+      else if (guess) delay = this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
+      if ((this.phase as Phase) === 'closed') return;
       const deliver = () => { this.feed({ kind: 'login-failed', error: err }); if (this.phase === 'prelogin') this.socket.resume(); };
       if (delay > 0) this.deps.clock.setTimeout(deliver, delay); else deliver();
     });
@@ -202,25 +210,52 @@ class Session {
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
     const account = auth.account;
     this.info.user = account.login;
-    const wanted = resolveRoute(config, account.host, deps.module.protocol);
+    const pooled = await deps.pools.resolve(config, account.host, account.login, deps.module.protocol);
+    const wanted = pooled ? pooled.route : resolveRoute(config, account.host, deps.module.protocol);
     // Loop protection (Dovecot's login proxy TTL): an upstream proxy we trust says how many hops are left.
     const lp = config.loopProtection;
     const hop = nextHop(clientId?.['x-proxy-ttl'], isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
     if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (x-proxy-ttl ${hop.ttl}) for backend ${wanted.backend}`);
-    const route = admit(deps.gate, wanted);
+    // A pool member was chosen with health applied already; the gate would refuse a draining member its users' sessions.
+    const route = pooled ? admit(openGate, pooled.route) : admit(deps.gate, wanted);
+    if (pooled) this.info.pool = pooled.pool;
     this.info.backend = route.backend;
     if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
+    if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend, credentials.user);
     const identity = backendIdentity(config, account, credentials);
     const forwardClient = route.trustsProxy && route.forwardClientAddress === 'native';
     const clientTls = this.socket instanceof TLSSocket;
-    return openBackendSession(deps, route, config.backendLogin, {
-      client: this.conn.client,
-      clientTls,
-      signal,
-      login: (r) => deps.module.createBackendLogin({
-        ...identity, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}), proxyTtl: hop.next,
-      }),
-    });
+    try {
+      return await openBackendSession(deps, route, config.backendLogin, {
+        client: this.conn.client,
+        clientTls,
+        signal,
+        login: (r) => deps.module.createBackendLogin({
+          ...identity, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}), proxyTtl: hop.next,
+        }),
+      });
+    } catch (e) {
+      this.releaseFromTier();
+      throw e;
+    }
+  }
+
+  /** The tier's session registry and limits (tier-wide, or this process's own while Redis is away). */
+  private async registerInTier(tier: TierLogin, user: string, backend: string, typedUser: string): Promise<void> {
+    // The password was right: the penalty of this address and name is cleared in the same call (locally at once).
+    const clear = tier.penalty.clearLocal(this.conn.client.address, typedUser);
+    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user, backend, address: this.conn.client.address, client: this.info.client, startedAt: this.started }, clear);
+    if (!r.ok) {
+      tierLimitRefusalsTotal.inc({ protocol: this.deps.module.protocol, limit: r.limit });
+      throw new ProxyError('SESSION_LIMIT', `tier session limit per ${r.limit} reached (${r.count}, ${r.source})`);
+    }
+    this.tierRegistered = true;
+  }
+
+  private releaseFromTier(): void {
+    if (!this.tierRegistered) return;
+    this.tierRegistered = false;
+    this.deps.tier?.sessions.release(this.conn.id);
   }
 
   private startRelay(pending: Buffer): void {
@@ -267,6 +302,7 @@ class Session {
     this.deps.clock.clearTimeout(this.deadline);
     this.loggedIn?.socket.destroy();
     this.deps.sessions.remove(this.conn.id);
+    this.releaseFromTier();
     const spec = disconnectSpec(reason);
     disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: spec.metricLabel });
     this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...extra, closedBy, reason: spec.logReason, durationMs: this.deps.clock.now() - this.started }, 'session');

@@ -1,0 +1,42 @@
+// Owns reading process figures from /proc: CPU time (utime+stime) and PSS of a process and its children.
+// Must not start or stop processes; it only reads /proc files (Linux).
+import { readFileSync } from 'node:fs';
+
+/** USER_HZ: the unit of utime/stime in /proc/PID/stat; 100 on every Linux this runs on. */
+const CLK_TCK = 100;
+
+/** The process and its direct children (cluster workers), from /proc/PID/task/PID/children. */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  try {
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
+  } catch { /* gone */ }
+  return out;
+}
+
+/** CPU time of one process in µs (utime + stime). */
+export function cpuMicros(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may contain spaces) start at ") "; utime and stime are fields 14 and 15.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(rest[11]) + Number(rest[12])) * 1e6) / CLK_TCK;
+  } catch { return 0; }
+}
+
+/** CPU time of a process tree (the proxy with its workers) in µs. */
+export function treeCpuMicros(pid: number): number {
+  return processTree(pid).reduce((sum, p) => sum + cpuMicros(p), 0);
+}
+
+/** Proportional set size in KiB, from /proc/PID/smaps_rollup. */
+export function pssKiB(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch { return 0; }
+}
+
+export function treePssKiB(pid: number): number {
+  return processTree(pid).reduce((sum, p) => sum + pssKiB(p), 0);
+}

@@ -1,0 +1,150 @@
+// Owns the benchmark run: starts the test world (slapd + Dovecot tuned for load) and mailproxy child processes, measures
+// every figure directly and through each proxy variant in one interleaved run, prints the table, keeps the JSON.
+// Must not assert anything: it reports. `--quick` for a short run; `--only=NAMES` and `--cpu-prof` for profiling.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { randomBytes } from 'node:crypto';
+import { startWorld, type World } from '../test/integration/harness/world.js';
+import { worldRawConfig } from '../test/integration/proxy-fixture.js';
+import { allocatePorts } from '../test/integration/harness/ports.js';
+import { ImapConn, openLoggedIn } from './imap-client.js';
+import { fetchThroughput, heldSessions, loginRun, median, noopSeries, type Account } from './scenarios.js';
+import { formatTable, type TargetResult } from './report.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const cpuProf = args.includes('--cpu-prof');
+const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',');
+
+const P = quick
+  ? { rounds: 1, fetches: 5, logins: 400, concurrency: 16, noops: 500, held: 1000, warm: 100 }
+  : { rounds: 3, fetches: 10, logins: 1500, concurrency: 16, noops: 2000, held: 5000, warm: 300 };
+
+interface Variant { name: string; workers: number; cache: boolean }
+const VARIANTS: Variant[] = [
+  { name: 'mailproxy', workers: 1, cache: true },
+  { name: 'cache off', workers: 1, cache: false },
+  { name: 'workers 2', workers: 2, cache: true },
+].filter((v) => !only || only.includes(v.name.replace(' ', '-')));
+
+interface Target { name: string; port: number; pid: number | undefined; proc?: ChildProcess }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function startProxy(world: World, v: Variant, profDir: string): Promise<Target> {
+  const [port] = await allocatePorts(1);
+  const raw = worldRawConfig(world, (c) => {
+    c['log'] = { level: 'info' };
+    c['workers'] = v.workers;
+    c['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port, tls: 'none' }];
+    c['imap'] = { requireTlsForAuth: false };
+    c['pop3'] = {};
+    c['directory'] = { ...(c['directory'] as object), cache: { enabled: v.cache } };
+  });
+  const file = join(world.dir, `bench-${v.name.replace(' ', '-')}.yaml`);
+  writeFileSync(file, stringify(raw));
+  const node = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+  const proc = spawn(process.execPath, [...node, join(root, 'dist/src/main.js'), 'start', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; i < 200; i++) {
+    try { (await ImapConn.open(port!, 1000)).close(); return { name: v.name, port: port!, pid: proc.pid, proc }; } catch { await sleep(50); }
+  }
+  throw new Error(`proxy ${v.name} did not come up on ${port}`);
+}
+
+async function stopProxy(t: Target): Promise<void> {
+  const p = t.proc;
+  if (!p || p.exitCode !== null) return;
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  p.kill('SIGTERM');
+  await Promise.race([exited, sleep(8000)]);
+  if (p.exitCode === null) p.kill('SIGKILL');
+}
+
+function commit(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root }).toString().trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root }).toString().trim() !== '';
+    return dirty ? `${head}+dirty` : head;
+  } catch { return 'unknown'; }
+}
+
+/** A 10 MiB message (base64 lines) delivered over LMTP; returns its sequence number. */
+async function preloadBig(world: World, acct: Account): Promise<number> {
+  let body = '';
+  while (body.length < 10 * 1048576) body += `${randomBytes(57 * 64).toString('base64').replace(/(.{76})/g, '$1\r\n')}\r\n`;
+  await world.backends.a.deliver(world.users.alice.mail, `From: bench@example.test\r\nSubject: bench 10 MiB\r\n\r\n${body}`);
+  const c = await openLoggedIn(world.backends.a.ports.imap, acct.user, acct.password, true);
+  const sizes = await c.command('FETCH 1:* (RFC822.SIZE)');
+  c.close();
+  // Maildir order is by file name, not delivery: take the largest message.
+  const all = [...sizes.matchAll(/^\* (\d+) FETCH \(RFC822\.SIZE (\d+)\)/gm)].map((m) => [Number(m[1]), Number(m[2])] as const);
+  const big = all.sort((x, y) => y[1] - x[1])[0];
+  if (!big || big[1] < 10 * 1048576) throw new Error(`10 MiB message not found: ${sizes}`);
+  return big[0];
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const world = await startWorld({ dovecotPerfTuning: true });
+  const profDir = join(root, 'bench', 'profiles');
+  if (cpuProf) mkdirSync(profDir, { recursive: true });
+  const targets: Target[] = [];
+  try {
+    const acct: Account = { user: world.users.alice.uid, password: world.users.alice.password };
+    const seq = await preloadBig(world, acct);
+    const direct: Target = { name: 'direct', port: world.backends.a.ports.imap, pid: undefined };
+    targets.push(direct);
+    for (const v of VARIANTS) targets.push(await startProxy(world, v, profDir));
+    const ldapPid = world.ldap.pid();
+    const res = new Map<string, TargetResult>(targets.map((t) => [t.name, { fetch: [], fetchBest: [], clientMBps: [], noopP50: [], noopP99: [], rate: [], cpu: [], ldap: [] }]));
+    const r = (t: Target) => res.get(t.name)!;
+
+    for (const t of targets) await loginRun(t.port, acct, P.warm, P.concurrency, undefined, undefined);
+    for (let round = 0; round < P.rounds; round++) {
+      process.stderr.write(`round ${round + 1}/${P.rounds}\n`);
+      for (const t of targets) {
+        const f = await fetchThroughput(t.port, acct, seq, P.fetches);
+        r(t).fetch.push(f.median); r(t).fetchBest.push(f.best); r(t).clientMBps.push(f.clientMBps);
+      }
+      for (const t of targets) { const n = await noopSeries(t.port, acct, P.noops); r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); }
+      for (const t of targets) {
+        const l = await loginRun(t.port, acct, P.logins, P.concurrency, t.pid, ldapPid);
+        r(t).rate.push(l.sessionsPerSec); r(t).cpu.push(l.proxyCpuUs); r(t).ldap.push(l.ldapCpuUs);
+      }
+    }
+    for (const t of targets) {
+      process.stderr.write(`held ${P.held}: ${t.name}\n`);
+      r(t).held = await heldSessions(t.port, acct, P.held, 32, t.pid);
+    }
+
+    const summary = Object.fromEntries(targets.map((t) => {
+      const x = r(t);
+      return [t.name, {
+        fetchMBps: median(x.fetch), fetchBestMBps: Math.max(...x.fetchBest), clientCeilingMBps: median(x.clientMBps), noopP50Us: median(x.noopP50), noopP99Us: median(x.noopP99),
+        sessionsPerSec: median(x.rate), proxyCpuUsPerSession: median(x.cpu), ldapCpuUsPerSession: median(x.ldap),
+        heldKiBPerSession: x.held?.pssPerSessionKiB ?? NaN, held: x.held, raw: x,
+      }];
+    }));
+    const table = formatTable(targets.map((t) => t.name), summary);
+    console.log(table);
+    const result = {
+      commit: commit(), date: new Date().toISOString(), quick, node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model,
+      params: P, variants: VARIANTS, seconds: Math.round((Date.now() - t0) / 1000), summary, table,
+    };
+    const dir = join(root, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${result.date.replace(/[:.]/g, '-')}-${result.commit.slice(0, 10)}${quick ? '-quick' : ''}.json`);
+    writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+    console.log(`saved ${file} (${result.seconds} s)`);
+  } finally {
+    for (const t of targets) await stopProxy(t);
+    await world.stop();
+  }
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,122 @@
+// Owns the benchmark's measurements against one IMAP port: FETCH throughput, login rate with CPU per session, NOOP
+// round trips, held idle sessions. Must not know whether the port is the proxy or Dovecot; the caller passes the pids to watch.
+import { ImapConn, openLoggedIn } from './imap-client.js';
+import { treeCpuMicros, treePssKiB } from './procstat.js';
+
+export interface Account { user: string; password: string }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)]!;
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+/** MB/s (10^6 bytes) of `count` FETCHes of message `seq` on one logged-in connection: median and best per fetch, and the client's own ceiling. */
+export async function fetchThroughput(port: number, acct: Account, seq: number, count: number): Promise<{ median: number; best: number; bytes: number; clientMBps: number }> {
+  const c = await openLoggedIn(port, acct.user, acct.password, true);
+  try {
+    const rates: number[] = [];
+    let bytes = 0;
+    let clientCpuUs = 0;
+    await c.countReply(`FETCH ${seq} BODY.PEEK[]`); // warm: page cache, Dovecot's index, both processes' code
+    for (let i = 0; i < count; i++) {
+      const t0 = process.hrtime.bigint();
+      const cpu0 = process.cpuUsage();
+      const tagged = await c.countReply(`FETCH ${seq} BODY.PEEK[]`);
+      const ns = Number(process.hrtime.bigint() - t0);
+      const cpu = process.cpuUsage(cpu0);
+      clientCpuUs += cpu.user + cpu.system;
+      if (!/^T\d+ OK/.test(tagged)) throw new Error(`FETCH failed: ${tagged}`);
+      bytes = c.counted;
+      rates.push(c.counted / (ns / 1e3)); // bytes per µs = MB/s
+    }
+    // clientMBps: what this client could read if it had a core to itself (bytes per µs of its own CPU).
+    return { median: median(rates), best: Math.max(...rates), bytes, clientMBps: (bytes * count) / clientCpuUs };
+  } finally { c.close(); }
+}
+
+export interface LoginFigures {
+  sessionsPerSec: number;
+  /** Proxy CPU (process tree) per session, µs; NaN when no proxy pid is given. */
+  proxyCpuUs: number;
+  /** slapd CPU per session, µs. */
+  ldapCpuUs: number;
+}
+
+async function oneSession(port: number, acct: Account): Promise<void> {
+  const c = await ImapConn.open(port);
+  try {
+    await c.login(acct.user, acct.password);
+    await c.command('SELECT INBOX');
+    await c.command('LOGOUT');
+  } finally { c.close(); }
+}
+
+/** `total` LOGIN+SELECT+LOGOUT sessions, `concurrency` at a time; CPU of the proxy tree and slapd per session. */
+export async function loginRun(port: number, acct: Account, total: number, concurrency: number, proxyPid: number | undefined, ldapPid: number | undefined): Promise<LoginFigures> {
+  let next = 0;
+  const cpu0 = proxyPid ? treeCpuMicros(proxyPid) : 0;
+  const ldap0 = ldapPid ? treeCpuMicros(ldapPid) : 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => { while (next++ < total) await oneSession(port, acct); }));
+  const secs = (performance.now() - t0) / 1000;
+  // Let the proxy finish closing (summary records, backend sockets) before reading its CPU.
+  await sleep(200);
+  return {
+    sessionsPerSec: total / secs,
+    proxyCpuUs: proxyPid ? (treeCpuMicros(proxyPid) - cpu0) / total : NaN,
+    ldapCpuUs: ldapPid ? (treeCpuMicros(ldapPid) - ldap0) / total : NaN,
+  };
+}
+
+/** NOOP round trips on one logged-in, selected connection; µs. */
+export async function noopSeries(port: number, acct: Account, count: number): Promise<{ p50: number; p99: number }> {
+  const c = await openLoggedIn(port, acct.user, acct.password, true);
+  try {
+    for (let i = 0; i < 200; i++) await c.command('NOOP');
+    const rtts: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const t0 = process.hrtime.bigint();
+      await c.command('NOOP');
+      rtts.push(Number(process.hrtime.bigint() - t0) / 1e3);
+    }
+    return { p50: percentile(rtts, 50), p99: percentile(rtts, 99) };
+  } finally { c.close(); }
+}
+
+export interface HeldFigures {
+  held: number;
+  /** Seconds to open and log in all of them. */
+  openSecs: number;
+  /** Proxy PSS growth per held session, KiB; NaN without a proxy pid. */
+  pssPerSessionKiB: number;
+  pssBeforeKiB: number;
+  pssHeldKiB: number;
+}
+
+/** Open `count` logged-in idle sessions (LOGIN only), measure the proxy's PSS growth, then close them all. */
+export async function heldSessions(port: number, acct: Account, count: number, concurrency: number, proxyPid: number | undefined): Promise<HeldFigures> {
+  const before = proxyPid ? treePssKiB(proxyPid) : NaN;
+  const conns: ImapConn[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  try {
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (next++ < count) conns.push(await openLoggedIn(port, acct.user, acct.password, false));
+    }));
+    const openSecs = (performance.now() - t0) / 1000;
+    await sleep(3000); // idle: timers armed, login garbage collectable
+    const held = proxyPid ? treePssKiB(proxyPid) : NaN;
+    const alive = conns.filter((c) => !c.closed).length;
+    return { held: alive, openSecs, pssBeforeKiB: before, pssHeldKiB: held, pssPerSessionKiB: (held - before) / count };
+  } finally {
+    for (const c of conns) c.close();
+    await sleep(1000);
+  }
+}

@@ -1,6 +1,7 @@
 // Owns the benchmark run: starts the test world (slapd + Dovecot tuned for load) and mailproxy child processes, measures
 // every figure directly and through each proxy variant in one interleaved run, prints the table, keeps the JSON.
-// Must not assert anything: it reports. `--quick` for a short run; `--only=NAMES` and `--cpu-prof` for profiling.
+// Must not assert anything: it reports. `--quick` for a short run; for profiling `--cpu-prof` (profiles of the proxies in
+// bench/profiles), `--only=mailproxy,cache-off,workers-2` and `--scenarios=fetch,noop,login,held`.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -20,10 +21,12 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const cpuProf = args.includes('--cpu-prof');
 const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',');
+const scenarios = args.find((a) => a.startsWith('--scenarios='))?.slice(12).split(',') ?? ['fetch', 'noop', 'login', 'held'];
+const doing = (s: string) => scenarios.includes(s);
 
 const P = quick
   ? { rounds: 1, fetches: 5, logins: 400, concurrency: 16, noops: 500, held: 1000, warm: 100 }
-  : { rounds: 3, fetches: 10, logins: 1500, concurrency: 16, noops: 2000, held: 5000, warm: 300 };
+  : { rounds: 3, fetches: 10, logins: 1000, concurrency: 16, noops: 2000, held: 5000, warm: 300 };
 
 interface Variant { name: string; workers: number; cache: boolean }
 const VARIANTS: Variant[] = [
@@ -108,18 +111,21 @@ async function main(): Promise<void> {
     for (let round = 0; round < P.rounds; round++) {
       process.stderr.write(`round ${round + 1}/${P.rounds}\n`);
       for (const t of targets) {
+        if (!doing('fetch')) break;
         const f = await fetchThroughput(t.port, acct, seq, P.fetches);
         r(t).fetch.push(f.median); r(t).fetchBest.push(f.best); r(t).clientMBps.push(f.clientMBps);
       }
-      for (const t of targets) { const n = await noopSeries(t.port, acct, P.noops); r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); }
+      for (const t of targets) { if (!doing('noop')) break; const n = await noopSeries(t.port, acct, P.noops); r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); }
       for (const t of targets) {
+        if (!doing('login')) break;
         const l = await loginRun(t.port, acct, P.logins, P.concurrency, t.pid, ldapPid);
         r(t).rate.push(l.sessionsPerSec); r(t).cpu.push(l.proxyCpuUs); r(t).ldap.push(l.ldapCpuUs);
       }
     }
     for (const t of targets) {
+      if (!doing('held')) break;
       process.stderr.write(`held ${P.held}: ${t.name}\n`);
-      r(t).held = await heldSessions(t.port, acct, P.held, 32, t.pid);
+      r(t).held = await heldSessions(t.port, acct, P.held, 64, t.pid);
     }
 
     const summary = Object.fromEntries(targets.map((t) => {

@@ -1,21 +1,37 @@
 // Owns reading process figures from /proc: CPU time (utime+stime) and PSS of a process and its children.
 // Must not start or stop processes; it only reads /proc files (Linux).
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** USER_HZ: the unit of utime/stime in /proc/PID/stat; 100 on every Linux this runs on. */
 const CLK_TCK = 100;
 
-/** The process and its direct children (cluster workers), from /proc/PID/task/PID/children. */
+/** The process and all its descendants (cluster workers; Dovecot's imap processes), from /proc/PID/task/PID/children. */
 export function processTree(pid: number): number[] {
   const out = [pid];
-  try {
-    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
-  } catch { /* gone */ }
+  for (let i = 0; i < out.length; i++) {
+    const p = out[i]!;
+    try {
+      for (const c of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
+    } catch { /* gone */ }
+  }
   return out;
 }
 
-/** CPU time of one process in µs (utime + stime). */
+/**
+ * CPU time of one process in µs: the sum of its threads' run time from /proc/PID/task/TID/schedstat (nanoseconds, so
+ * short runs resolve), falling back to utime + stime of /proc/PID/stat (10 ms ticks).
+ */
 export function cpuMicros(pid: number): number {
+  try {
+    let ns = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try { ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]); } catch { /* thread ended */ }
+    }
+    return ns / 1e3;
+  } catch { return statCpuMicros(pid); }
+}
+
+function statCpuMicros(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name (which may contain spaces) start at ") "; utime and stime are fields 14 and 15.

@@ -6,6 +6,9 @@ export interface TargetResult {
   fetch: number[];
   fetchBest: number[];
   clientMBps: number[];
+  fetchCpu: number[];
+  backendFetchCpu: number[];
+  noopCpu: number[];
   noopP50: number[];
   noopP99: number[];
   rate: number[];
@@ -18,6 +21,9 @@ export interface Summary {
   fetchMBps: number;
   fetchBestMBps: number;
   clientCeilingMBps: number;
+  proxyCpuUsPerMB: number;
+  dovecotCpuUsPerMB: number;
+  proxyCpuUsPerNoop: number;
   noopP50Us: number;
   noopP99Us: number;
   sessionsPerSec: number;
@@ -37,8 +43,11 @@ export function formatTable(names: string[], s: Record<string, Summary>): string
     ['10 MiB FETCH, MB/s (one stream)', (x) => fmt(x.fetchMBps), (x) => `${fmt(x.fetchMBps / d.fetchMBps, 2)}×`],
     ['10 MiB FETCH, best of all, MB/s', (x) => fmt(x.fetchBestMBps), (x) => `${fmt(x.fetchBestMBps / d.fetchBestMBps, 2)}×`],
     ['load client ceiling, MB/s (bytes per own CPU µs)', (x) => fmt(x.clientCeilingMBps), undefined],
+    ['proxy CPU µs per MB relayed (FETCH)', (x) => fmt(x.proxyCpuUsPerMB), undefined],
+    ['Dovecot CPU µs per MB sent (FETCH)', (x) => fmt(x.dovecotCpuUsPerMB), undefined],
     ['NOOP round trip p50, µs', (x) => fmt(x.noopP50Us), (x) => `+${fmt(x.noopP50Us - d.noopP50Us)}`],
     ['NOOP round trip p99, µs', (x) => fmt(x.noopP99Us), (x) => `+${fmt(x.noopP99Us - d.noopP99Us)}`],
+    ['proxy CPU µs per NOOP round trip', (x) => fmt(x.proxyCpuUsPerNoop, 1), undefined],
     ['IMAP sessions/s (LOGIN+SELECT+LOGOUT, 16 concurrent)', (x) => fmt(x.sessionsPerSec), (x) => `${fmt(x.sessionsPerSec / d.sessionsPerSec, 2)}×`],
     ['proxy CPU µs per session (process tree)', (x) => fmt(x.proxyCpuUsPerSession), undefined],
     ['LDAP server CPU µs per session', (x) => fmt(x.ldapCpuUsPerSession), undefined],

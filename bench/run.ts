@@ -23,17 +23,28 @@ const cpuProf = args.includes('--cpu-prof');
 const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',');
 const scenarios = args.find((a) => a.startsWith('--scenarios='))?.slice(12).split(',') ?? ['fetch', 'noop', 'login', 'held'];
 const doing = (s: string) => scenarios.includes(s);
+/** `--before=DIR`: a checkout of an earlier commit with its dist built; each variant also runs from it, same run. */
+const before = args.find((a) => a.startsWith('--before='))?.slice(9);
 
 const P = quick
   ? { rounds: 1, fetches: 5, logins: 400, concurrency: 16, noops: 500, held: 1000, warm: 100 }
   : { rounds: 3, fetches: 10, logins: 1000, concurrency: 16, noops: 2000, held: 5000, warm: 300 };
+// `--set=noops=20000,warm=0`: override parameters (profiling one scenario).
+for (const kv of args.find((a) => a.startsWith('--set='))?.slice(6).split(',') ?? []) {
+  const [k, v] = kv.split('=');
+  if (k && k in P && v !== undefined) (P as Record<string, number>)[k] = Number(v);
+}
 
-interface Variant { name: string; workers: number; cache: boolean }
-const VARIANTS: Variant[] = [
-  { name: 'mailproxy', workers: 1, cache: true },
-  { name: 'cache off', workers: 1, cache: false },
-  { name: 'workers 2', workers: 2, cache: true },
+interface Variant { name: string; workers: number; cache: boolean; mainJs: string }
+const mainJs = join(root, 'dist/src/main.js');
+const BASE: Variant[] = [
+  { name: 'mailproxy', workers: 1, cache: true, mainJs },
+  { name: 'cache off', workers: 1, cache: false, mainJs },
+  { name: 'workers 2', workers: 2, cache: true, mainJs },
 ].filter((v) => !only || only.includes(v.name.replace(' ', '-')));
+const VARIANTS: Variant[] = before
+  ? BASE.flatMap((v) => [{ ...v, name: `before ${v.name}`, mainJs: join(before, 'dist/src/main.js') }, v])
+  : BASE;
 
 interface Target { name: string; port: number; pid: number | undefined; proc?: ChildProcess }
 
@@ -49,10 +60,10 @@ async function startProxy(world: World, v: Variant, profDir: string): Promise<Ta
     c['pop3'] = {};
     c['directory'] = { ...(c['directory'] as object), cache: { enabled: v.cache } };
   });
-  const file = join(world.dir, `bench-${v.name.replace(' ', '-')}.yaml`);
+  const file = join(world.dir, `bench-${v.name.replaceAll(' ', '-')}.yaml`);
   writeFileSync(file, stringify(raw));
   const node = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
-  const proc = spawn(process.execPath, [...node, join(root, 'dist/src/main.js'), 'start', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const proc = spawn(process.execPath, [...node, v.mainJs, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 200; i++) {
     try { (await ImapConn.open(port!, 1000)).close(); return { name: v.name, port: port!, pid: proc.pid, proc }; } catch { await sleep(50); }
   }
@@ -104,18 +115,18 @@ async function main(): Promise<void> {
     targets.push(direct);
     for (const v of VARIANTS) targets.push(await startProxy(world, v, profDir));
     const ldapPid = world.ldap.pid();
-    const res = new Map<string, TargetResult>(targets.map((t) => [t.name, { fetch: [], fetchBest: [], clientMBps: [], noopP50: [], noopP99: [], rate: [], cpu: [], ldap: [] }]));
+    const res = new Map<string, TargetResult>(targets.map((t) => [t.name, { fetch: [], fetchBest: [], clientMBps: [], fetchCpu: [], backendFetchCpu: [], noopP50: [], noopP99: [], noopCpu: [], rate: [], cpu: [], ldap: [] }]));
     const r = (t: Target) => res.get(t.name)!;
 
-    for (const t of targets) await loginRun(t.port, acct, P.warm, P.concurrency, undefined, undefined);
+    for (const t of targets) if (P.warm > 0) await loginRun(t.port, acct, P.warm, P.concurrency, undefined, undefined);
     for (let round = 0; round < P.rounds; round++) {
       process.stderr.write(`round ${round + 1}/${P.rounds}\n`);
       for (const t of targets) {
         if (!doing('fetch')) break;
-        const f = await fetchThroughput(t.port, acct, seq, P.fetches);
-        r(t).fetch.push(f.median); r(t).fetchBest.push(f.best); r(t).clientMBps.push(f.clientMBps);
+        const f = await fetchThroughput(t.port, acct, seq, P.fetches, t.pid, world.backends.a.pid());
+        r(t).fetch.push(f.median); r(t).fetchBest.push(f.best); r(t).clientMBps.push(f.clientMBps); r(t).fetchCpu.push(f.proxyCpuUsPerMB); r(t).backendFetchCpu.push(f.backendCpuUsPerMB);
       }
-      for (const t of targets) { if (!doing('noop')) break; const n = await noopSeries(t.port, acct, P.noops); r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); }
+      for (const t of targets) { if (!doing('noop')) break; const n = await noopSeries(t.port, acct, P.noops, t.pid); r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); r(t).noopCpu.push(n.proxyCpuUs); }
       for (const t of targets) {
         if (!doing('login')) break;
         const l = await loginRun(t.port, acct, P.logins, P.concurrency, t.pid, ldapPid);
@@ -131,7 +142,7 @@ async function main(): Promise<void> {
     const summary = Object.fromEntries(targets.map((t) => {
       const x = r(t);
       return [t.name, {
-        fetchMBps: median(x.fetch), fetchBestMBps: Math.max(...x.fetchBest), clientCeilingMBps: median(x.clientMBps), noopP50Us: median(x.noopP50), noopP99Us: median(x.noopP99),
+        fetchMBps: median(x.fetch), fetchBestMBps: Math.max(...x.fetchBest), clientCeilingMBps: median(x.clientMBps), proxyCpuUsPerMB: median(x.fetchCpu), dovecotCpuUsPerMB: median(x.backendFetchCpu), proxyCpuUsPerNoop: median(x.noopCpu), noopP50Us: median(x.noopP50), noopP99Us: median(x.noopP99),
         sessionsPerSec: median(x.rate), proxyCpuUsPerSession: median(x.cpu), ldapCpuUsPerSession: median(x.ldap),
         heldKiBPerSession: x.held?.pssPerSessionKiB ?? NaN, held: x.held, raw: x,
       }];
@@ -140,8 +151,9 @@ async function main(): Promise<void> {
     console.log(table);
     const result = {
       commit: commit(), date: new Date().toISOString(), quick, node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model,
-      params: P, variants: VARIANTS, seconds: Math.round((Date.now() - t0) / 1000), summary, table,
+      params: P, variants: VARIANTS, before: before ?? null, seconds: Math.round((Date.now() - t0) / 1000), summary, table,
     };
+    if (only || scenarios.length < 4 || cpuProf) { console.log('partial or profiled run: not saved'); return; }
     const dir = join(root, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `${result.date.replace(/[:.]/g, '-')}-${result.commit.slice(0, 10)}${quick ? '-quick' : ''}.json`);

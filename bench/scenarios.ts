@@ -18,26 +18,36 @@ export function percentile(xs: number[], p: number): number {
 }
 
 /** MB/s (10^6 bytes) of `count` FETCHes of message `seq` on one logged-in connection: median and best per fetch, and the client's own ceiling. */
-export async function fetchThroughput(port: number, acct: Account, seq: number, count: number): Promise<{ median: number; best: number; bytes: number; clientMBps: number }> {
+export async function fetchThroughput(port: number, acct: Account, seq: number, count: number, proxyPid: number | undefined, backendPid: number | undefined): Promise<{ median: number; best: number; bytes: number; clientMBps: number; proxyCpuUsPerMB: number; backendCpuUsPerMB: number }> {
   const c = await openLoggedIn(port, acct.user, acct.password, true);
   try {
     const rates: number[] = [];
     let bytes = 0;
     let clientCpuUs = 0;
+    let proxyCpuUs = 0;
+    let backendCpuUs = 0;
     await c.countReply(`FETCH ${seq} BODY.PEEK[]`); // warm: page cache, Dovecot's index, both processes' code
     for (let i = 0; i < count; i++) {
       const t0 = process.hrtime.bigint();
       const cpu0 = process.cpuUsage();
+      const proxy0 = proxyPid ? treeCpuMicros(proxyPid) : 0;
+      const backend0 = backendPid ? treeCpuMicros(backendPid) : 0;
       const tagged = await c.countReply(`FETCH ${seq} BODY.PEEK[]`);
       const ns = Number(process.hrtime.bigint() - t0);
       const cpu = process.cpuUsage(cpu0);
+      if (proxyPid) proxyCpuUs += treeCpuMicros(proxyPid) - proxy0;
+      if (backendPid) backendCpuUs += treeCpuMicros(backendPid) - backend0;
       clientCpuUs += cpu.user + cpu.system;
       if (!/^T\d+ OK/.test(tagged)) throw new Error(`FETCH failed: ${tagged}`);
       bytes = c.counted;
       rates.push(c.counted / (ns / 1e3)); // bytes per µs = MB/s
     }
     // clientMBps: what this client could read if it had a core to itself (bytes per µs of its own CPU).
-    return { median: median(rates), best: Math.max(...rates), bytes, clientMBps: (bytes * count) / clientCpuUs };
+    return {
+      median: median(rates), best: Math.max(...rates), bytes, clientMBps: (bytes * count) / clientCpuUs,
+      proxyCpuUsPerMB: proxyPid ? proxyCpuUs / ((bytes * count) / 1e6) : NaN,
+      backendCpuUsPerMB: backendPid ? backendCpuUs / ((bytes * count) / 1e6) : NaN,
+    };
   } finally { c.close(); }
 }
 
@@ -75,18 +85,20 @@ export async function loginRun(port: number, acct: Account, total: number, concu
   };
 }
 
-/** NOOP round trips on one logged-in, selected connection; µs. */
-export async function noopSeries(port: number, acct: Account, count: number): Promise<{ p50: number; p99: number }> {
+/** NOOP round trips on one logged-in, selected connection; µs, and the proxy's CPU per round trip. */
+export async function noopSeries(port: number, acct: Account, count: number, proxyPid: number | undefined): Promise<{ p50: number; p99: number; proxyCpuUs: number }> {
   const c = await openLoggedIn(port, acct.user, acct.password, true);
   try {
     for (let i = 0; i < 200; i++) await c.command('NOOP');
     const rtts: number[] = [];
+    const proxy0 = proxyPid ? treeCpuMicros(proxyPid) : 0;
     for (let i = 0; i < count; i++) {
       const t0 = process.hrtime.bigint();
       await c.command('NOOP');
       rtts.push(Number(process.hrtime.bigint() - t0) / 1e3);
     }
-    return { p50: percentile(rtts, 50), p99: percentile(rtts, 99) };
+    const proxyCpuUs = proxyPid ? (treeCpuMicros(proxyPid) - proxy0) / count : NaN;
+    return { p50: percentile(rtts, 50), p99: percentile(rtts, 99), proxyCpuUs };
   } finally { c.close(); }
 }
 

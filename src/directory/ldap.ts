@@ -9,10 +9,10 @@ import type { LdapConfig } from '../config/schema.js';
 import { ProxyError, sanitize } from '../errors.js';
 import type { Logger } from '../log.js';
 import { directoryRequestSeconds, ldapUp } from '../metrics.js';
-import type { Credentials } from '../proxy/sasl.js';
+import type { Credentials } from '../core/types.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 import { isAcceptableName } from './names.js';
-import { backendTlsOptions } from '../proxy/starttls.js';
+import { backendTlsOptions } from '../core/tls.js';
 import type { ConnectionOptions } from 'node:tls';
 
 /**

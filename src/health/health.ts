@@ -8,11 +8,12 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { backendStateTransitionsTotal, backendUp } from '../metrics.js';
 import { BackendState, foldStates, type EffectiveState, type HealthState, type Outcome } from './backend-state.js';
-import { systemClock, type Clock } from './clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
 import type { BackendGate } from './gate.js';
 import { HookRunner } from './hooks.js';
 import { imapDeepProbe } from './deep-probe.js';
 import type { DeepProbe, Dial, ProbeResult } from './probe.js';
+import { optional } from '../core/optional.js';
 import { Prober, probeTargets, targetKey } from './prober.js';
 
 export type HealthConfigView = Pick<Config, 'backends' | 'health' | 'instanceName'>;
@@ -95,10 +96,10 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
       jitterRatio: h.jitterRatio,
       timeoutMs: h.timeoutMs,
       onResult: (r) => this.recordProbe(r),
-      dial: this.opts.dial,
-      deepProbe: this.opts.deepProbe ?? imapDeepProbe(h.deepProbe),
+      ...optional('dial', this.opts.dial),
+      ...optional('deepProbe', this.opts.deepProbe ?? imapDeepProbe(h.deepProbe)),
       clock: this.clock,
-      random: this.opts.random,
+      ...optional('random', this.opts.random),
       logger: this.log,
     });
     this.prober.start();
@@ -163,7 +164,8 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     ep.lastProbe = r;
     this.emit('probe', r);
     if (this.role === 'worker') return;
-    this.record(r.backend, r.protocol, { ok: r.ok, source: 'probe', detail: r.ok ? undefined : r.error ?? r.failure });
+    const detail = r.ok ? undefined : r.error ?? r.failure;
+    this.record(r.backend, r.protocol, { ok: r.ok, source: 'probe', ...optional('detail', detail) });
   }
 
   /** Administrative drain on/off for every endpoint of a backend. False for a backend this monitor does not know. */
@@ -203,7 +205,10 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
         const ep = this.endpoint(b.backend, e.protocol);
         const since = Date.parse(e.since);
         const t = ep.machine.adopt(e.health, b.maintenance, Number.isFinite(since) ? since : now, now);
-        if (e.lastProbe) ep.lastProbe = { backend: b.backend, protocol: e.protocol, ...e.lastProbe, at: Date.parse(e.lastProbe.at), failure: e.lastProbe.failure as ProbeResult['failure'] };
+        if (e.lastProbe) {
+          const { failure, ...probe } = e.lastProbe;
+          ep.lastProbe = { backend: b.backend, protocol: e.protocol, ...probe, at: Date.parse(probe.at), ...optional('failure', failure as ProbeResult['failure']) };
+        }
         if (t) this.emitEndpoint({ backend: b.backend, protocol: e.protocol, ...t }, false);
       }
       this.refold(b.backend, now, 'state from primary', false);

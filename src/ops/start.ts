@@ -1,0 +1,34 @@
+// Owns the one operator start-up used by single-process and cluster mode: admin HTTP and agent-check listeners, and their shutdown.
+// Must not decide what the callbacks answer (App serves them locally, the cluster primary over IPC) nor start health probing.
+import type { Logger } from '../log.js';
+import type { Config } from '../config/schema.js';
+import { startAdminServer, type AdminDeps, type Readiness } from './http.js';
+import { startAgentCheck } from './agent-check.js';
+
+export interface Ops {
+  admin: { port: number; close(): Promise<void> } | undefined;
+  agent: { port: number; close(): Promise<void> } | undefined;
+  close(): Promise<void>;
+}
+
+/** Admin HTTP (when admin.enabled) and agent-check (when admin.agentCheckPort is set), per `config.admin`. */
+export async function startOps(opts: { config: Pick<Config, 'admin'>; logger: Logger; deps: AdminDeps; readiness: () => Readiness }): Promise<Ops> {
+  const c = opts.config.admin;
+  let admin: Ops['admin'];
+  let agent: Ops['agent'];
+  const close = async (): Promise<void> => { await Promise.all([admin?.close(), agent?.close()]); };
+  try {
+    if (c.enabled) {
+      admin = await startAdminServer({ deps: opts.deps, logger: opts.logger.child({ module: 'admin' }), address: c.address, port: c.port, ...(c.token ? { token: c.token } : {}) });
+      opts.logger.info({ address: c.address, port: admin.port }, 'admin HTTP listening');
+    }
+    if (c.agentCheckPort !== undefined) {
+      agent = await startAgentCheck({ address: c.address, port: c.agentCheckPort, readiness: opts.readiness, logger: opts.logger });
+      opts.logger.info({ address: c.address, port: agent.port }, 'agent-check listening');
+    }
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return { admin, agent, close };
+}

@@ -5,14 +5,18 @@ import { ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import { upgradeClient } from './starttls.js';
 import { encodeProxyV2 } from '../core/proxy-header.js';
+import { connectBulk } from './bulk-read.js';
 import { backendConnectSeconds } from '../metrics.js';
 import type { Clock } from '../core/clock.js';
 import type { ClientEndpoint } from '../core/types.js';
 
-/** Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). */
-export type Dial = (target: { host: string; port: number }) => Socket;
+/**
+ * Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). `plain`: no TLS
+ * will ever run over it, so it may read in bulk (bulk-read.ts).
+ */
+export type Dial = (target: { host: string; port: number; plain?: boolean }) => Socket;
 
-export const netDial: Dial = ({ host, port }) => connect({ host, port, noDelay: true });
+export const netDial: Dial = ({ host, port, plain }) => (plain === true ? connectBulk(host, port) : connect({ host, port, noDelay: true }));
 
 export interface ConnectOptions {
   timeoutMs: number;
@@ -28,7 +32,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
   const { clock } = opts;
   const started = clock.now();
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = opts.dial({ host: route.host, port: route.port });
+    const s = opts.dial({ host: route.host, port: route.port, ...(route.tls === 'none' ? { plain: true } : {}) });
     const timer = clock.setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
     s.once('connect', () => { clock.clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
     s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });

@@ -13,8 +13,8 @@ const pool: Buffer[] = [];
 const takeBig = (): Buffer => pool.pop() ?? Buffer.allocUnsafe(BIG_BYTES);
 const giveBig = (b: Buffer): void => { if (pool.length < POOL_MAX) pool.push(b); };
 
-/** Where a relay wants the bytes: written to `to`; `count` sees each read's size. */
-export interface BulkTarget { to: Socket; count(n: number): void }
+/** Where a relay wants the bytes: written to `client`; `countDown` sees each read's size. */
+export interface BulkTarget { readonly client: Socket; countDown(n: number): void }
 
 const READER = Symbol('bulkReader');
 type BulkSocket = Socket & { [READER]?: BulkReader };
@@ -33,9 +33,9 @@ class BulkReader {
       return this.socket.push(Buffer.from(buf.subarray(0, n)));
     }
     const owned = buf !== SMALL;
-    target.count(n);
-    const ok = target.to.write(owned ? buf.subarray(0, n) : Buffer.from(buf.subarray(0, n)));
-    const queued = target.to.writableLength > 0;
+    target.countDown(n);
+    const ok = target.client.write(owned ? buf.subarray(0, n) : Buffer.from(buf.subarray(0, n)));
+    const queued = target.client.writableLength > 0;
     if (!owned) {
       if (n === SMALL.length) this.next = takeBig(); // a burst: read the rest in big pieces
       return ok || !queued;

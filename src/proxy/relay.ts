@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { onRelayBytesCollect, relayBytesTotal } from '../metrics.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { DisconnectReason } from '../errors.js';
-import { pipeBulk } from './bulk-read.js';
+import { pipeBulk, type BulkTarget } from './bulk-read.js';
 
 /** How long queued bytes may take to reach a peer after the other side is gone. */
 const FLUSH_MS = 30_000;
@@ -93,14 +93,14 @@ function clientData(this: Spliced, d: Buffer): void { this[RELAY]?.up(d); }
 function backendData(this: Spliced, d: Buffer): void { this[RELAY]?.down(d); }
 function clientDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.backend.resume(); }
 function backendDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.client.resume(); }
-function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); r.backend.end(); } }
-function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.client.end(); } }
+function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); } }
+function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); if (!r.client.writableEnded) r.client.end(); } }
 function clientClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); r.flushThenClose(r.backend); r.closedOne(); } }
 function backendClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); r.closedOne(); } }
 function clientError(this: Spliced, e: NodeJS.ErrnoException): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_ERROR', e.code ?? e.message); r.destroyBoth(); } }
 function backendError(this: Spliced, e: NodeJS.ErrnoException): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_ERROR', e.code ?? e.message); r.destroyBoth(); } }
 
-export class Relay {
+export class Relay implements BulkTarget {
   private bytesUp = 0;
   private bytesDown = 0;
   private countedUp = 0;
@@ -153,7 +153,7 @@ export class Relay {
     if (pending?.up?.length) this.up(pending.up);
     if (pending?.down?.length) this.down(pending.down);
     client.on('data', clientData);
-    if (pipeBulk(backend, { to: client, count: (n) => { this.bytesDown += n; this.active = true; } })) {
+    if (pipeBulk(backend, this)) {
       // Bytes the stream buffered before the bulk path took over go first.
       for (let d = backend.read() as Buffer | null; d !== null; d = backend.read() as Buffer | null) this.down(d);
     } else {
@@ -188,6 +188,12 @@ export class Relay {
     this.bytesDown += d.length;
     this.active = true;
     if (!this.client.write(d) && this.client.writableLength > 0) this.backend.pause();
+  }
+
+  /** Bytes the bulk path wrote to the client. */
+  countDown(n: number): void {
+    this.bytesDown += n;
+    this.active = true;
   }
 
   /** Called by the sweep; closes the relay when neither side moved a byte for idleMs. */

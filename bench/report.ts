@@ -14,6 +14,7 @@ export interface TargetResult {
   rate: number[];
   cpu: number[];
   ldap: number[];
+  dovecot: number[];
   held?: HeldFigures;
 }
 
@@ -29,7 +30,9 @@ export interface Summary {
   sessionsPerSec: number;
   proxyCpuUsPerSession: number;
   ldapCpuUsPerSession: number;
+  dovecotCpuUsPerSession: number;
   heldKiBPerSession: number;
+  heldSettledKiBPerSession: number;
   held: HeldFigures | undefined;
 }
 
@@ -51,7 +54,9 @@ export function formatTable(names: string[], s: Record<string, Summary>): string
     ['IMAP sessions/s (LOGIN+SELECT+LOGOUT, 16 concurrent)', (x) => fmt(x.sessionsPerSec), (x) => `${fmt(x.sessionsPerSec / d.sessionsPerSec, 2)}×`],
     ['proxy CPU µs per session (process tree)', (x) => fmt(x.proxyCpuUsPerSession), undefined],
     ['LDAP server CPU µs per session', (x) => fmt(x.ldapCpuUsPerSession), undefined],
-    ['held idle logged-in session, KiB (PSS growth)', (x) => fmt(x.heldKiBPerSession, 1), undefined],
+    ['Dovecot CPU µs per session', (x) => fmt(x.dovecotCpuUsPerSession), undefined],
+    ['held idle logged-in session, KiB (PSS growth, full GC before and after)', (x) => fmt(x.heldKiBPerSession, 1), undefined],
+    ['held idle logged-in session, KiB (PSS growth, 3 s settled, no GC forced)', (x) => fmt(x.heldSettledKiBPerSession, 1), undefined],
     ['held sessions alive / opened in s', (x) => (x.held ? `${x.held.held} / ${fmt(x.held.openSecs, 1)}` : '–'), undefined],
   ];
   const head = ['figure', 'direct', ...proxies.flatMap((p) => [p, 'vs direct'])];

@@ -62,7 +62,8 @@ async function startProxy(world: World, v: Variant, profDir: string): Promise<Ta
   });
   const file = join(world.dir, `bench-${v.name.replaceAll(' ', '-')}.yaml`);
   writeFileSync(file, stringify(raw));
-  const node = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+  // A full GC on SIGURG (bench/gc-signal.ts) lets the held-sessions run measure PSS at the same point of V8's GC cycle.
+  const node = ['--expose-gc', `--import=${join(root, 'dist/bench/gc-signal.js')}`, ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
   const proc = spawn(process.execPath, [...node, v.mainJs, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 200; i++) {
     try { (await ImapConn.open(port!, 1000)).close(); return { name: v.name, port: port!, pid: proc.pid, proc }; } catch { await sleep(50); }
@@ -115,7 +116,7 @@ async function main(): Promise<void> {
     targets.push(direct);
     for (const v of VARIANTS) targets.push(await startProxy(world, v, profDir));
     const ldapPid = world.ldap.pid();
-    const res = new Map<string, TargetResult>(targets.map((t) => [t.name, { fetch: [], fetchBest: [], clientMBps: [], fetchCpu: [], backendFetchCpu: [], noopP50: [], noopP99: [], noopCpu: [], rate: [], cpu: [], ldap: [] }]));
+    const res = new Map<string, TargetResult>(targets.map((t) => [t.name, { fetch: [], fetchBest: [], clientMBps: [], fetchCpu: [], backendFetchCpu: [], noopP50: [], noopP99: [], noopCpu: [], rate: [], cpu: [], ldap: [], dovecot: [] }]));
     const r = (t: Target) => res.get(t.name)!;
 
     for (const t of targets) if (P.warm > 0) await loginRun(t.port, acct, P.warm, P.concurrency, undefined, undefined);
@@ -129,8 +130,8 @@ async function main(): Promise<void> {
       for (const t of targets) { if (!doing('noop')) break; const n = await noopSeries(t.port, acct, P.noops, t.pid); r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); r(t).noopCpu.push(n.proxyCpuUs); }
       for (const t of targets) {
         if (!doing('login')) break;
-        const l = await loginRun(t.port, acct, P.logins, P.concurrency, t.pid, ldapPid);
-        r(t).rate.push(l.sessionsPerSec); r(t).cpu.push(l.proxyCpuUs); r(t).ldap.push(l.ldapCpuUs);
+        const l = await loginRun(t.port, acct, P.logins, P.concurrency, t.pid, ldapPid, world.backends.a.pid());
+        r(t).rate.push(l.sessionsPerSec); r(t).cpu.push(l.proxyCpuUs); r(t).ldap.push(l.ldapCpuUs); r(t).dovecot.push(l.backendCpuUs);
       }
     }
     for (const t of targets) {
@@ -143,8 +144,8 @@ async function main(): Promise<void> {
       const x = r(t);
       return [t.name, {
         fetchMBps: median(x.fetch), fetchBestMBps: Math.max(...x.fetchBest), clientCeilingMBps: median(x.clientMBps), proxyCpuUsPerMB: median(x.fetchCpu), dovecotCpuUsPerMB: median(x.backendFetchCpu), proxyCpuUsPerNoop: median(x.noopCpu), noopP50Us: median(x.noopP50), noopP99Us: median(x.noopP99),
-        sessionsPerSec: median(x.rate), proxyCpuUsPerSession: median(x.cpu), ldapCpuUsPerSession: median(x.ldap),
-        heldKiBPerSession: x.held?.pssPerSessionKiB ?? NaN, held: x.held, raw: x,
+        sessionsPerSec: median(x.rate), proxyCpuUsPerSession: median(x.cpu), ldapCpuUsPerSession: median(x.ldap), dovecotCpuUsPerSession: median(x.dovecot),
+        heldKiBPerSession: x.held?.pssPerSessionKiB ?? NaN, heldSettledKiBPerSession: x.held?.settledPerSessionKiB ?? NaN, held: x.held, raw: x,
       }];
     }));
     const table = formatTable(targets.map((t) => t.name), summary);

@@ -1,7 +1,7 @@
 // Owns the benchmark's measurements against one IMAP port: FETCH throughput, login rate with CPU per session, NOOP
 // round trips, held idle sessions. Must not know whether the port is the proxy or Dovecot; the caller passes the pids to watch.
 import { ImapConn, openLoggedIn } from './imap-client.js';
-import { treeCpuMicros, treePssKiB } from './procstat.js';
+import { processTree, treeCpuMicros, treePssKiB } from './procstat.js';
 
 export interface Account { user: string; password: string }
 
@@ -57,6 +57,8 @@ export interface LoginFigures {
   proxyCpuUs: number;
   /** slapd CPU per session, µs. */
   ldapCpuUs: number;
+  /** Dovecot (master and all its processes) CPU per session, µs: what the backend itself spends, for scale. */
+  backendCpuUs: number;
 }
 
 async function oneSession(port: number, acct: Account): Promise<void> {
@@ -69,8 +71,9 @@ async function oneSession(port: number, acct: Account): Promise<void> {
 }
 
 /** `total` LOGIN+SELECT+LOGOUT sessions, `concurrency` at a time; CPU of the proxy tree and slapd per session. */
-export async function loginRun(port: number, acct: Account, total: number, concurrency: number, proxyPid: number | undefined, ldapPid: number | undefined): Promise<LoginFigures> {
+export async function loginRun(port: number, acct: Account, total: number, concurrency: number, proxyPid: number | undefined, ldapPid: number | undefined, backendPid?: number): Promise<LoginFigures> {
   let next = 0;
+  const backend0 = backendPid ? treeCpuMicros(backendPid) : 0;
   const cpu0 = proxyPid ? treeCpuMicros(proxyPid) : 0;
   const ldap0 = ldapPid ? treeCpuMicros(ldapPid) : 0;
   const t0 = performance.now();
@@ -82,6 +85,7 @@ export async function loginRun(port: number, acct: Account, total: number, concu
     sessionsPerSec: total / secs,
     proxyCpuUs: proxyPid ? (treeCpuMicros(proxyPid) - cpu0) / total : NaN,
     ldapCpuUs: ldapPid ? (treeCpuMicros(ldapPid) - ldap0) / total : NaN,
+    backendCpuUs: backendPid ? (treeCpuMicros(backendPid) - backend0) / total : NaN,
   };
 }
 
@@ -106,14 +110,23 @@ export interface HeldFigures {
   held: number;
   /** Seconds to open and log in all of them. */
   openSecs: number;
-  /** Proxy PSS growth per held session, KiB; NaN without a proxy pid. */
+  /** Proxy PSS growth per held session after a full GC (before and after), KiB; NaN without a proxy pid. */
   pssPerSessionKiB: number;
+  /** The same 3 s after the last login, without forcing a GC (depends on where V8's GC cycle happens to be). */
+  settledPerSessionKiB: number;
   pssBeforeKiB: number;
   pssHeldKiB: number;
 }
 
+/** Ask every process of the proxy for a full GC (bench/gc-signal.ts) and let it finish. */
+async function fullGc(pid: number): Promise<void> {
+  for (const p of processTree(pid)) { try { process.kill(p, 'SIGURG'); } catch { /* gone */ } }
+  await sleep(1500);
+}
+
 /** Open `count` logged-in idle sessions (LOGIN only), measure the proxy's PSS growth, then close them all. */
 export async function heldSessions(port: number, acct: Account, count: number, concurrency: number, proxyPid: number | undefined): Promise<HeldFigures> {
+  if (proxyPid) await fullGc(proxyPid);
   const before = proxyPid ? treePssKiB(proxyPid) : NaN;
   const conns: ImapConn[] = [];
   let next = 0;
@@ -124,9 +137,11 @@ export async function heldSessions(port: number, acct: Account, count: number, c
     }));
     const openSecs = (performance.now() - t0) / 1000;
     await sleep(3000); // idle: timers armed, login garbage collectable
+    const settled = proxyPid ? treePssKiB(proxyPid) : NaN;
+    if (proxyPid) await fullGc(proxyPid);
     const held = proxyPid ? treePssKiB(proxyPid) : NaN;
     const alive = conns.filter((c) => !c.closed).length;
-    return { held: alive, openSecs, pssBeforeKiB: before, pssHeldKiB: held, pssPerSessionKiB: (held - before) / count };
+    return { held: alive, openSecs, pssBeforeKiB: before, pssHeldKiB: held, pssPerSessionKiB: (held - before) / count, settledPerSessionKiB: (settled - before) / count };
   } finally {
     for (const c of conns) c.close();
     await sleep(1000);

@@ -28,6 +28,9 @@ export interface ConnectOptions {
   clientTls?: boolean;
 }
 
+/** Shared no-op (a closure here would keep this call's route and options alive with the socket). */
+const ignoreError = (): void => undefined;
+
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
   const { clock } = opts;
   const started = clock.now();
@@ -37,7 +40,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
     s.once('connect', () => { clock.clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
     s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });
   });
-  socket.on('error', () => undefined); // replaced by the session's handler; prevents an unhandled error in between
+  socket.on('error', ignoreError); // replaced by the session's handler; prevents an unhandled error in between
   if (opts.proxyFor) {
     socket.write(encodeProxyV2({
       source: { address: opts.proxyFor.address, port: opts.proxyFor.port },
@@ -47,7 +50,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
   let out: Socket = socket;
   if (route.tls === 'implicit') {
     out = await upgradeClient(socket, route, opts.timeoutMs);
-    out.on('error', () => undefined);
+    out.on('error', ignoreError);
   }
   backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (clock.now() - started) / 1000);
   return out;

@@ -65,8 +65,9 @@ async function startProxy(world: World, v: Variant, profDir: string): Promise<Ta
   // A full GC on SIGURG (bench/gc-signal.ts) lets the held-sessions run measure PSS at the same point of V8's GC cycle.
   const node = ['--expose-gc', `--import=${join(root, 'dist/bench/gc-signal.js')}`, ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
   const proc = spawn(process.execPath, [...node, v.mainJs, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; i < 200; i++) {
-    try { (await ImapConn.open(port!, 1000)).close(); return { name: v.name, port: port!, pid: proc.pid, proc }; } catch { await sleep(50); }
+  // Cluster mode on a loaded machine can take a while (primary, then workers, then the shared listener).
+  for (const until = Date.now() + 60_000; Date.now() < until && proc.exitCode === null;) {
+    try { (await ImapConn.open(port!, 1000)).close(); return { name: v.name, port: port!, pid: proc.pid, proc }; } catch { await sleep(100); }
   }
   throw new Error(`proxy ${v.name} did not come up on ${port}`);
 }

@@ -50,6 +50,11 @@ interface Target { name: string; port: number; pid: number | undefined; proc?: C
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** One measurement; a failure is reported and leaves a gap in the table instead of ending the run. */
+async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
+  try { return await fn(); } catch (e) { process.stderr.write(`${what} failed: ${String(e)}\n`); return undefined; }
+}
+
 async function startProxy(world: World, v: Variant, profDir: string): Promise<Target> {
   const [port] = await allocatePorts(1);
   const raw = worldRawConfig(world, (c) => {
@@ -65,6 +70,7 @@ async function startProxy(world: World, v: Variant, profDir: string): Promise<Ta
   // A full GC on SIGURG (bench/gc-signal.ts) lets the held-sessions run measure PSS at the same point of V8's GC cycle.
   const node = ['--expose-gc', `--import=${join(root, 'dist/bench/gc-signal.js')}`, ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
   const proc = spawn(process.execPath, [...node, v.mainJs, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  proc.once('exit', (code, signal) => { if (!stopping) process.stderr.write(`proxy ${v.name} exited (${code ?? signal})\n`); });
   // Cluster mode on a loaded machine can take a while (primary, then workers, then the shared listener).
   for (const until = Date.now() + 60_000; Date.now() < until && proc.exitCode === null;) {
     try { (await ImapConn.open(port!, 1000)).close(); return { name: v.name, port: port!, pid: proc.pid, proc }; } catch { await sleep(100); }
@@ -72,7 +78,10 @@ async function startProxy(world: World, v: Variant, profDir: string): Promise<Ta
   throw new Error(`proxy ${v.name} did not come up on ${port}`);
 }
 
+let stopping = false;
+
 async function stopProxy(t: Target): Promise<void> {
+  stopping = true;
   const p = t.proc;
   if (!p || p.exitCode !== null) return;
   const exited = new Promise<void>((r) => p.once('exit', () => r()));
@@ -125,20 +134,21 @@ async function main(): Promise<void> {
       process.stderr.write(`round ${round + 1}/${P.rounds}\n`);
       for (const t of targets) {
         if (!doing('fetch')) break;
-        const f = await fetchThroughput(t.port, acct, seq, P.fetches, t.pid, world.backends.a.pid());
-        r(t).fetch.push(f.median); r(t).fetchBest.push(f.best); r(t).clientMBps.push(f.clientMBps); r(t).fetchCpu.push(f.proxyCpuUsPerMB); r(t).backendFetchCpu.push(f.backendCpuUsPerMB);
+        const f = await attempt(`fetch ${t.name}`, () => fetchThroughput(t.port, acct, seq, P.fetches, t.pid, world.backends.a.pid()));
+        if (f) { r(t).fetch.push(f.median); r(t).fetchBest.push(f.best); r(t).clientMBps.push(f.clientMBps); r(t).fetchCpu.push(f.proxyCpuUsPerMB); r(t).backendFetchCpu.push(f.backendCpuUsPerMB); }
       }
-      for (const t of targets) { if (!doing('noop')) break; const n = await noopSeries(t.port, acct, P.noops, t.pid); r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); r(t).noopCpu.push(n.proxyCpuUs); }
+      for (const t of targets) { if (!doing('noop')) break; const n = await attempt(`noop ${t.name}`, () => noopSeries(t.port, acct, P.noops, t.pid)); if (n) { r(t).noopP50.push(n.p50); r(t).noopP99.push(n.p99); r(t).noopCpu.push(n.proxyCpuUs); } }
       for (const t of targets) {
         if (!doing('login')) break;
-        const l = await loginRun(t.port, acct, P.logins, P.concurrency, t.pid, ldapPid, world.backends.a.pid());
-        r(t).rate.push(l.sessionsPerSec); r(t).cpu.push(l.proxyCpuUs); r(t).ldap.push(l.ldapCpuUs); r(t).dovecot.push(l.backendCpuUs);
+        const l = await attempt(`logins ${t.name}`, () => loginRun(t.port, acct, P.logins, P.concurrency, t.pid, ldapPid, world.backends.a.pid()));
+        if (l) { r(t).rate.push(l.sessionsPerSec); r(t).cpu.push(l.proxyCpuUs); r(t).ldap.push(l.ldapCpuUs); r(t).dovecot.push(l.backendCpuUs); }
       }
     }
     for (const t of targets) {
       if (!doing('held')) break;
       process.stderr.write(`held ${P.held}: ${t.name}\n`);
-      r(t).held = await heldSessions(t.port, acct, P.held, 64, t.pid);
+      const h = await attempt(`held ${t.name}`, () => heldSessions(t.port, acct, P.held, 64, t.pid));
+      if (h) r(t).held = h;
     }
 
     const summary = Object.fromEntries(targets.map((t) => {

@@ -13,6 +13,7 @@ import { startWorld, type World } from '../test/integration/harness/world.js';
 import { worldRawConfig } from '../test/integration/proxy-fixture.js';
 import { allocatePorts } from '../test/integration/harness/ports.js';
 import { ImapConn, openLoggedIn } from './imap-client.js';
+import { processTree } from './procstat.js';
 import { fetchThroughput, heldSessions, loginRun, median, noopSeries, type Account } from './scenarios.js';
 import { formatTable, type TargetResult } from './report.js';
 
@@ -85,9 +86,11 @@ async function stopProxy(t: Target): Promise<void> {
   const p = t.proc;
   if (!p || p.exitCode !== null) return;
   const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  const tree = t.pid ? processTree(t.pid) : [];
   p.kill('SIGTERM');
   await Promise.race([exited, sleep(8000)]);
-  if (p.exitCode === null) p.kill('SIGKILL');
+  // Whatever of the tree is left (a primary that did not finish draining, its workers) is killed.
+  for (const pid of tree) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
 }
 
 function commit(): string {

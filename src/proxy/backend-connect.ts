@@ -9,14 +9,17 @@ import { connectBulk } from './bulk-read.js';
 import { backendConnectSeconds } from '../metrics.js';
 import type { Clock } from '../core/clock.js';
 import type { ClientEndpoint } from '../core/types.js';
+import type { BackendGuard } from './backend-guard.js';
 
 /**
  * Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). `plain`: no TLS
  * will ever run over it, so it may read in bulk (bulk-read.ts).
  */
-export type Dial = (target: { host: string; port: number; plain?: boolean }) => Socket;
+export type Dial = (target: { host: string; port: number; /** Local address to bind (backend sourceAddresses). */ localAddress?: string; plain?: boolean }) => Socket;
 
-export const netDial: Dial = ({ host, port, plain }) => (plain === true ? connectBulk(host, port) : connect({ host, port, noDelay: true }));
+export const netDial: Dial = ({ host, port, localAddress, plain }) => (plain === true
+  ? connectBulk(host, port, localAddress)
+  : connect({ host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) }));
 
 export interface ConnectOptions {
   timeoutMs: number;
@@ -26,6 +29,8 @@ export interface ConnectOptions {
   proxyFor?: ClientEndpoint;
   /** With proxyFor: the client reached the proxy over TLS (PROXY v2 SSL TLV). */
   clientTls?: boolean;
+  /** Loop protection and sourceAddresses of this instance. */
+  guard?: BackendGuard;
 }
 
 /** Shared no-op (a closure here would keep this call's route and options alive with the socket). */
@@ -34,11 +39,25 @@ const ignoreError = (): void => undefined;
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
   const { clock } = opts;
   const started = clock.now();
+  const guard = opts.guard;
+  guard?.checkRoute(route);
+  const lease = guard?.lease(route);
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = opts.dial({ host: route.host, port: route.port, ...(route.tls === 'none' ? { plain: true } : {}) });
+    const s = opts.dial({ host: route.host, port: route.port, ...(lease ? { localAddress: lease.address } : {}), ...(route.tls === 'none' ? { plain: true } : {}) });
+    if (lease) s.once('close', lease.release);
     const timer = clock.setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
-    s.once('connect', () => { clock.clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
-    s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });
+    s.once('connect', () => {
+      clock.clearTimeout(timer);
+      s.removeAllListeners('error');
+      // A name (or an address of ours) that led back to one of our own listeners: refuse before it speaks.
+      if (guard?.isOwn(s.remoteAddress, s.remotePort)) {
+        s.destroy();
+        reject(new ProxyError('ROUTE_LOOP', `backend ${route.backend} (${route.host}:${route.port}) connected to this proxy's own listener ${s.remoteAddress}:${s.remotePort}`));
+        return;
+      }
+      resolve(s);
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); });
   });
   socket.on('error', ignoreError); // replaced by the session's handler; prevents an unhandled error in between
   if (opts.proxyFor) {

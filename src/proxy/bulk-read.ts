@@ -48,10 +48,10 @@ class BulkReader {
 }
 
 /** A plain TCP connection whose reads go through a BulkReader (net.connect's `onread`). */
-export function connectBulk(host: string, port: number): Socket {
+export function connectBulk(host: string, port: number, localAddress?: string): Socket {
   const reader = new BulkReader();
   const socket = connect({
-    host, port, noDelay: true,
+    host, port, noDelay: true, ...(localAddress ? { localAddress } : {}),
     onread: { buffer: () => reader.next, callback: (n: number, buf: Uint8Array) => reader.onRead(n, buf as Buffer) },
   }) as BulkSocket;
   reader.socket = socket;

@@ -19,7 +19,10 @@ export const connectionsRefusedTotal = new Counter({ name: 'mailproxy_connection
 export const sessionsActive = new Gauge({ name: 'mailproxy_sessions_active', help: 'Client sessions open now, by phase (prelogin, login, relay)', labelNames: ['protocol', 'phase'], registers: [registry] });
 export const loginsTotal = new Counter({ name: 'mailproxy_logins_total', help: 'Login attempts by result (ok or an error catalogue label)', labelNames: ['protocol', 'result'], registers: [registry] });
 export const disconnectsTotal = new Counter({ name: 'mailproxy_disconnects_total', help: 'Sessions ended, by reason', labelNames: ['protocol', 'reason'], registers: [registry] });
-export const relayBytesTotal = new Counter({ name: 'mailproxy_relay_bytes_total', help: 'Bytes relayed after login', labelNames: ['protocol', 'direction'], registers: [registry] });
+/** Relays add their byte counts in batches (proxy/relay.ts); the flush they register runs before every read of the metric. */
+let relayBytesFlush: (() => void) | undefined;
+export function onRelayBytesCollect(flush: () => void): void { relayBytesFlush = flush; }
+export const relayBytesTotal = new Counter({ name: 'mailproxy_relay_bytes_total', help: 'Bytes relayed after login', labelNames: ['protocol', 'direction'], registers: [registry], collect() { relayBytesFlush?.(); } });
 export const directoryRequestSeconds = new Histogram({ name: 'mailproxy_directory_request_seconds', help: 'Directory request latency', labelNames: ['operation', 'result'], buckets: LATENCY_BUCKETS, registers: [registry] });
 export const directoryCacheTotal = new Counter({ name: 'mailproxy_directory_cache_total', help: 'Directory cache lookups by result (hit, miss, stale, negative)', labelNames: ['result'], registers: [registry] });
 export const backendConnectSeconds = new Histogram({ name: 'mailproxy_backend_connect_seconds', help: 'Backend TCP/TLS connect latency', labelNames: ['backend', 'protocol'], buckets: LATENCY_BUCKETS, registers: [registry] });

@@ -22,6 +22,10 @@ commands:
                          log USER's sessions in full detail (credentials redacted) for N minutes (default 10,
                          0 stops) on every worker of the running proxy; without USER: list active traces
   schema                 print the configuration's JSON Schema (editor completion and checks)
+  sessions USER -c FILE  list USER's sessions (on every instance of the tier, with tier:)
+  routes invalidate USER -c FILE
+                         drop USER's cached route and verdict and close their sessions (tier-wide)
+  where USER -c FILE     which backend (pool member) serves USER now and why, from the running instance
 
 options:
   -c, --config FILE      the configuration file (default: the MAILPROXY_CONFIG environment variable)

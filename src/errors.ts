@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'AUTHZ_UNSUPPORTED'      // SASL authorization identity differs from authentication identity
   | 'TLS_REQUIRED'           // plaintext auth refused before TLS
   | 'DIRECTORY_UNAVAILABLE'  // LDAP down, timed out, or answered an error
+  | 'IDP_UNAVAILABLE'        // OAuth identity provider (JWKS or introspection endpoint) unreachable or answering errors
   | 'NO_ROUTE'               // account has no host attribute and no default backend
   | 'BACKEND_UNAVAILABLE'    // connect refused / timed out / TLS failed / closed during login
   | 'BACKEND_DOWN'           // health says down: fail fast without trying
@@ -13,6 +14,7 @@ export type ErrorCode =
   | 'BACKEND_AUTH_FAILED'    // backend refused the credentials the directory accepted
   | 'BACKEND_USER_BUSY'      // backend says "not now" for this user (POP3 [IN-USE], [LOGIN-DELAY]): the backend itself is fine
   | 'BACKEND_PROTOCOL'       // backend said something we cannot parse during login
+  | 'ROUTE_LOOP'             // the route leads back into the proxy tier (own listener, hop count spent)
   | 'LINE_TOO_LONG'
   | 'LITERAL_TOO_LARGE'
   | 'TOO_MANY_ERRORS'
@@ -20,10 +22,13 @@ export type ErrorCode =
   | 'IDLE_TIMEOUT'
   | 'SHUTDOWN'
   | 'TOO_MANY_CONNECTIONS'   // a listener connection limit (total or per client address)
+  | 'SESSION_LIMIT'          // a tier-wide session limit (per user or client address) is reached
   | 'PROXY_HEADER_INVALID'
   | 'UNTRUSTED_SOURCE'
   | 'CONFIG_INVALID'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'POOL_MOVE'              // pool affinity: this session is closed so its user can move to another pool member
+  | 'POOL_MOVING';           // pool affinity: the user's sessions on the old member are being closed; log in again shortly
 
 export type HealthSignal = 'none' | 'backend-failure' | 'backend-alive';
 
@@ -46,6 +51,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   AUTHZ_UNSUPPORTED: { imap: 'NO [AUTHORIZATIONFAILED] Authorization identity not supported', pop3: '-ERR [AUTH] Authorization identity not supported', smtp: '535 5.7.8 Authorization identity not supported', logReason: 'authzid differs from authcid', metricLabel: 'authz_unsupported', health: 'none' },
   TLS_REQUIRED: { imap: 'NO [PRIVACYREQUIRED] Plaintext authentication disallowed without TLS', pop3: '-ERR [AUTH] Plaintext authentication disallowed without TLS', smtp: '538 5.7.11 Encryption required for requested authentication mechanism', logReason: 'plaintext auth without TLS', metricLabel: 'tls_required', health: 'none' },
   DIRECTORY_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'directory unavailable', metricLabel: 'directory_unavailable', health: 'none' },
+  IDP_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'identity provider unavailable', metricLabel: 'idp_unavailable', health: 'none' },
   NO_ROUTE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'no backend for account', metricLabel: 'no_route', health: 'none' },
   BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', health: 'backend-failure' },
   BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', health: 'none' },
@@ -53,17 +59,22 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', health: 'backend-alive' },
   BACKEND_USER_BUSY: { imap: TEMP_IMAP, pop3: '-ERR [IN-USE] Mailbox busy, please try again later', smtp: TEMP_SMTP, logReason: 'backend refused this user for now', metricLabel: 'backend_user_busy', health: 'backend-alive' },
   BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', health: 'backend-failure' },
+  ROUTE_LOOP: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'route loops back into the proxy tier', metricLabel: 'route_loop', health: 'none' },
   LINE_TOO_LONG: { imap: 'BAD Line too long', pop3: '-ERR Line too long', smtp: '500 5.5.2 Line too long', logReason: 'line too long', metricLabel: 'line_too_long', health: 'none' },
   LITERAL_TOO_LARGE: { imap: 'BAD Literal too large', pop3: '-ERR Too large', smtp: '552 5.3.4 Too large', logReason: 'literal too large', metricLabel: 'literal_too_large', health: 'none' },
   TOO_MANY_ERRORS: { imap: 'BYE Too many invalid commands', pop3: '-ERR Too many invalid commands', smtp: '421 4.7.0 Too many errors', logReason: 'too many bad commands', metricLabel: 'too_many_errors', health: 'none' },
   PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', health: 'none' },
   IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', health: 'none' },
   SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', health: 'none' },
+  // RFC 5530 §3 [LIMIT]; RFC 2449 §8.1.1 [IN-USE] (POP3: the mailbox is in use elsewhere).
+  SESSION_LIMIT: { imap: 'NO [LIMIT] Too many sessions for this account, please try again later', pop3: '-ERR [IN-USE] Too many sessions for this account, please try again later', smtp: '454 4.7.0 Too many sessions, please try again later', logReason: 'tier session limit reached', metricLabel: 'session_limit', health: 'none' },
   TOO_MANY_CONNECTIONS: { imap: 'BYE [UNAVAILABLE] Too many connections, please try again later', pop3: '-ERR [SYS/TEMP] Too many connections, please try again later', smtp: '421 4.7.0 Too many connections, please try again later', logReason: 'connection limit reached', metricLabel: 'too_many_connections', health: 'none' },
   PROXY_HEADER_INVALID: { imap: 'BYE Invalid PROXY header', pop3: '-ERR Invalid PROXY header', smtp: '421 4.7.0 Invalid PROXY header', logReason: 'invalid PROXY protocol header', metricLabel: 'proxy_header_invalid', health: 'none' },
   UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', health: 'none' },
   CONFIG_INVALID: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'invalid configuration', metricLabel: 'config_invalid', health: 'none' },
   INTERNAL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: '451 4.3.0 Internal error, please try again later', logReason: 'internal error', metricLabel: 'internal', health: 'none' },
+  POOL_MOVE: { imap: 'BYE [UNAVAILABLE] Your mailbox is moving to another server, please reconnect', pop3: '-ERR [SYS/TEMP] Your mailbox is moving to another server, please reconnect', smtp: '421 4.3.2 Mailbox moving to another server, please reconnect', logReason: 'pool move', metricLabel: 'pool_move', health: 'none' },
+  POOL_MOVING: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'pool move in progress', metricLabel: 'pool_moving', health: 'none' },
 };
 
 /** Ends of a session that are not failures; with the error codes they are every disconnect reason (log text and metric label). */

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Owns the command line: start, check-config, lookup, status, schema; and process signals (SIGHUP reload, SIGTERM drain).
+// Owns the command line: start, check-config, lookup, status, schema, trace, sessions, routes invalidate, where; and process signals.
 // Must not hold protocol or health logic; it loads config and composes the modules (see server.ts, runtime.ts).
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
@@ -8,8 +8,9 @@ import { checkConfigFile } from './config/check.js';
 import { USAGE, packageVersion } from './cli-usage.js';
 import { createLogger, silentLogger } from './log.js';
 import { isProxyError } from './errors.js';
+import { reportTlsFiles } from './tls/check.js';
 
-const COMMANDS = ['check-config', 'lookup', 'status', 'start', 'schema', 'trace'];
+const COMMANDS = ['check-config', 'lookup', 'status', 'start', 'schema', 'trace', 'sessions', 'routes', 'where'];
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -39,6 +40,7 @@ async function main(argv: string[]): Promise<number> {
     case 'check-config': {
       const { config: c, problems } = await checkConfigFile(file);
       if (problems.length || !c) { console.error(problems.join('\n')); return 78; }
+      if (!reportTlsFiles(c, (l) => console.error(l))) return 78;
       console.log(`${file}: OK (${c.listeners.length} listeners, directory ${c.directory.type}, ${Object.keys(c.backends).length} backends)`);
       return 0;
     }
@@ -66,6 +68,24 @@ async function main(argv: string[]): Promise<number> {
       const { runStatus } = await import('./ops/status.js');
       return runStatus(config());
     }
+    case 'where': {
+      const user = rest[0];
+      if (!user) { console.error('where needs a USER'); return 64; }
+      const c = config();
+      if (!c.admin.enabled) { console.error('where asks the running instance: admin.enabled is false in this configuration'); return 3; }
+      const [{ runWhere }, { adminBaseUrl }] = await Promise.all([import('./pools/where.js'), import('./ops/status.js')]);
+      return runWhere(user, { baseUrl: adminBaseUrl(c.admin), ...(c.admin.token ? { token: c.admin.token } : {}) });
+    }
+    case 'sessions': {
+      if (!rest[0]) { console.error('sessions needs a USER'); return 64; }
+      const { runSessions } = await import('./tier/cli.js');
+      return runSessions(config(), rest[0]);
+    }
+    case 'routes': {
+      if (rest[0] !== 'invalidate' || !rest[1]) { console.error('usage: mailproxy routes invalidate USER -c FILE'); return 64; }
+      const { runInvalidate } = await import('./tier/cli.js');
+      return runInvalidate(config(), rest[1]);
+    }
     case 'start': {
       // node:cluster runs this same command line in each worker; a worker takes its config from the primary over IPC.
       if (cluster.isWorker) {
@@ -74,6 +94,7 @@ async function main(argv: string[]): Promise<number> {
         return -1;
       }
       const c = config();
+      if (!reportTlsFiles(c, (l) => console.error(l))) return 78;
       const { runInstance } = await import('./runtime.js');
       await runInstance(c, file, createLogger(c.log.level));
       return -1; // keep running

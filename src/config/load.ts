@@ -72,7 +72,10 @@ function readSecret(baseDir: string, file: string, key: string, where: Locate): 
 function resolveSecrets(c: Config, baseDir: string, where: Locate): Config {
   const abs = (p: string) => resolve(baseDir, p);
   const out: Config = structuredClone(c);
-  if (out.tls) { out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile); }
+  if (out.tls) {
+    out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile);
+    for (const s of out.tls.sni) { s.certFile = abs(s.certFile); s.keyFile = abs(s.keyFile); }
+  }
   const ldap = out.directory.ldap;
   if (ldap?.bindPasswordFile) ldap.bindPassword = readSecret(baseDir, ldap.bindPasswordFile, 'directory.ldap.bindPasswordFile', where);
   if (ldap?.tlsCaFile) ldap.tlsCa = readSecret(baseDir, ldap.tlsCaFile, 'directory.ldap.tlsCaFile', where);
@@ -84,7 +87,15 @@ function resolveSecrets(c: Config, baseDir: string, where: Locate): Config {
   for (const [name, b] of Object.entries(out.backends)) {
     if (b.tlsCaFile) b.tlsCa = readSecret(baseDir, b.tlsCaFile, `backends.${name}.tlsCaFile`, where);
   }
+  const oauth = out.oauth;
+  if (oauth?.tlsCaFile) oauth.tlsCa = readSecret(baseDir, oauth.tlsCaFile, 'oauth.tlsCaFile', where);
+  if (oauth?.introspection?.clientSecretFile) oauth.introspection.clientSecret = readSecret(baseDir, oauth.introspection.clientSecretFile, 'oauth.introspection.clientSecretFile', where);
+  if (oauth?.jwt?.jwksFile) oauth.jwt.jwksFile = abs(oauth.jwt.jwksFile);
   if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile', where);
+  const redis = out.tier?.redis;
+  if (redis?.passwordFile) redis.password = readSecret(baseDir, redis.passwordFile, 'tier.redis.passwordFile', where);
+  if (redis?.sentinel?.passwordFile) redis.sentinel.password = readSecret(baseDir, redis.sentinel.passwordFile, 'tier.redis.sentinel.passwordFile', where);
+  if (redis?.tls?.caFile) redis.tls.ca = readSecret(baseDir, redis.tls.caFile, 'tier.redis.tls.caFile', where);
   return deepFreeze(out);
 }
 

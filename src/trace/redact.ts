@@ -2,7 +2,7 @@
 // AUTHENTICATE, POP3 PASS, APOP and AUTH, SMTP AUTH (with their literals and SASL continuations).
 // Must not log or keep more than one partial line; it sees one direction's bytes and the other's line starts.
 
-export type TraceProtocol = 'imap' | 'pop3' | 'smtp';
+export type TraceProtocol = 'imap' | 'pop3' | 'smtp' | 'sieve';
 
 /** Longest line text kept in a trace record; the rest is counted. */
 const MAX_LINE = 512;
@@ -50,7 +50,9 @@ export class TraceRedactor {
     const { lines, rest } = splitLines(Buffer.concat([this.serverPartial, bytes]));
     this.serverPartial = rest.length > MAX_PARTIAL ? Buffer.alloc(0) : rest;
     for (const l of lines) {
-      const continuation = this.protocol === 'smtp' ? /^334[ -]/.test(l.toString('latin1')) : l[0] === 0x2b; // '+'
+      const text = l.toString('latin1');
+      // ManageSieve (RFC 5804 §2.1) answers SASL steps with strings; only OK/NO/BYE end them.
+      const continuation = this.protocol === 'smtp' ? /^334[ -]/.test(text) : this.protocol === 'sieve' ? !/^(OK|NO|BYE)\b/i.test(text) : l[0] === 0x2b; // '+'
       if (!continuation) this.secret = false;
     }
     return lines.map((l) => printable(l));
@@ -67,7 +69,7 @@ export class TraceRedactor {
   private clientLine(line: Buffer): string {
     if (this.secret) return `[redacted ${line.length} bytes]`;
     const text = line.toString('utf8');
-    const r = this.protocol === 'imap' ? this.imap(text) : this.protocol === 'pop3' ? this.pop3(text) : this.smtp(text);
+    const r = this.protocol === 'imap' ? this.imap(text) : this.protocol === 'pop3' ? this.pop3(text) : this.protocol === 'sieve' ? this.sieve(text) : this.smtp(text);
     return r ?? printable(line);
   }
 
@@ -96,6 +98,14 @@ export class TraceRedactor {
     if (c === 'APOP') return `APOP ${printable(Buffer.from((m[2] ?? '').split(/ +/)[0] ?? ''))} [redacted]`;
     if (c === 'AUTH' && m[2]) return this.auth(m[1] ?? 'AUTH', m[2]);
     return undefined;
+  }
+
+  /** ManageSieve: AUTHENTICATE "MECH" ["initial response"], then strings or literals until OK/NO/BYE. */
+  private sieve(text: string): string | undefined {
+    const m = /^(AUTHENTICATE) +("[^"]*"|\S+)(?: +.*)?$/i.exec(text);
+    if (!m) return undefined;
+    this.secret = true;
+    return `${m[1] ?? ''} ${printable(Buffer.from(m[2] ?? ''))} [redacted]`;
   }
 
   private smtp(text: string): string | undefined {

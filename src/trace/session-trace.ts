@@ -26,7 +26,7 @@ export class SessionTrace {
   private backend: TraceRedactor;
   private traceLog: Logger | undefined;
 
-  constructor(private readonly table: TraceTable, private readonly protocol: TraceProtocol, private readonly sessionLog: Logger) {
+  constructor(private readonly table: TraceTable, private readonly protocol: TraceProtocol, private readonly sessionLog: Logger, private readonly bindings: Record<string, unknown> = {}) {
     this.state = table.any ? 'buffering' : 'off';
     this.client = new TraceRedactor(protocol);
     this.backend = new TraceRedactor(protocol);
@@ -34,7 +34,7 @@ export class SessionTrace {
 
   /** Trace records are written whatever log.level says (the operator asked for them); made only for traced sessions. */
   private get log(): Logger {
-    this.traceLog ??= this.sessionLog.child({ trace: true }, { level: 'info' });
+    this.traceLog ??= this.sessionLog.child({ ...this.bindings, trace: true }, { level: 'info' });
     return this.traceLog;
   }
 

@@ -25,6 +25,15 @@ export interface DovecotPorts {
   imapHaproxy: number;
   /** Submission expecting a PROXY header first (`haproxy = yes`). */
   submissionHaproxy: number;
+  /** ManageSieve (Pigeonhole), only when the world asked for it. */
+  sieve?: number;
+}
+
+/** OAuth 2.0 at this backend: Dovecot's oauth2 passdb asking the test identity provider (RFC 7662 introspection). */
+export interface DovecotOAuth {
+  /** https://client:secret@host:port/introspect */
+  introspectionUrl: string;
+  caFile: string;
 }
 
 export interface DovecotInstance {
@@ -61,6 +70,11 @@ export interface DovecotOptions {
   /** Users whose INBOX gets one marker message naming this backend. */
   residents: TestUser[];
   perfTuning: boolean;
+  /** Mail root shared with other instances (a pool on shared storage); default DIR/mail, owned by this instance. */
+  mailRoot?: string;
+  /** Settings appended to the rendered config (e.g. a log_timestamp with microseconds). */
+  extraConfig?: string;
+  oauth?: DovecotOAuth;
 }
 
 function renderConfig(o: DovecotOptions, mailRoot: string): string {
@@ -83,8 +97,10 @@ function renderConfig(o: DovecotOptions, mailRoot: string): string {
     IMAP_HAPROXY_PORT: o.ports.imapHaproxy,
     SUBMISSION_HAPROXY_PORT: o.ports.submissionHaproxy,
     LOGIN_TUNING: loginTuning,
+    SIEVE_BLOCK: o.ports.sieve ? renderFixture('dovecot/sieve.conf.tmpl', { SIEVE_PORT: o.ports.sieve }) : '',
+    OAUTH2_BLOCK: o.oauth ? renderFixture('dovecot/oauth2.conf.tmpl', { DIR: o.dir }) : '',
     PERF_TUNING: o.perfTuning ? renderFixture('dovecot/perf-tuning.conf.tmpl', {}) : '',
-  });
+  }) + (o.extraConfig ? `\n${o.extraConfig}\n` : '');
 }
 
 async function mkdirOwned(path: string): Promise<void> {
@@ -121,7 +137,7 @@ function passwdLine(user: string, hash: string, home: string): string {
 
 /** Prepare files, seed markers, start Dovecot and wait until every listener is bound. */
 export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> {
-  const mailRoot = join(o.dir, 'mail');
+  const mailRoot = o.mailRoot ?? join(o.dir, 'mail');
   const configPath = join(o.dir, 'dovecot.conf');
   const logPath = join(o.dir, 'dovecot.log');
   const pidPath = join(o.dir, 'run', 'master.pid');
@@ -131,10 +147,11 @@ export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> 
   await writeFile(configPath, renderConfig(o, mailRoot));
   // Dovecot's auth process reads the passwd-files as the unprivileged `dovecot` user.
   await writeFile(join(o.dir, 'users'), o.users.map((u) => passwdLine(u.uid, sshaHash(u.password), join(mailRoot, u.uid))).join(''), { mode: 0o644 });
+  if (o.oauth) await writeFile(join(o.dir, 'dovecot-oauth2.conf.ext'), renderFixture('dovecot/oauth2.conf.ext.tmpl', { INTROSPECTION_URL: o.oauth.introspectionUrl, CA_FILE: o.oauth.caFile }), { mode: 0o644 });
   await writeFile(join(o.dir, 'master-users'), `${MASTER_USER}:${sshaHash(MASTER_PASSWORD)}\n`, { mode: 0o644 });
   for (const u of o.residents) await seedMaildir(mailRoot, u.uid, markerMessage(o.name, u.mail));
 
-  const allPorts = Object.values(o.ports);
+  const allPorts = Object.values(o.ports).filter((p): p is number => typeof p === 'number');
   let proc: Spawned | undefined;
 
   const start = async (): Promise<void> => {

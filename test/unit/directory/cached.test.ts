@@ -25,7 +25,7 @@ class FakeInner implements Directory {
     this.calls.authenticate++;
     return this.answer(() => {
       const a = this.accounts.get(c.user);
-      return a && c.password === PASSWORD ? { ok: true as const, account: a } : { ok: false as const };
+      return a && 'password' in c && c.password === PASSWORD ? { ok: true as const, account: a } : { ok: false as const };
     });
   }
   lookup(name: string): Promise<Account | null> { this.calls.lookup++; return this.answer(() => this.accounts.get(name) ?? null); }
@@ -232,6 +232,23 @@ describe('CachedDirectory', () => {
       await b.authenticate(creds(PASSWORD));
       assert.notEqual(a.entries().verdicts[0]![0], b.entries().verdicts[0]![0]);
     });
+  });
+
+  it('invalidate(user) drops the routes and verdicts of that account only (route invalidation for a mailbox move)', async () => {
+    const { inner, cache } = setup();
+    const BOB: Account = { login: 'bob', host: 'backend-b' };
+    inner.accounts.set('bob', BOB);
+    await cache.lookup('alice');
+    await cache.lookup('alice@example.test');
+    await cache.authenticate(creds(PASSWORD));
+    await cache.lookup('bob');
+    assert.equal(cache.invalidate('ALICE'), 3);
+    assert.deepEqual(cache.entries().routes.map(([k]) => k), ['lookup\0bob']);
+    assert.equal(cache.entries().verdicts.length, 0);
+    // The next login asks the directory again (and would see the new mailHost).
+    const before = inner.calls.authenticate;
+    await cache.authenticate(creds(PASSWORD));
+    assert.equal(inner.calls.authenticate, before + 1);
   });
 
   it('close() empties the cache and closes the inner directory', async () => {

@@ -102,8 +102,10 @@ export function readExampleDocs(text: string, isKnown: (path: readonly string[])
     if (!line.trim()) { pending = []; trailing = undefined; return; }
     const body = line.trimStart();
     if (body.startsWith('#')) {
-      const textAfter = body.slice(1);
-      const content = textAfter.startsWith(' ') ? textAfter.slice(1) : textAfter;
+      // A comment inside a commented-out block (`#     # sentinel:`) is read as one more level of the same block.
+      let rest = body.slice(1);
+      while (/^ +# /.test(rest)) rest = rest.replace(/^( +)# /, '$1');
+      const content = rest.startsWith(' ') ? rest.slice(1) : rest;
       if (trailing && indent === trailing.col) {
         trailing.key.description = `${trailing.key.description} ${content.trim()}`.trim();
         addSection(trailing.key.path.join('.'), content.trim());
@@ -133,6 +135,7 @@ export function readExampleDocs(text: string, isKnown: (path: readonly string[])
           const k: ExampleKey = { path, line: i + 1, commented: true, description: [...pending, comment ?? ''].join(' ').trim(), hasValue: parsed.ok };
           if (parsed.ok) k.value = parsed.value;
           record(k, comment);
+          if (comment) addSection(parent.path.join('.'), comment);
           pending = [];
           if (parsed.ok) for (const f of flowKeys(parsed.value, path)) keys.push({ path: f.path, line: i + 1, commented: true, description: '', value: f.value, hasValue: true, example: true });
           if (!v) { cstack = cstack.filter((f) => f.indent < contentIndent); cstack.push({ indent: contentIndent, path }); }
@@ -184,7 +187,8 @@ export function readExampleDocs(text: string, isKnown: (path: readonly string[])
     if (v && k.value && typeof k.value === 'object') {
       for (const f of flowKeys(k.value, path)) keys.push({ path: f.path, line: i + 1, commented: false, description: '', value: f.value, hasValue: true });
     }
-    if (v === '') stack.push({ indent: keyIndent, path });
+    // An empty flow value (`pools: {}`) may be followed by its entries commented out, indented below it.
+    if (v === '' || v === '{}' || v === '[]') stack.push({ indent: keyIndent, path });
     open.push({ indent: keyIndent, id: path.join('.') });
     if (comment) trailing = { key: k, col: line.length - (m[2] ?? '').length + at };
   });

@@ -317,8 +317,8 @@ class Session implements LiveSession {
     this.loggedIn = undefined;
     this.loginAbort = undefined;
     this.deadline = undefined;
+    this.trace.tapRelay(this.relay, this.socket);
     this.relay.start();
-    this.trace.tapRelay(this.socket, loggedIn.socket, pending, loggedIn.leftover);
   }
 
   /** Close from outside (shutdown, kick, backend down) with the protocol's goodbye. */

@@ -1,7 +1,6 @@
 // Owns one session's trace: keeps its pre-login dialogue (only while some trace is active) until the login name is
 // known, then logs it, the backend login and the first KiB of each direction after login, redacted, for a traced user.
 // Must not change what the session sends or how (taps only), nor log anything for users not being traced.
-import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { BackendAction, BackendEvent, BackendLogin } from '../proxy/protocol.js';
 import type { TraceEntry, TraceTable } from './table.js';
@@ -13,16 +12,19 @@ export const RELAY_TRACE_BYTES = 1024;
 const MAX_BUFFERED = 200;
 
 /** Who sent the line: the client, the proxy (before login), the proxy to the backend, the backend (login or relay). */
+/** The two paths of a relay (client → backend, backend → client) as methods the trace may wrap on one instance. */
+export interface RelayPaths { up(d: Buffer): void; down(d: Buffer): void }
+
 export type TraceDir = 'client' | 'proxy' | 'to-backend' | 'from-backend' | 'backend';
 
 interface Pending { dir: TraceDir; line: string; at: number }
 
 export class SessionTrace {
-  private state: 'off' | 'buffering' | 'tracing' | 'done';
+  state: 'off' | 'buffering' | 'tracing' | 'done';
   private entry: TraceEntry | undefined;
   private buffered: Pending[] = [];
   private dropped = 0;
-  private readonly client: TraceRedactor;
+  readonly client: TraceRedactor;
   private backend: TraceRedactor;
   private traceLog: Logger | undefined;
 
@@ -79,31 +81,33 @@ export class SessionTrace {
   }
 
   /**
-   * After login: log the first KiB each way. `pendingUp`/`pendingDown` are bytes read before the splice; the taps are
-   * extra 'data' listeners, removed once their KiB is logged (the relay's own listeners and backpressure are untouched).
+   * After login: log the first KiB each way. The relay's `up` (client → backend) and the client socket's `write`
+   * (everything the relay sends the client, whether through `down` or its bulk-read path) are wrapped on these
+   * instances before the relay starts and restored once their KiB is logged; the bytes themselves are untouched.
    */
-  tapRelay(clientSocket: Socket, backendSocket: Socket, pendingUp?: Buffer, pendingDown?: Buffer): void {
+  tapRelay(relay: RelayPaths, toClient: { write: (...args: never[]) => boolean }): void {
     if (this.state !== 'tracing') return;
-    const tap = (socket: Socket, dir: TraceDir, pending: Buffer | undefined) => {
-      let left = RELAY_TRACE_BYTES;
-      const take = (d: Buffer) => {
-        if (!this.stillActive()) { socket.off('data', take); return; }
-        const part = d.subarray(0, left);
-        left -= part.length;
-        const red = dir === 'client' ? this.client.fromClient(part) : this.client.fromServer(part);
-        for (const l of red) this.emit(dir, l, Date.now());
-        if (left <= 0) {
-          socket.off('data', take);
-          for (const l of this.client.flush(dir === 'client' ? 'client' : 'server')) this.emit(dir, l, Date.now());
-          this.emit(dir, `[first ${RELAY_TRACE_BYTES} bytes after login logged]`, Date.now());
-        }
-      };
-      if (pending?.length) take(pending);
-      if (left > 0 && this.stillActive()) socket.on('data', take);
-    };
     this.event('trace: relay', { bytesLogged: RELAY_TRACE_BYTES });
-    tap(clientSocket, 'client', pendingUp);
-    tap(backendSocket, 'backend', pendingDown);
+    const wrap = (target: Record<string, unknown>, key: 'up' | 'write', dir: TraceDir) => {
+      const original = target[key] as (this: unknown, ...args: unknown[]) => unknown;
+      let left = RELAY_TRACE_BYTES;
+      target[key] = function (this: unknown, d: Buffer, ...rest: unknown[]) {
+        if (left > 0 && trace.stillActive()) {
+          const part = Buffer.from(d).subarray(0, left);
+          left -= part.length;
+          for (const l of key === 'up' ? trace.client.fromClient(part) : trace.client.fromServer(part)) trace.emit(dir, l, Date.now());
+          if (left <= 0) {
+            for (const l of trace.client.flush(key === 'up' ? 'client' : 'server')) trace.emit(dir, l, Date.now());
+            trace.emit(dir, `[first ${RELAY_TRACE_BYTES} bytes after login logged]`, Date.now());
+          }
+        }
+        if (left <= 0 || trace.state !== 'tracing') target[key] = original;
+        return original.call(this, d, ...rest);
+      };
+    };
+    const trace = this;
+    wrap(relay as unknown as Record<string, unknown>, 'up', 'client');
+    wrap(toClient as unknown as Record<string, unknown>, 'write', 'backend');
   }
 
   private record(dir: TraceDir, line: string): void {
@@ -112,13 +116,13 @@ export class SessionTrace {
     if (this.buffered.length > MAX_BUFFERED) { this.buffered.shift(); this.dropped++; }
   }
 
-  private emit(dir: TraceDir, line: string, at: number): void {
+  emit(dir: TraceDir, line: string, at: number): void {
     if (!this.stillActive()) return;
     this.log.info({ traced: this.entry?.user, dir, line, at: new Date(at).toISOString() }, 'trace');
   }
 
   /** The trace ends with its table entry (expired or stopped): say so once, then record nothing more. */
-  private stillActive(): boolean {
+  stillActive(): boolean {
     if (this.state !== 'tracing') return false;
     if (this.entry && this.table.active(this.entry.user)) return true;
     this.state = 'done';

@@ -2,8 +2,7 @@
 // and SMTP (literals and SASL continuations included), and one session's trace (buffer until the user is known,
 // nothing for others, first KiB after login, ends with its entry). Streams stand in for sockets; no network.
 import assert from 'node:assert/strict';
-import { PassThrough, Writable } from 'node:stream';
-import type { Socket } from 'node:net';
+import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { TraceTable, parseTraceRequest } from '../../../src/trace/table.js';
 import { TraceRedactor } from '../../../src/trace/redact.js';
@@ -142,15 +141,20 @@ describe('session trace', () => {
     table.set('alice', 1);
     const t = new SessionTrace(table, 'imap', logger);
     t.identify('alice');
-    const client = new PassThrough();
-    const backend = new PassThrough();
-    t.tapRelay(client as unknown as Socket, backend as unknown as Socket, b('a2 SELECT INBOX\r\n'), undefined);
-    backend.write(b(`* 1 EXISTS\r\n${'y'.repeat(RELAY_TRACE_BYTES)}\r\n`));
-    assert.equal(backend.listenerCount('data'), 0);
-    client.write(b('a3 NOOP\r\n'));
+    const forwarded: string[] = [];
+    const relay = { up(d: Buffer) { forwarded.push(`up ${d.length}`); }, down(d: Buffer) { forwarded.push(`down ${d.length}`); } };
+    const client = { write(d: Buffer) { forwarded.push(`write ${d.length}`); return true; } };
+    const { up } = relay;
+    const { write } = client;
+    t.tapRelay(relay, client);
+    relay.up(b('a2 SELECT INBOX\r\n'));
+    client.write(b(`* 1 EXISTS\r\n${'y'.repeat(RELAY_TRACE_BYTES)}\r\n`));
+    assert.equal(client.write, write, 'the client write is restored after its KiB');
+    relay.up(b('a3 NOOP\r\n'));
     now += 61_000;
-    client.write(b('a4 NOOP\r\n'));
-    assert.equal(client.listenerCount('data'), 0);
+    relay.up(b('a4 NOOP\r\n'));
+    assert.equal(relay.up, up, 'the up path is restored when the trace ends');
+    assert.deepEqual(forwarded, ['up 17', `write ${RELAY_TRACE_BYTES + 14}`, 'up 9', 'up 9']);
     await flush();
     const traced = records.filter((r) => r['msg'] === 'trace').map((r) => `${String(r['dir'])}: ${String(r['line']).slice(0, 20)}`);
     assert.deepEqual(traced, ['client: a2 SELECT INBOX', 'backend: * 1 EXISTS', 'backend: yyyyyyyyyyyyyyyyyyyy', 'backend: [first 1024 bytes af', 'client: a3 NOOP']);

@@ -130,9 +130,23 @@ const ldapSchema = z.strictObject({
   hostAttribute: z.string().default('mailHost'),
   /** Attribute holding the name the backend knows the user by. */
   loginAttribute: z.string().default('uid'),
-  /** Never 0: ldapts would then wait forever. */
-  timeoutMs: z.number().int().min(1).default(5000),
-  connectTimeoutMs: z.number().int().min(1).default(3000),
+  /** A server that has not answered one operation within this is marked down (skipped by every request until a probe succeeds). Never 0. */
+  timeoutMs: z.number().int().min(1).default(1000),
+  connectTimeoutMs: z.number().int().min(1).default(1000),
+  /** Ask the next server too when the first has not answered within this (0 = only after a failure). */
+  hedgeDelayMs: ms(200),
+  /** Every server is probed (service bind + base-object search) this often while up ... */
+  probeIntervalMs: z.number().int().min(100).default(2000),
+  /** ... and this often while down, so it is used again soon after it answers. */
+  probeDownIntervalMs: z.number().int().min(50).default(500),
+  pool: z.strictObject({
+    /** Connections per server for user binds (one bind at a time each), kept open and reused; searches share one service connection. */
+    size: z.number().int().min(1).default(4),
+    /** An idle bind connection is closed after this. */
+    idleTimeoutMs: ms(60_000),
+    /** close-all: a server failure closes every pooled connection to it; close-one: only the connection that failed. */
+    onServerFailure: z.enum(['close-all', 'close-one']).default('close-all'),
+  }).prefault({}),
   tlsVerify: z.boolean().default(true),
   /** Upgrade ldap:// connections with StartTLS (RFC 4513 §3) before any bind or search; ldaps:// URLs are TLS already. */
   startTls: z.boolean().default(false),
@@ -140,7 +154,7 @@ const ldapSchema = z.strictObject({
   tlsCaFile: z.string().optional(),
   /** The same as PEM text (filled from tlsCaFile by the loader). */
   tlsCa: z.string().optional(),
-  /** Try the preferred (first) server again this long after it failed. */
+  /** A server that came back is preferred over the others again only after answering probes this long. */
   failbackAfterMs: ms(30_000),
 });
 

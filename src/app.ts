@@ -21,7 +21,7 @@ export interface AppOptions {
   /** primary: probes + admin here (single process or cluster primary). worker: state arrives via applyState. */
   role?: 'single' | 'worker';
   /** Worker: where passive outcomes go (IPC to the primary). */
-  forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
+  forwardReport?(route: Route, outcome: 'ok' | 'fail' | 'hang', identity?: string): void;
   /** Replace the admin callbacks (cluster primary serves sessions over IPC). */
   adminDeps?(app: App): AdminDeps;
 }

@@ -183,22 +183,34 @@ const backendLoginSchema = z.strictObject({
   masterPassword: secret.optional(),
   masterPasswordFile: z.string().optional(),
   masterSeparator: z.string().default('*'),
-  /** One budget for connect + greeting + STARTTLS + ID/XCLIENT + login. */
-  backendLoginBudgetMs: ms(10_000),
+  /** One budget for connect + greeting + STARTTLS + ID/XCLIENT + login, ride-through retries included (above health.rideThroughMs). */
+  backendLoginBudgetMs: ms(15_000),
   connectTimeoutMs: ms(3000),
+  /** A backend that accepted the connection but has not greeted within this is hung: the login fails (no ride-through). */
+  greetingTimeoutMs: z.number().int().min(50).default(2000),
 });
 
 const healthSchema = z.strictObject({
   enabled: z.boolean().default(true),
-  intervalMs: z.number().int().min(100).default(5000),
+  intervalMs: z.number().int().min(100).default(1000),
+  /** Probe interval while an endpoint is suspect or down, so a hang is confirmed and a recovery seen quickly. */
+  fastIntervalMs: z.number().int().min(50).default(250),
   jitterRatio: z.number().min(0).max(1).default(0.2),
-  timeoutMs: z.number().int().min(50).default(2000),
+  timeoutMs: z.number().int().min(50).default(800),
   rise: z.number().int().min(1).default(2),
   fall: z.number().int().min(1).default(2),
   /** While down, let one real login through every this many ms to keep testing the backend. */
   trickleIntervalMs: ms(10_000),
   /** Spread goodbyes to sessions of a backend that went down over this window. */
   kickWindowMs: ms(5000),
+  /** Ride-through (hold time): while a backend has been refusing for less than this, logins retry within their budget instead of failing; 0 = off. */
+  rideThroughMs: ms(12_000),
+  /** Two identities answering in turn on one endpoint (failed fencing): alert, or refuse logins until one is stable. */
+  splitBrain: z.strictObject({
+    policy: z.enum(['alert', 'refuse']).default('alert'),
+    windowMs: z.number().int().min(100).default(10_000),
+    stableMs: ms(30_000),
+  }).prefault({}),
   deepProbe: z.strictObject({ user: z.string(), password: secret.optional(), passwordFile: z.string().optional() }).optional(),
   hooks: z.strictObject({
     command: z.string().optional(),

@@ -16,6 +16,8 @@ export interface Outcome {
   ok: boolean;
   /** probe: active prober; passive: a real connect/login outcome. */
   source: 'probe' | 'passive';
+  /** A failure where the backend accepted the connection and then said nothing (hung process, SIGSTOP). */
+  hang?: boolean;
   /** Short, already-sanitised detail for the transition reason (e.g. "ECONNREFUSED"). */
   detail?: string;
 }
@@ -37,6 +39,10 @@ export interface StateView {
   since: number;
   consecutiveOk: number;
   consecutiveFail: number;
+  /** Start of the current run of failures (null after a success): how long the backend has been failing. */
+  failingSince: number | null;
+  /** The latest failure was a hang (accepted, never answered), not a refusal. */
+  hung: boolean;
 }
 
 export class BackendState {
@@ -46,6 +52,8 @@ export class BackendState {
   private okRun = 0;
   private failRun = 0;
   private lastTrickleAt = 0;
+  private failingSince: number | null = null;
+  private hung = false;
 
   constructor(private readonly opts: StateOptions, now: number) {
     this.since = now;
@@ -55,7 +63,7 @@ export class BackendState {
   get state(): EffectiveState { return this.maintenance ? 'maintenance' : this.health; }
 
   view(): StateView {
-    return { state: this.state, health: this.health, maintenance: this.maintenance, since: this.since, consecutiveOk: this.okRun, consecutiveFail: this.failRun };
+    return { state: this.state, health: this.health, maintenance: this.maintenance, since: this.since, consecutiveOk: this.okRun, consecutiveFail: this.failRun, failingSince: this.failingSince, hung: this.hung };
   }
 
   /** Feed one probe or passive outcome; returns the transition it caused, if any. */
@@ -65,12 +73,17 @@ export class BackendState {
     if (outcome.ok) {
       this.failRun = 0;
       this.okRun++;
+      this.failingSince = null;
+      this.hung = false;
       const wasDown = this.health === 'down';
-      if (!wasDown || this.okRun >= this.opts.rise) this.health = 'up';
+      // A real login that worked is proof enough: no need to wait for `rise` probes.
+      if (!wasDown || this.okRun >= this.opts.rise || outcome.source === 'passive') this.health = 'up';
       return this.settle(before, now, wasDown ? `${what} (${this.okRun}/${this.opts.rise})` : what);
     }
     this.okRun = 0;
     this.failRun++;
+    this.failingSince ??= now;
+    this.hung = outcome.hang === true;
     if (this.health !== 'down') {
       const next: HealthState = this.failRun >= this.opts.fall ? 'down' : 'suspect';
       if (next === 'down') this.lastTrickleAt = now;
@@ -90,17 +103,30 @@ export class BackendState {
    * Adopt a state decided elsewhere (a cluster worker receiving the primary's view).
    * Counters reset; the trickle clock restarts when entering down.
    */
-  adopt(health: HealthState, maintenance: boolean, since: number, now: number): Transition | null {
+  adopt(health: HealthState, maintenance: boolean, since: number, now: number, failing: { since: number | null; hung: boolean } = { since: null, hung: false }): Transition | null {
     const before = this.state;
     if (health === 'down' && this.health !== 'down') this.lastTrickleAt = now;
     this.health = health;
     this.maintenance = maintenance;
+    this.failingSince = failing.since;
+    this.hung = failing.hung;
     this.okRun = 0;
     this.failRun = 0;
     const t = this.settle(before, now, 'state from primary');
     this.since = since;
     if (t) t.at = since;
     return t;
+  }
+
+  /**
+   * Ride-through: a login to this endpoint may keep retrying until this time (ms) — `holdMs` after the current run of
+   * failures began (a failover in progress) — or null when it must not (failing for longer, or hung: a backend that
+   * accepts and never answers would hold every retrying login). Not failing at all: `holdMs` from now.
+   */
+  rideThroughUntil(now: number, holdMs: number): number | null {
+    if (holdMs <= 0 || this.hung || this.maintenance) return null;
+    const until = (this.failingSince ?? now) + holdMs;
+    return until > now ? until : null;
   }
 
   /**

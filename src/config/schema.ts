@@ -226,6 +226,8 @@ const adminSchema = z.strictObject({
   token: secret.optional(),
   tokenFile: z.string().optional(),
   agentCheckPort: port.optional(),
+  /** Serve only /metrics and /healthz on their own address and port, without the token (a scrape needs no admin rights). */
+  metrics: z.strictObject({ address: z.string().default('127.0.0.1'), port }).optional(),
 });
 
 export const configSchema = z.strictObject({

@@ -54,6 +54,8 @@ export class BackendState {
   private lastTrickleAt = 0;
   private failingSince: number | null = null;
   private hung = false;
+  /** It has served at least once: only a backend that was serving can be in a failover worth riding through. */
+  private seenOk = false;
 
   constructor(private readonly opts: StateOptions, now: number) {
     this.since = now;
@@ -75,6 +77,7 @@ export class BackendState {
       this.okRun++;
       this.failingSince = null;
       this.hung = false;
+      this.seenOk = true;
       const wasDown = this.health === 'down';
       // A real login that worked is proof enough: no need to wait for `rise` probes.
       if (!wasDown || this.okRun >= this.opts.rise || outcome.source === 'passive') this.health = 'up';
@@ -82,7 +85,7 @@ export class BackendState {
     }
     this.okRun = 0;
     this.failRun++;
-    this.failingSince ??= now;
+    if (this.seenOk) this.failingSince ??= now;
     this.hung = outcome.hang === true;
     if (this.health !== 'down') {
       const next: HealthState = this.failRun >= this.opts.fall ? 'down' : 'suspect';
@@ -110,6 +113,7 @@ export class BackendState {
     this.maintenance = maintenance;
     this.failingSince = failing.since;
     this.hung = failing.hung;
+    this.seenOk ||= health === 'up' || health === 'suspect' || failing.since !== null;
     this.okRun = 0;
     this.failRun = 0;
     const t = this.settle(before, now, 'state from primary');
@@ -120,12 +124,14 @@ export class BackendState {
 
   /**
    * Ride-through: a login to this endpoint may keep retrying until this time (ms) — `holdMs` after the current run of
-   * failures began (a failover in progress) — or null when it must not (failing for longer, or hung: a backend that
-   * accepts and never answers would hold every retrying login). Not failing at all: `holdMs` from now.
+   * failures began (a failover in progress) — or null when it must not: failing for longer, hung (a backend that accepts
+   * and never answers would hold every retrying login), or never seen serving (nothing to fail over). Serving and not
+   * failing here (a worker whose failure report has not come back from the primary yet): `holdMs` from now.
    */
   rideThroughUntil(now: number, holdMs: number): number | null {
-    if (holdMs <= 0 || this.hung || this.maintenance) return null;
-    const until = (this.failingSince ?? now) + holdMs;
+    if (holdMs <= 0 || this.hung || this.maintenance || !this.seenOk) return null;
+    if (this.failingSince === null) return this.health === 'up' || this.health === 'suspect' ? now + holdMs : null;
+    const until = this.failingSince + holdMs;
     return until > now ? until : null;
   }
 

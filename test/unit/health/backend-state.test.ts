@@ -94,6 +94,17 @@ describe('health/backend-state', () => {
     assert.equal(m.view().hung, false, 'the latest failure decides');
   });
 
+  it('ride-through needs a backend that has served: one never seen up (a dead host) fails fast', () => {
+    const m = machine(2, 2);
+    m.record(fail, 1000);
+    m.record(fail, 2000);
+    assert.equal(m.view().failingSince, null);
+    assert.equal(m.rideThroughUntil(2000, 12_000), null);
+    const w = machine(2, 2);
+    w.adopt('up', false, 0, 5000);
+    assert.equal(w.rideThroughUntil(5000, 12_000), 17_000, 'a worker that adopted up rides through its first failure');
+  });
+
   it('maintenance overrides the state while health keeps being tracked underneath', () => {
     const m = machine(1, 1);
     m.record(ok, 1);

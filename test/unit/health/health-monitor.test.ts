@@ -258,8 +258,9 @@ describe('health/HealthMonitor', () => {
 });
 
 describe('health/HealthMonitor: ride-through, hangs, split brain, implied endpoints', () => {
-  it('a backend refusing for less than rideThroughMs is still admitted (logins retry); after that, fail fast', async () => {
-    const { monitor, route, down, clock } = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+  it('a backend that served and now refuses for less than rideThroughMs is still admitted (logins retry); after that, fail fast', async () => {
+    const { monitor, route, down, up, clock } = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+    up('c');
     await clock.advance(1000);
     down('c');
     assert.equal(monitor.stateOf('c', 'imap'), 'down');
@@ -273,7 +274,8 @@ describe('health/HealthMonitor: ride-through, hangs, split brain, implied endpoi
   });
 
   it('a hung backend (probe accepted, no greeting) is not ridden through: down means fail fast at once', async () => {
-    const { monitor, route } = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+    const { monitor, route, up } = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+    up('c');
     const hang: ProbeResult = { backend: 'c', protocol: 'imap', ok: false, at: 0, latencyMs: 800, failure: 'timeout', hang: true, error: 'accepted, but no greeting' };
     monitor.recordProbe(hang);
     monitor.recordProbe(hang);
@@ -309,6 +311,7 @@ describe('health/HealthMonitor: ride-through, hangs, split brain, implied endpoi
 
   it('workers adopt failingSince, hang and split brain from the primary snapshot', () => {
     const primary = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+    primary.up('c');
     primary.down('c');
     const worker = new HealthMonitor({ config: primary.config, role: 'worker', clock: primary.clock });
     worker.applyState(primary.monitor.snapshot());

@@ -117,6 +117,25 @@ describe('LDAP directory against a real slapd', function () {
     assert.match(log, /\(uid=jos\\[Cc]3\\[Aa]9\)/, 'non-ASCII arrives as its UTF-8 octets, not double-encoded');
   });
 
+  it('uncached logins: one search and one bind each, on pooled connections (no connect or unbind per login)', async () => {
+    const { dir } = directory(undefined, { pool: { size: 2, idleTimeoutMs: 60_000, onServerFailure: 'close-all' } });
+    // Opens the connections: the service one and both bind ones.
+    assert.ok((await Promise.all([dir.authenticate(creds('alice', world.users.alice.password)), dir.authenticate(creds('bob', world.users.bob.password))])).every((r) => r.ok));
+    await new Promise((r) => setTimeout(r, 100));
+    const logBefore = readFileSync(world.ldap.logPath, 'utf8').length;
+    for (let round = 0; round < 5; round++) {
+      const results = await Promise.all([dir.authenticate(creds('alice', world.users.alice.password)), dir.authenticate(creds('bob', world.users.bob.password))]);
+      assert.ok(results.every((r) => r.ok));
+    }
+    await new Promise((r) => setTimeout(r, 200)); // slapd writes its stats log asynchronously
+    const log = readFileSync(world.ldap.logPath, 'utf8').slice(logBefore);
+    const count = (re: RegExp) => (log.match(re) ?? []).length;
+    assert.equal(count(/ ACCEPT from/g), 0, 'no new connection');
+    assert.equal(count(/ UNBIND/g), 0, 'no unbind');
+    assert.equal(count(/ SRCH base=/g), 10, 'one search per login');
+    assert.equal(count(/ BIND dn="uid=[^"]*" method=/g), 10, 'one user bind per login');
+  });
+
   it('keeps one service connection for many requests', async () => {
     const { dir, binds } = directory();
     await Promise.all(Array.from({ length: 20 }, (_, i) => dir.lookup(i % 2 ? 'alice' : 'bob')));

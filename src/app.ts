@@ -2,12 +2,13 @@
 // Must not install signal handlers or fork (runtime.ts and cluster.ts do); tests run it in-process.
 import type { Logger } from './log.js';
 import type { Config } from './config/schema.js';
-import { Instance, type HandlerDeps } from './server.js';
+import { Instance } from './server.js';
+import type { HandlerDeps } from './proxy/protocol.js';
 import { HealthMonitor } from './health/health.js';
-import { kickSpread } from './health/kick.js';
-import { localAdminDeps } from './health/admin-local.js';
-import { startAdminServer, type AdminDeps, type Readiness } from './health/http.js';
-import { startAgentCheck } from './health/agent-check.js';
+import { kickSpread } from './ops/kick.js';
+import { localAdminDeps } from './ops/admin-local.js';
+import type { Readiness } from './ops/http.js';
+import { startOps, type Ops } from './ops/start.js';
 import { createInboundService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
@@ -22,20 +23,17 @@ export interface AppOptions {
   role?: 'single' | 'worker';
   /** Worker: where passive outcomes go (IPC to the primary). */
   forwardReport?(route: Route, outcome: 'ok' | 'fail' | 'hang', identity?: string): void;
-  /** Replace the admin callbacks (cluster primary serves sessions over IPC). */
-  adminDeps?(app: App): AdminDeps;
 }
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tlsMaterial, penalty: d.penalty };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tlsMaterial, penalty: d.penalty, clock: d.clock, dial: d.dial };
 }
 
 export class App {
   readonly instance: Instance;
   readonly monitor: HealthMonitor;
-  admin: { port: number; close(): Promise<void> } | undefined;
-  agent: { port: number; close(): Promise<void> } | undefined;
+  private ops: Ops | undefined;
   private listening = false;
   maintenance = false;
 
@@ -75,6 +73,11 @@ export class App {
 
   get config(): Config { return this.instance.current; }
 
+  /** The admin HTTP server, once operations are started (single process). */
+  get admin(): Ops['admin'] { return this.ops?.admin; }
+  get agent(): Ops['agent'] { return this.ops?.agent; }
+  get metricsListener(): Ops['metrics'] { return this.ops?.metrics; }
+
   /** This process only: never LDAP or backend health (DESIGN: a shared outage must not empty the pool). */
   readiness(): Readiness {
     const reasons: string[] = [];
@@ -94,17 +97,9 @@ export class App {
 
   /** Probing, admin HTTP and agent-check: once per instance (single process, or the cluster primary). */
   async startOperations(): Promise<void> {
-    const c = this.config;
     this.monitor.start();
-    if (c.admin.enabled) {
-      const deps = this.opts.adminDeps?.(this) ?? localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness: () => this.readiness() });
-      this.admin = await startAdminServer({ deps, logger: this.opts.logger.child({ module: 'admin' }), address: c.admin.address, port: c.admin.port, ...(c.admin.token ? { token: c.admin.token } : {}) });
-      this.opts.logger.info({ address: c.admin.address, port: this.admin.port }, 'admin HTTP listening');
-    }
-    if (c.admin.agentCheckPort !== undefined) {
-      this.agent = await startAgentCheck({ address: c.admin.address, port: c.admin.agentCheckPort, readiness: () => this.readiness(), logger: this.opts.logger });
-      this.opts.logger.info({ address: c.admin.address, port: this.agent.port }, 'agent-check listening');
-    }
+    const readiness = () => this.readiness();
+    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps: localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness }) });
   }
 
   async reload(next: Config): Promise<void> {
@@ -118,6 +113,6 @@ export class App {
   async close(): Promise<void> {
     this.monitor.stop();
     await this.instance.close();
-    await Promise.all([this.admin?.close(), this.agent?.close()]);
+    await this.ops?.close();
   }
 }

@@ -10,11 +10,11 @@ import { App } from './app.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics, registry, workerRestartsTotal } from './metrics.js';
 import { HealthMonitor, type BackendSnapshot } from './health/health.js';
-import { startAdminServer, type AdminDeps, type Readiness, type SessionFilter } from './health/http.js';
-import { startAgentCheck } from './health/agent-check.js';
-import { countSessionsByBackend } from './health/kick.js';
+import type { AdminDeps, Readiness, SessionFilter } from './ops/http.js';
+import { startOps, type Ops } from './ops/start.js';
+import { countSessionsByBackend } from './ops/kick.js';
 import type { SessionInfo } from './proxy/sessions.js';
-import { drainApp, exitSoon, resolveWorkers, tryReload } from './runtime.js';
+import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
 
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 interface BoundInfo { protocol: string; address: string; port: number; tls: string }
@@ -72,8 +72,7 @@ class Primary {
   private broadcastQueued = false;
   private refresh: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
-  private admin: { port: number; close(): Promise<void> } | undefined;
-  private agent: { port: number; close(): Promise<void> } | undefined;
+  private ops: Ops | undefined;
   private startup!: { resolve(): void; reject(e: Error): void };
   private allGone: (() => void) | undefined;
 
@@ -88,15 +87,7 @@ class Primary {
   async start(): Promise<void> {
     collectProcessMetrics();
     this.monitor.start();
-    const c = this.config;
-    if (c.admin.enabled) {
-      this.admin = await startAdminServer({ deps: this.adminDeps(), logger: this.log.child({ module: 'admin' }), address: c.admin.address, port: c.admin.port, ...(c.admin.token ? { token: c.admin.token } : {}) });
-      this.log.info({ address: c.admin.address, port: this.admin.port }, 'admin HTTP listening');
-    }
-    if (c.admin.agentCheckPort !== undefined) {
-      this.agent = await startAgentCheck({ address: c.admin.address, port: c.admin.agentCheckPort, readiness: () => this.readiness(), logger: this.log });
-      this.log.info({ address: c.admin.address, port: this.agent.port }, 'agent-check listening');
-    }
+    this.ops = await startOps({ config: this.config, logger: this.log, deps: this.adminDeps(), readiness: () => this.readiness() });
     cluster.on('message', (worker, m: unknown) => { if (isMessage(m)) this.onMessage(worker, m); });
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
     const started = new Promise<void>((resolve, reject) => { this.startup = { resolve, reject }; });
@@ -197,7 +188,7 @@ class Primary {
 
   private async closeOperations(): Promise<void> {
     this.monitor.stop();
-    await Promise.all([this.admin?.close(), this.agent?.close()]);
+    await this.ops?.close();
   }
 
   private fork(slot: number): void {

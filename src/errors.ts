@@ -1,4 +1,4 @@
-// Owns the one error catalogue: every failure code with its per-protocol reply, log reason, metric label, retry and health signal.
+// Owns the one error catalogue: every failure code with its per-protocol reply, log reason, metric label and health signal; and the ordinary ends of a session.
 // Must not carry backend error text to clients; foreign errors are wrapped at module boundaries, never thrown raw.
 
 export type ErrorCode =
@@ -33,7 +33,6 @@ export interface ErrorSpec {
   smtp: string;
   logReason: string;
   metricLabel: string;
-  retryable: boolean;
   health: HealthSignal;
 }
 
@@ -43,29 +42,50 @@ const TEMP_SMTP = '454 4.7.0 Temporary authentication failure, please try again 
 
 // RFC 5530 (IMAP response codes), RFC 3206 (POP3 SYS/AUTH), RFC 4954 §6 / RFC 3463 (SMTP enhanced codes).
 export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
-  AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'authentication failed', metricLabel: 'auth_failed', retryable: false, health: 'none' },
-  AUTHZ_UNSUPPORTED: { imap: 'NO [AUTHORIZATIONFAILED] Authorization identity not supported', pop3: '-ERR [AUTH] Authorization identity not supported', smtp: '535 5.7.8 Authorization identity not supported', logReason: 'authzid differs from authcid', metricLabel: 'authz_unsupported', retryable: false, health: 'none' },
-  TLS_REQUIRED: { imap: 'NO [PRIVACYREQUIRED] Plaintext authentication disallowed without TLS', pop3: '-ERR [AUTH] Plaintext authentication disallowed without TLS', smtp: '538 5.7.11 Encryption required for requested authentication mechanism', logReason: 'plaintext auth without TLS', metricLabel: 'tls_required', retryable: false, health: 'none' },
-  DIRECTORY_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'directory unavailable', metricLabel: 'directory_unavailable', retryable: true, health: 'none' },
-  NO_ROUTE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'no backend for account', metricLabel: 'no_route', retryable: true, health: 'none' },
-  BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', retryable: true, health: 'backend-failure' },
-  BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', retryable: true, health: 'none' },
-  BACKEND_MAINTENANCE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend in maintenance', metricLabel: 'backend_maintenance', retryable: true, health: 'none' },
-  BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', retryable: false, health: 'backend-alive' },
-  BACKEND_USER_BUSY: { imap: TEMP_IMAP, pop3: '-ERR [IN-USE] Mailbox busy, please try again later', smtp: TEMP_SMTP, logReason: 'backend refused this user for now', metricLabel: 'backend_user_busy', retryable: true, health: 'backend-alive' },
-  BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', retryable: true, health: 'backend-failure' },
-  LINE_TOO_LONG: { imap: 'BAD Line too long', pop3: '-ERR Line too long', smtp: '500 5.5.2 Line too long', logReason: 'line too long', metricLabel: 'line_too_long', retryable: false, health: 'none' },
-  LITERAL_TOO_LARGE: { imap: 'BAD Literal too large', pop3: '-ERR Too large', smtp: '552 5.3.4 Too large', logReason: 'literal too large', metricLabel: 'literal_too_large', retryable: false, health: 'none' },
-  TOO_MANY_ERRORS: { imap: 'BYE Too many invalid commands', pop3: '-ERR Too many invalid commands', smtp: '421 4.7.0 Too many errors', logReason: 'too many bad commands', metricLabel: 'too_many_errors', retryable: false, health: 'none' },
-  PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', retryable: true, health: 'none' },
-  IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', retryable: true, health: 'none' },
-  SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', retryable: true, health: 'none' },
-  TOO_MANY_CONNECTIONS: { imap: 'BYE [UNAVAILABLE] Too many connections, please try again later', pop3: '-ERR [SYS/TEMP] Too many connections, please try again later', smtp: '421 4.7.0 Too many connections, please try again later', logReason: 'connection limit reached', metricLabel: 'too_many_connections', retryable: true, health: 'none' },
-  PROXY_HEADER_INVALID: { imap: 'BYE Invalid PROXY header', pop3: '-ERR Invalid PROXY header', smtp: '421 4.7.0 Invalid PROXY header', logReason: 'invalid PROXY protocol header', metricLabel: 'proxy_header_invalid', retryable: false, health: 'none' },
-  UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', retryable: false, health: 'none' },
-  CONFIG_INVALID: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'invalid configuration', metricLabel: 'config_invalid', retryable: false, health: 'none' },
-  INTERNAL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: '451 4.3.0 Internal error, please try again later', logReason: 'internal error', metricLabel: 'internal', retryable: true, health: 'none' },
+  AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'authentication failed', metricLabel: 'auth_failed', health: 'none' },
+  AUTHZ_UNSUPPORTED: { imap: 'NO [AUTHORIZATIONFAILED] Authorization identity not supported', pop3: '-ERR [AUTH] Authorization identity not supported', smtp: '535 5.7.8 Authorization identity not supported', logReason: 'authzid differs from authcid', metricLabel: 'authz_unsupported', health: 'none' },
+  TLS_REQUIRED: { imap: 'NO [PRIVACYREQUIRED] Plaintext authentication disallowed without TLS', pop3: '-ERR [AUTH] Plaintext authentication disallowed without TLS', smtp: '538 5.7.11 Encryption required for requested authentication mechanism', logReason: 'plaintext auth without TLS', metricLabel: 'tls_required', health: 'none' },
+  DIRECTORY_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'directory unavailable', metricLabel: 'directory_unavailable', health: 'none' },
+  NO_ROUTE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'no backend for account', metricLabel: 'no_route', health: 'none' },
+  BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', health: 'backend-failure' },
+  BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', health: 'none' },
+  BACKEND_MAINTENANCE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend in maintenance', metricLabel: 'backend_maintenance', health: 'none' },
+  BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', health: 'backend-alive' },
+  BACKEND_USER_BUSY: { imap: TEMP_IMAP, pop3: '-ERR [IN-USE] Mailbox busy, please try again later', smtp: TEMP_SMTP, logReason: 'backend refused this user for now', metricLabel: 'backend_user_busy', health: 'backend-alive' },
+  BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', health: 'backend-failure' },
+  LINE_TOO_LONG: { imap: 'BAD Line too long', pop3: '-ERR Line too long', smtp: '500 5.5.2 Line too long', logReason: 'line too long', metricLabel: 'line_too_long', health: 'none' },
+  LITERAL_TOO_LARGE: { imap: 'BAD Literal too large', pop3: '-ERR Too large', smtp: '552 5.3.4 Too large', logReason: 'literal too large', metricLabel: 'literal_too_large', health: 'none' },
+  TOO_MANY_ERRORS: { imap: 'BYE Too many invalid commands', pop3: '-ERR Too many invalid commands', smtp: '421 4.7.0 Too many errors', logReason: 'too many bad commands', metricLabel: 'too_many_errors', health: 'none' },
+  PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', health: 'none' },
+  IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', health: 'none' },
+  SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', health: 'none' },
+  TOO_MANY_CONNECTIONS: { imap: 'BYE [UNAVAILABLE] Too many connections, please try again later', pop3: '-ERR [SYS/TEMP] Too many connections, please try again later', smtp: '421 4.7.0 Too many connections, please try again later', logReason: 'connection limit reached', metricLabel: 'too_many_connections', health: 'none' },
+  PROXY_HEADER_INVALID: { imap: 'BYE Invalid PROXY header', pop3: '-ERR Invalid PROXY header', smtp: '421 4.7.0 Invalid PROXY header', logReason: 'invalid PROXY protocol header', metricLabel: 'proxy_header_invalid', health: 'none' },
+  UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', health: 'none' },
+  CONFIG_INVALID: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'invalid configuration', metricLabel: 'config_invalid', health: 'none' },
+  INTERNAL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: '451 4.3.0 Internal error, please try again later', logReason: 'internal error', metricLabel: 'internal', health: 'none' },
 };
+
+/** Ends of a session that are not failures; with the error codes they are every disconnect reason (log text and metric label). */
+export const ENDINGS = {
+  LOGOUT: { logReason: 'client logged out', metricLabel: 'logout' },
+  QUIT: { logReason: 'client quit', metricLabel: 'quit' },
+  CLIENT_CLOSED: { logReason: 'client closed', metricLabel: 'client_closed' },
+  BACKEND_CLOSED: { logReason: 'backend closed', metricLabel: 'backend_closed' },
+  CLIENT_ERROR: { logReason: 'client connection error', metricLabel: 'client_error' },
+  BACKEND_ERROR: { logReason: 'backend connection error', metricLabel: 'backend_error' },
+  TLS_FAILED: { logReason: 'TLS handshake failed', metricLabel: 'tls_failed' },
+  TOO_MANY_AUTH_FAILURES: { logReason: 'too many failed logins', metricLabel: 'too_many_auth_failures' },
+  CLOSED: { logReason: 'connection closed', metricLabel: 'closed' },
+} as const satisfies Record<string, { logReason: string; metricLabel: string }>;
+
+export type Ending = keyof typeof ENDINGS;
+/** Why a session ended: an ordinary ending or an error code; never free text. */
+export type DisconnectReason = Ending | ErrorCode;
+
+export function disconnectSpec(reason: DisconnectReason): { logReason: string; metricLabel: string } {
+  return reason in ENDINGS ? ENDINGS[reason as Ending] : CATALOGUE[reason as ErrorCode];
+}
 
 export class ProxyError extends Error {
   readonly code: ErrorCode;

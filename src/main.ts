@@ -48,7 +48,7 @@ async function main(argv: string[]): Promise<number> {
       } finally { await dir.close(); }
     }
     case 'status': {
-      const { runStatus } = await import('./health/status.js');
+      const { runStatus } = await import('./ops/status.js');
       return runStatus(config());
     }
     case 'start': {

@@ -10,7 +10,9 @@ import { openGate, type BackendGate } from './health/gate.js';
 import { SessionRegistry } from './proxy/sessions.js';
 import { Listener } from './proxy/listener.js';
 import { ProtocolService } from './proxy/session.js';
-import type { ConnectionHandler } from './proxy/protocol.js';
+import type { ConnectionHandler, HandlerDeps } from './proxy/protocol.js';
+import { systemClock, type Clock } from './core/clock.js';
+import { netDial, type Dial } from './proxy/backend-connect.js';
 import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
 import { ProxyError } from './errors.js';
@@ -46,19 +48,9 @@ export interface InstanceOptions {
   sessions?: SessionRegistry;
   /** Extra handlers by listener protocol (SMTP services are wired by the caller). */
   handlers?: Partial<Record<ListenerConfig['protocol'], (deps: HandlerDeps) => ConnectionHandler>>;
-}
-
-export interface HandlerDeps {
-  config: () => Config;
-  directory: () => Directory;
-  gate: BackendGate;
-  sessions: SessionRegistry;
-  logger: Logger;
-  secureContext: () => SecureContext | undefined;
-  /** Failed-login penalty per client address, shared by every protocol of this process. */
-  penalty: AuthPenalty;
-  /** Raw PEM material for services that build their own TLS (smtp-server). */
-  tlsMaterial: () => { key: Buffer; cert: Buffer } | undefined;
+  /** Time and backend dialling (tests inject fakes). */
+  clock?: Clock;
+  dial?: Dial;
 }
 
 export function loadSecureContext(config: Config): { context: SecureContext; key: Buffer; cert: Buffer } | undefined {
@@ -93,6 +85,8 @@ export class Instance {
       penalty: new AuthPenalty(),
       secureContext: () => this.tls?.context,
       tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
+      clock: opts.clock ?? systemClock,
+      dial: opts.dial ?? netDial,
     };
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));

@@ -6,7 +6,7 @@ import type { CacheConfig } from '../config/schema.js';
 import { isProxyError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { directoryCacheTotal } from '../metrics.js';
-import type { Credentials } from '../proxy/sasl.js';
+import type { Credentials } from '../core/types.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 
 interface Entry<V> {

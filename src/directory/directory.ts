@@ -1,6 +1,6 @@
 // Owns the directory contract: what an account is and the one auth path every protocol uses.
 // Must not contain any backend (LDAP, file) specifics; implementations live beside it.
-import type { Credentials } from '../proxy/sasl.js';
+import type { Credentials } from '../core/types.js';
 
 export interface Account {
   /** Name the backend knows the user by (LDAP loginAttribute, e.g. uid). */

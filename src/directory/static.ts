@@ -5,7 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ProxyError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Credentials } from '../proxy/sasl.js';
+import type { Credentials } from '../core/types.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 import { isAcceptableName, normalizeAddress } from './names.js';
 import { describeHashProblem, verifyPassword } from './password-hash.js';

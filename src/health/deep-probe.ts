@@ -1,7 +1,7 @@
 // Owns the optional deep IMAP probe: log in as the configured probe account with imapflow and SELECT INBOX.
 // Must not be used for anything but probing; imapflow is loaded lazily so it is only needed when health.deepProbe is set.
 import net from 'node:net';
-import { backendTlsOptions } from '../proxy/starttls.js';
+import { backendTlsOptions } from '../core/tls.js';
 import type { HealthConfig } from '../config/schema.js';
 import type { Route } from '../directory/backends.js';
 import { ProxyError, toProxyError } from '../errors.js';

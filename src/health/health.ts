@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { backendSplitBrain, backendStateTransitionsTotal, backendUp } from '../metrics.js';
 import { BackendState, foldStates, type EffectiveState, type HealthState, type Outcome } from './backend-state.js';
-import { systemClock, type Clock } from './clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
 import type { BackendGate } from './gate.js';
 import { HookRunner } from './hooks.js';
 import { imapDeepProbe } from './deep-probe.js';

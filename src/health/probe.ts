@@ -5,9 +5,9 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Route, RouteProtocol } from '../directory/backends.js';
 import { sanitize } from '../errors.js';
-import type { Clock } from './clock.js';
-import { encodeProxyV2Local } from '../proxy/proxy-header.js';
-import { backendTlsOptions } from '../proxy/starttls.js';
+import type { Clock } from '../core/clock.js';
+import { encodeProxyV2Local } from '../core/proxy-header.js';
+import { backendTlsOptions } from '../core/tls.js';
 
 export type ProbeFailure = 'timeout' | 'connect' | 'bad_greeting' | 'closed' | 'deep';
 

@@ -5,7 +5,8 @@ import { routeForBackend, type Route, type RouteProtocol } from '../directory/ba
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { backendIdentityChangesTotal, probesTotal } from '../metrics.js';
-import { systemClock, type Clock } from './clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { optional } from '../core/optional.js';
 import { probeOnce, type DeepProbe, type Dial, type ProbeResult } from './probe.js';
 
 export const PROBED_PROTOCOLS: readonly RouteProtocol[] = ['imap', 'pop3', 'submission', 'lmtp', 'smtp'];
@@ -128,9 +129,9 @@ export class Prober {
 
   private run(loop: Loop): Promise<ProbeResult> {
     if (loop.inFlight) return loop.inFlight;
-    const p = probeOnce(loop.route, { timeoutMs: this.opts.timeoutMs, clock: this.clock, ...(this.opts.dial ? { dial: this.opts.dial } : {}), ...(this.opts.deepProbe ? { deepProbe: this.opts.deepProbe } : {}) })
+    const p = probeOnce(loop.route, { timeoutMs: this.opts.timeoutMs, clock: this.clock, ...optional('dial', this.opts.dial), ...optional('deepProbe', this.opts.deepProbe) })
       .then((result) => {
-        loop.inFlight = undefined;
+        delete loop.inFlight;
         this.observe(loop, result);
         return result;
       });

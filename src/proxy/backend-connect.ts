@@ -1,15 +1,23 @@
-// Owns opening a connection to a backend endpoint: TCP connect under a deadline, optional PROXY v2 header, implicit TLS.
+// Owns opening a connection to a backend endpoint: TCP connect (through the injected Dial) under a deadline, optional PROXY v2 header, implicit TLS.
 // Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE.
 import { connect, type Socket } from 'node:net';
 import { ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import { upgradeClient } from './starttls.js';
-import { encodeProxyV2 } from './proxy-header.js';
+import { encodeProxyV2 } from '../core/proxy-header.js';
 import { backendConnectSeconds } from '../metrics.js';
-import type { ClientEndpoint } from './protocol.js';
+import type { Clock } from '../core/clock.js';
+import type { ClientEndpoint } from '../core/types.js';
+
+/** Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). */
+export type Dial = (target: { host: string; port: number }) => Socket;
+
+export const netDial: Dial = ({ host, port }) => connect({ host, port, noDelay: true });
 
 export interface ConnectOptions {
   timeoutMs: number;
+  dial: Dial;
+  clock: Clock;
   /** Send a PROXY v2 header carrying this client (route.forwardClientAddress === 'proxy-v2' and trusted). */
   proxyFor?: ClientEndpoint;
   /** With proxyFor: the client reached the proxy over TLS (PROXY v2 SSL TLV). */
@@ -17,12 +25,13 @@ export interface ConnectOptions {
 }
 
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
-  const started = performance.now();
+  const { clock } = opts;
+  const started = clock.now();
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = connect({ host: route.host, port: route.port, noDelay: true });
-    const timer = setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
-    s.once('connect', () => { clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
-    s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });
+    const s = opts.dial({ host: route.host, port: route.port });
+    const timer = clock.setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
+    s.once('connect', () => { clock.clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
+    s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });
   });
   socket.on('error', () => undefined); // replaced by the session's handler; prevents an unhandled error in between
   if (opts.proxyFor) {
@@ -36,6 +45,6 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
     out = await upgradeClient(socket, route, opts.timeoutMs);
     out.on('error', () => undefined);
   }
-  backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (performance.now() - started) / 1000);
+  backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (clock.now() - started) / 1000);
   return out;
 }

@@ -6,8 +6,9 @@ import type { Logger } from '../log.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { CATALOGUE, type ErrorCode } from '../errors.js';
 import { connectionsRefusedTotal, connectionsTotal } from '../metrics.js';
-import type { ClientEndpoint, ConnectionHandler } from './protocol.js';
-import { isTrustedSource, parseProxyHeader, plainAddress } from './proxy-header.js';
+import type { ConnectionHandler } from './protocol.js';
+import type { ClientEndpoint } from '../core/types.js';
+import { isTrustedSource, parseProxyHeader, plainAddress } from '../core/proxy-header.js';
 
 const PROXY_HEADER_DEADLINE_MS = 5000;
 const PROXY_HEADER_MAX_BYTES = 16 + 65535;

@@ -1,9 +1,18 @@
 // Owns the contract between the Session (I/O) and protocol modules (sans-I/O dialogues and backend logins).
 // Must not contain protocol specifics or touch sockets, timers, the directory or health state.
-import type { ProxyError } from '../errors.js';
-import type { Credentials } from './sasl.js';
-import type { LimitsConfig } from '../config/schema.js';
+import type { Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import type { DisconnectReason, ProxyError } from '../errors.js';
+import type { ClientEndpoint, Credentials } from '../core/types.js';
+import type { Clock } from '../core/clock.js';
+import type { Config, LimitsConfig, ListenerConfig } from '../config/schema.js';
 import type { Route } from '../directory/backends.js';
+import type { Directory } from '../directory/directory.js';
+import type { BackendGate } from '../health/gate.js';
+import type { Logger } from '../log.js';
+import type { Dial } from './backend-connect.js';
+import type { SessionRegistry } from './sessions.js';
+import type { AuthPenalty } from './auth-penalty.js';
 
 /** What the Session tells a client dialogue. */
 export type ClientEvent =
@@ -28,7 +37,7 @@ export type ClientAction =
   /** Splice from now on; `pending` holds client bytes already read past the login command. */
   | { kind: 'relay'; pending: Buffer }
   /** Close after flushing what was sent; `reason` is for logs/metrics. */
-  | { kind: 'close'; reason: string };
+  | { kind: 'close'; reason: DisconnectReason };
 
 export interface Dialogue {
   /** Actions for a new connection (greeting). */
@@ -44,14 +53,6 @@ export interface DialogueOptions {
   requireTlsForAuth: boolean;
   limits: LimitsConfig;
   greeting?: string;
-}
-
-/** Who the client is, as the backend should hear it. */
-export interface ClientEndpoint {
-  address: string;
-  port: number;
-  localAddress: string;
-  localPort: number;
 }
 
 export interface BackendLoginContext {
@@ -96,13 +97,31 @@ export interface AcceptedConnection {
   id: string;
   /** Real client address (from the PROXY header when one was accepted). */
   client: ClientEndpoint;
-  listener: import('../config/schema.js').ListenerConfig;
+  listener: ListenerConfig;
 }
 
 /** What a listener hands sockets to (IMAP/POP3 sessions, SMTP services). */
 export interface ConnectionHandler {
   /** Take over a raw TCP socket (no TLS yet, PROXY header already consumed). */
-  handle(socket: import('node:net').Socket, conn: AcceptedConnection): void;
+  handle(socket: Socket, conn: AcceptedConnection): void;
   /** Stop taking connections and say goodbye to live ones (drain deadline handled by caller). */
   close(): Promise<void>;
+}
+
+/** What every connection handler of one instance shares (Instance builds it; getters see reloads). */
+export interface HandlerDeps {
+  config: () => Config;
+  directory: () => Directory;
+  gate: BackendGate;
+  sessions: SessionRegistry;
+  logger: Logger;
+  secureContext: () => SecureContext | undefined;
+  /** Failed-login penalty per client address, shared by every protocol of this process. */
+  penalty: AuthPenalty;
+  /** Raw PEM material for services that build their own TLS (smtp-server). */
+  tlsMaterial: () => { key: Buffer; cert: Buffer } | undefined;
+  /** Time and timers (fake in unit tests). */
+  clock: Clock;
+  /** How backend connections are opened (in-memory sockets in unit tests). */
+  dial: Dial;
 }

@@ -2,6 +2,8 @@
 // Must not parse or alter bytes; it only moves them and reports one result when both sides are gone.
 import type { Socket } from 'node:net';
 import { relayBytesTotal } from '../metrics.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import type { DisconnectReason } from '../errors.js';
 
 /** How long queued bytes may take to reach a peer after the other side is gone. */
 const FLUSH_MS = 30_000;
@@ -12,7 +14,9 @@ export interface RelayResult {
   bytesUp: number;     // client → backend
   bytesDown: number;   // backend → client
   closedBy: ClosedBy;
-  reason: string;
+  reason: DisconnectReason;
+  /** Socket error code, when an error ended it (logs only). */
+  detail?: string;
   durationMs: number;
 }
 
@@ -25,17 +29,21 @@ export interface RelayOptions {
   pendingDown?: Buffer;
   /** Sent to the client when the idle timeout closes the splice. */
   idleGoodbye?: string;
+  clock?: Clock;
 }
 
 export class Relay {
   private bytesUp = 0;
   private bytesDown = 0;
   private closed = false;
-  private readonly started = performance.now();
+  private readonly clock: Clock;
+  private readonly started: number;
   readonly done: Promise<RelayResult>;
   private finish!: (r: RelayResult) => void;
 
   constructor(private readonly client: Socket, private readonly backend: Socket, private readonly opts: RelayOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.started = this.clock.now();
     this.done = new Promise((r) => { this.finish = r; });
   }
 
@@ -49,14 +57,14 @@ export class Relay {
     backend.on('drain', () => client.resume());
     // A half-close is passed on. When one side is gone, what is queued towards the other is still flushed before it
     // closes (a slow client still gets the tail of a FETCH and the LOGOUT reply); errors close both at once.
-    client.once('end', () => { this.note('client', 'client closed'); backend.end(); });
-    backend.once('end', () => { this.note('backend', 'backend closed'); client.end(); });
-    client.once('close', () => { this.note('client', 'client connection closed'); this.flushThenClose(backend); this.closedOne(); });
-    backend.once('close', () => { this.note('backend', 'backend connection closed'); this.flushThenClose(client); this.closedOne(); });
-    client.on('error', (e: NodeJS.ErrnoException) => { this.note('client', `client error ${e.code ?? e.message}`); this.destroyBoth(); });
-    backend.on('error', (e: NodeJS.ErrnoException) => { this.note('backend', `backend error ${e.code ?? e.message}`); this.destroyBoth(); });
+    client.once('end', () => { this.note('client', 'CLIENT_CLOSED'); backend.end(); });
+    backend.once('end', () => { this.note('backend', 'BACKEND_CLOSED'); client.end(); });
+    client.once('close', () => { this.note('client', 'CLIENT_CLOSED'); this.flushThenClose(backend); this.closedOne(); });
+    backend.once('close', () => { this.note('backend', 'BACKEND_CLOSED'); this.flushThenClose(client); this.closedOne(); });
+    client.on('error', (e: NodeJS.ErrnoException) => { this.note('client', 'CLIENT_ERROR', e.code ?? e.message); this.destroyBoth(); });
+    backend.on('error', (e: NodeJS.ErrnoException) => { this.note('backend', 'BACKEND_ERROR', e.code ?? e.message); this.destroyBoth(); });
     // A socket's timeout counts reads and writes, so client-side inactivity means neither direction moved.
-    client.setTimeout(opts.idleTimeoutMs, () => this.stop('idle timeout', this.opts.idleGoodbye));
+    client.setTimeout(opts.idleTimeoutMs, () => this.stop('IDLE_TIMEOUT', this.opts.idleGoodbye));
     client.resume();
     backend.resume();
   }
@@ -67,8 +75,8 @@ export class Relay {
     if (!to.write(d)) from.pause();
   }
 
-  private first: { closedBy: ClosedBy; reason: string } | undefined;
-  private note(closedBy: ClosedBy, reason: string): void { this.first ??= { closedBy, reason }; }
+  private first: { closedBy: ClosedBy; reason: DisconnectReason; detail?: string } | undefined;
+  private note(closedBy: ClosedBy, reason: DisconnectReason, detail?: string): void { this.first ??= { closedBy, reason, ...(detail ? { detail } : {}) }; }
 
   private closes = 0;
 
@@ -77,9 +85,8 @@ export class Relay {
     if (s.destroyed) return;
     s.end();
     if (s.writableFinished) { s.destroy(); return; }
-    const timer = setTimeout(() => s.destroy(), FLUSH_MS);
-    timer.unref();
-    s.once('finish', () => { clearTimeout(timer); s.destroy(); });
+    const timer = this.clock.setTimeout(() => s.destroy(), FLUSH_MS);
+    s.once('finish', () => { this.clock.clearTimeout(timer); s.destroy(); });
   }
 
   private destroyBoth(): void {
@@ -92,12 +99,12 @@ export class Relay {
     if (++this.closes < 2 || this.closed) return;
     this.closed = true;
     this.client.setTimeout(0);
-    const first = this.first ?? { closedBy: 'proxy' as ClosedBy, reason: 'closed' };
-    this.finish({ bytesUp: this.bytesUp, bytesDown: this.bytesDown, ...first, durationMs: Math.round(performance.now() - this.started) });
+    const first = this.first ?? { closedBy: 'proxy' as ClosedBy, reason: 'CLOSED' as const };
+    this.finish({ bytesUp: this.bytesUp, bytesDown: this.bytesDown, ...first, durationMs: Math.round(this.clock.now() - this.started) });
   }
 
   /** The proxy ends the splice: `goodbye` (already formatted) goes to the client, queued bytes are flushed, then both close. */
-  stop(reason: string, goodbye?: string): void {
+  stop(reason: DisconnectReason, goodbye?: string): void {
     this.note('proxy', reason);
     const { client, backend } = this;
     backend.pause();

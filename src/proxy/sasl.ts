@@ -1,13 +1,7 @@
 // Owns decoding of SASL PLAIN (RFC 4616) and LOGIN payloads into one Credentials value, shared by IMAP, POP3 and SMTP.
 // Must not do I/O or know any protocol's framing; base64 strings in, Credentials or a parse failure out.
 
-export interface Credentials {
-  /** Authentication identity the client typed. */
-  user: string;
-  password: string;
-  /** How the client authenticated, for logs and metrics (never the payload). */
-  mechanism: 'LOGIN' | 'PLAIN' | 'USER';
-}
+import type { Credentials } from '../core/types.js';
 
 export type SaslResult = { ok: true; credentials: Credentials } | { ok: false; reason: 'malformed' | 'authzid' };
 

@@ -1,21 +1,18 @@
 // Owns one IMAP/POP3 client connection: runs the sans-I/O dialogue's actions against the socket, timers, the one auth path and the relay.
 // Must not parse protocol bytes (dialogues do) nor pump bytes itself after login (the Relay does).
 import type { Socket } from 'node:net';
-import { TLSSocket, type SecureContext } from 'node:tls';
+import { TLSSocket } from 'node:tls';
 import type { Logger } from '../log.js';
-import type { HandlerDeps } from '../server.js';
 import type { Config } from '../config/schema.js';
-import type { Directory, Account } from '../directory/directory.js';
-import type { BackendGate } from '../health/gate.js';
-import { resolveRoute, type Route } from '../directory/backends.js';
-import { ProxyError, toProxyError } from '../errors.js';
-import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, Dialogue, ProtocolModule } from './protocol.js';
-import type { Credentials } from './sasl.js';
-import { SessionRegistry, type SessionInfo } from './sessions.js';
+import { resolveRoute } from '../directory/backends.js';
+import { ProxyError, disconnectSpec, toProxyError, type DisconnectReason } from '../errors.js';
+import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, Dialogue, HandlerDeps, ProtocolModule } from './protocol.js';
+import type { Credentials } from '../core/types.js';
+import type { SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
-import { loginToBackend, type LoggedIn } from './backend-login.js';
+import { admit, backendCredentials, openBackendSession, type BackendSession } from './backend-session.js';
 import { Relay, type RelayResult } from './relay.js';
-import { backendLoginSeconds, disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
+import { disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
 export type ProtocolServiceDeps = Omit<HandlerDeps, 'tlsMaterial'> & { module: ProtocolModule };
@@ -50,12 +47,11 @@ class Session {
   private readonly config: Config;
   private readonly log: Logger;
   private readonly info: SessionInfo;
-  private readonly started = Date.now();
-  private deadline: NodeJS.Timeout | undefined;
+  private readonly started: number;
+  private deadline: unknown;
   private loginAbort: AbortController | undefined;
-  private loggedIn: LoggedIn | undefined;
+  private loggedIn: BackendSession | undefined;
   private relay: Relay | undefined;
-  private route: Route | undefined;
   private result = 'no login';
   private settle!: () => void;
   readonly finished = new Promise<void>((r) => { this.settle = r; });
@@ -63,6 +59,7 @@ class Session {
   constructor(private readonly deps: ProtocolServiceDeps, socket: Socket, private readonly conn: AcceptedConnection, private readonly onGone: () => void) {
     this.socket = socket;
     this.config = deps.config();
+    this.started = deps.clock.now();
     const protocol = deps.module.protocol;
     this.log = deps.logger.child({ conn: conn.id, protocol, client: conn.client.address });
     this.info = { id: conn.id, protocol, client: `${conn.client.address}:${conn.client.port}`, phase: 'prelogin', startedAt: this.started };
@@ -76,17 +73,17 @@ class Session {
     this.setPhase('prelogin');
     this.socket.on('error', (e: NodeJS.ErrnoException) => this.log.debug({ phase: this.phase, err: e.code ?? e.message }, 'client socket error'));
     this.socket.on('close', this.onClientClose);
-    this.deadline = setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
+    this.deadline = deps.clock.setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
     const ctx = deps.secureContext();
     if (conn.listener.tls === 'implicit') {
-      if (!ctx) return this.end('no TLS context');
+      if (!ctx) return this.end('CONFIG_INVALID');
       try {
         this.socket.off('close', this.onClientClose);
         this.socket = await upgradeServer(this.socket, ctx, this.settings.limits.preAuthDeadlineMs);
         this.socket.on('close', this.onClientClose);
         this.socket.on('error', () => undefined);
       } catch {
-        return this.end('TLS handshake failed');
+        return this.end('TLS_FAILED');
       }
     }
     this.dialogue = deps.module.createDialogue({
@@ -106,17 +103,17 @@ class Session {
   private readonly onClientClose = () => {
     if (this.phase === 'relay' || this.phase === 'closed') return;
     this.loginAbort?.abort();
-    this.finish('client closed before login', 'client');
+    this.finish('CLIENT_CLOSED', 'client');
   };
 
   private feed(event: ClientEvent): void {
     if (this.phase === 'closed' || this.phase === 'relay') return;
     // The deadline can pass during an implicit-TLS handshake, before any dialogue exists.
-    if (!this.dialogue) return this.end(event.kind === 'deadline' ? 'preauth_timeout' : 'closed before greeting');
+    if (!this.dialogue) return this.end(event.kind === 'deadline' ? 'PREAUTH_TIMEOUT' : 'CLOSED');
     let actions: ClientAction[];
     try { actions = this.dialogue.step(event); } catch (e) {
       this.log.error({ err: (e as Error).message }, 'dialogue failed');
-      return this.end('internal error');
+      return this.end('INTERNAL');
     }
     this.apply(actions);
   }
@@ -136,7 +133,7 @@ class Session {
 
   private startTls(): void {
     const ctx = this.deps.secureContext();
-    if (!ctx) return this.end('no TLS context');
+    if (!ctx) return this.end('CONFIG_INVALID');
     const raw = this.socket;
     raw.off('data', this.onData);
     raw.off('close', this.onClientClose);
@@ -147,20 +144,20 @@ class Session {
       tls.on('close', this.onClientClose);
       tls.on('data', this.onData);
       this.feed({ kind: 'tls-ready' });
-    }, () => this.finish('STARTTLS handshake failed', 'client'));
+    }, () => this.finish('TLS_FAILED', 'client'));
   }
 
   private login(credentials: Credentials, clientId?: Record<string, string>): void {
     this.setPhase('login');
     this.loginAbort = new AbortController();
-    const started = performance.now();
+    const started = this.deps.clock.now();
     this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
       if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
       this.loggedIn = loggedIn;
       this.result = 'ok';
       this.deps.penalty.success(this.conn.client.address);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
-      this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(performance.now() - started) }, 'login ok');
+      this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(this.deps.clock.now() - started) }, 'login ok');
       this.feed({ kind: 'login-ok', text: loggedIn.text });
     }, (e: unknown) => {
       const err = toProxyError(e, 'INTERNAL');
@@ -173,50 +170,36 @@ class Session {
       const guess = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED';
       const delay = guess ? this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs) : 0;
       const deliver = () => this.feed({ kind: 'login-failed', error: err });
-      if (delay > 0) setTimeout(deliver, delay); else deliver();
+      if (delay > 0) this.deps.clock.setTimeout(deliver, delay); else deliver();
     });
   }
 
-  private async authenticateAndConnect(credentials: Credentials, clientId: Record<string, string> | undefined, signal: AbortSignal): Promise<LoggedIn> {
+  private async authenticateAndConnect(credentials: Credentials, clientId: Record<string, string> | undefined, signal: AbortSignal): Promise<BackendSession> {
     const { deps, config } = this;
     const auth = await deps.directory().authenticate(credentials);
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
-    const account: Account = auth.account;
+    const account = auth.account;
     this.info.user = account.login;
-    const wanted = resolveRoute(config, account.host, deps.module.protocol);
-    const route = deps.gate.admit(wanted);
-    this.route = route;
+    const route = admit(deps.gate, resolveRoute(config, account.host, deps.module.protocol));
     this.info.backend = route.backend;
-    if (route.backend !== wanted.backend) this.info.routedFor = wanted.backend;
-    const bl = config.backendLogin;
-    const master = bl.mode === 'master';
-    const started = performance.now();
-    try {
-      const loggedIn = await loginToBackend(deps.module, route, {
-        user: master ? `${account.login}${bl.masterSeparator}${bl.masterUser}` : account.login,
-        password: master ? bl.masterPassword ?? '' : credentials.password,
-        route,
-        client: this.conn.client,
-        clientTls: this.socket instanceof TLSSocket,
-        sessionId: this.conn.id,
-        forwardClient: route.trustsProxy && route.forwardClientAddress === 'native',
-        ...(clientId ? { clientId } : {}),
-      }, { budgetMs: bl.backendLoginBudgetMs, connectTimeoutMs: bl.connectTimeoutMs, signal });
-      backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, (performance.now() - started) / 1000);
-      deps.gate.report(route, 'ok');
-      return loggedIn;
-    } catch (e) {
-      const err = toProxyError(e, 'BACKEND_PROTOCOL');
-      backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, (performance.now() - started) / 1000);
-      if (!signal.aborted) deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
-      throw err;
-    }
+    if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
+    const { user, password } = backendCredentials(config.backendLogin, account.login, credentials.password);
+    const forwardClient = route.trustsProxy && route.forwardClientAddress === 'native';
+    const clientTls = this.socket instanceof TLSSocket;
+    return openBackendSession(deps, route, config.backendLogin, {
+      client: this.conn.client,
+      clientTls,
+      signal,
+      login: (r) => deps.module.createBackendLogin({
+        user, password, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}),
+      }),
+    });
   }
 
   private startRelay(pending: Buffer): void {
     const loggedIn = this.loggedIn;
-    if (!loggedIn) return this.end('relay without backend');
-    clearTimeout(this.deadline);
+    if (!loggedIn) return this.end('INTERNAL');
+    this.deps.clock.clearTimeout(this.deadline);
     this.setPhase('relay');
     this.socket.off('data', this.onData);
     this.socket.off('close', this.onClientClose);
@@ -228,36 +211,38 @@ class Session {
       pendingUp: pending,
       pendingDown: loggedIn.leftover,
       idleGoodbye,
+      clock: this.deps.clock,
     });
-    this.relay.done.then((r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown }));
+    this.relay.done.then((r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) }));
     this.relay.start();
   }
 
   /** Close from outside (shutdown, kick, backend down) with the protocol's goodbye. */
   kick(error: ProxyError): void {
     if (this.phase === 'closed') return;
-    if (this.relay) return this.relay.stop(error.spec.logReason, this.deps.module.goodbye(error));
+    if (this.relay) return this.relay.stop(error.code, this.deps.module.goodbye(error));
     this.feed({ kind: error.code === 'SHUTDOWN' ? 'shutdown' : 'deadline' });
   }
 
-  private end(reason: string): void {
+  private end(reason: DisconnectReason): void {
     if (this.phase === 'closed') return;
     this.loginAbort?.abort();
     const s = this.socket;
     s.end();
-    setTimeout(() => s.destroy(), 2000).unref();
+    this.deps.clock.setTimeout(() => s.destroy(), 2000);
     this.finish(reason, 'proxy');
   }
 
   /** The one end of a session: registry, metric and the single summary record (with byte counts after a relay). */
-  private finish(reason: string, closedBy: string, bytes?: { bytesUp: number; bytesDown: number }): void {
+  private finish(reason: DisconnectReason, closedBy: string, extra?: { bytesUp: number; bytesDown: number; detail?: string }): void {
     if (this.phase === 'closed') return;
     this.setPhase('closed');
-    clearTimeout(this.deadline);
+    this.deps.clock.clearTimeout(this.deadline);
     this.loggedIn?.socket.destroy();
     this.deps.sessions.remove(this.conn.id);
-    disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: reason.split(':')[0]!.replace(/[^a-z]+/gi, '_').toLowerCase() });
-    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...bytes, closedBy, reason, durationMs: Date.now() - this.started }, 'session');
+    const spec = disconnectSpec(reason);
+    disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: spec.metricLabel });
+    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...extra, closedBy, reason: spec.logReason, durationMs: this.deps.clock.now() - this.started }, 'session');
     this.onGone();
     this.settle();
   }

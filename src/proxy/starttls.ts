@@ -1,7 +1,8 @@
 // Owns upgrading sockets to TLS: server side for STARTTLS/implicit client connections, client side towards backends.
 // Must not know protocols; callers decide when to upgrade and what to do with bytes sent before the handshake.
-import { TLSSocket, checkServerIdentity, connect as tlsConnect, type ConnectionOptions, type SecureContext } from 'node:tls';
-import { isIP } from 'node:net';
+import { TLSSocket, connect as tlsConnect, type SecureContext } from 'node:tls';
+import { backendTlsOptions } from '../core/tls.js';
+import type { BackendTlsView } from '../core/types.js';
 import type { Socket } from 'node:net';
 import { ProxyError, toProxyError } from '../errors.js';
 
@@ -15,25 +16,6 @@ export function upgradeServer(socket: Socket, secureContext: SecureContext, time
     tls.once('error', fail);
     tls.once('close', () => fail(new Error('closed during TLS handshake')));
   });
-}
-
-/** What a backend route says about TLS towards it. */
-export interface BackendTlsView { servername: string; tlsVerify: boolean; tlsCa?: string }
-
-/**
- * TLS client options towards a backend: the certificate is checked against `servername` (tlsServerName, default the
- * host) with the configured CA, whether we dial the host directly or wrap an existing socket; SNI only for names
- * (RFC 6066 §3 forbids IP literals there).
- */
-export function backendTlsOptions(route: BackendTlsView): ConnectionOptions {
-  const name = route.servername;
-  return {
-    ...(isIP(name) ? {} : { servername: name }),
-    rejectUnauthorized: route.tlsVerify,
-    ...(route.tlsCa ? { ca: route.tlsCa } : {}),
-    minVersion: 'TLSv1.2',
-    checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
-  };
 }
 
 /** TLS client handshake over an existing connection to a backend; failures are BACKEND_UNAVAILABLE. */

@@ -32,7 +32,7 @@ describe('cluster: workers: 2 behind one set of listeners (child mailproxy)', fu
   let proxy: ChildProxy;
   let port: number;
   let admin: number;
-  const held: Array<{ c: LineClient; pid?: number; n: number }> = [];
+  const held: Array<{ c: LineClient; pid?: number | undefined; n: number }> = [];
 
   async function login(user: 'alice' | 'bob'): Promise<string> {
     const u = world.users[user];

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startProxy, withWorldAndProxy, worldConfig, type RawConfig, type RunningProxy } from './proxy-fixture.js';
 import { firstMessageHeader, greet } from './imap-helpers.js';
-import { runStatus } from '../../src/health/status.js';
+import { runStatus } from '../../src/ops/status.js';
 
 const FAST_HEALTH = { enabled: true, intervalMs: 250, timeoutMs: 300, rise: 2, fall: 2, jitterRatio: 0.1, trickleIntervalMs: 60_000, kickWindowMs: 200 };
 

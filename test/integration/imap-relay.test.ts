@@ -55,7 +55,7 @@ describe('IMAP relay after login (real Dovecot)', function () {
     await direct.command('s', 'SELECT INBOX');
     await viaProxy.command('s', 'SELECT INBOX');
     const sizes = await direct.command('z', 'FETCH 1:* (RFC822.SIZE)');
-    const [, n] = [...sizes.matchAll(/^\* (\d+) FETCH \(RFC822\.SIZE (\d+)\)/gm)].map((m) => [Number(m[2]), Number(m[1])]).sort((x, y) => y[0]! - x[0]!)[0]!;
+    const [, n = 0] = [...sizes.matchAll(/^\* (\d+) FETCH \(RFC822\.SIZE (\d+)\)/gm)].map((m) => [Number(m[2]), Number(m[1])]).sort((x, y) => y[0]! - x[0]!)[0]!;
     const a = await fetchBody(direct, n);
     const b = await fetchBody(viaProxy, n);
     assert.ok(a.length >= 10 * 1024 * 1024, `size ${a.length}`);

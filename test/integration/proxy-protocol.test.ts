@@ -7,7 +7,7 @@ import { connect as tlsConnect } from 'node:tls';
 import type { DovecotInstance } from './harness/world.js';
 import { LineClient } from './harness/line-client.js';
 import { withWorldAndProxy, type RawConfig, type RunningProxy } from './proxy-fixture.js';
-import { encodeProxyV2 } from '../../src/proxy/proxy-header.js';
+import { encodeProxyV2 } from '../../src/core/proxy-header.js';
 
 const V2_LOCAL = Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a', 'hex'), Buffer.from([0x20, 0x00, 0x00, 0x00])]);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

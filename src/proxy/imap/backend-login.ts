@@ -3,7 +3,7 @@
 import { ProxyError } from '../../errors.js';
 import type { BackendAction, BackendEvent, BackendLogin, BackendLoginContext } from '../protocol.js';
 import { CRLF, quoteAscii } from './replies.js';
-import { plainAddress } from '../proxy-header.js';
+import { plainAddress } from '../../core/proxy-header.js';
 
 /** RFC 7888 §3: LITERAL- allows non-synchronising literals up to this size. */
 const LITERAL_MINUS_MAX = 4096;

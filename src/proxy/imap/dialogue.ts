@@ -1,8 +1,9 @@
 // Owns the client side of IMAP before login: greeting, CAPABILITY/NOOP/LOGOUT/ID/STARTTLS, LOGIN and AUTHENTICATE PLAIN/LOGIN → one Credentials.
 // Must not do I/O, consult the directory or backends, or echo client input (passwords above all) except the command tag.
-import type { ErrorCode } from '../../errors.js';
+import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
-import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, type Credentials } from '../sasl.js';
+import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain } from '../sasl.js';
+import type { Credentials } from '../../core/types.js';
 import { ImapCommandParser, type ImapArg, type ImapCommand, type LineResult, type ParseResult } from './parser.js';
 import { CRLF, bye, capabilities, imapText, loginDisabled, quote, tagged, taggedError } from './replies.js';
 
@@ -83,7 +84,7 @@ class ImapDialogue implements Dialogue {
         this.send(taggedError(phase.tag, event.error.code));
         this.phase = { kind: 'command' };
         if (++this.authFailures >= this.options.limits.maxAuthAttempts) {
-          this.close(`* ${TEXT.authBye}${CRLF}`, 'too_many_auth_failures');
+          this.close(`* ${TEXT.authBye}${CRLF}`, 'TOO_MANY_AUTH_FAILURES');
         } else {
           this.pump();
         }
@@ -124,7 +125,7 @@ class ImapDialogue implements Dialogue {
     return out;
   }
 
-  private close(byeLine: string, reason: string): void {
+  private close(byeLine: string, reason: DisconnectReason): void {
     this.send(byeLine);
     this.phase = { kind: 'done' };
     this.parser.reset();
@@ -132,8 +133,7 @@ class ImapDialogue implements Dialogue {
   }
 
   private closeWith(code: ErrorCode): void {
-    const labels: Partial<Record<ErrorCode, string>> = { PREAUTH_TIMEOUT: 'preauth_timeout', SHUTDOWN: 'shutdown', LINE_TOO_LONG: 'line_too_long', LITERAL_TOO_LARGE: 'literal_too_large', TOO_MANY_ERRORS: 'too_many_errors' };
-    this.close(bye(code), labels[code] ?? code.toLowerCase());
+    this.close(bye(code), code);
   }
 
   /** A BAD or NO answered by the proxy itself; enough of them end the connection. */
@@ -199,7 +199,7 @@ class ImapDialogue implements Dialogue {
       case 'LOGOUT':
         if (args.length) return this.reject(tag, TEXT.args);
         this.send(`* BYE Logging out${CRLF}`);
-        this.close(tagged(tag, 'OK Logout completed'), 'logout');
+        this.close(tagged(tag, 'OK Logout completed'), 'LOGOUT');
         return;
       case 'ID':
         return this.onId(tag, args);

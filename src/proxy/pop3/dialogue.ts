@@ -1,8 +1,9 @@
 // Owns the POP3 client dialogue before login (RFC 1939, 2449 CAPA, 2595 STLS, 5034 AUTH): commands in, actions out.
 // Must not do I/O, check passwords, talk to backends or relay: every login becomes one Credentials value in a `login` action.
-import { CATALOGUE, type ErrorCode } from '../../errors.js';
+import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
-import { decodeLoginStep, decodePlain, LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, type Credentials } from '../sasl.js';
+import { decodeLoginStep, decodePlain, LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER } from '../sasl.js';
+import type { Credentials } from '../../core/types.js';
 import { Pop3LineParser, type Pop3LineResult } from './parser.js';
 import * as R from './replies.js';
 
@@ -21,7 +22,7 @@ const TRANSACTION_COMMANDS = new Set(['STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'R
 const MIN_PENDING_BYTES = 64 * 1024;
 
 const send = (bytes: string): ClientAction => ({ kind: 'send', bytes });
-const close = (reason: string): ClientAction => ({ kind: 'close', reason });
+const close = (reason: DisconnectReason): ClientAction => ({ kind: 'close', reason });
 
 export function createPop3Dialogue(options: DialogueOptions): Dialogue {
   return new Pop3Dialogue(options);
@@ -140,7 +141,7 @@ class Pop3Dialogue implements Dialogue {
         return this.auth(rest);
       case 'QUIT':
         this.state = { name: 'done' };
-        return [send(R.OK_BYE), close('quit')];
+        return [send(R.OK_BYE), close('QUIT')];
       case 'APOP':
         return this.bad(R.ERR_APOP);
       default:
@@ -247,7 +248,7 @@ class Pop3Dialogue implements Dialogue {
     const reply = send(R.catalogueLine(code));
     if (this.authFailures >= this.options.limits.maxAuthAttempts) {
       this.state = { name: 'done' };
-      return [reply, close('too_many_auth_failures')];
+      return [reply, close('TOO_MANY_AUTH_FAILURES')];
     }
     this.state = { name: 'command' };
     return [reply, ...this.drain()];
@@ -263,6 +264,6 @@ class Pop3Dialogue implements Dialogue {
   /** Close reasons are metric labels, as the IMAP dialogue uses. */
   private finish(code: ErrorCode): ClientAction[] {
     this.state = { name: 'done' };
-    return [send(R.catalogueLine(code)), close(CATALOGUE[code].metricLabel)];
+    return [send(R.catalogueLine(code)), close(code)];
   }
 }

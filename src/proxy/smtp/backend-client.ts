@@ -1,55 +1,44 @@
-// Owns one SMTP/LMTP client connection to a backend: connect, replies with per-step deadlines, EHLO/LHLO, STARTTLS, XCLIENT, AUTH PLAIN, DATA.
-// Must not decide routing, health or what to tell the client; net/tls errors are wrapped into ProxyError here.
+// Owns one logged-in SMTP/LMTP client connection to a backend for the transaction relay: replies with per-step deadlines, commands, DATA.
+// Must not decide routing, health or what to tell the client, nor open or log in (backend-session.ts runs SmtpBackendLogin); net errors become ProxyError here.
 import type net from 'node:net';
 import type { Readable } from 'node:stream';
 import { ProxyError, toProxyError } from '../../errors.js';
-import type { Route } from '../../directory/backends.js';
-import type { ClientEndpoint } from '../protocol.js';
-import { connectBackend } from '../backend-connect.js';
-import { upgradeClient } from '../starttls.js';
-import { encodePlain } from '../sasl.js';
+import type { Clock } from '../../core/clock.js';
+import { openBackendSession, type AdmittedRoute, type BackendSessionDeps, type OpenRequest } from '../backend-session.js';
+import type { Config } from '../../config/schema.js';
 import { DotStuffStream } from './dot-stuff.js';
-import { ReplyParser, parseCapabilities, replyText, type BackendReply } from './reply-parser.js';
+import { ReplyParser } from './reply-parser.js';
+import type { BackendReply } from './reply-parser.js';
+import { SmtpBackendLogin, type SmtpBackendLoginContext } from './backend-login.js';
 
 type Waiter = { resolve: (r: BackendReply) => void; reject: (e: ProxyError) => void };
 
-/** RFC 3461 §4 xtext, as XCLIENT values need (RFC-less Postfix XCLIENT_README uses it too). */
-export function xtext(value: string): string {
-  return value.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g, (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
-}
-
 export class SmtpBackendClient {
-  private socket: net.Socket;
-  private parser = new ReplyParser();
+  private readonly parser = new ReplyParser();
   private readonly queue: BackendReply[] = [];
   private readonly waiters: Waiter[] = [];
   private failure: ProxyError | null = null;
   private readonly onData = (chunk: Buffer): void => this.take(chunk);
-  capabilities = new Map<string, string[]>();
-  /** The backend's greeting text (for logs). */
-  greeting = '';
 
-  private constructor(socket: net.Socket, readonly lmtp: boolean) {
-    this.socket = socket;
+  private constructor(private readonly socket: net.Socket, readonly lmtp: boolean, readonly capabilities: ReadonlyMap<string, string[]>, private readonly clock: Clock) {
+    socket.setNoDelay(true);
     this.attach(socket);
   }
 
-  /** Connect (TCP, PROXY v2, implicit TLS: backend-connect.ts) within `connectTimeoutMs`, then the greeting within `greetingTimeoutMs`. */
-  static async connect(route: Route, opts: { lmtp: boolean; connectTimeoutMs: number; greetingTimeoutMs: number; proxyFor?: ClientEndpoint; clientTls?: boolean }): Promise<SmtpBackendClient> {
-    const socket = await connectBackend(route, {
-      timeoutMs: Math.max(1, opts.connectTimeoutMs),
-      ...(opts.proxyFor ? { proxyFor: opts.proxyFor, clientTls: opts.clientTls === true } : {}),
+  /**
+   * Open a backend session ready for MAIL through the one backend-session pipeline (connect, SmtpBackendLogin under
+   * one budget, health report, login metric); `onNote` gets what is worth a debug line.
+   */
+  static async open(deps: BackendSessionDeps, route: AdmittedRoute, bl: Config['backendLogin'], req: Omit<OpenRequest, 'login'> & { login: Omit<SmtpBackendLoginContext, 'route' | 'client'>; onNote?: (note: string) => void }): Promise<SmtpBackendClient> {
+    let machine: SmtpBackendLogin | undefined;
+    const session = await openBackendSession(deps, route, bl, {
+      ...req,
+      login: (r) => (machine = new SmtpBackendLogin({ ...req.login, route: r, client: req.client })),
     });
-    socket.setNoDelay(true);
-    const client = new SmtpBackendClient(socket, opts.lmtp);
-    try {
-      const greeting = await client.read(opts.greetingTimeoutMs, 'greeting');
-      client.greeting = replyText(greeting, 120);
-      if (greeting.code !== 220) throw new ProxyError('BACKEND_UNAVAILABLE', `greeting ${greeting.code} ${client.greeting}`);
-    } catch (e) {
-      client.destroy();
-      throw e;
-    }
+    for (const note of machine?.notes ?? []) req.onNote?.(note);
+    const client = new SmtpBackendClient(session.socket, machine?.lmtp ?? false, machine?.capabilities ?? new Map(), deps.clock);
+    if (session.leftover.length) client.take(session.leftover);
+    session.socket.resume();
     return client;
   }
 
@@ -92,10 +81,10 @@ export class SmtpBackendClient {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<BackendReply>((resolve, reject) => {
       const w: Waiter = {
-        resolve: (r) => { clearTimeout(timer); resolve(r); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
+        resolve: (r) => { this.clock.clearTimeout(timer); resolve(r); },
+        reject: (e) => { this.clock.clearTimeout(timer); reject(e); },
       };
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         const i = this.waiters.indexOf(w);
         if (i >= 0) this.waiters.splice(i, 1);
         const e = new ProxyError('BACKEND_UNAVAILABLE', `no reply to ${step} within ${timeoutMs} ms`);
@@ -118,65 +107,8 @@ export class SmtpBackendClient {
     return this.read(timeoutMs, step);
   }
 
-  /** EHLO (LHLO for LMTP, RFC 2033 §4.1); remembers the capabilities. */
-  async hello(name: string, timeoutMs: number): Promise<void> {
-    const verb = this.lmtp ? 'LHLO' : 'EHLO';
-    const r = await this.command(`${verb} ${name}`, timeoutMs, verb);
-    if (r.code !== 250) throw new ProxyError('BACKEND_PROTOCOL', `${verb} answered ${r.code} ${replyText(r, 120)}`);
-    this.capabilities = parseCapabilities(r);
-  }
-
   has(capability: string): boolean {
     return this.capabilities.has(capability.toUpperCase());
-  }
-
-  /** RFC 3207: STARTTLS, then a TLS handshake on the same socket. The caller says EHLO again (§4.2). */
-  async startTls(route: Route, timeoutMs: number): Promise<void> {
-    if (!this.has('STARTTLS')) throw new ProxyError('BACKEND_PROTOCOL', 'backend does not offer STARTTLS');
-    const r = await this.command('STARTTLS', timeoutMs);
-    if (r.code !== 220) throw new ProxyError('BACKEND_UNAVAILABLE', `STARTTLS answered ${r.code} ${replyText(r, 120)}`);
-    // Anything the backend sent after its 220 arrived in plaintext: refuse it (RFC 3207 §4.2 / injection).
-    if (this.parser.buffered || this.queue.length > 0) throw new ProxyError('BACKEND_PROTOCOL', 'data after STARTTLS reply');
-    const raw = this.socket;
-    raw.off('data', this.onData);
-    raw.removeAllListeners('error');
-    raw.removeAllListeners('close');
-    raw.on('error', () => undefined); // the TLS socket reports it
-    const secure = await upgradeClient(raw, route, Math.max(1, timeoutMs)).catch((e: unknown) => {
-      raw.destroy();
-      throw toProxyError(e, 'BACKEND_UNAVAILABLE');
-    }).catch((e: ProxyError) => {
-      this.fail(e);
-      throw e;
-    });
-    this.socket = secure;
-    this.parser = new ReplyParser();
-    this.capabilities = new Map();
-    this.attach(secure);
-  }
-
-  /**
-   * Postfix-style XCLIENT (XCLIENT_README; Dovecot accepts it from login_trusted_networks).
-   * Only attributes the backend advertised are sent. The backend answers 220 and starts a new
-   * session, so the caller says EHLO again.
-   */
-  async xclient(attrs: Record<string, string | undefined>, timeoutMs: number): Promise<boolean> {
-    const offered = new Set((this.capabilities.get('XCLIENT') ?? []).map((a) => a.toUpperCase()));
-    const parts = Object.entries(attrs)
-      .filter((e): e is [string, string] => e[1] !== undefined && offered.has(e[0]))
-      .map(([k, v]) => `${k}=${xtext(v)}`);
-    if (parts.length === 0) return false;
-    const r = await this.command(`XCLIENT ${parts.join(' ')}`, timeoutMs, 'XCLIENT');
-    if (r.code !== 220 && r.code !== 250) throw new ProxyError('BACKEND_PROTOCOL', `XCLIENT answered ${r.code} ${replyText(r, 120)}`);
-    return true;
-  }
-
-  /** RFC 4954 AUTH PLAIN with an initial response (RFC 4616). */
-  async authPlain(user: string, password: string, timeoutMs: number): Promise<void> {
-    const r = await this.command(`AUTH PLAIN ${encodePlain(user, password)}`, timeoutMs, 'AUTH');
-    if (r.code === 235) return;
-    if (r.code === 535 || r.code === 534 || r.code === 538) throw new ProxyError('BACKEND_AUTH_FAILED', `AUTH answered ${r.code} ${replyText(r, 120)}`);
-    throw new ProxyError(r.code === 454 || r.code >= 500 ? 'BACKEND_UNAVAILABLE' : 'BACKEND_PROTOCOL', `AUTH answered ${r.code} ${replyText(r, 120)}`);
   }
 
   /**
@@ -192,13 +124,13 @@ export class SmtpBackendClient {
     const socket = this.socket;
     const stuff = new DotStuffStream();
     return new Promise<number>((resolve, reject) => {
-      let stall: NodeJS.Timeout | undefined;
+      let stall: unknown;
       let done = false;
       let sourceEnded = false;
       const finish = (e?: ProxyError): void => {
         if (done) return;
         done = true;
-        clearTimeout(stall);
+        this.clock.clearTimeout(stall);
         socket.off('close', onClose);
         socket.off('error', onClose);
         socket.off('drain', onDrain);
@@ -217,15 +149,15 @@ export class SmtpBackendClient {
       };
       const onClose = (): void => finish(this.failure ?? new ProxyError('BACKEND_UNAVAILABLE', 'backend closed the connection during DATA'));
       const onDrain = (): void => {
-        clearTimeout(stall);
+        this.clock.clearTimeout(stall);
         stuff.resume();
       };
       const onChunk = (chunk: Buffer): void => {
         if (socket.destroyed) return;
         if (!socket.write(chunk)) {
           stuff.pause();
-          clearTimeout(stall);
-          stall = setTimeout(() => finish(new ProxyError('BACKEND_UNAVAILABLE', `backend accepted no data for ${stallTimeoutMs} ms`)), Math.max(1, stallTimeoutMs));
+          this.clock.clearTimeout(stall);
+          stall = this.clock.setTimeout(() => finish(new ProxyError('BACKEND_UNAVAILABLE', `backend accepted no data for ${stallTimeoutMs} ms`)), Math.max(1, stallTimeoutMs));
           socket.once('drain', onDrain);
         }
       };
@@ -248,7 +180,7 @@ export class SmtpBackendClient {
   quit(): void {
     if (this.alive) {
       this.socket.end('QUIT\r\n');
-      setTimeout(() => this.socket.destroy(), 2000).unref();
+      this.clock.setTimeout(() => this.socket.destroy(), 2000);
     } else {
       this.socket.destroy();
     }

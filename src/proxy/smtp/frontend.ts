@@ -12,6 +12,10 @@ import type { BackendGate } from '../../health/gate.js';
 import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
 import type { SessionInfo, SessionRegistry } from '../sessions.js';
 import { catalogueReply } from './replies.js';
+import type { AuthPenalty } from '../auth-penalty.js';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { netDial, type Dial } from '../backend-connect.js';
+import type { BackendSessionDeps } from '../backend-session.js';
 
 export type TlsMaterial = { key: Buffer; cert: Buffer };
 /** A value, or a getter read at each new connection (Instance.reload swaps config, directory and TLS material). */
@@ -25,7 +29,15 @@ export interface SmtpServiceDeps {
   logger: Logger;
   secureContext?: Source<TlsMaterial | undefined>;
   /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
-  penalty?: import('../auth-penalty.js').AuthPenalty;
+  penalty?: AuthPenalty;
+  /** Time, timers and backend dialling (fakes in unit tests); real ones when absent. */
+  clock?: Clock;
+  dial?: Dial;
+}
+
+/** The backend-session pipeline's dependencies for an SMTP service. */
+export function pipelineDeps(deps: SmtpServiceDeps): BackendSessionDeps {
+  return { gate: deps.gate, clock: deps.clock ?? systemClock, dial: deps.dial ?? netDial };
 }
 
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */
@@ -41,6 +53,8 @@ export interface ConnState {
   config: Config;
   directory: Directory;
   tls: TlsMaterial | undefined;
+  /** The service's clock (transaction timings, delays). */
+  clock: Clock;
 }
 
 type Handler<K extends 'onMailFrom' | 'onRcptTo' | 'onData' | 'onAuth', S> =
@@ -76,6 +90,7 @@ function replyErr(code: number, text: string): Error {
 /** A ConnectionHandler running smtp-server dialogues on sockets the listener accepted. */
 export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec: FrontendSpec<S>): ConnectionHandler {
   const { logger, sessions } = deps;
+  const clock = deps.clock ?? systemClock;
   const states = new Map<string, S>();
   /** Current smtp-server per TLS mode; older generations keep serving the connections they took. */
   const current = new Map<'plain' | 'implicit', ServerGen>();
@@ -195,9 +210,9 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         if (implicit && !closing) logger.error({ conn: conn.id, phase: 'smtp' }, 'implicit TLS listener without a certificate');
         return;
       }
-      const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: Date.now() };
+      const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: clock.now() };
       const log = logger.child({ conn: conn.id, protocol: spec.protocol });
-      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls });
+      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock });
       states.set(conn.id, state);
       sessions.add({ info, kick: (e) => kick(conn.id, e) });
       // Safety net: smtp-server reports every close through onClose, but a socket that dies

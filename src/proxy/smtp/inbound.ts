@@ -7,11 +7,13 @@ import { smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { ConnectionHandler } from '../protocol.js';
 import type { Config } from '../../config/schema.js';
-import { openBackend } from './backend-open.js';
-import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { SmtpBackendClient } from './backend-client.js';
+import { admit, type AdmittedRoute } from '../backend-session.js';
+import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
+import { optional } from '../../core/optional.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -28,7 +30,8 @@ interface InboundTxn {
 interface InboundState extends ConnState {
   errors: number;
   link?: BackendLink;
-  txn?: InboundTxn;
+  /** The transaction in progress; undefined between transactions. */
+  txn?: InboundTxn | undefined;
 }
 
 const SERVICE = 'inbound';
@@ -42,6 +45,7 @@ function boundedResolver(): { reverse(ip: string, cb: (err: Error | null, hostna
 export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
   const resolver = boundedResolver();
   const { gate } = deps;
+  const pipeline = pipelineDeps(deps);
 
   /** The delivery route for an account: LMTP or SMTP per backend setting, else smtp.inboundDelivery. */
   const deliveryRoute = (config: Config, host: string | null): Route => {
@@ -67,7 +71,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
 
     onMailFrom(state, from, _session, callback) {
       // The owning backend is only known at the first recipient; nothing to ask anyone yet.
-      state.txn = { from, open: false, broken: false, rcpts: [], started: Date.now() };
+      state.txn = { from, open: false, broken: false, rcpts: [], started: state.clock.now() };
       callback();
     },
 
@@ -128,7 +132,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       const txn = state.txn;
       const link = state.link;
       state.txn = undefined;
-      const summary = transactionSummary(state.log, SERVICE, { from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol }, txn?.started);
+      const summary = transactionSummary(state.log, SERVICE, { from: txn?.from.address, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend, delivery: link?.route.protocol }, txn?.started, state.clock);
       if (!txn || !link || !txn.open || txn.broken || txn.rcpts.length === 0 || !link.client.alive) {
         if (link && !link.client.alive) dropLink(state);
         return refuseData(stream, summary, callback);
@@ -137,11 +141,11 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       const received = formatReceived({
         helo: session.hostNameAppearsAs || 'unknown',
         clientAddress: state.conn.client.address,
-        clientHostname: session.clientHostname || undefined,
+        ...optional('clientHostname', session.clientHostname || undefined),
         byHostname: smtpHostname(state.config),
         protocol: session.transmissionType || 'SMTP',
         id: `${session.id}.${session.transaction}`,
-        recipient: txn.rcpts.length === 1 ? txn.rcpts[0] : undefined,
+        ...optional('recipient', txn.rcpts.length === 1 ? txn.rcpts[0] : undefined),
         date: new Date(),
       });
       relayAndAnswer(link, stream, { prefix: Buffer.from(received, 'latin1'), recipients: txn.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs },
@@ -157,42 +161,35 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
   async function openTransaction(state: InboundState, txn: InboundTxn, route: Route, session: { hostNameAppearsAs: string; clientHostname: string; openingCommand: string; secure: boolean }): Promise<ClientReply | null> {
     const { config } = state;
     const { smtp } = config;
-    let admitted: Route;
+    let admitted: AdmittedRoute;
     try {
-      admitted = gate.admit(route);
+      admitted = admit(gate, route);
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_DOWN');
       state.log.warn({ phase: 'rcpt', backend: route.backend, reason: err.spec.logReason }, 'backend not admitted');
       return REPLY.backendTemp;
     }
-    if (state.link && !(sameEndpoint(state.link, admitted) && (await resetLink(state.link, smtp.commandTimeoutMs)))) dropLink(state);
-    if (!state.link) {
-      try {
-        const name = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
-        const client = await openBackend({
-          route: admitted, gate, heloName: smtpHostname(config),
-          budgetMs: config.backendLogin.backendLoginBudgetMs,
-          connectTimeoutMs: config.backendLogin.connectTimeoutMs,
-          client: state.conn.client,
-          clientTls: session.secure,
+    let link: BackendLink;
+    try {
+      const name = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
+      link = await linkTo(state, admitted, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, admitted, config.backendLogin, {
+        client: state.conn.client,
+        clientTls: session.secure,
+        login: {
+          heloName: smtpHostname(config),
           sessionId: state.conn.id,
           xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
-          onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
-        });
-        state.link = { client, route: admitted };
-        state.info.backend = admitted.backend;
-        // On a standby: failback must find this session (health kicks by routedFor).
-        if (admitted.backend !== route.backend) state.info.routedFor = route.backend;
-        else delete state.info.routedFor;
-      } catch (e) {
-        const err = toProxyError(e, 'BACKEND_UNAVAILABLE');
-        state.log.warn({ phase: 'backend', backend: admitted.backend, reason: err.spec.logReason, detail: err.detail }, 'inbound backend unavailable');
-        return REPLY.backendTemp;
-      }
+        },
+        onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
+      }));
+    } catch (e) {
+      const err = toProxyError(e, 'BACKEND_UNAVAILABLE');
+      state.log.warn({ phase: 'backend', backend: admitted.backend, reason: err.spec.logReason, detail: err.detail }, 'inbound backend unavailable');
+      return REPLY.backendTemp;
     }
-    const step = await relayStep(state.link, mailCommand(txn.from, state.link.client), smtp.commandTimeoutMs);
+    const step = await relayStep(link, mailCommand(txn.from, link.client), smtp.commandTimeoutMs);
     if (!step.ok) {
-      if (!state.link.client.alive) dropLink(state);
+      if (!link.client.alive) dropLink(state);
       if (step.error) state.log.warn({ phase: 'mail', backend: admitted.backend, detail: step.error.detail }, 'backend failed at MAIL');
       return step.reply;
     }

@@ -1,6 +1,6 @@
 // Owns the Received: trace header the inbound service prepends (RFC 5321 §4.4, RFC 5322 §3.6.7, RFC 3848 protocol names).
 // Must not read clocks or sockets itself: every value, the date included, is passed in.
-import { plainAddress } from '../proxy-header.js';
+import { plainAddress } from '../../core/proxy-header.js';
 
 export interface ReceivedInfo {
   /** What the client said in HELO/EHLO. */

@@ -61,7 +61,12 @@ export class ReplyParser {
   private takeLine(raw: Buffer): BackendReply | null {
     // Tolerate a bare LF terminator; RFC 5321 §2.3.8 says CRLF, robustness says accept both.
     const end = raw.length > 0 && raw[raw.length - 1] === 0x0d ? raw.length - 1 : raw.length;
-    const line = raw.subarray(0, end).toString('latin1');
+    return this.feedLine(raw.subarray(0, end).toString('latin1'));
+  }
+
+  /** One line without its line end (the backend-login runner splits lines itself); a complete reply or null. */
+  feedLine(line: string): BackendReply | null {
+    if (line.length > this.maxLineBytes) throw new ProxyError('BACKEND_PROTOCOL', 'reply line too long');
     const m = /^([2-5]\d\d)([ -]|$)(.*)$/s.exec(line);
     if (!m) throw new ProxyError('BACKEND_PROTOCOL', `malformed reply line: ${sanitize(line, 80)}`);
     const code = Number(m[1]);

@@ -1,27 +1,29 @@
 // Owns the submission service (RFC 6409, 4954, 3207, 8314): AUTH through the one auth path, then each transaction relayed to the user's backend or the central relay.
 // Must not deliver or queue mail itself: every reply about a message is the backend's own (or a temporary failure), never an invented 250.
-import { ProxyError, isProxyError, toProxyError } from '../../errors.js';
+import { toProxyError } from '../../errors.js';
 import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
 import type { Config } from '../../config/schema.js';
-import type { Credentials } from '../sasl.js';
+import type { Credentials } from '../../core/types.js';
 import type { ConnectionHandler } from '../protocol.js';
-import { openBackend } from './backend-open.js';
+import { SmtpBackendClient } from './backend-client.js';
+import { admit, backendCredentials, type AdmittedRoute } from '../backend-session.js';
 import { AuthPenalty } from '../auth-penalty.js';
-import { createFrontend, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, resetLink, sameEndpoint, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
 interface SubmissionState extends ConnState {
   account?: Account;
   /** Kept only to log in to the backend as the user; never logged. */
-  secret?: string;
+  secret?: string | undefined;
   errors: number;
   link?: BackendLink;
-  txn?: { from: string; rcpts: string[]; started: number };
+  /** The transaction in progress; undefined between transactions. */
+  txn?: { from: string; rcpts: string[]; started: number } | undefined;
 }
 
 const SERVICE = 'submission';
@@ -33,6 +35,7 @@ function centralRelayRoute(relay: NonNullable<Config['smtp']['centralRelay']>): 
 
 export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandler {
   const { gate } = deps;
+  const pipeline = pipelineDeps(deps);
 
   const routeFor = (config: Config, account: Account): Route => (config.smtp.centralRelay ? centralRelayRoute(config.smtp.centralRelay) : resolveRoute(config, account.host, 'submission'));
 
@@ -41,7 +44,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
   const delayed = (state: SubmissionState, fn: () => void): void => {
     // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
     const { smtp } = state.config;
-    setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs)).unref();
+    state.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs));
   };
 
   return createFrontend<SubmissionState>(deps, {
@@ -108,52 +111,40 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const smtp = config.smtp;
       state.txn = undefined;
       void (async (): Promise<void> => {
-        let route: Route;
-        let wanted: Route;
+        let route: AdmittedRoute;
         try {
-          wanted = routeFor(config, account);
-          route = gate.admit(wanted);
+          route = admit(gate, routeFor(config, account));
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');
           return callback(countedError(state, REPLY.backendTemp));
         }
-        if (state.link && !(sameEndpoint(state.link, route) && (await resetLink(state.link, smtp.commandTimeoutMs)))) dropLink(state);
-        if (!state.link) {
-          try {
-            const master = config.backendLogin.mode === 'master';
-            const client = await openBackend({
-              route, gate, heloName: smtpHostname(config),
-              budgetMs: config.backendLogin.backendLoginBudgetMs,
-              connectTimeoutMs: config.backendLogin.connectTimeoutMs,
-              client: state.conn.client,
-              clientTls: session.secure,
+        let link: BackendLink;
+        try {
+          link = await linkTo(state, route, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, route, config.backendLogin, {
+            client: state.conn.client,
+            clientTls: session.secure,
+            login: {
+              heloName: smtpHostname(config),
               sessionId: state.conn.id,
               xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
-              credentials: master
-                ? { user: `${account.login}${config.backendLogin.masterSeparator}${config.backendLogin.masterUser ?? ''}`, password: config.backendLogin.masterPassword ?? '' }
-                : { user: account.login, password: state.secret ?? '' },
-              onNote: (note) => state.log.debug({ phase: 'backend', backend: route.backend }, note),
-            });
-            state.link = { client, route };
-            state.info.backend = route.backend;
-            // On a standby: failback must find this session (health kicks by routedFor).
-            if (route.backend !== wanted.backend) state.info.routedFor = wanted.backend;
-            else delete state.info.routedFor;
-          } catch (e) {
-            const err = isProxyError(e) ? e : new ProxyError('INTERNAL', String(e));
-            state.log.warn({ phase: 'backend', backend: route.backend, reason: err.spec.logReason, detail: err.detail }, 'submission backend unavailable');
-            smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
-            return callback(countedError(state, REPLY.backendTemp));
-          }
+              credentials: backendCredentials(config.backendLogin, account.login, state.secret ?? ''),
+            },
+            onNote: (note) => state.log.debug({ phase: 'backend', backend: route.backend }, note),
+          }));
+        } catch (e) {
+          const err = toProxyError(e, 'INTERNAL');
+          state.log.warn({ phase: 'backend', backend: route.backend, reason: err.spec.logReason, detail: err.detail }, 'submission backend unavailable');
+          smtpMessagesTotal.inc({ service: SERVICE, result: 'backend_unavailable' });
+          return callback(countedError(state, REPLY.backendTemp));
         }
-        const step = await relayStep(state.link, mailCommand(from, state.link.client), smtp.commandTimeoutMs);
+        const step = await relayStep(link, mailCommand(from, link.client), smtp.commandTimeoutMs);
         if (!step.ok) {
-          if (!state.link.client.alive) dropLink(state);
+          if (!link.client.alive) dropLink(state);
           if (step.error) state.log.warn({ phase: 'mail', backend: route.backend, detail: step.error.detail }, 'backend failed at MAIL');
           return callback(countedError(state, step.reply));
         }
-        state.txn = { from: from.address, rcpts: [], started: Date.now() };
+        state.txn = { from: from.address, rcpts: [], started: state.clock.now() };
         callback();
       })().catch((e: unknown) => {
         state.log.error({ phase: 'mail', err: String(e) }, 'submission MAIL failed');
@@ -188,7 +179,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const link = state.link;
       const txn = state.txn;
       state.txn = undefined;
-      const summary = transactionSummary(state.log, SERVICE, { user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend }, txn?.started);
+      const summary = transactionSummary(state.log, SERVICE, { user: state.account?.login, from: txn?.from, rcpts: txn?.rcpts.length ?? 0, backend: link?.route.backend }, txn?.started, state.clock);
       if (!link || !txn || !link.client.alive) {
         if (link && !link.client.alive) dropLink(state);
         return refuseData(stream, summary, callback);

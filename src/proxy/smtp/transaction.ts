@@ -6,6 +6,9 @@ import type { Route } from '../../directory/backends.js';
 import type { SmtpBackendClient } from './backend-client.js';
 import type { BackendReply } from './reply-parser.js';
 import type { Logger } from '../../log.js';
+import type { SessionInfo } from '../sessions.js';
+import type { Clock } from '../../core/clock.js';
+import type { AdmittedRoute } from '../backend-session.js';
 import { smtpMessagesTotal } from '../../metrics.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
 
@@ -28,6 +31,22 @@ export function isRepeatedRecipient(accepted: readonly string[], address: string
 /** Is `link` the same backend endpoint as `route`? */
 export function sameEndpoint(link: BackendLink, route: Route): boolean {
   return link.route.host === route.host && link.route.port === route.port && link.route.protocol === route.protocol && link.route.backend === route.backend;
+}
+
+/**
+ * The backend link for a transaction to `route`: the connection's current one when it goes to the same endpoint and
+ * answers RSET, otherwise a new one from `open` (the session registry then shows its backend, and routedFor on a standby).
+ */
+export async function linkTo(state: { link?: BackendLink | undefined; info: SessionInfo }, route: AdmittedRoute, timeoutMs: number, open: () => Promise<SmtpBackendClient>): Promise<BackendLink> {
+  if (state.link && !(sameEndpoint(state.link, route) && (await resetLink(state.link, timeoutMs)))) dropLink(state);
+  if (state.link) return state.link;
+  const link = { client: await open(), route };
+  state.link = link;
+  state.info.backend = route.backend;
+  // On a standby: failback must find this session (health kicks by routedFor).
+  if (route.routedFor !== undefined) state.info.routedFor = route.routedFor;
+  else delete state.info.routedFor;
+  return link;
 }
 
 /** Make `link` ready for a new transaction with RSET (RFC 5321 §4.1.1.5); false means drop it and reconnect. */
@@ -155,10 +174,10 @@ function waitEnd(stream: SMTPServerDataStream): Promise<void> {
 }
 
 /** One summary record and one metric per DATA outcome; `base` names the transaction (from, rcpts, backend, …). */
-export function transactionSummary(log: Logger, service: string, base: Record<string, unknown>, started: number | undefined) {
+export function transactionSummary(log: Logger, service: string, base: Record<string, unknown>, started: number | undefined, clock: Clock) {
   return (result: string, r: ClientReply, extra: Record<string, unknown>): void => {
     smtpMessagesTotal.inc({ service, result });
-    const fields = { phase: 'transaction', service, ...base, result, reply: `${r.code} ${r.text}`, ms: started ? Date.now() - started : 0, ...extra };
+    const fields = { phase: 'transaction', service, ...base, result, reply: `${r.code} ${r.text}`, ms: started ? clock.now() - started : 0, ...extra };
     if (result === 'delivered') log.info(fields, 'smtp transaction');
     else log.warn(fields, 'smtp transaction');
   };

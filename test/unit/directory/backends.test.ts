@@ -47,7 +47,7 @@ describe('routing (host attribute → backend endpoint)', () => {
     assert.equal(resolveRoute(config, null, 'imap').backend, 'store1');
     assert.equal(resolveRoute(config, '  ', 'imap').backend, 'store1');
     assert.equal(code(() => resolveRoute(noDefault, null, 'imap')), 'NO_ROUTE');
-    assert.equal(new ProxyError('NO_ROUTE').spec.retryable, true);
+    assert.match(new ProxyError('NO_ROUTE').spec.imap, /^NO \[UNAVAILABLE\]/, 'a temporary refusal');
   });
 
   it('refuses host attribute values that are not host names (no injection into connect)', () => {

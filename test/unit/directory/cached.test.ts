@@ -5,7 +5,7 @@ import { CachedDirectory } from '../../../src/directory/cached.js';
 import type { Account, AuthResult, Directory } from '../../../src/directory/directory.js';
 import { ProxyError, isProxyError } from '../../../src/errors.js';
 import { registry } from '../../../src/metrics.js';
-import type { Credentials } from '../../../src/proxy/sasl.js';
+import type { Credentials } from '../../../src/core/types.js';
 
 const ALICE: Account = { login: 'alice', mail: 'alice@example.test', host: 'backend-a', dn: 'uid=alice,dc=example,dc=test' };
 const PASSWORD = 'alice-very-secret-password';

@@ -1,6 +1,6 @@
 // Owns a fake clock for health unit tests: manual time, ordered timers, microtask flushing between steps.
 // Must not touch real timers except setImmediate to let promise chains settle.
-import type { Clock } from '../../../src/health/clock.js';
+import type { Clock } from '../../../src/core/clock.js';
 
 interface Timer { id: number; at: number; fn: () => void }
 

@@ -23,7 +23,7 @@ describe('health/hooks', () => {
     assert.equal(env.MAILPROXY_PROTOCOL, 'imap');
     assert.equal(env.MAILPROXY_INSTANCE, 'px1');
     assert.equal(env.MAILPROXY_AT, '2026-01-02T03:04:05.000Z');
-    assert.equal(buildHookEnv({ ...ev, protocol: undefined }, {}).MAILPROXY_PROTOCOL, '');
+    assert.equal(buildHookEnv((({ protocol: _p, ...rest }) => rest)(ev), {}).MAILPROXY_PROTOCOL, '');
   });
 
   it('builds the webhook body', () => {

@@ -39,7 +39,7 @@ describe('imap dialogue', () => {
     it('answers CAPABILITY, NOOP and LOGOUT', () => {
       assert.deepEqual(run('a CAPABILITY\r\nb noop\r\nc LOGOUT\r\nd NOOP\r\n'), [
         '* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\na OK Capability completed\r\nb OK NOOP completed\r\n* BYE Logging out\r\nc OK Logout completed\r\n',
-        { kind: 'close', reason: 'logout' },
+        { kind: 'close', reason: 'LOGOUT' },
       ]);
     });
   });
@@ -194,7 +194,7 @@ describe('imap dialogue', () => {
       feed('t3 LOGIN u p3\r\n');
       const r = step({ kind: 'login-failed', error: new ProxyError('AUTH_FAILED') });
       assert.equal(sent(r), 't3 NO [AUTHENTICATIONFAILED] Authentication failed\r\n* BYE Too many authentication failures\r\n');
-      assert.deepEqual(nonSend(r), [{ kind: 'close', reason: 'too_many_auth_failures' }]);
+      assert.deepEqual(nonSend(r), [{ kind: 'close', reason: 'TOO_MANY_AUTH_FAILURES' }]);
     });
 
     it('bounds client bytes buffered during a login', () => {
@@ -203,7 +203,7 @@ describe('imap dialogue', () => {
       assert.deepEqual(feed('x'.repeat(600)), []);
       const r = feed('x'.repeat(100));
       assert.equal(sent(r), '* BYE Line too long\r\n');
-      assert.deepEqual(nonSend(r), [{ kind: 'close', reason: 'line_too_long' }]);
+      assert.deepEqual(nonSend(r), [{ kind: 'close', reason: 'LINE_TOO_LONG' }]);
     });
 
     it('ignores login outcomes that were not asked for', () => {
@@ -223,7 +223,7 @@ describe('imap dialogue', () => {
       const t = run('a X\r\nb X\r\nc LOGIN\r\n(\r\ne AUTHENTICATE FOO\r\nf NOOP\r\n');
       assert.deepEqual(t, [
         'a BAD Command unknown or not valid before login\r\nb BAD Command unknown or not valid before login\r\nc BAD Invalid arguments\r\n* BAD Invalid command syntax\r\ne NO Unsupported authentication mechanism\r\n* BYE Too many invalid commands\r\n',
-        { kind: 'close', reason: 'too_many_errors' },
+        { kind: 'close', reason: 'TOO_MANY_ERRORS' },
       ]);
     });
 
@@ -237,19 +237,19 @@ describe('imap dialogue', () => {
     });
 
     it('an over-limit non-synchronising literal closes the connection (RFC 7888 §4)', () => {
-      assert.deepEqual(run(`a LOGIN u {100+}\r\n${'p'.repeat(100)}\r\n`), ['a BAD Literal too large\r\n* BYE Literal too large\r\n', { kind: 'close', reason: 'literal_too_large' }]);
+      assert.deepEqual(run(`a LOGIN u {100+}\r\n${'p'.repeat(100)}\r\n`), ['a BAD Literal too large\r\n* BYE Literal too large\r\n', { kind: 'close', reason: 'LITERAL_TOO_LARGE' }]);
     });
 
     it('the pre-login deadline says BYE and closes', () => {
       const { step } = dialogue();
-      assert.deepEqual(step({ kind: 'deadline' }), [{ kind: 'send', bytes: '* BYE Disconnected for inactivity\r\n' }, { kind: 'close', reason: 'preauth_timeout' }]);
+      assert.deepEqual(step({ kind: 'deadline' }), [{ kind: 'send', bytes: '* BYE Disconnected for inactivity\r\n' }, { kind: 'close', reason: 'PREAUTH_TIMEOUT' }]);
       assert.deepEqual(step({ kind: 'data', bytes: Buffer.from('a NOOP\r\n') }), []);
     });
 
     it('shutdown says BYE [UNAVAILABLE], also while a login runs', () => {
       const { feed, step } = dialogue();
       feed('a LOGIN u p\r\n');
-      assert.deepEqual(step({ kind: 'shutdown' }), [{ kind: 'send', bytes: '* BYE [UNAVAILABLE] Server shutting down, please reconnect\r\n' }, { kind: 'close', reason: 'shutdown' }]);
+      assert.deepEqual(step({ kind: 'shutdown' }), [{ kind: 'send', bytes: '* BYE [UNAVAILABLE] Server shutting down, please reconnect\r\n' }, { kind: 'close', reason: 'SHUTDOWN' }]);
       assert.deepEqual(step({ kind: 'login-ok', text: 'OK' }), []);
     });
 

@@ -23,8 +23,10 @@ export function splits(input: Buffer): Buffer[][] {
   return out;
 }
 
-export function options(over: Partial<DialogueOptions> = {}): DialogueOptions {
-  return { tls: true, starttls: false, requireTlsForAuth: true, limits: LIMITS, greeting: 'test ready', ...over };
+/** Test options; `greeting: undefined` means no configured greeting (the default text). */
+export function options(over: { [K in keyof DialogueOptions]?: DialogueOptions[K] | undefined } = {}): DialogueOptions {
+  const { greeting, ...rest } = { tls: true, starttls: false, requireTlsForAuth: true, limits: LIMITS, greeting: 'test ready', ...over };
+  return { ...(rest as Omit<DialogueOptions, 'greeting'>), ...(greeting === undefined ? {} : { greeting }) };
 }
 
 /** Flatten actions: sends become text, others stay as objects. */
@@ -37,7 +39,7 @@ export function nonSend(actions: ClientAction[]): ClientAction[] {
 }
 
 /** A dialogue after its greeting, with a feed helper. */
-export function dialogue(over: Partial<DialogueOptions> = {}): { d: Dialogue; greeting: string; feed(text: string | Buffer): ClientAction[]; step(e: ClientEvent): ClientAction[] } {
+export function dialogue(over: Parameters<typeof options>[0] = {}): { d: Dialogue; greeting: string; feed(text: string | Buffer): ClientAction[]; step(e: ClientEvent): ClientAction[] } {
   const d = createImapDialogue(options(over));
   const greeting = sent(d.start());
   return {

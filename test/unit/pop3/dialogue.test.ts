@@ -181,13 +181,13 @@ describe('pop3 dialogue', () => {
         GREETING, { send: '+OK\r\n' }, { login: { user: 'a', password: 'b', mechanism: 'USER' } },
         { send: '-ERR [AUTH] Authentication failed\r\n' },
         { send: '+OK\r\n' }, { login: { user: 'a', password: 'c', mechanism: 'USER' } },
-        { send: '-ERR [AUTH] Authentication failed\r\n' }, { close: 'too_many_auth_failures' },
+        { send: '-ERR [AUTH] Authentication failed\r\n' }, { close: 'TOO_MANY_AUTH_FAILURES' },
       ]);
     });
 
     it('cuts off a client that floods bytes while its login runs', () => {
       const steps = run(tls, [data('USER a\r\nPASS b\r\n'), data(Buffer.alloc(70_000, 0x41)), loginOk]);
-      assert.deepEqual(steps.slice(-2), [{ send: '-ERR Line too long\r\n' }, { close: 'line_too_long' }]);
+      assert.deepEqual(steps.slice(-2), [{ send: '-ERR Line too long\r\n' }, { close: 'LINE_TOO_LONG' }]);
     });
 
     it('ignores login results when no login is running', () => {
@@ -200,7 +200,7 @@ describe('pop3 dialogue', () => {
       const opts = options({ limits: limits({ maxBadCommands: 3 }) });
       expectTranscript(opts, [data('NOOP\r\nFOO bar\r\n\r\nCAPA\r\n')], [
         GREETING, { send: '-ERR Not logged in\r\n' }, { send: '-ERR Unknown command\r\n' },
-        { send: '-ERR Too many invalid commands\r\n' }, { close: 'too_many_errors' },
+        { send: '-ERR Too many invalid commands\r\n' }, { close: 'TOO_MANY_ERRORS' },
       ]);
     });
 
@@ -219,15 +219,15 @@ describe('pop3 dialogue', () => {
     });
 
     it('QUIT says goodbye and closes; nothing after it is read', () => {
-      expectTranscript(options(), [data('QUIT\r\nCAPA\r\n'), data('CAPA\r\n')], [GREETING, { send: '+OK Bye\r\n' }, { close: 'quit' }]);
+      expectTranscript(options(), [data('QUIT\r\nCAPA\r\n'), data('CAPA\r\n')], [GREETING, { send: '+OK Bye\r\n' }, { close: 'QUIT' }]);
     });
 
     it('deadline and shutdown close with the catalogue text', () => {
       assert.deepEqual(run(options(), [{ kind: 'deadline' }, data('CAPA\r\n')]), [
-        GREETING, { send: '-ERR Disconnected for inactivity\r\n' }, { close: 'preauth_timeout' },
+        GREETING, { send: '-ERR Disconnected for inactivity\r\n' }, { close: 'PREAUTH_TIMEOUT' },
       ]);
       assert.deepEqual(run(options(), [{ kind: 'shutdown' }]), [
-        GREETING, { send: '-ERR [SYS/TEMP] Server shutting down\r\n' }, { close: 'shutdown' },
+        GREETING, { send: '-ERR [SYS/TEMP] Server shutting down\r\n' }, { close: 'SHUTDOWN' },
       ]);
     });
 

@@ -18,8 +18,10 @@ export function limits(over: Partial<LimitsConfig> = {}): LimitsConfig {
   };
 }
 
-export function options(over: Partial<DialogueOptions> = {}): DialogueOptions {
-  return { tls: false, starttls: true, requireTlsForAuth: true, limits: limits(), greeting: 'test ready.', ...over };
+/** Test options; `greeting: undefined` means no configured greeting (the default text). */
+export function options(over: { [K in keyof DialogueOptions]?: DialogueOptions[K] | undefined } = {}): DialogueOptions {
+  const { greeting, ...rest } = { tls: false, starttls: true, requireTlsForAuth: true, limits: limits(), greeting: 'test ready.', ...over };
+  return { ...(rest as Omit<DialogueOptions, 'greeting'>), ...(greeting === undefined ? {} : { greeting }) };
 }
 
 /** Readable, comparable form of an action. */

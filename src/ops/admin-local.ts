@@ -3,7 +3,7 @@
 import { ProxyError } from '../errors.js';
 import { registry as metricsRegistry } from '../metrics.js';
 import type { SessionRegistry } from '../proxy/sessions.js';
-import type { HealthMonitor } from './health.js';
+import type { HealthMonitor } from '../health/health.js';
 import type { AdminDeps, Readiness } from './http.js';
 import { countSessionsByBackend } from './kick.js';
 

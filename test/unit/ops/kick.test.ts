@@ -2,9 +2,9 @@
 // Must not use real time.
 import assert from 'node:assert/strict';
 import { ProxyError } from '../../../src/errors.js';
-import { countSessionsByBackend, kickDelays, kickSpread } from '../../../src/health/kick.js';
+import { countSessionsByBackend, kickDelays, kickSpread } from '../../../src/ops/kick.js';
 import { SessionRegistry, type SessionInfo } from '../../../src/proxy/sessions.js';
-import { FakeClock } from './fake-clock.js';
+import { FakeClock } from '../health/fake-clock.js';
 
 function registry(specs: Array<Partial<SessionInfo> & { id: string }>) {
   const reg = new SessionRegistry();

@@ -3,11 +3,11 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { HealthMonitor } from '../../../src/health/health.js';
-import { localAdminDeps } from '../../../src/health/admin-local.js';
-import { isLoopback, parseSwitch, startAdminServer, tokenMatches, type AdminDeps, type Readiness } from '../../../src/health/http.js';
+import { localAdminDeps } from '../../../src/ops/admin-local.js';
+import { isLoopback, parseSwitch, startAdminServer, tokenMatches, type AdminDeps, type Readiness } from '../../../src/ops/http.js';
 import { SessionRegistry } from '../../../src/proxy/sessions.js';
-import { FakeClock } from './fake-clock.js';
-import { testConfig } from './helpers.js';
+import { FakeClock } from '../health/fake-clock.js';
+import { testConfig } from '../health/helpers.js';
 
 describe('health/http (admin server on 127.0.0.1:0)', () => {
   const config = testConfig();
@@ -33,7 +33,7 @@ describe('health/http (admin server on 127.0.0.1:0)', () => {
 
   const auth = { authorization: `Bearer ${token}` };
   const get = (path: string, headers: Record<string, string> = auth) => fetch(base + path, { headers });
-  const post = (path: string, body?: unknown, headers: Record<string, string> = auth) => fetch(base + path, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+  const post = (path: string, body?: unknown, headers: Record<string, string> = auth) => fetch(base + path, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }) });
 
   it('/healthz needs no token', async () => {
     const r = await get('/healthz', {});

@@ -2,11 +2,11 @@
 // Uses loopback servers only.
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { agentReply, startAgentCheck } from '../../../src/health/agent-check.js';
+import { agentReply, startAgentCheck } from '../../../src/ops/agent-check.js';
 import type { BackendSnapshot } from '../../../src/health/health.js';
-import { startAdminServer, type AdminDeps, type Readiness } from '../../../src/health/http.js';
-import { adminBaseUrl, exitCodeFor, formatTable, runStatus } from '../../../src/health/status.js';
-import { testConfig } from './helpers.js';
+import { startAdminServer, type AdminDeps, type Readiness } from '../../../src/ops/http.js';
+import { adminBaseUrl, exitCodeFor, formatTable, runStatus } from '../../../src/ops/status.js';
+import { testConfig } from '../health/helpers.js';
 
 function readLine(port: number): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -2,7 +2,7 @@
 // Must not probe backends itself: it reports what the running proxy knows (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 import net from 'node:net';
 import type { Config } from '../config/schema.js';
-import type { BackendSnapshot } from './health.js';
+import type { BackendSnapshot } from '../health/health.js';
 
 export const EXIT = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3 } as const;
 

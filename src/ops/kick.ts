@@ -2,7 +2,7 @@
 // Must not decide when to kick (health.ts / main.ts do) nor know protocols; each session brings its own kick.
 import type { ProxyError } from '../errors.js';
 import type { LiveSession, SessionRegistry } from '../proxy/sessions.js';
-import { systemClock, type Clock } from './clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
 
 export interface KickFilter {
   backend: string;

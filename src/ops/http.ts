@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { SessionInfo } from '../proxy/sessions.js';
-import { isTrustedSource } from '../proxy/proxy-header.js';
-import type { BackendSnapshot } from './health.js';
+import { isTrustedSource } from '../core/proxy-header.js';
+import type { BackendSnapshot } from '../health/health.js';
 
 /** This process's own readiness: never LDAP or backend health (a shared outage must not empty the pool). */
 export interface Readiness {

@@ -1,8 +1,8 @@
 // Proves PROXY protocol v1/v2 parsing (every prefix, garbage rejected at once), encoding, and trusted-network checks.
 // Must not open sockets.
 import assert from 'node:assert/strict';
-import { buildTrustList, encodeProxyV2, isTrustedSource, parseProxyHeader, type ProxyHeader } from '../../src/proxy/proxy-header.js';
-import { ProxyError } from '../../src/errors.js';
+import { buildTrustList, encodeProxyV2, isTrustedSource, parseProxyHeader, type ProxyHeader } from '../../../src/core/proxy-header.js';
+import { ProxyError } from '../../../src/errors.js';
 
 const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
 

@@ -1,0 +1,149 @@
+// Owns the one backend-session pipeline of every protocol: admit (health gate) → connect (PROXY v2, TLS) → the protocol's sans-I/O BackendLogin under one Budget → health report → login metric.
+// Must not decide anything protocol-specific; it moves lines and TLS upgrades, and hands back the logged-in socket.
+import type { Socket } from 'node:net';
+import { ProxyError, toProxyError } from '../errors.js';
+import type { Route } from '../directory/backends.js';
+import type { BackendGate } from '../health/gate.js';
+import type { Config } from '../config/schema.js';
+import { Budget, type Clock } from '../core/clock.js';
+import type { ClientEndpoint } from '../core/types.js';
+import { backendLoginSeconds } from '../metrics.js';
+import type { BackendAction, BackendLogin } from './protocol.js';
+import { connectBackend, type Dial } from './backend-connect.js';
+import { LineReader } from './line-reader.js';
+import { upgradeClient } from './starttls.js';
+
+/** A route the health gate let through (the wanted one, or its standby). Only `admit` makes one. */
+export type AdmittedRoute = Route & { readonly admitted: true; /** The backend the directory chose, when a standby stands in. */ readonly routedFor?: string };
+
+export interface BackendSession {
+  route: AdmittedRoute;
+  socket: Socket;
+  /** The backend's final login reply without tag, for the client dialogue. */
+  text: string;
+  /** Backend bytes received after that reply. */
+  leftover: Buffer;
+}
+
+export interface OpenRequest {
+  client: ClientEndpoint;
+  /** The client's connection to the proxy is TLS (sent on in a PROXY v2 header). */
+  clientTls: boolean;
+  /** The protocol's sans-I/O login machine for this route. */
+  login(route: Route): BackendLogin;
+  /** Abort (client went away, deadline passed): the outcome is then not reported to health. */
+  signal?: AbortSignal;
+}
+
+export interface BackendSessionDeps {
+  gate: BackendGate;
+  clock: Clock;
+  dial: Dial;
+}
+
+const MAX_BACKEND_LINE = 64 * 1024;
+
+/** The name and password the proxy logs in to the backend with: the user's own, or `login<sep>master` (built here only). */
+export function backendCredentials(bl: Config['backendLogin'], login: string, password: string): { user: string; password: string } {
+  return bl.mode === 'master' ? { user: `${login}${bl.masterSeparator}${bl.masterUser ?? ''}`, password: bl.masterPassword ?? '' } : { user: login, password };
+}
+
+/** Step 1: where a new backend session for `wanted` goes (health may substitute the standby, or throw BACKEND_DOWN / BACKEND_MAINTENANCE). */
+export function admit(gate: BackendGate, wanted: Route): AdmittedRoute {
+  const route = gate.admit(wanted);
+  return { ...route, admitted: true, ...(route.backend !== wanted.backend ? { routedFor: wanted.backend } : {}) };
+}
+
+/** Steps 2–5 for an admitted route, under one budget (backendLogin.backendLoginBudgetMs; connect also bounded by connectTimeoutMs). */
+export async function openBackendSession(deps: BackendSessionDeps, route: AdmittedRoute, bl: Config['backendLogin'], req: OpenRequest): Promise<BackendSession> {
+  const budget = new Budget(deps.clock, bl.backendLoginBudgetMs);
+  try {
+    const proxyFor = route.trustsProxy && route.forwardClientAddress === 'proxy-v2' ? req.client : undefined;
+    const socket = await connectBackend(route, {
+      timeoutMs: Math.max(1, Math.min(bl.connectTimeoutMs, budget.left())), dial: deps.dial, clock: deps.clock,
+      ...(proxyFor ? { proxyFor, clientTls: req.clientTls } : {}),
+    });
+    const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal);
+    backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
+    deps.gate.report(route, 'ok');
+    return { route, ...done };
+  } catch (e) {
+    const err = toProxyError(e, 'BACKEND_PROTOCOL');
+    backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
+    if (!req.signal?.aborted) deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
+    throw err;
+  }
+}
+
+/** Feed the backend's lines to `machine` and perform its send / start-tls / done / fail actions until done, within `budget`. */
+function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: AbortSignal | undefined): Promise<Omit<BackendSession, 'route'>> {
+  return new Promise((resolve, reject) => {
+    let socket = first;
+    let settled = false;
+    let upgrading = false;
+    const reader = new LineReader(MAX_BACKEND_LINE);
+    const timer = clock.setTimeout(() => fail(new ProxyError('BACKEND_UNAVAILABLE', `backend login did not finish within ${budget.ms} ms`)), budget.timer());
+    const onAbort = () => fail(new ProxyError('BACKEND_UNAVAILABLE', 'aborted'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    const detach = () => {
+      clock.clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      socket.off('error', onError);
+    };
+    const fail = (e: unknown) => {
+      if (settled) return;
+      settled = true;
+      detach();
+      socket.destroy();
+      reject(toProxyError(e, 'BACKEND_PROTOCOL'));
+    };
+    const onClose = () => fail(new ProxyError('BACKEND_UNAVAILABLE', 'backend closed the connection during login'));
+    const onError = (e: NodeJS.ErrnoException) => fail(new ProxyError('BACKEND_UNAVAILABLE', `backend socket: ${e.code ?? e.message}`));
+    const onData = (chunk: Buffer | null) => {
+      try {
+        let line = reader.pushOne(chunk);
+        while (line !== null && !settled && !upgrading) {
+          run(machine.step({ kind: 'line', line }));
+          if (settled || upgrading) break;
+          line = reader.pushOne(null);
+        }
+      } catch (e) { fail(toProxyError(e, 'BACKEND_PROTOCOL')); }
+    };
+    const run = (actions: BackendAction[]) => {
+      for (const a of actions) {
+        if (settled) return;
+        switch (a.kind) {
+          case 'send': socket.write(a.bytes); break;
+          case 'fail': fail(a.error); return;
+          case 'done': {
+            settled = true;
+            detach();
+            socket.pause();
+            resolve({ socket, text: a.text, leftover: reader.rest() });
+            return;
+          }
+          case 'start-tls': {
+            upgrading = true;
+            socket.off('data', onData);
+            socket.off('close', onClose);
+            reader.rest(); // RFC 3501 §6.2.1 / RFC 3207 §4.2: nothing the server sent before the handshake counts afterwards
+            upgradeClient(socket, route, budget.timer())
+              .then((tls) => {
+                if (settled) { tls.destroy(); return; }
+                socket.off('error', onError);
+                socket = tls;
+                upgrading = false;
+                socket.on('data', onData).on('close', onClose).on('error', onError);
+                run(machine.step({ kind: 'tls-ready' }));
+              }, fail);
+            return;
+          }
+        }
+      }
+    };
+    socket.on('data', onData).on('close', onClose).on('error', onError);
+  });
+}

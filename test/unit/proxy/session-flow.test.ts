@@ -1,0 +1,221 @@
+// Proves whole IMAP, POP3 and submission sessions on in-memory sockets and a fake clock: login and relay, the pre-login
+// deadline, kicks, and backend failures (refused, silent) reported to health. Must not open sockets; proxy timers run on
+// the fake clock (only smtp-server's own greeting delay is real time).
+import assert from 'node:assert/strict';
+import { ProxyError } from '../../../src/errors.js';
+import { ProtocolService } from '../../../src/proxy/session.js';
+import { imapModule } from '../../../src/proxy/imap/index.js';
+import { pop3Module } from '../../../src/proxy/pop3/index.js';
+import { createSubmissionService } from '../../../src/proxy/smtp/index.js';
+import { FakeClock } from '../health/fake-clock.js';
+import { PORTS, accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig, type Behaviour, type FakeSocket } from './fakes.js';
+
+const IMAP_BACKEND: Behaviour = {
+  kind: 'script',
+  script: {
+    greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] backend ready\r\n',
+    reply: (line) => {
+      const [tag, cmd] = line.split(' ');
+      if (cmd === 'LOGIN') return `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`;
+      if (cmd === 'NOOP') return `${tag} OK NOOP from backend\r\n`;
+      return undefined;
+    },
+  },
+};
+const POP3_BACKEND: Behaviour = {
+  kind: 'script',
+  script: {
+    greeting: '+OK backend ready\r\n',
+    reply: (line) => (line.startsWith('AUTH PLAIN ') ? '+OK Logged in\r\n' : line === 'STAT' ? '+OK 2 320\r\n' : undefined),
+  },
+};
+const SUBMISSION_BACKEND: Behaviour = {
+  kind: 'script',
+  script: {
+    greeting: '220 b1 ESMTP\r\n',
+    reply: (line) => {
+      if (line.startsWith('EHLO ')) return '250-b1\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n';
+      if (line.startsWith('AUTH PLAIN ')) return '235 2.7.0 Authenticated\r\n';
+      if (line.startsWith('MAIL FROM:')) return '250 2.1.0 Ok\r\n';
+      return undefined;
+    },
+  },
+};
+
+function setup(protocol: 'imap' | 'pop3', backends: Record<number, Behaviour>) {
+  const clock = new FakeClock();
+  const gate = recordingGate();
+  const { dial, backends: opened } = fakeDialer(backends);
+  const deps = handlerDeps(testConfig(), dial, clock, gate);
+  const service = new ProtocolService({ ...deps, module: protocol === 'imap' ? imapModule : pop3Module });
+  const [client, server] = socketPair();
+  client.collect();
+  let ended = false;
+  client.on('end', () => { ended = true; });
+  service.handle(server.asSocket(), accepted(protocol));
+  return { clock, gate, deps, service, client, opened, get ended() { return ended; } };
+}
+
+async function say(clock: FakeClock, client: FakeSocket, line: string): Promise<void> {
+  client.write(`${line}\r\n`);
+  await clock.advance(0);
+}
+
+describe('session flows on in-memory sockets', () => {
+  describe('IMAP', () => {
+    it('logs in at the backend, answers with its capabilities and relays afterwards', async () => {
+      const s = setup('imap', { [PORTS.imap]: IMAP_BACKEND });
+      await s.clock.advance(0);
+      assert.match(s.client.text, /^\* OK \[CAPABILITY [^\]]*\] /);
+      await say(s.clock, s.client, 'a1 LOGIN alice secret');
+      assert.match(s.client.text, /a1 OK \[CAPABILITY IMAP4rev1 IDLE\] Logged in\r\n/);
+      assert.deepEqual(s.gate.reports, [['b1', 'ok']]);
+      assert.equal(s.deps.sessions.list({ user: 'alice' })[0]?.info.phase, 'relay');
+      await say(s.clock, s.client, 'a2 NOOP');
+      assert.match(s.client.text, /a2 OK NOOP from backend\r\n$/);
+      assert.match(s.opened[0]!.text, /a2 NOOP\r\n$/, 'the backend got the command byte for byte');
+    });
+
+    it('says BYE at the pre-login deadline and closes', async () => {
+      const s = setup('imap', { [PORTS.imap]: IMAP_BACKEND });
+      await s.clock.advance(29_999);
+      assert.ok(!s.ended);
+      await s.clock.advance(1);
+      assert.match(s.client.text, /\* BYE Disconnected for inactivity\r\n$/);
+      assert.ok(s.ended);
+      assert.equal(s.deps.sessions.size, 0);
+    });
+
+    it('a kick during the relay sends the protocol goodbye and ends both sides', async () => {
+      const s = setup('imap', { [PORTS.imap]: IMAP_BACKEND });
+      await s.clock.advance(0);
+      await say(s.clock, s.client, 'a1 LOGIN alice secret');
+      assert.equal(s.deps.sessions.kick({ user: 'alice' }, new ProxyError('BACKEND_DOWN')), 1);
+      await s.clock.advance(0);
+      assert.match(s.client.text, /\* BYE \[UNAVAILABLE\] Temporary failure, please try again later\r\n$/);
+      assert.ok(s.ended);
+      assert.ok(s.opened[0]!.destroyed || s.opened[0]!.writableEnded, 'backend connection closed');
+      assert.equal(s.deps.sessions.size, 0);
+    });
+
+    it('a refused backend: temporary NO to the client, failure reported to health, session stays usable', async () => {
+      const s = setup('imap', {});
+      await s.clock.advance(0);
+      await say(s.clock, s.client, 'a1 LOGIN alice secret');
+      assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+      assert.deepEqual(s.gate.reports, [['b1', 'fail']]);
+      assert.ok(!s.ended);
+    });
+
+    it('a backend that never greets: the login budget ends it, failure reported', async () => {
+      const s = setup('imap', { [PORTS.imap]: { kind: 'silent' } });
+      await s.clock.advance(0);
+      await say(s.clock, s.client, 'a1 LOGIN alice secret');
+      assert.doesNotMatch(s.client.text, /a1 /);
+      await s.clock.advance(5000);
+      assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+      assert.deepEqual(s.gate.reports, [['b1', 'fail']]);
+    });
+
+    it('a wrong password never reaches the backend and is answered after the failure delay', async () => {
+      const s = setup('imap', { [PORTS.imap]: IMAP_BACKEND });
+      await s.clock.advance(0);
+      await say(s.clock, s.client, 'a1 LOGIN alice wrong');
+      assert.doesNotMatch(s.client.text, /a1 NO/);
+      await s.clock.advance(100);
+      assert.match(s.client.text, /a1 NO \[AUTHENTICATIONFAILED\] /);
+      assert.equal(s.opened.length, 0);
+    });
+  });
+
+  describe('POP3', () => {
+    it('USER/PASS logs in at the backend and relays', async () => {
+      const s = setup('pop3', { [PORTS.pop3]: POP3_BACKEND });
+      await s.clock.advance(0);
+      assert.match(s.client.text, /^\+OK /);
+      await say(s.clock, s.client, 'USER alice');
+      await say(s.clock, s.client, 'PASS secret');
+      assert.match(s.client.text, /\+OK Logged in\r\n$/);
+      await say(s.clock, s.client, 'STAT');
+      assert.match(s.client.text, /\+OK 2 320\r\n$/);
+      assert.deepEqual(s.gate.reports, [['b1', 'ok']]);
+    });
+
+    it('pre-login deadline, refused and silent backends', async () => {
+      const idle = setup('pop3', { [PORTS.pop3]: POP3_BACKEND });
+      await idle.clock.advance(30_000);
+      assert.match(idle.client.text, /-ERR Disconnected for inactivity\r\n$/);
+      assert.ok(idle.ended);
+
+      const refused = setup('pop3', {});
+      await refused.clock.advance(0);
+      await say(refused.clock, refused.client, 'USER alice');
+      await say(refused.clock, refused.client, 'PASS secret');
+      assert.match(refused.client.text, /-ERR \[SYS\/TEMP\] /);
+      assert.deepEqual(refused.gate.reports, [['b1', 'fail']]);
+
+      const silent = setup('pop3', { [PORTS.pop3]: { kind: 'silent' } });
+      await silent.clock.advance(0);
+      await say(silent.clock, silent.client, 'USER alice');
+      await say(silent.clock, silent.client, 'PASS secret');
+      await silent.clock.advance(5000);
+      assert.match(silent.client.text, /-ERR \[SYS\/TEMP\] /);
+      assert.deepEqual(silent.gate.reports, [['b1', 'fail']]);
+    });
+  });
+
+  describe('submission', () => {
+    function smtpSetup(backends: Record<number, Behaviour>) {
+      const clock = new FakeClock();
+      const gate = recordingGate();
+      const { dial, backends: opened } = fakeDialer(backends);
+      const deps = handlerDeps(testConfig(), dial, clock, gate);
+      const service = createSubmissionService({ config: deps.config, directory: deps.directory, gate, sessions: deps.sessions, logger: deps.logger, penalty: deps.penalty, clock, dial });
+      const [client, server] = socketPair();
+      client.collect();
+      service.handle(server.asSocket(), accepted('submission'));
+      return { clock, gate, client, opened };
+    }
+    /** smtp-server greets after its own 100 ms early-talker timer (real time, not ours): poll until `re` shows up. */
+    async function until(s: { client: FakeSocket; clock: FakeClock }, re: RegExp): Promise<void> {
+      for (let i = 0; i < 300 && !re.test(s.client.text); i++) {
+        await s.clock.advance(0);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.match(s.client.text, re);
+    }
+    /** Greeting, EHLO and AUTH PLAIN as `password`; waits for 235 only with the right password. */
+    async function authenticated<S extends { client: FakeSocket; clock: FakeClock }>(s: S, password = 'secret'): Promise<S> {
+      await until(s, /^220 /);
+      s.client.write('EHLO client.test\r\n');
+      await until(s, /250 /);
+      s.client.write(`AUTH PLAIN ${Buffer.from(`\0alice\0${password}`).toString('base64')}\r\n`);
+      if (password === 'secret') await until(s, /235 /);
+      return s;
+    }
+
+    it('AUTH, then MAIL opens the backend through the pipeline (EHLO, AUTH PLAIN as the user)', async () => {
+      const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }));
+      s.client.write('MAIL FROM:<alice@example.org>\r\n');
+      await until(s, /235 [^\r]*\r\n250 [^\r]*\r\n$/);
+      assert.deepEqual(s.gate.reports, [['b1', 'ok']]);
+      assert.match(s.opened[0]!.text, /^EHLO \S+\r\nAUTH PLAIN \S+\r\nMAIL FROM:<alice@example.org>\r\n$/);
+    });
+
+    it('a wrong password is answered after the failure delay on the injected clock; no backend is dialled', async () => {
+      const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }), 'wrong');
+      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.doesNotMatch(s.client.text, /535 /, 'not before the delay');
+      await s.clock.advance(100);
+      await until(s, /535 [^\r]*\r\n$/);
+      assert.equal(s.opened.length, 0);
+    });
+
+    it('a refused backend: MAIL gets a temporary failure, health hears it', async () => {
+      const s = await authenticated(smtpSetup({}));
+      s.client.write('MAIL FROM:<alice@example.org>\r\n');
+      await until(s, /\r\n4\d\d [^\r]*\r\n$/);
+      assert.deepEqual(s.gate.reports, [['b1', 'fail']]);
+    });
+  });
+});

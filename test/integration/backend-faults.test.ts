@@ -1,5 +1,6 @@
 // Proves backend faults as IMAP clients see them through the proxy, with real Dovecot and default health settings:
-// a hung backend (SIGSTOP) and two nodes answering in turn behind one address (split brain).
+// a failover gap ridden through, a real outage failing fast, a hung backend (SIGSTOP), two nodes answering in turn
+// behind one address (split brain); and the metrics-only listener.
 // Must not test the state machine's details (unit tests do).
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
@@ -53,6 +54,64 @@ describe('backend faults as clients see them (real Dovecot, default health setti
     await world?.stop();
   });
 
+  it('backend stopped and restarted on the same address after a 5 s gap under a steady login stream: no client error', async () => {
+    const p = await proxyWith();
+    await waitFor('backend-a up', () => state(p, 'backend-a') === 'up', 5000);
+    let stoppedAt = 0;
+    let listeningAt = 0;
+    const results = await loginStream({
+      port: p.port('imap', 'starttls'), users: [alice()], perSecond: 10, durationMs: 9000,
+      at: [
+        { afterMs: 1000, run: async () => { await world.backends.a.stop(); stoppedAt = Date.now(); } },
+        { afterMs: 6000, run: async () => { await world.backends.a.start(); listeningAt = Date.now(); } },
+      ],
+    });
+    const s = summarize(results);
+    console.log(`      failover gap of ${listeningAt - stoppedAt} ms: ${describeSummary(s)}`);
+    assert.equal(s.errors, 0, JSON.stringify(results.filter((r) => r.cls !== 'ok').slice(0, 3)));
+    // The logins that arrived during the gap waited for the backend and got in as soon as it listened.
+    const during = results.filter((r) => r.startedAt > stoppedAt && r.startedAt < listeningAt - 500);
+    assert.ok(during.length >= 30, `${during.length} logins during the gap`);
+    const lastAnswer = Math.max(...during.map((r) => r.startedAt + r.ms)) - listeningAt;
+    console.log(`      the ${during.length} logins that arrived during the gap were all answered ${Math.round(lastAnswer)} ms after the backend listened again`);
+    assert.ok(lastAnswer <= 3000, `answered as soon as the backend answers (${lastAnswer} ms after it listened)`);
+  });
+
+  it('a backend down for longer than rideThroughMs: logins fail fast (< 250 ms) with the temporary error', async () => {
+    const p = await proxyWith((raw) => { (raw['health'] as Record<string, unknown>)['rideThroughMs'] = 1500; });
+    await waitFor('backend-b up', () => state(p, 'backend-b') === 'up', 5000);
+    await world.backends.b.stop();
+    try {
+      const first = await imapLogin(p.port('imap', 'starttls'), bob().user, bob().password);
+      assert.equal(first.cls, 'unavailable');
+      assert.ok(first.ms >= 1000 && first.ms < 1500 + 1000, `the first login rode the hold out (${Math.round(first.ms)} ms)`);
+      const later = summarize(await loginStream({ port: p.port('imap', 'starttls'), users: [bob()], perSecond: 10, durationMs: 1000 }), 'unavailable');
+      console.log(`      down past the hold: ${describeSummary(later)}`);
+      assert.equal(later.errors, 0);
+      assert.ok(later.max < 250, `${later.max} ms`);
+    } finally {
+      await world.backends.b.start();
+    }
+    await waitFor('backend-b up again', () => state(p, 'backend-b') === 'up', 5000);
+  });
+
+  it('SIGSTOP of a backend under a login stream: no login waits longer than greetingTimeoutMs + 1 s', async () => {
+    const p = await proxyWith();
+    await waitFor('backend-b up', () => state(p, 'backend-b') === 'up', 5000);
+    try {
+      const results = await loginStream({ port: p.port('imap', 'starttls'), users: [bob()], perSecond: 10, durationMs: 5000, at: [{ afterMs: 1000, run: () => world.backends.b.pause() }] });
+      const s = summarize(results);
+      console.log(`      SIGSTOP under load: ${describeSummary(s)}`);
+      assert.ok(s.max <= 2000 + 1000, `slowest login ${s.max} ms`);
+      assert.ok(results.every((r) => r.cls === 'ok' || r.cls === 'unavailable'), 'only OK or the temporary error');
+      const tail = results.slice(-10);
+      assert.ok(tail.every((r) => r.cls === 'unavailable' && r.ms < 250), `once detected, fail fast: ${tail.map((r) => Math.round(r.ms)).join(', ')} ms`);
+    } finally {
+      world.backends.b.resume();
+    }
+    await waitFor('backend-b up again', () => state(p, 'backend-b') === 'up', 3000);
+  });
+
   it('SIGSTOP of a backend: marked down within 3 s with the default health settings', async () => {
     const p = await proxyWith();
     await waitFor('backend-b up', () => state(p, 'backend-b') === 'up', 5000);
@@ -104,5 +163,16 @@ describe('backend faults as clients see them (real Dovecot, default health setti
     const clearedMs = await waitFor('split brain over', () => endpoint(refuse, 'backend-a')?.splitBrain !== true, 6000);
     console.log(`      one identity again: split brain cleared after ${clearedMs} ms (stableMs 2000)`);
     assert.equal((await imapLogin(refuse.port('imap', 'starttls'), alice().user, alice().password)).cls, 'ok');
+  });
+
+  it('admin.metrics: /metrics and /healthz on their own port without the token; the admin API still wants it', async () => {
+    const p = await proxyWith((raw) => { raw['admin'] = { enabled: true, address: '127.0.0.1', port: 0, token: 'sekrit', metrics: { address: '127.0.0.1', port: 0 } }; });
+    const metricsPort = p.app.metricsListener!.port;
+    const scrape = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    assert.equal(scrape.status, 200);
+    assert.match(await scrape.text(), /mailproxy_backend_up\{/);
+    assert.equal((await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200);
+    assert.equal((await fetch(`http://127.0.0.1:${metricsPort}/sessions`)).status, 404);
+    assert.equal((await fetch(`http://127.0.0.1:${p.app.admin!.port}/metrics`)).status, 401);
   });
 });

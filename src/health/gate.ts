@@ -5,7 +5,7 @@ import type { Route } from '../directory/backends.js';
 export interface BackendGate {
   /**
    * Where a new login for `route` goes: the route itself, its standby's route while the primary is down
-   * and the standby serving, or throw ProxyError BACKEND_DOWN / BACKEND_MAINTENANCE to fail fast.
+   * and the standby serving, or throw ProxyError BACKEND_DOWN / BACKEND_MAINTENANCE / BACKEND_SPLIT_BRAIN to fail fast.
    */
   admit(route: Route): Route;
   /**

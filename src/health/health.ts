@@ -147,7 +147,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     const ep = this.endpoint(route.backend, route.protocol);
     const state = ep.machine.state;
     if (state === 'maintenance') throw new ProxyError('BACKEND_MAINTENANCE', `${route.backend} ${route.protocol}`);
-    if (ep.splitBrain && this.config.health.splitBrain.policy === 'refuse') throw new ProxyError('BACKEND_DOWN', `${route.backend} ${route.protocol}: split brain (two servers answer in turn)`);
+    if (ep.splitBrain && this.config.health.splitBrain.policy === 'refuse') throw new ProxyError('BACKEND_SPLIT_BRAIN', `${route.backend} ${route.protocol}: two servers answer in turn`);
     if (state !== 'down') return route;
     // Active/passive pair: the standby only while the primary is down AND the standby's own state says it serves.
     // No trickle to the primary then: two servers on one mailbox corrupt it.

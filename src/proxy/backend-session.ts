@@ -56,7 +56,7 @@ export function backendCredentials(bl: Config['backendLogin'], login: string, pa
   return bl.mode === 'master' ? { user: `${login}${bl.masterSeparator}${bl.masterUser ?? ''}`, password: bl.masterPassword ?? '' } : { user: login, password };
 }
 
-/** Step 1: where a new backend session for `wanted` goes (health may substitute the standby, or throw BACKEND_DOWN / BACKEND_MAINTENANCE). */
+/** Step 1: where a new backend session for `wanted` goes (health may substitute the standby, or throw BACKEND_DOWN / BACKEND_MAINTENANCE / BACKEND_SPLIT_BRAIN). */
 export function admit(gate: BackendGate, wanted: Route): AdmittedRoute {
   const route = gate.admit(wanted);
   return { ...route, admitted: true, ...(route.backend !== wanted.backend ? { routedFor: wanted.backend } : {}) };

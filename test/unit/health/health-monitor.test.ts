@@ -285,7 +285,7 @@ describe('health/HealthMonitor: ride-through, hangs, split brain, implied endpoi
     assert.equal(monitor.stateOf('c', 'imap'), 'up', 'a real login that worked counts at once');
   });
 
-  it('split brain from probe and login identities: gauge, hook, snapshot; policy refuse gives BACKEND_DOWN until one identity is stable', async () => {
+  it('split brain from probe and login identities: gauge, hook, snapshot; policy refuse gives BACKEND_SPLIT_BRAIN until one identity is stable', async () => {
     const { monitor, route, hooks, clock } = setup({ health: { splitBrain: { policy: 'refuse', windowMs: 10_000, stableMs: 3000 } } });
     const seen = (identity: string, viaLogin: boolean) => {
       if (viaLogin) monitor.report(route('c'), 'ok', identity);
@@ -296,7 +296,7 @@ describe('health/HealthMonitor: ride-through, hangs, split brain, implied endpoi
     assert.equal(monitor.admit(route('c')).backend, 'c', 'one change is a failover');
     seen('node1', false);
     seen('node2', true);
-    assert.equal(code(() => monitor.admit(route('c'))), 'BACKEND_DOWN');
+    assert.equal(code(() => monitor.admit(route('c'))), 'BACKEND_SPLIT_BRAIN');
     assert.equal(await metricValue(backendSplitBrain, { backend: 'c' }), 1);
     assert.deepEqual(hooks.filter((h) => h.to === 'split_brain').map((h) => [h.backend, h.protocol]), [['c', 'imap']]);
     assert.equal(monitor.snapshot().find((b) => b.backend === 'c')!.endpoints[0]!.splitBrain, true);

@@ -41,7 +41,7 @@ export interface StateView {
   consecutiveFail: number;
   /** Start of the current run of failures (null after a success): how long the backend has been failing. */
   failingSince: number | null;
-  /** The latest failure was a hang (accepted, never answered), not a refusal. */
+  /** The latest two failures were hangs (accepted, never answered), not refusals. */
   hung: boolean;
 }
 
@@ -54,6 +54,8 @@ export class BackendState {
   private lastTrickleAt = 0;
   private failingSince: number | null = null;
   private hung = false;
+  /** Consecutive hangs (one alone can be a server closing its listener while it shuts down). */
+  private hangRun = 0;
   /** It has served at least once: only a backend that was serving can be in a failover worth riding through. */
   private seenOk = false;
 
@@ -77,6 +79,7 @@ export class BackendState {
       this.okRun++;
       this.failingSince = null;
       this.hung = false;
+      this.hangRun = 0;
       this.seenOk = true;
       const wasDown = this.health === 'down';
       // A real login that worked is proof enough: no need to wait for `rise` probes.
@@ -86,7 +89,8 @@ export class BackendState {
     this.okRun = 0;
     this.failRun++;
     if (this.seenOk) this.failingSince ??= now;
-    this.hung = outcome.hang === true;
+    this.hangRun = outcome.hang === true ? this.hangRun + 1 : 0;
+    this.hung = this.hangRun >= 2;
     if (this.health !== 'down') {
       const next: HealthState = this.failRun >= this.opts.fall ? 'down' : 'suspect';
       if (next === 'down') this.lastTrickleAt = now;

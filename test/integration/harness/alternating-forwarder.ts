@@ -4,10 +4,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 
 export interface Forwarder {
   port: number;
-  /**
-   * 'alternate': each new connection goes to either target at random (two proxies probing through one forwarder in
-   * lockstep would otherwise each always land on the same node); a number: every connection goes to targets[n].
-   */
+  /** 'alternate': each new connection goes to the other target (give each proxy its own forwarder); a number: every connection goes to targets[n]. */
   mode: 'alternate' | 0 | 1;
   /** Connections forwarded per target so far. */
   counts: [number, number];
@@ -16,9 +13,10 @@ export interface Forwarder {
 
 export async function startForwarder(targets: [number, number], host = '127.0.0.1'): Promise<Forwarder> {
   const sockets = new Set<Socket>();
+  let next = 0;
   const f: Forwarder = { port: 0, mode: 'alternate', counts: [0, 0], close: async () => undefined };
   const server: Server = createServer((client) => {
-    const i = f.mode === 'alternate' ? (Math.random() < 0.5 ? 0 : 1) : f.mode;
+    const i = f.mode === 'alternate' ? ((next++ % 2) as 0 | 1) : f.mode;
     f.counts[i]++;
     const upstream = connect({ host, port: targets[i] });
     for (const s of [client, upstream]) {

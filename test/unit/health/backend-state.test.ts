@@ -88,10 +88,12 @@ describe('health/backend-state', () => {
     m.record(ok, 15_000);
     assert.equal(m.view().failingSince, null);
     m.record({ ok: false, source: 'probe', hang: true }, 16_000);
+    assert.equal(m.view().hung, false, 'one hang alone can be a server closing its listener on the way down');
+    m.record({ ok: false, source: 'passive', hang: true }, 16_100);
     assert.equal(m.view().hung, true);
-    assert.equal(m.rideThroughUntil(16_001, 12_000), null, 'a hung backend is not ridden through');
+    assert.equal(m.rideThroughUntil(16_101, 12_000), null, 'a hung backend is not ridden through');
     m.record(fail, 16_500);
-    assert.equal(m.view().hung, false, 'the latest failure decides');
+    assert.equal(m.view().hung, false, 'a refusal ends the hang run');
   });
 
   it('ride-through needs a backend that has served: one never seen up (a dead host) fails fast', () => {

@@ -9,13 +9,13 @@ import { kickSpread } from './ops/kick.js';
 import { localAdminDeps } from './ops/admin-local.js';
 import type { Readiness } from './ops/http.js';
 import { startOps, type Ops } from './ops/start.js';
-import { createInboundService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
+import { createInboundService, createLmtpService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
-const SPLICED = new Set<string>(['imap', 'pop3', 'submission']);
+const SPLICED = new Set<string>(['imap', 'pop3', 'submission', 'sieve']);
 
 export interface AppOptions {
   logger: Logger;
@@ -27,7 +27,7 @@ export interface AppOptions {
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tlsMaterial, penalty: d.penalty, clock: d.clock, dial: d.dial };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tls, penalty: d.penalty, clock: d.clock, dial: d.dial, guard: d.guard };
 }
 
 export class App {
@@ -66,6 +66,7 @@ export class App {
       handlers: {
         submission: (d) => createSubmissionService(smtpDeps(d)),
         smtp: (d) => createInboundService(smtpDeps(d)),
+        lmtp: (d) => createLmtpService(smtpDeps(d)),
       },
     });
     instanceRef = this.instance;

@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'AUTHZ_UNSUPPORTED'      // SASL authorization identity differs from authentication identity
   | 'TLS_REQUIRED'           // plaintext auth refused before TLS
   | 'DIRECTORY_UNAVAILABLE'  // LDAP down, timed out, or answered an error
+  | 'IDP_UNAVAILABLE'        // OAuth identity provider (JWKS or introspection endpoint) unreachable or answering errors
   | 'NO_ROUTE'               // account has no host attribute and no default backend
   | 'BACKEND_UNAVAILABLE'    // connect refused / timed out / TLS failed / closed during login
   | 'BACKEND_DOWN'           // health says down: fail fast without trying
@@ -14,6 +15,7 @@ export type ErrorCode =
   | 'BACKEND_AUTH_FAILED'    // backend refused the credentials the directory accepted
   | 'BACKEND_USER_BUSY'      // backend says "not now" for this user (POP3 [IN-USE], [LOGIN-DELAY]): the backend itself is fine
   | 'BACKEND_PROTOCOL'       // backend said something we cannot parse during login
+  | 'ROUTE_LOOP'             // the route leads back into the proxy tier (own listener, hop count spent)
   | 'LINE_TOO_LONG'
   | 'LITERAL_TOO_LARGE'
   | 'TOO_MANY_ERRORS'
@@ -47,6 +49,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   AUTHZ_UNSUPPORTED: { imap: 'NO [AUTHORIZATIONFAILED] Authorization identity not supported', pop3: '-ERR [AUTH] Authorization identity not supported', smtp: '535 5.7.8 Authorization identity not supported', logReason: 'authzid differs from authcid', metricLabel: 'authz_unsupported', health: 'none' },
   TLS_REQUIRED: { imap: 'NO [PRIVACYREQUIRED] Plaintext authentication disallowed without TLS', pop3: '-ERR [AUTH] Plaintext authentication disallowed without TLS', smtp: '538 5.7.11 Encryption required for requested authentication mechanism', logReason: 'plaintext auth without TLS', metricLabel: 'tls_required', health: 'none' },
   DIRECTORY_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'directory unavailable', metricLabel: 'directory_unavailable', health: 'none' },
+  IDP_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'identity provider unavailable', metricLabel: 'idp_unavailable', health: 'none' },
   NO_ROUTE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'no backend for account', metricLabel: 'no_route', health: 'none' },
   BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', health: 'backend-failure' },
   BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', health: 'none' },
@@ -55,6 +58,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', health: 'backend-alive' },
   BACKEND_USER_BUSY: { imap: TEMP_IMAP, pop3: '-ERR [IN-USE] Mailbox busy, please try again later', smtp: TEMP_SMTP, logReason: 'backend refused this user for now', metricLabel: 'backend_user_busy', health: 'backend-alive' },
   BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', health: 'backend-failure' },
+  ROUTE_LOOP: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'route loops back into the proxy tier', metricLabel: 'route_loop', health: 'none' },
   LINE_TOO_LONG: { imap: 'BAD Line too long', pop3: '-ERR Line too long', smtp: '500 5.5.2 Line too long', logReason: 'line too long', metricLabel: 'line_too_long', health: 'none' },
   LITERAL_TOO_LARGE: { imap: 'BAD Literal too large', pop3: '-ERR Too large', smtp: '552 5.3.4 Too large', logReason: 'literal too large', metricLabel: 'literal_too_large', health: 'none' },
   TOO_MANY_ERRORS: { imap: 'BYE Too many invalid commands', pop3: '-ERR Too many invalid commands', smtp: '421 4.7.0 Too many errors', logReason: 'too many bad commands', metricLabel: 'too_many_errors', health: 'none' },

@@ -33,3 +33,15 @@ export const ldapUp = new Gauge({ name: 'mailproxy_ldap_up', help: '1 when the L
 export const workerRestartsTotal = new Counter({ name: 'mailproxy_worker_restarts_total', help: 'Cluster workers replaced by the primary, by reason (exited, unresponsive)', labelNames: ['reason'], registers: [registry] });
 export const smtpMessagesTotal = new Counter({ name: 'mailproxy_smtp_messages_total', help: 'SMTP transactions by service and result', labelNames: ['service', 'result'], registers: [registry] });
 export const smtpRecipientsTotal = new Counter({ name: 'mailproxy_smtp_recipients_total', help: 'SMTP recipients by service and result', labelNames: ['service', 'result'], registers: [registry] });
+
+/** Seconds until each client-facing certificate's notAfter, computed at scrape time from what the instance serves. */
+let certificateExpiries: () => Array<{ name: string; notAfter: number }> = () => [];
+export function setCertificateExpirySource(source: () => Array<{ name: string; notAfter: number }>): void { certificateExpiries = source; }
+export const tlsCertificateExpirySeconds = new Gauge({
+  name: 'mailproxy_tls_certificate_expiry_seconds', help: 'Seconds until a client-facing TLS certificate expires (negative: expired), by config name or CN', labelNames: ['name'], registers: [registry],
+  collect() {
+    this.reset();
+    const now = Date.now();
+    for (const c of certificateExpiries()) this.set({ name: c.name }, Math.round((c.notAfter - now) / 1000));
+  },
+});

@@ -56,7 +56,10 @@ function readSecret(baseDir: string, file: string, key: string): string {
 function resolveSecrets(c: Config, baseDir: string): Config {
   const abs = (p: string) => resolve(baseDir, p);
   const out: Config = structuredClone(c);
-  if (out.tls) { out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile); }
+  if (out.tls) {
+    out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile);
+    for (const s of out.tls.sni) { s.certFile = abs(s.certFile); s.keyFile = abs(s.keyFile); }
+  }
   const ldap = out.directory.ldap;
   if (ldap?.bindPasswordFile) ldap.bindPassword = readSecret(baseDir, ldap.bindPasswordFile, 'directory.ldap.bindPasswordFile');
   if (ldap?.tlsCaFile) ldap.tlsCa = readSecret(baseDir, ldap.tlsCaFile, 'directory.ldap.tlsCaFile');
@@ -68,6 +71,10 @@ function resolveSecrets(c: Config, baseDir: string): Config {
   for (const [name, b] of Object.entries(out.backends)) {
     if (b.tlsCaFile) b.tlsCa = readSecret(baseDir, b.tlsCaFile, `backends.${name}.tlsCaFile`);
   }
+  const oauth = out.oauth;
+  if (oauth?.tlsCaFile) oauth.tlsCa = readSecret(baseDir, oauth.tlsCaFile, 'oauth.tlsCaFile');
+  if (oauth?.introspection?.clientSecretFile) oauth.introspection.clientSecret = readSecret(baseDir, oauth.introspection.clientSecretFile, 'oauth.introspection.clientSecretFile');
+  if (oauth?.jwt?.jwksFile) oauth.jwt.jwksFile = abs(oauth.jwt.jwksFile);
   if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile');
   return deepFreeze(out);
 }

@@ -3,7 +3,7 @@
 import { ProxyError } from '../errors.js';
 import type { BackendConfig, Config, TlsMode } from '../config/schema.js';
 
-export type RouteProtocol = 'imap' | 'pop3' | 'submission' | 'lmtp' | 'smtp';
+export type RouteProtocol = 'imap' | 'pop3' | 'submission' | 'lmtp' | 'smtp' | 'sieve';
 
 export interface Route {
   /** Backend name (table key, or the host attribute value used as a host name). */
@@ -19,9 +19,11 @@ export interface Route {
   trustsProxy: boolean;
   forwardClientAddress: 'native' | 'proxy-v2' | 'none';
   standby?: string;
+  /** Local addresses to bind connections to this backend to (least used first). */
+  sourceAddresses?: readonly string[];
 }
 
-export const DEFAULT_PORTS: Readonly<Record<RouteProtocol, number>> = { imap: 143, pop3: 110, submission: 587, lmtp: 24, smtp: 25 };
+export const DEFAULT_PORTS: Readonly<Record<RouteProtocol, number>> = { imap: 143, pop3: 110, submission: 587, lmtp: 24, smtp: 25, sieve: 4190 };
 
 /** Route for a backend name from the table (or a bare host name not in it). */
 export function routeForBackend(config: Pick<Config, 'backends'>, name: string, protocol: RouteProtocol): Route {
@@ -42,6 +44,7 @@ export function routeForBackend(config: Pick<Config, 'backends'>, name: string, 
     forwardClientAddress: b.forwardClientAddress,
     ...(b.standby ? { standby: b.standby } : {}),
     ...(b.tlsCa ? { tlsCa: b.tlsCa } : {}),
+    ...(b.sourceAddresses.length ? { sourceAddresses: b.sourceAddresses } : {}),
   };
 }
 

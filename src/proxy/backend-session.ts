@@ -10,6 +10,7 @@ import type { ClientEndpoint } from '../core/types.js';
 import { backendLoginSeconds } from '../metrics.js';
 import type { BackendAction, BackendLogin } from './protocol.js';
 import { connectBackend, type Dial } from './backend-connect.js';
+import type { BackendGuard } from './backend-guard.js';
 import { LineReader } from './line-reader.js';
 import { upgradeClient } from './starttls.js';
 import { normaliseIdentity } from '../health/probe.js';
@@ -42,6 +43,8 @@ export interface BackendSessionDeps {
   gate: BackendGate;
   clock: Clock;
   dial: Dial;
+  /** Loop protection (never our own listeners) and backend sourceAddresses; the Instance's. */
+  guard?: BackendGuard;
 }
 
 const MAX_BACKEND_LINE = 64 * 1024;
@@ -80,6 +83,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       const socket = await connectBackend(route, {
         timeoutMs: Math.max(1, Math.min(bl.connectTimeoutMs, budget.left())), dial: deps.dial, clock: deps.clock,
         ...(proxyFor ? { proxyFor, clientTls: req.clientTls } : {}),
+        ...(deps.guard ? { guard: deps.guard } : {}),
       });
       const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, Math.min(bl.greetingTimeoutMs, budget.timer()), progress);
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
@@ -87,7 +91,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       return { route, ...done, attempts };
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
-      if (!req.signal?.aborted) report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
+      if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
       const refused = !progress.greeted && !progress.hung && err.code === 'BACKEND_UNAVAILABLE';
       if (refused && !req.signal?.aborted && (await rideThrough(deps, route, budget, req.signal))) continue;
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);

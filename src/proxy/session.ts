@@ -6,16 +6,20 @@ import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import { resolveRoute } from '../directory/backends.js';
 import { ProxyError, disconnectSpec, toProxyError, type DisconnectReason } from '../errors.js';
-import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, Dialogue, HandlerDeps, ProtocolModule } from './protocol.js';
-import type { Credentials } from '../core/types.js';
+import type { AcceptedConnection, BackendLoginContext, ClientAction, ClientEvent, ConnectionHandler, Dialogue, DialogueOptions, HandlerDeps, ProtocolModule } from './protocol.js';
+import { isTokenCredentials, type Credentials } from '../core/types.js';
+import type { Account } from '../directory/directory.js';
 import type { SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
 import { admit, backendCredentials, openBackendSession, type BackendSession } from './backend-session.js';
+import { nextHop } from './loop-guard.js';
+import { isTrustedSource } from '../core/proxy-header.js';
+import type { ServerTlsOptions, TlsMaterial } from '../tls/certificates.js';
 import { Relay, type RelayResult } from './relay.js';
 import { disconnectsTotal, loginsTotal, sessionsActive } from '../metrics.js';
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
-export type ProtocolServiceDeps = Omit<HandlerDeps, 'tlsMaterial'> & { module: ProtocolModule };
+export type ProtocolServiceDeps = HandlerDeps & { module: ProtocolModule };
 
 /** A ConnectionHandler that runs a Session per IMAP or POP3 connection. */
 export class ProtocolService implements ConnectionHandler {
@@ -74,12 +78,12 @@ class Session {
     this.socket.on('error', (e: NodeJS.ErrnoException) => this.log.debug({ phase: this.phase, err: e.code ?? e.message }, 'client socket error'));
     this.socket.on('close', this.onClientClose);
     this.deadline = deps.clock.setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
-    const ctx = deps.secureContext();
+    const ctx = deps.tls();
     if (conn.listener.tls === 'implicit') {
       if (!ctx) return this.end('CONFIG_INVALID');
       try {
         this.socket.off('close', this.onClientClose);
-        this.socket = await upgradeServer(this.socket, ctx, this.settings.limits.preAuthDeadlineMs);
+        this.socket = await upgradeServer(this.socket, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs);
         this.socket.on('close', this.onClientClose);
         this.socket.on('error', () => undefined);
       } catch {
@@ -92,10 +96,21 @@ class Session {
       requireTlsForAuth: this.settings.requireTlsForAuth,
       limits: this.settings.limits,
       ...(this.settings.greeting ? { greeting: this.settings.greeting } : {}),
+      ...this.oauthOptions(),
     });
     this.socket.on('data', this.onData);
     this.socket.resume(); // a PROXY header reader may have paused it
     this.apply(this.dialogue.start());
+  }
+
+  /** OAuth mechanisms and challenge details when oauth is configured; ManageSieve's announced SIEVE list. */
+  private oauthOptions(): Pick<DialogueOptions, 'tokenMechanisms' | 'oauthChallenge' | 'sieveExtensions'> {
+    const o = this.config.oauth;
+    const sieve = this.deps.module.protocol === 'sieve' ? this.config.sieve.sieveExtensions : undefined;
+    return {
+      ...(o ? { tokenMechanisms: o.mechanisms, oauthChallenge: { ...(o.scope ? { scope: o.scope } : {}), ...(o.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) } } : {}),
+      ...(sieve ? { sieveExtensions: sieve } : {}),
+    };
   }
 
   private readonly onData = (bytes: Buffer) => this.feed({ kind: 'data', bytes });
@@ -131,14 +146,19 @@ class Session {
     }
   }
 
+  /** Handshake options for this listener's protocol; a refused ALPN offer (ALPACA defence) is logged. */
+  private tlsOptions(material: TlsMaterial): ServerTlsOptions {
+    return material.serverOptions(this.conn.listener.protocol, (r) => this.log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
+  }
+
   private startTls(): void {
-    const ctx = this.deps.secureContext();
+    const ctx = this.deps.tls();
     if (!ctx) return this.end('CONFIG_INVALID');
     const raw = this.socket;
     raw.off('data', this.onData);
     raw.off('close', this.onClientClose);
     raw.pause();
-    upgradeServer(raw, ctx, this.settings.limits.preAuthDeadlineMs).then((tls) => {
+    upgradeServer(raw, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs).then((tls) => {
       this.socket = tls;
       tls.on('error', () => undefined);
       tls.on('close', this.onClientClose);
@@ -149,6 +169,8 @@ class Session {
 
   private login(credentials: Credentials, clientId?: Record<string, string>): void {
     this.setPhase('login');
+    // Bytes behind the login command are for the backend: stop reading (TCP holds them) until the relay or a failure.
+    this.socket.pause();
     this.loginAbort = new AbortController();
     const started = this.deps.clock.now();
     this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
@@ -169,7 +191,7 @@ class Session {
       const limits = this.settings.limits;
       const guess = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED';
       const delay = guess ? this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs) : 0;
-      const deliver = () => this.feed({ kind: 'login-failed', error: err });
+      const deliver = () => { this.feed({ kind: 'login-failed', error: err }); if (this.phase === 'prelogin') this.socket.resume(); };
       if (delay > 0) this.deps.clock.setTimeout(deliver, delay); else deliver();
     });
   }
@@ -180,10 +202,15 @@ class Session {
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
     const account = auth.account;
     this.info.user = account.login;
-    const route = admit(deps.gate, resolveRoute(config, account.host, deps.module.protocol));
+    const wanted = resolveRoute(config, account.host, deps.module.protocol);
+    // Loop protection (Dovecot's login proxy TTL): an upstream proxy we trust says how many hops are left.
+    const lp = config.loopProtection;
+    const hop = nextHop(clientId?.['x-proxy-ttl'], isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
+    if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (x-proxy-ttl ${hop.ttl}) for backend ${wanted.backend}`);
+    const route = admit(deps.gate, wanted);
     this.info.backend = route.backend;
     if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
-    const { user, password } = backendCredentials(config.backendLogin, account.login, credentials.password);
+    const identity = backendIdentity(config, account, credentials);
     const forwardClient = route.trustsProxy && route.forwardClientAddress === 'native';
     const clientTls = this.socket instanceof TLSSocket;
     return openBackendSession(deps, route, config.backendLogin, {
@@ -191,7 +218,7 @@ class Session {
       clientTls,
       signal,
       login: (r) => deps.module.createBackendLogin({
-        user, password, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}),
+        ...identity, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}), proxyTtl: hop.next,
       }),
     });
   }
@@ -255,4 +282,14 @@ class Session {
     if (p !== 'closed' && p !== 'new') { sessionsActive.inc({ protocol, phase: p }); this.info.phase = p; }
     this.phase = p;
   }
+}
+
+/**
+ * Who the proxy logs in as at the backend: the master user (backendLogin.mode master, or oauth.backendLogin master for
+ * token logins), the user's own token with the client's mechanism, or the user's own password.
+ */
+export function backendIdentity(config: Config, account: Account, credentials: Credentials): Pick<BackendLoginContext, 'user' | 'password' | 'token'> {
+  if (!isTokenCredentials(credentials)) return backendCredentials(config.backendLogin, account.login, credentials.password);
+  if (config.oauth?.backendLogin === 'master') return backendCredentials({ ...config.backendLogin, mode: 'master' }, account.login, '');
+  return { user: account.login, password: '', token: { mechanism: credentials.mechanism, token: credentials.token } };
 }

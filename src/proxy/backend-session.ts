@@ -52,7 +52,7 @@ const MAX_BACKEND_LINE = 64 * 1024;
 export const RIDE_THROUGH_RETRY_MS = 200;
 
 /** What one attempt learnt besides its outcome: the greeting (identity) and whether the backend hung. */
-interface Progress { greeting: string[]; greeted: boolean; hung: boolean }
+interface Progress { greeting: string[]; greeted: boolean; hung: boolean; /** The greeting itself said "not now" (a server shutting down). */ refusedGreeting?: boolean }
 
 /** The name and password the proxy logs in to the backend with: the user's own, or `login<sep>master` (built here only). */
 export function backendCredentials(bl: Config['backendLogin'], login: string, password: string): { user: string; password: string } {
@@ -92,7 +92,8 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
       if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
-      const refused = !progress.greeted && !progress.hung && err.code === 'BACKEND_UNAVAILABLE';
+      // Refused, reset, unreachable, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR", SMTP 421: a server on its way down).
+      const refused = !progress.hung && ((!progress.greeted && err.code === 'BACKEND_UNAVAILABLE') || progress.refusedGreeting === true);
       if (refused && !req.signal?.aborted && (await rideThrough(deps, route, budget, req.signal))) continue;
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
       throw attempts > 1 ? new ProxyError(err.code, `${err.detail ?? err.spec.logReason} (after ${attempts} attempts in ${budget.elapsed()} ms)`, { cause: err }) : err;
@@ -133,6 +134,7 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
     const greeted = (line: string) => {
       if (progress.greeted) return;
       progress.greeting.push(line);
+      if (progress.greeting.length === 1 && /^(\* BYE\b|-ERR\b|421[ -])/i.test(line)) progress.refusedGreeting = true;
       // RFC 5321 §4.2.1: "220-" lines continue the greeting; IMAP/POP3 greet in one line.
       if (/^\d{3}-/.test(line)) return;
       progress.greeted = true;

@@ -41,7 +41,7 @@ export interface StateView {
   consecutiveFail: number;
   /** Start of the current run of failures (null after a success): how long the backend has been failing. */
   failingSince: number | null;
-  /** The latest two failures were hangs (accepted, never answered), not refusals. */
+  /** The latest three failures were hangs (accepted, never answered), not refusals. */
   hung: boolean;
 }
 
@@ -54,7 +54,7 @@ export class BackendState {
   private lastTrickleAt = 0;
   private failingSince: number | null = null;
   private hung = false;
-  /** Consecutive hangs (one alone can be a server closing its listener while it shuts down). */
+  /** Consecutive hangs (one or two can be a server closing its listeners while it shuts down). */
   private hangRun = 0;
   /** It has served at least once: only a backend that was serving can be in a failover worth riding through. */
   private seenOk = false;
@@ -90,7 +90,7 @@ export class BackendState {
     this.failRun++;
     if (this.seenOk) this.failingSince ??= now;
     this.hangRun = outcome.hang === true ? this.hangRun + 1 : 0;
-    this.hung = this.hangRun >= 2;
+    this.hung = this.hangRun >= 3;
     if (this.health !== 'down') {
       const next: HealthState = this.failRun >= this.opts.fall ? 'down' : 'suspect';
       if (next === 'down') this.lastTrickleAt = now;

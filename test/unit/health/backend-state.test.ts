@@ -89,6 +89,8 @@ describe('health/backend-state', () => {
     assert.equal(m.view().failingSince, null);
     m.record({ ok: false, source: 'probe', hang: true }, 16_000);
     assert.equal(m.view().hung, false, 'one hang alone can be a server closing its listener on the way down');
+    m.record({ ok: false, source: 'passive', hang: true }, 16_050);
+    assert.equal(m.view().hung, false);
     m.record({ ok: false, source: 'passive', hang: true }, 16_100);
     assert.equal(m.view().hung, true);
     assert.equal(m.rideThroughUntil(16_101, 12_000), null, 'a hung backend is not ridden through');

@@ -279,6 +279,7 @@ describe('health/HealthMonitor: ride-through, hangs, split brain, implied endpoi
     const hang: ProbeResult = { backend: 'c', protocol: 'imap', ok: false, at: 0, latencyMs: 800, failure: 'timeout', hang: true, error: 'accepted, but no greeting' };
     monitor.recordProbe(hang);
     monitor.recordProbe(hang);
+    monitor.recordProbe(hang);
     assert.equal(code(() => monitor.admit(route('c'))), 'BACKEND_DOWN');
     assert.equal(monitor.rideThroughUntil(route('c')), null);
     monitor.report(route('c'), 'ok');

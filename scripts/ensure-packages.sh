@@ -3,7 +3,7 @@
 # Must not leave the distro's own slapd/dovecot/haproxy services running: the tests start their own instances.
 set -euo pipefail
 
-PACKAGES=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond openssl haproxy)
+PACKAGES=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond openssl haproxy redis-server)
 # issue 14 (proto): ManageSieve backend (Pigeonhole) and a real ManageSieve client for its tests.
 PACKAGES+=(dovecot-managesieved dovecot-sieve sieve-connect)
 # file -> package that provides it
@@ -18,6 +18,8 @@ declare -A NEEDS=(
   [/usr/lib/dovecot/submission]=dovecot-submissiond
   [/usr/bin/openssl]=openssl
   [/usr/sbin/haproxy]=haproxy
+  [/usr/bin/redis-server]=redis-server
+  [/usr/bin/redis-cli]=redis-tools
 )
 NEEDS[/usr/lib/dovecot/managesieve]=dovecot-managesieved
 NEEDS[/usr/lib/dovecot/modules/lib90_sieve_plugin.so]=dovecot-sieve
@@ -30,7 +32,7 @@ done
 
 stop_distro_services() {
   # The packages' own daemons would hold the standard ports and are not used by the tests.
-  for svc in slapd dovecot haproxy; do
+  for svc in slapd dovecot haproxy redis-server; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
       systemctl stop "$svc" || true
       systemctl disable "$svc" >/dev/null 2>&1 || true

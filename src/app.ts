@@ -7,12 +7,16 @@ import type { HandlerDeps } from './proxy/protocol.js';
 import { HealthMonitor } from './health/health.js';
 import { kickSpread } from './ops/kick.js';
 import { localAdminDeps } from './ops/admin-local.js';
-import type { Readiness } from './ops/http.js';
+import type { AdminDeps, Readiness } from './ops/http.js';
 import { startOps, type Ops } from './ops/start.js';
 import { createInboundService, createLmtpService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
+import type { EffectiveState } from './health/backend-state.js';
+import { explainRoute } from './pools/where.js';
+import { Tier } from './tier/tier.js';
+import { attachInstance, tierAdminDeps, tierGate, type LocalActions } from './tier/attach.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
 const SPLICED = new Set<string>(['imap', 'pop3', 'submission', 'sieve']);
@@ -23,16 +27,20 @@ export interface AppOptions {
   role?: 'single' | 'worker';
   /** Worker: where passive outcomes go (IPC to the primary). */
   forwardReport?(route: Route, outcome: 'ok' | 'fail' | 'hang', identity?: string): void;
+  /** Cluster worker: the instance id its primary speaks for in the tier. */
+  tierInstanceId?: string;
 }
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tls, penalty: d.penalty, clock: d.clock, dial: d.dial, guard: d.guard };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, pools: d.pools, logger: d.logger, secureContext: d.tls, penalty: d.penalty, clock: d.clock, dial: d.dial, guard: d.guard, ...(d.tier ? { tier: d.tier } : {}) };
 }
 
 export class App {
   readonly instance: Instance;
   readonly monitor: HealthMonitor;
+  /** Shared state on Redis (config `tier:`); undefined without it. */
+  readonly tier: Tier | undefined;
   private ops: Ops | undefined;
   private listening = false;
   maintenance = false;
@@ -60,9 +68,13 @@ export class App {
         }
       },
     });
+    this.tier = config.tier
+      ? new Tier({ config: config.tier, logger, role: role === 'worker' ? 'worker' : 'instance', ...(opts.tierInstanceId ? { instanceId: opts.tierInstanceId } : {}) })
+      : undefined;
     this.instance = new Instance(config, {
       logger,
-      gate: this.monitor,
+      gate: this.tier ? tierGate(this.monitor, (b, p) => this.isTierDown(b, p), () => this.config, (b, p) => this.monitor.stateOf(b, p)) : this.monitor,
+      ...(this.tier ? { tier: this.tier, poolSessions: this.tier.sessions } : {}),
       handlers: {
         submission: (d) => createSubmissionService(smtpDeps(d)),
         smtp: (d) => createInboundService(smtpDeps(d)),
@@ -70,6 +82,9 @@ export class App {
       },
     });
     instanceRef = this.instance;
+    // Pool members move users on health changes (folded per backend: a member is down when any of its protocols is).
+    for (const b of this.monitor.snapshot()) this.instance.pools.observe(b.backend, b.state, Date.parse(b.since));
+    this.monitor.on('backend', (t: { backend: string; to: EffectiveState; at: number }) => this.instance.pools.observe(t.backend, t.to, t.at));
   }
 
   get config(): Config { return this.instance.current; }
@@ -78,6 +93,13 @@ export class App {
   get admin(): Ops['admin'] { return this.ops?.admin; }
   get agent(): Ops['agent'] { return this.ops?.agent; }
   get metricsListener(): Ops['metrics'] { return this.ops?.metrics; }
+
+  /** Endpoints the tier holds down, as pushed by a cluster primary (workers have no backend view of their own). */
+  private tierDown = new Set<string>();
+  setTierDown(keys: readonly string[]): void { this.tierDown = new Set(keys); }
+  private isTierDown(backend: string, protocol: string): boolean {
+    return this.tier?.backendView ? this.tier.backendView.isDown(backend, protocol) : this.tierDown.has(`${backend}\t${protocol}`);
+  }
 
   /** This process only: never LDAP or backend health (DESIGN: a shared outage must not empty the pool). */
   readiness(): Readiness {
@@ -94,13 +116,42 @@ export class App {
     await this.instance.start();
     this.listening = true;
     if ((this.opts.role ?? 'single') === 'single') await this.startOperations();
+    this.tier?.start();
+  }
+
+  /** What tier actions from other instances (and this one's admin calls) do in this process. */
+  tierActions(): LocalActions {
+    const kicked = () => new ProxyError('SHUTDOWN', 'kicked by operator');
+    return {
+      kick: async (filter) => this.instance.sessions.kick(filter, kicked()),
+      invalidateRoute: async (user) => this.instance.invalidateRoute(user),
+      kickBackend: (backend, protocol) => {
+        if (!SPLICED.has(protocol)) return;
+        kickSpread(this.instance.sessions, { backend, protocol }, new ProxyError('BACKEND_DOWN', `backend ${backend} down (tier verdict)`), this.config.health.kickWindowMs);
+      },
+    };
   }
 
   /** Probing, admin HTTP and agent-check: once per instance (single process, or the cluster primary). */
   async startOperations(): Promise<void> {
     this.monitor.start();
+    if (this.tier?.role === 'instance') attachInstance(this.tier, this.monitor, this.tierActions());
     const readiness = () => this.readiness();
-    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps: localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness }) });
+    const actions = this.tierActions();
+    const local: AdminDeps = {
+      invalidateRoute: async (user) => ({ user, dropped: await actions.invalidateRoute(user), kicked: await actions.kick({ user }), tier: false }),
+      ...localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness }),
+    };
+    const deps = this.tier ? tierAdminDeps(local, this.tier, actions) : local;
+    // Live sessions for the explanation come through deps.listSessions: tier-wide with a tier, this process's without.
+    deps.routeOf = (user) => explainRoute({
+      config: () => this.config,
+      directory: () => this.instance.directoryNow,
+      pools: this.instance.pools,
+      backendState: (name) => this.monitor.snapshot().find((b) => b.backend === name),
+      sessionsOf: (login) => deps.listSessions({ user: login }),
+    }, user);
+    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps });
   }
 
   async reload(next: Config): Promise<void> {
@@ -112,6 +163,7 @@ export class App {
   async drain(): Promise<void> { await this.instance.stopListening(); }
 
   async close(): Promise<void> {
+    await this.tier?.close();
     this.monitor.stop();
     await this.instance.close();
     await this.ops?.close();

@@ -14,7 +14,15 @@ import type { AdminDeps, Readiness, SessionFilter } from './ops/http.js';
 import { startOps, type Ops } from './ops/start.js';
 import { countSessionsByBackend } from './ops/kick.js';
 import type { SessionInfo } from './proxy/sessions.js';
+import { Tier } from './tier/tier.js';
+import { attachInstance, tierAdminDeps, type LocalActions } from './tier/attach.js';
 import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
+import { SessionRegistry } from './proxy/sessions.js';
+import { PoolRouter } from './pools/pool-router.js';
+import { explainRoute } from './pools/where.js';
+import { createDirectory } from './directory/create.js';
+import type { Directory } from './directory/directory.js';
+import type { EffectiveState } from './health/backend-state.js';
 
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 interface BoundInfo { protocol: string; address: string; port: number; tls: string }
@@ -25,11 +33,14 @@ type Ask =
   | { op: 'sessions'; filter: SessionFilter }
   | { op: 'counts' }
   | { op: 'kick'; filter: SessionFilter }
+  | { op: 'invalidate'; user: string }
+  | { op: 'kickBackend'; backend: string; protocol: string }
   | { op: 'reload'; config: Config; gen: number }
   | { op: 'ping' };
 
 type ToWorker =
-  | { t: 'mailproxy:config'; config: Config; gen: number; slot: number }
+  | { t: 'mailproxy:config'; config: Config; gen: number; slot: number; tierInstanceId?: string }
+  | { t: 'mailproxy:tierdown'; down: string[] }
   | { t: 'mailproxy:state'; snapshot: BackendSnapshot[] }
   | { t: 'mailproxy:drain' }
   | ({ t: 'mailproxy:req'; id: number } & Ask);
@@ -75,6 +86,12 @@ class Primary {
   private ops: Ops | undefined;
   private startup!: { resolve(): void; reject(e: Error): void };
   private allGone: (() => void) | undefined;
+  /** `GET /routes/USER` here: the primary's health view, the workers' sessions over IPC, a directory opened on first use. */
+  private readonly pools: PoolRouter;
+  private directory: Directory | undefined;
+  /** Tier (config `tier:`): the primary speaks for the instance (heartbeat, broadcast, backend view); workers do the login path. */
+  private readonly tier: Tier | undefined;
+  private tierDown: string[] = [];
 
   constructor(config: Config, private readonly file: string, private readonly log: Logger, private readonly count: number) {
     this.config = config;
@@ -82,11 +99,30 @@ class Primary {
     this.monitor = new HealthMonitor({ config, role: 'primary', logger: log.child({ module: 'health' }) });
     this.monitor.on('transition', () => this.queueBroadcast());
     this.monitor.on('backend', () => this.queueBroadcast());
+    this.tier = config.tier ? new Tier({ config: config.tier, logger: log, role: 'instance' }) : undefined;
+    this.pools = new PoolRouter({ config: () => this.config, sessions: new SessionRegistry(), ...(this.tier ? { tier: this.tier.sessions } : {}) });
+    for (const b of this.monitor.snapshot()) this.pools.observe(b.backend, b.state, Date.parse(b.since));
+    this.monitor.on('backend', (t: { backend: string; to: EffectiveState; at: number }) => this.pools.observe(t.backend, t.to, t.at));
+  }
+
+  /** What tier actions do here: carried out by every worker over IPC. */
+  private tierActions(): LocalActions {
+    const sum = (rs: Array<{ value: number }>) => rs.reduce((n, r) => n + r.value, 0);
+    return {
+      kick: async (filter) => sum(await this.values<number>({ op: 'kick', filter })),
+      invalidateRoute: async (user) => sum(await this.values<number>({ op: 'invalidate', user })),
+      kickBackend: (backend, protocol) => { void this.askAll({ op: 'kickBackend', backend, protocol }); },
+      verdictsChanged: (down) => {
+        this.tierDown = [...down];
+        for (const w of this.workers.values()) this.send(w.worker, { t: 'mailproxy:tierdown', down: this.tierDown });
+      },
+    };
   }
 
   async start(): Promise<void> {
     collectProcessMetrics();
     this.monitor.start();
+    if (this.tier) { attachInstance(this.tier, this.monitor, this.tierActions()); this.tier.start(); }
     this.ops = await startOps({ config: this.config, logger: this.log, deps: this.adminDeps(), readiness: () => this.readiness() });
     cluster.on('message', (worker, m: unknown) => { if (isMessage(m)) this.onMessage(worker, m); });
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
@@ -152,6 +188,9 @@ class Primary {
     if (resolveWorkers(next) !== this.count) this.log.warn({ workers: this.count, configured: next.workers }, 'a change of workers takes effect on restart');
     if (JSON.stringify(next.admin) !== JSON.stringify(this.config.admin)) this.log.warn('admin changes take effect on restart');
     this.config = next;
+    const oldDirectory = this.directory;
+    this.directory = undefined;
+    void oldDirectory?.close().catch(() => undefined);
     const gen = ++this.gen;
     this.monitor.reload(next);
     this.broadcastState();
@@ -187,8 +226,10 @@ class Primary {
   }
 
   private async closeOperations(): Promise<void> {
+    await this.tier?.close();
     this.monitor.stop();
     await this.ops?.close();
+    await this.directory?.close().catch(() => undefined);
   }
 
   private fork(slot: number): void {
@@ -201,8 +242,9 @@ class Primary {
     if (!w) return;
     switch (m.t) {
       case 'mailproxy:hello':
-        this.send(worker, { t: 'mailproxy:config', config: this.config, gen: this.gen, slot: w.slot });
+        this.send(worker, { t: 'mailproxy:config', config: this.config, gen: this.gen, slot: w.slot, ...(this.tier ? { tierInstanceId: this.tier.instanceId } : {}) });
         this.send(worker, { t: 'mailproxy:state', snapshot: this.monitor.snapshot() });
+        if (this.tier) this.send(worker, { t: 'mailproxy:tierdown', down: this.tierDown });
         return;
       case 'mailproxy:ready':
         w.ready = true;
@@ -325,6 +367,15 @@ class Primary {
   }
 
   private adminDeps(): AdminDeps {
+    const actions = this.tierActions();
+    const local: AdminDeps = {
+      invalidateRoute: async (user) => ({ user, dropped: await actions.invalidateRoute(user), kicked: await actions.kick({ user }), tier: false }),
+      ...this.localAdminDeps(),
+    };
+    return this.tier ? tierAdminDeps(local, this.tier, actions) : local;
+  }
+
+  private localAdminDeps(): AdminDeps {
     return {
       readiness: () => this.readiness(),
       metrics: () => this.metrics(),
@@ -337,6 +388,13 @@ class Primary {
       listSessions: async (filter) => (await this.values<SessionInfo[]>({ op: 'sessions', filter }))
         .flatMap((r) => r.value.map((s) => ({ ...s, worker: r.slot.slot, pid: r.slot.worker.process.pid ?? 0 }))),
       kickSessions: async (filter) => (await this.values<number>({ op: 'kick', filter })).reduce((n, r) => n + r.value, 0),
+      routeOf: (user) => explainRoute({
+        config: () => this.config,
+        directory: () => (this.directory ??= createDirectory(this.config, this.log.child({ module: 'directory' }))),
+        pools: this.pools,
+        backendState: (name) => this.monitor.snapshot().find((b) => b.backend === name),
+        sessionsOf: async (login) => (await this.values<SessionInfo[]>({ op: 'sessions', filter: { user: login } })).flatMap((r) => r.value),
+      }, user),
     };
   }
 }
@@ -358,6 +416,7 @@ export async function runWorker(): Promise<void> {
   let app: App | undefined;
   let log: Logger | undefined;
   let snapshot: BackendSnapshot[] | undefined;
+  let tierDown: string[] | undefined;
   let started = false;
   let stopReason: string | undefined;
   let stopping = false;
@@ -377,6 +436,8 @@ export async function runWorker(): Promise<void> {
       case 'sessions': return sessions.list(ask.filter).map((s) => s.info);
       case 'counts': return countSessionsByBackend(sessions);
       case 'kick': return sessions.kick(ask.filter, new ProxyError('SHUTDOWN', 'kicked by operator'));
+      case 'invalidate': return app.instance.invalidateRoute(ask.user);
+      case 'kickBackend': app.tierActions().kickBackend(ask.backend, ask.protocol); return true;
       case 'reload': await app.reload(ask.config); log?.info({ event: 'reloaded', gen: ask.gen }, 'worker configuration reloaded'); return true;
       case 'ping': return true;
     }
@@ -395,12 +456,13 @@ export async function runWorker(): Promise<void> {
     stop('primary gone');
   });
 
-  const config = await new Promise<{ config: Config; gen: number; slot: number }>((resolve) => {
+  const config = await new Promise<{ config: Config; gen: number; slot: number; tierInstanceId?: string }>((resolve) => {
     process.on('message', (raw: unknown) => {
       if (!raw || typeof raw !== 'object' || typeof (raw as { t?: unknown }).t !== 'string') return;
       const m = raw as ToWorker;
       switch (m.t) {
         case 'mailproxy:config': resolve(m); return;
+        case 'mailproxy:tierdown': if (app) app.setTierDown(m.down); else tierDown = m.down; return;
         case 'mailproxy:state': if (app) app.monitor.applyState(m.snapshot); else snapshot = m.snapshot; return;
         case 'mailproxy:drain': stop('SIGTERM (from primary)'); return;
         case 'mailproxy:req': {
@@ -414,8 +476,9 @@ export async function runWorker(): Promise<void> {
   });
   log = createLogger(config.config.log.level).child({ worker: config.slot });
   try {
-    app = new App(config.config, { logger: log, role: 'worker', forwardReport: (route, outcome, identity) => send({ t: 'mailproxy:report', route, outcome, ...(identity !== undefined ? { identity } : {}) }) });
+    app = new App(config.config, { logger: log, role: 'worker', forwardReport: (route, outcome, identity) => send({ t: 'mailproxy:report', route, outcome, ...(identity !== undefined ? { identity } : {}) }), ...(config.tierInstanceId ? { tierInstanceId: config.tierInstanceId } : {}) });
     if (snapshot) app.monitor.applyState(snapshot);
+    if (tierDown) app.setTierDown(tierDown);
     await app.start();
   } catch (e) {
     const error = (e as Error).message;

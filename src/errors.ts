@@ -23,10 +23,13 @@ export type ErrorCode =
   | 'IDLE_TIMEOUT'
   | 'SHUTDOWN'
   | 'TOO_MANY_CONNECTIONS'   // a listener connection limit (total or per client address)
+  | 'SESSION_LIMIT'          // a tier-wide session limit (per user or client address) is reached
   | 'PROXY_HEADER_INVALID'
   | 'UNTRUSTED_SOURCE'
   | 'CONFIG_INVALID'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'POOL_MOVE'              // pool affinity: this session is closed so its user can move to another pool member
+  | 'POOL_MOVING';           // pool affinity: the user's sessions on the old member are being closed; log in again shortly
 
 export type HealthSignal = 'none' | 'backend-failure' | 'backend-alive';
 
@@ -65,11 +68,15 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', health: 'none' },
   IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', health: 'none' },
   SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', health: 'none' },
+  // RFC 5530 §3 [LIMIT]; RFC 2449 §8.1.1 [IN-USE] (POP3: the mailbox is in use elsewhere).
+  SESSION_LIMIT: { imap: 'NO [LIMIT] Too many sessions for this account, please try again later', pop3: '-ERR [IN-USE] Too many sessions for this account, please try again later', smtp: '454 4.7.0 Too many sessions, please try again later', logReason: 'tier session limit reached', metricLabel: 'session_limit', health: 'none' },
   TOO_MANY_CONNECTIONS: { imap: 'BYE [UNAVAILABLE] Too many connections, please try again later', pop3: '-ERR [SYS/TEMP] Too many connections, please try again later', smtp: '421 4.7.0 Too many connections, please try again later', logReason: 'connection limit reached', metricLabel: 'too_many_connections', health: 'none' },
   PROXY_HEADER_INVALID: { imap: 'BYE Invalid PROXY header', pop3: '-ERR Invalid PROXY header', smtp: '421 4.7.0 Invalid PROXY header', logReason: 'invalid PROXY protocol header', metricLabel: 'proxy_header_invalid', health: 'none' },
   UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', health: 'none' },
   CONFIG_INVALID: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'invalid configuration', metricLabel: 'config_invalid', health: 'none' },
   INTERNAL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: '451 4.3.0 Internal error, please try again later', logReason: 'internal error', metricLabel: 'internal', health: 'none' },
+  POOL_MOVE: { imap: 'BYE [UNAVAILABLE] Your mailbox is moving to another server, please reconnect', pop3: '-ERR [SYS/TEMP] Your mailbox is moving to another server, please reconnect', smtp: '421 4.3.2 Mailbox moving to another server, please reconnect', logReason: 'pool move', metricLabel: 'pool_move', health: 'none' },
+  POOL_MOVING: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'pool move in progress', metricLabel: 'pool_moving', health: 'none' },
 };
 
 /** Ends of a session that are not failures; with the error codes they are every disconnect reason (log text and metric label). */

@@ -76,6 +76,10 @@ function resolveSecrets(c: Config, baseDir: string): Config {
   if (oauth?.introspection?.clientSecretFile) oauth.introspection.clientSecret = readSecret(baseDir, oauth.introspection.clientSecretFile, 'oauth.introspection.clientSecretFile');
   if (oauth?.jwt?.jwksFile) oauth.jwt.jwksFile = abs(oauth.jwt.jwksFile);
   if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile');
+  const redis = out.tier?.redis;
+  if (redis?.passwordFile) redis.password = readSecret(baseDir, redis.passwordFile, 'tier.redis.passwordFile');
+  if (redis?.sentinel?.passwordFile) redis.sentinel.password = readSecret(baseDir, redis.sentinel.passwordFile, 'tier.redis.sentinel.passwordFile');
+  if (redis?.tls?.caFile) redis.tls.ca = readSecret(baseDir, redis.tls.caFile, 'tier.redis.tls.caFile');
   return deepFreeze(out);
 }
 

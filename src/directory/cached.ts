@@ -97,6 +97,24 @@ export class CachedDirectory implements Directory {
     await this.inner.close();
   }
 
+  /**
+   * Forget everything cached about one account (a planned mailbox move): routes looked up by that name or resolving to
+   * an account with that login or mail address, and its password verdicts (which carry the account, hence the route).
+   * Returns how many entries were dropped.
+   */
+  invalidate(user: string): number {
+    const u = user.trim().toLowerCase();
+    const mine = (a: Account | null | undefined) => !!a && (a.login.toLowerCase() === u || a.mail?.toLowerCase() === u);
+    let dropped = 0;
+    for (const [key, entry] of [...this.routes.entries()]) {
+      if (key.slice(key.indexOf('\0') + 1).toLowerCase() === u || mine(entry.value)) { this.routes.delete(key); dropped++; }
+    }
+    for (const [key, entry] of [...this.verdicts.entries()]) {
+      if (mine(entry.value)) { this.verdicts.delete(key); dropped++; }
+    }
+    return dropped;
+  }
+
   /** Every cached key and value, for diagnostics and tests (proves no password is held). */
   entries(): { routes: Array<[string, Entry<Account | null>]>; verdicts: Array<[string, Entry<Account>]> } {
     return { routes: [...this.routes.entries()], verdicts: [...this.verdicts.entries()] };

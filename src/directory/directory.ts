@@ -25,5 +25,7 @@ export interface Directory {
   lookup(name: string): Promise<Account | null>;
   /** Find the account owning a recipient address (inbound SMTP). */
   lookupRecipient(address: string): Promise<Account | null>;
+  /** Drop whatever is cached about one account (route invalidation); directories without a cache leave it out. */
+  invalidate?(user: string): number;
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-// Owns the admin HTTP surface (healthz, readyz, metrics, backends, maintenance, sessions, kick): routing, bearer auth, JSON errors.
+// Owns the admin HTTP surface (healthz, readyz, metrics, backends, maintenance, sessions, kick, route invalidation): routing, bearer auth, JSON errors.
 // Must not hold state or reach into sessions/health directly: everything goes through AdminDeps callbacks (IPC-routable in cluster mode).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
@@ -29,6 +29,10 @@ export interface AdminDeps {
   listSessions(filter: SessionFilter): Promise<SessionInfo[]>;
   /** How many sessions were kicked. */
   kickSessions(filter: SessionFilter): Promise<number>;
+  /** GET /routes/USER: where the user goes now and why (pools: hash order, health, live sessions, pending move); undefined = unknown user. */
+  routeOf?(user: string): Promise<unknown>;
+  /** Drop a user's cached route and verdict and kick their sessions (everywhere, with a tier); absent = 404. */
+  invalidateRoute?(user: string): Promise<{ user: string; dropped: number; kicked: number; tier: boolean }>;
 }
 
 export interface AdminServerOptions {
@@ -135,6 +139,23 @@ export function createAdminHandler(opts: AdminServerOptions): (req: http.Incomin
       const kicked = await opts.deps.kickSessions(filter);
       log.warn({ event: 'admin_kick', ...filter, kicked }, `kicked ${kicked} sessions`);
       return sendJson(res, 200, { kicked });
+    }
+    if (path === '/routes/invalidate') {
+      allow(method, ['POST']);
+      const body = await readJson(req, maxBody);
+      const user = url.searchParams.get('user') ?? body.user;
+      if (typeof user !== 'string' || !user.trim() || user.length > 512) throw new HttpError(400, 'give user (a login name or address)');
+      if (!opts.deps.invalidateRoute) throw new HttpError(404, 'route invalidation is not available here');
+      const r = await opts.deps.invalidateRoute(user.trim());
+      log.warn({ event: 'admin_route_invalidate', ...r }, `route of ${r.user} invalidated`);
+      return sendJson(res, 200, r);
+    }
+    const rm = /^\/routes\/([^/]+)$/.exec(path);
+    if (rm && method === 'GET' && opts.deps.routeOf) {
+      const user = decodeSegment(rm[1]!);
+      const r = await opts.deps.routeOf(user);
+      if (r === undefined) throw new HttpError(404, `unknown user '${user.slice(0, 256)}'`);
+      return sendJson(res, 200, r);
     }
     throw new HttpError(404, 'not found');
   }

@@ -7,6 +7,13 @@ export const PENALTY_WINDOW_MS = 10 * 60_000;
 
 interface Entry { failures: number; lastAt: number }
 
+/** The delay curve after `failures` failures: baseMs, 2×, 4×, … capped at maxMs (the tier uses the same one). */
+export function penaltyDelayMs(failures: number, baseMs: number, maxMs: number): number {
+  if (baseMs <= 0 || failures <= 0) return 0;
+  const cap = Math.max(baseMs, maxMs);
+  return Math.min(cap, baseMs * 2 ** Math.min(failures - 1, 30));
+}
+
 export class AuthPenalty {
   private readonly entries: LRUCache<string, Entry>;
 
@@ -23,9 +30,7 @@ export class AuthPenalty {
     const prev = this.entries.get(address);
     const failures = prev && t - prev.lastAt < PENALTY_WINDOW_MS ? prev.failures + 1 : 1;
     this.entries.set(address, { failures, lastAt: t });
-    if (baseMs <= 0) return 0;
-    const cap = Math.max(baseMs, maxMs);
-    return Math.min(cap, baseMs * 2 ** Math.min(failures - 1, 30));
+    return penaltyDelayMs(failures, baseMs, maxMs);
   }
 
   /** A successful login from `address` clears its penalty. */

@@ -15,6 +15,7 @@ import { catalogueReply } from './replies.js';
 import { upgradeServer } from '../starttls.js';
 import { serverTlsOptions, type TlsMaterial as FullTls } from '../../tls/certificates.js';
 import type { AuthPenalty } from '../auth-penalty.js';
+import type { TierLogin } from '../../tier/tier.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { netDial, type Dial } from '../backend-connect.js';
 import type { BackendSessionDeps } from '../backend-session.js';
@@ -32,8 +33,12 @@ export interface SmtpServiceDeps {
   sessions: SessionRegistry;
   logger: Logger;
   secureContext?: Source<TlsMaterial | undefined>;
+  /** Pool affinity (accounts whose host value names a pool); without it pool names are routed as plain host names. */
+  pools?: import('../../pools/pool-router.js').PoolRouter;
   /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
   penalty?: AuthPenalty;
+  /** With `tier:`: the failed-login penalty shared by the tier (per address and per login name). */
+  tier?: Pick<TierLogin, 'penalty'>;
   /** Time, timers and backend dialling (fakes in unit tests); real ones when absent. */
   clock?: Clock;
   dial?: Dial;

@@ -1,6 +1,7 @@
 // Owns the submission service (RFC 6409, 4954, 3207, 8314): AUTH through the one auth path, then each transaction relayed to the user's backend or the central relay.
 // Must not deliver or queue mail itself: every reply about a message is the backend's own (or a temporary failure), never an invented 250.
 import { toProxyError } from '../../errors.js';
+import { openGate } from '../../health/gate.js';
 import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
@@ -46,10 +47,13 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
 
   /** Count an error reply; past smtp.maxErrors the reply becomes 421 and smtp-server closes. */
   const penalty = deps.penalty ?? new AuthPenalty();
-  const delayed = (state: SubmissionState, fn: () => void): void => {
+  const delayed = (state: SubmissionState, fn: () => void, user: string): void => {
     // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
     const { smtp } = state.config;
-    state.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs));
+    const tier = deps.tier;
+    if (!tier) { state.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs)); return; }
+    // Tier-wide (per address and per login name); falls back to local counts within the tier's deadline.
+    void tier.penalty.failure(state.conn.client.address, user, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs).then((ms) => state.clock.setTimeout(fn, ms));
   };
 
   return createFrontend<SubmissionState>(deps, {
@@ -74,13 +78,14 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     },
 
     onAuth(state, auth, _session, callback) {
+      const typed = auth.method === 'PLAIN' ? auth.authcid ?? '' : auth.username ?? '';
       const fail = (reply: ClientReply, label: string, immediate = false): void => {
         loginsTotal.inc({ protocol: SERVICE, result: label });
         state.errors += 1;
         const r = state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply;
         const send = (): void => callback(null, { responseCode: r.code, message: r.text });
         if (immediate) send();
-        else delayed(state, send);
+        else delayed(state, send, typed);
       };
       const method = auth.method as string;
       const tokenMech = (state.config.oauth?.mechanisms ?? []).find((m) => m === method);
@@ -99,7 +104,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         state.errors += 1;
         const o = state.config.oauth;
         const data = JSON.parse(Buffer.from(tokenErrorChallenge({ status: tokenMech === 'XOAUTH2' ? '401' : 'invalid_token', ...(o?.scope ? { scope: o.scope } : {}), ...(o?.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) }), 'base64').toString()) as unknown;
-        delayed(state, () => callback(null, { data } as never));
+        delayed(state, () => callback(null, { data } as never), user);
       };
       state.directory.authenticate(credentials).then((result) => {
         if (!result.ok) {
@@ -107,7 +112,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           return tokenMech ? tokenRefused() : fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
         }
         routeFor(state.config, result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
-        penalty.success(state.conn.client.address);
+        if (deps.tier) deps.tier.penalty.success(state.conn.client.address, typed); else penalty.success(state.conn.client.address);
         state.account = result.account;
         if ('password' in credentials) state.secret = credentials.password;
         else state.token = { mechanism: credentials.mechanism, token: credentials.token };
@@ -138,7 +143,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       void (async (): Promise<void> => {
         let route: AdmittedRoute;
         try {
-          route = admit(gate, routeFor(config, account));
+          const pooled = config.smtp.centralRelay ? undefined : await deps.pools?.resolve(config, account.host, account.login, 'submission');
+          // A pool member was chosen with health applied already (a draining member keeps its users until their moment).
+          route = pooled ? admit(openGate, pooled.route) : admit(gate, routeFor(config, account));
+          if (pooled) state.info.pool = pooled.pool;
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');

@@ -234,6 +234,23 @@ describe('CachedDirectory', () => {
     });
   });
 
+  it('invalidate(user) drops the routes and verdicts of that account only (route invalidation for a mailbox move)', async () => {
+    const { inner, cache } = setup();
+    const BOB: Account = { login: 'bob', host: 'backend-b' };
+    inner.accounts.set('bob', BOB);
+    await cache.lookup('alice');
+    await cache.lookup('alice@example.test');
+    await cache.authenticate(creds(PASSWORD));
+    await cache.lookup('bob');
+    assert.equal(cache.invalidate('ALICE'), 3);
+    assert.deepEqual(cache.entries().routes.map(([k]) => k), ['lookup\0bob']);
+    assert.equal(cache.entries().verdicts.length, 0);
+    // The next login asks the directory again (and would see the new mailHost).
+    const before = inner.calls.authenticate;
+    await cache.authenticate(creds(PASSWORD));
+    assert.equal(inner.calls.authenticate, before + 1);
+  });
+
   it('close() empties the cache and closes the inner directory', async () => {
     const { inner, cache } = setup();
     let closed = false;

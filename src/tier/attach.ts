@@ -1,0 +1,118 @@
+// Owns connecting one process's parts to the tier: the gate overlay from the shared backend view, tier actions carried
+// out locally, the monitor as evidence source, admin callbacks that act tier-wide. Must not talk to Redis itself.
+import type { Config } from '../config/schema.js';
+import { routeForBackend, type Route, type RouteProtocol } from '../directory/backends.js';
+import { ProxyError } from '../errors.js';
+import type { BackendGate } from '../health/gate.js';
+import type { BackendSnapshot, EndpointTransition } from '../health/health.js';
+import type { AdminDeps, SessionFilter } from '../ops/http.js';
+import type { LocalEvidence } from './backend-view.js';
+import type { TierAction } from './broadcast.js';
+import type { Tier } from './tier.js';
+
+/** What the tier needs from the local health monitor. */
+export interface MonitorLike {
+  snapshot(): BackendSnapshot[];
+  setMaintenance(backend: string, enabled: boolean, reason?: string): boolean;
+  stateOf(backend: string, protocol: RouteProtocol): string;
+  on(event: 'transition', fn: (t: EndpointTransition) => void): unknown;
+}
+
+/** What a tier action does here (single process: directly; cluster primary: over IPC to the workers). */
+export interface LocalActions {
+  kick(filter: SessionFilter): Promise<number>;
+  invalidateRoute(user: string): Promise<number>;
+  /** The tier holds an endpoint down that this instance did not see down itself: say goodbye to its spliced sessions. */
+  kickBackend(backend: string, protocol: string): void;
+  /** The set of endpoints the tier holds down changed (a cluster primary passes it on to its workers). */
+  verdictsChanged?(down: readonly string[]): void;
+}
+
+/** Gate that also fails fast (or uses the standby) for an endpoint the tier holds down. */
+export function tierGate(inner: BackendGate, isDown: (backend: string, protocol: string) => boolean, config: () => Pick<Config, 'backends'>, stateOf: (backend: string, protocol: RouteProtocol) => string): BackendGate {
+  return {
+    admit(route: Route): Route {
+      const r = inner.admit(route);
+      if (!isDown(r.backend, r.protocol)) return r;
+      if (r.standby && !isDown(r.standby, r.protocol)) {
+        const sb = stateOf(r.standby, r.protocol);
+        if (sb === 'up' || sb === 'suspect') return routeForBackend(config(), r.standby, r.protocol);
+      }
+      throw new ProxyError('BACKEND_DOWN', `${r.backend} ${r.protocol} (tier verdict)`);
+    },
+    report: (route, outcome) => inner.report(route, outcome),
+  };
+}
+
+/** This instance's probe evidence and maintenance flags, read from its monitor. */
+export function monitorEvidence(monitor: Pick<MonitorLike, 'snapshot'>): { evidence(): LocalEvidence[]; maintenance(): string[] } {
+  return {
+    evidence: () => monitor.snapshot().flatMap((b) => b.endpoints.map((e) => ({
+      backend: b.backend,
+      protocol: e.protocol,
+      health: e.health,
+      at: e.lastProbe ? Date.parse(e.lastProbe.at) : undefined,
+    }))),
+    maintenance: () => monitor.snapshot().filter((b) => b.maintenance).map((b) => b.backend),
+  };
+}
+
+/**
+ * Wire the instance-role tier to this process: backend view from and into the monitor, actions from other instances
+ * carried out here. Call before tier.start().
+ */
+export function attachInstance(tier: Tier, monitor: MonitorLike, actions: LocalActions): void {
+  const view = tier.attachBackendView(monitorEvidence(monitor), {
+    verdict: (backend, protocol, down) => {
+      actions.verdictsChanged?.(view.downKeys());
+      if (down && monitor.stateOf(backend, protocol as RouteProtocol) !== 'down') actions.kickBackend(backend, protocol);
+    },
+    maintenance: (backend, enabled) => { monitor.setMaintenance(backend, enabled, `maintenance ${enabled ? 'on' : 'off'} (tier)`); },
+  });
+  // A local change to or from down is published at once and the others re-read the view now (well within 1 s).
+  monitor.on('transition', (t) => { if (t.to === 'down' || t.from === 'down') void view.publish(true); });
+  tier.broadcast.onAction((a: TierAction) => void apply(a));
+  async function apply(a: TierAction): Promise<void> {
+    switch (a.type) {
+      case 'kick': if (a.user || a.backend) await actions.kick({ ...(a.user ? { user: a.user } : {}), ...(a.backend ? { backend: a.backend } : {}) }); break;
+      case 'maintenance': monitor.setMaintenance(a.backend, a.enabled, `maintenance ${a.enabled ? 'on' : 'off'} (tier)`); break;
+      case 'invalidate': await actions.invalidateRoute(a.user); await actions.kick({ user: a.user }); break;
+      case 'view': break;
+    }
+  }
+}
+
+/** Route invalidation as the admin API and CLI see it. */
+export interface InvalidateResult { user: string; dropped: number; kicked: number; tier: boolean }
+
+/**
+ * Admin callbacks acting on the whole tier: sessions of a user listed from every instance, kicks, maintenance and route
+ * invalidation done here at once and broadcast to the others (the answer says whether the broadcast went out).
+ */
+export function tierAdminDeps(inner: AdminDeps, tier: Tier, actions: LocalActions): AdminDeps {
+  return {
+    ...inner,
+    listSessions: async (filter) => {
+      if (!filter.user || filter.backend) return inner.listSessions(filter);
+      const r = await tier.sessions.list(filter.user);
+      if (r.source === 'local') return inner.listSessions(filter);
+      return r.sessions.map((s) => ({ instance: s.instance, id: s.id, protocol: s.protocol, client: s.client, user: s.user, backend: s.backend, phase: 'relay' as const, startedAt: Date.parse(s.since), since: s.since }));
+    },
+    kickSessions: async (filter) => {
+      const n = await inner.kickSessions(filter);
+      if (filter.user || filter.backend) await tier.broadcast.send({ type: 'kick', ...(filter.user ? { user: filter.user } : {}), ...(filter.backend ? { backend: filter.backend } : {}) });
+      return n;
+    },
+    setMaintenance: async (backend, enabled) => {
+      const r = await inner.setMaintenance(backend, enabled);
+      if (r) await tier.backendView?.setMaintenance(backend, enabled);
+      return r;
+    },
+    invalidateRoute: async (user) => {
+      const dropped = await actions.invalidateRoute(user);
+      const kicked = await actions.kick({ user });
+      const sent = await tier.broadcast.send({ type: 'invalidate', user });
+      return { user, dropped, kicked, tier: sent };
+    },
+  };
+}

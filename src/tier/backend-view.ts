@@ -1,0 +1,184 @@
+// Owns the shared backend view: this instance's probe evidence published to Redis, the tier verdict per endpoint read
+// back (quorum, tierVerdict), and the tier-wide maintenance flags. Must not probe or decide local health (health/ does).
+import type { Logger } from '../log.js';
+import { tierBackendDown } from '../metrics.js';
+import type { TierBroadcast } from './broadcast.js';
+import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
+import type { TierKeys } from './keys.js';
+import type { TierPresence } from './presence.js';
+import { tierVerdict, type Evidence } from './verdict.js';
+
+/** What this instance knows about one endpoint (from its HealthMonitor). */
+export interface LocalEvidence {
+  backend: string;
+  protocol: string;
+  health: Evidence['health'];
+  /** Last probe (ms since epoch); endpoints never probed are not published. */
+  at: number | undefined;
+}
+
+export interface BackendViewSource {
+  /** Every endpoint's local health and last probe time. */
+  evidence(): LocalEvidence[];
+  /** Backends in maintenance on this instance (pushed back after Redis lost them). */
+  maintenance(): string[];
+}
+
+export interface BackendViewEvents {
+  /** The tier verdict on an endpoint changed (down: the tier holds it down; false: back to local health only). */
+  verdict(backend: string, protocol: string, down: boolean): void;
+  /** A maintenance flag seen in the shared view (after a missed broadcast or at start). */
+  maintenance(backend: string, enabled: boolean): void;
+}
+
+const BULK_TIMEOUT_MS = BACKGROUND_TIMEOUT_MS;
+const VIEW_TTL_MS = 3_600_000;
+
+export class TierBackendView {
+  private readonly down = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private lastPublished = '';
+  private refreshing = false;
+  private again = false;
+  private seenMaintenance = new Set<string>();
+
+  constructor(
+    private readonly client: TierClient,
+    private readonly keys: TierKeys,
+    private readonly presence: TierPresence,
+    private readonly broadcast: TierBroadcast,
+    private readonly source: BackendViewSource,
+    private readonly events: BackendViewEvents,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    client.onUp(() => void this.resync());
+    broadcast.onAction((a) => { if (a.type === 'view') void this.refresh(); });
+  }
+
+  start(): void {
+    this.timer = setInterval(() => { void this.publish().then(() => this.refresh()); }, this.client.config.backendView.refreshMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    for (const key of [...this.down]) this.setVerdict(key, false);
+  }
+
+  /** Endpoints the tier holds down, as `backend\tprotocol` (what a cluster primary sends its workers). */
+  downKeys(): string[] { return [...this.down]; }
+
+  /** Whether the tier holds this endpoint down (synchronous: the login path asks it). */
+  isDown(backend: string, protocol: string): boolean { return this.down.has(`${backend}\t${protocol}`); }
+
+  /**
+   * Publish this instance's evidence; `urgent` (a local state change to or from down) also tells the other instances to
+   * re-read the view now rather than at their next refresh.
+   */
+  async publish(urgent = false): Promise<void> {
+    const mine = this.source.evidence().filter((e) => e.at !== undefined);
+    const fields: Record<string, string> = {};
+    for (const e of mine) fields[`${e.backend}\t${e.protocol}\t${this.presence.instanceId}`] = JSON.stringify({ h: e.health, at: e.at });
+    const text = JSON.stringify(fields);
+    if (!urgent && text === this.lastPublished) return;
+    if (mine.length === 0) return;
+    const ok = await this.client.run('backend_view', (r) => r.pipeline().hset(this.keys.backendView, fields).pexpire(this.keys.backendView, VIEW_TTL_MS).exec(), { timeoutMs: BACKGROUND_TIMEOUT_MS });
+    if (ok === undefined) { this.lastPublished = ''; return; }
+    this.lastPublished = text;
+    if (urgent) await this.broadcast.send({ type: 'view' });
+  }
+
+  /** Re-read everyone's evidence and compute the verdicts; without Redis, drop them (local health alone decides). */
+  async refresh(): Promise<void> {
+    if (this.refreshing) { this.again = true; return; }
+    this.refreshing = true;
+    try {
+      do {
+        this.again = false;
+        await this.refreshOnce();
+      } while (this.again);
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
+  /** Maintenance on/off for the whole tier (kept in Redis so instances that missed the broadcast or start later follow). */
+  async setMaintenance(backend: string, enabled: boolean): Promise<boolean> {
+    const ok = await this.client.run('maintenance', async (r) => {
+      if (enabled) await r.pipeline().hset(this.keys.maintenance, backend, String(this.now())).pexpire(this.keys.maintenance, 30 * 86_400_000).exec();
+      else await r.hdel(this.keys.maintenance, backend);
+      return true;
+    }, { timeoutMs: BACKGROUND_TIMEOUT_MS, evenIfDown: true });
+    if (ok === undefined) return false;
+    if (enabled) this.seenMaintenance.add(backend); else this.seenMaintenance.delete(backend);
+    return this.broadcast.send({ type: 'maintenance', backend, enabled });
+  }
+
+  private async refreshOnce(): Promise<void> {
+    const c = this.client.config.backendView;
+    const res = await this.client.run('backend_view', (r) => r.pipeline().hgetall(this.keys.backendView).hgetall(this.keys.maintenance).exec(), { timeoutMs: BULK_TIMEOUT_MS });
+    const live = res ? await this.presence.live(BULK_TIMEOUT_MS) : undefined;
+    if (!res || !live) {
+      for (const key of [...this.down]) this.setVerdict(key, false);
+      return;
+    }
+    const view = (res[0]?.[1] ?? {}) as Record<string, string>;
+    const maint = (res[1]?.[1] ?? {}) as Record<string, string>;
+    const byEndpoint = new Map<string, Evidence[]>();
+    const stale: string[] = [];
+    for (const [field, value] of Object.entries(view)) {
+      const [backend, protocol, instance] = field.split('\t');
+      if (!backend || !protocol || !instance) { stale.push(field); continue; }
+      if (!live.has(instance)) { stale.push(field); continue; }
+      const ev = parseEvidence(instance, value);
+      if (!ev) continue;
+      const key = `${backend}\t${protocol}`;
+      const list = byEndpoint.get(key) ?? [];
+      list.push(ev);
+      byEndpoint.set(key, list);
+    }
+    const now = this.now();
+    for (const [key, evidence] of byEndpoint) this.setVerdict(key, tierVerdict(evidence, live, c.downQuorum, c.evidenceMaxAgeMs, now).down);
+    for (const key of [...this.down]) if (!byEndpoint.has(key)) this.setVerdict(key, false);
+    // On from the shared flags; off only for a flag this instance saw and that is gone (a broadcast it missed). A
+    // restarted Redis has lost the flags, but every instance pushes its own back (resync) before it reads them.
+    const flagged = new Set(Object.keys(maint));
+    for (const backend of flagged) if (!this.seenMaintenance.has(backend)) this.events.maintenance(backend, true);
+    for (const backend of this.seenMaintenance) if (!flagged.has(backend)) this.events.maintenance(backend, false);
+    this.seenMaintenance = flagged;
+    if (stale.length) void this.client.run('backend_view', (r) => r.hdel(this.keys.backendView, ...stale), { timeoutMs: BACKGROUND_TIMEOUT_MS });
+  }
+
+  private setVerdict(key: string, down: boolean): void {
+    if (this.down.has(key) === down) return;
+    if (down) this.down.add(key); else this.down.delete(key);
+    const [backend, protocol] = key.split('\t') as [string, string];
+    tierBackendDown.set({ backend, protocol }, down ? 1 : 0);
+    this.logger[down ? 'warn' : 'info']({ event: 'tier_backend_verdict', backend, protocol, down }, `tier verdict: ${backend} ${protocol} ${down ? 'down' : 'not down'}`);
+    try { this.events.verdict(backend, protocol, down); } catch (e) {
+      this.logger.error({ event: 'tier_verdict_handler_error', err: e instanceof Error ? e.message : String(e) }, 'tier verdict handler threw');
+    }
+  }
+
+  /** Redis is back: push our maintenance flags (a restarted Redis lost them) and evidence, then read the view. */
+  private async resync(): Promise<void> {
+    const mine = this.source.maintenance();
+    if (mine.length) {
+      const fields = Object.fromEntries(mine.map((b) => [b, String(this.now())]));
+      await this.client.run('maintenance', (r) => r.hset(this.keys.maintenance, fields), { timeoutMs: BULK_TIMEOUT_MS });
+    }
+    this.lastPublished = '';
+    await this.publish();
+    await this.refresh();
+  }
+}
+
+function parseEvidence(instance: string, text: string): Evidence | undefined {
+  try {
+    const v = JSON.parse(text) as { h?: unknown; at?: unknown };
+    if ((v.h === 'unknown' || v.h === 'up' || v.h === 'suspect' || v.h === 'down') && typeof v.at === 'number') return { instance, health: v.h, at: v.at };
+  } catch { /* ignore */ }
+  return undefined;
+}

@@ -1,0 +1,225 @@
+// Owns the tier's session registry (who is logged in where) and the tier-wide session limits counted from it.
+// Must not kick or know protocols' dialogues; entries of crashed instances stop counting with their heartbeat.
+import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
+import type { TierKeys } from './keys.js';
+import { instanceNameOf, type TierPresence } from './presence.js';
+
+/** One logged-in session as any instance shows it. */
+export interface TierSessionView {
+  instance: string;
+  id: string;
+  protocol: string;
+  user: string;
+  backend: string;
+  client: string;
+  since: string;
+}
+
+export interface SessionEntry {
+  id: string;
+  protocol: string;
+  /** The login name the directory returned (the account's login). */
+  user: string;
+  backend: string;
+  /** Client address without port (limits count it). */
+  address: string;
+  /** address:port, for display. */
+  client: string;
+  startedAt: number;
+}
+
+export type AdmitResult = { ok: true; source: 'tier' | 'local' } | { ok: false; limit: 'user' | 'address'; count: number; source: 'tier' | 'local' };
+
+interface Registered { entry: SessionEntry; userKey: string; addrKey: string; userMember: string; addrMember: string }
+
+/**
+ * Count the live sessions of the same protocol in the user's and the address's sets (removing members of instances
+ * that are gone), refuse when a limit is reached, else add the session to both. One round trip, atomic across instances.
+ * KEYS: instances, user set, address set, then keys to delete once admitted (penalty counters). ARGV: now, user member, address member, protocol, max user, max address, key TTL.
+ */
+const ADMIT_SCRIPT = `
+local now = tonumber(ARGV[1])
+local alive = {}
+local function isLive(inst)
+  if inst == nil then return false end
+  local v = alive[inst]
+  if v == nil then
+    local s = redis.call('ZSCORE', KEYS[1], inst)
+    v = (s ~= false and s ~= nil and tonumber(s) >= now)
+    alive[inst] = v
+  end
+  return v
+end
+local function parseUser(m)
+  local ok, t = pcall(cjson.decode, m)
+  if ok and type(t) == 'table' then return t.i, t.p end
+  return nil, nil
+end
+local function parseAddr(m)
+  local i, _, p = string.match(m, '^([^|]*)|([^|]*)|([^|]*)$')
+  return i, p
+end
+local function count(key, proto, parse)
+  local n = 0
+  for _, m in ipairs(redis.call('SMEMBERS', key)) do
+    local inst, p = parse(m)
+    if not isLive(inst) then redis.call('SREM', key, m)
+    elseif p == proto then n = n + 1 end
+  end
+  return n
+end
+local maxUser = tonumber(ARGV[5])
+local maxAddr = tonumber(ARGV[6])
+if maxUser > 0 then
+  local n = count(KEYS[2], ARGV[4], parseUser)
+  if n >= maxUser then return {1, n} end
+end
+if maxAddr > 0 then
+  local n = count(KEYS[3], ARGV[4], parseAddr)
+  if n >= maxAddr then return {2, n} end
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+return {0, 0}
+`;
+
+const BULK_TIMEOUT_MS = 2000;
+const LIST_TIMEOUT_MS = 500;
+
+export class TierSessions {
+  private readonly local = new Map<string, Registered>();
+  private refreshTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly client: TierClient,
+    private readonly keys: TierKeys,
+    private readonly presence: TierPresence,
+    private readonly now: () => number = Date.now,
+  ) {
+    client.onUp(() => void this.resync());
+  }
+
+  /** Keep the keys of this process's sessions from expiring while the sessions live. */
+  start(): void {
+    this.refreshTimer = setInterval(() => void this.refreshKeys(), Math.floor(this.client.config.sessionKeyTtlMs / 4));
+    this.refreshTimer.unref();
+  }
+
+  stop(): void { clearInterval(this.refreshTimer); }
+
+  /**
+   * Register a session at login, unless a tier-wide limit for its protocol is reached. When Redis does not answer
+   * within the deadline, the limits are checked against this process's own sessions (and it is pushed later).
+   */
+  async admit(entry: SessionEntry, deleteOnAdmit: readonly string[] = []): Promise<AdmitResult> {
+    const c = this.client.config;
+    const proto = entry.protocol as keyof typeof c.limits.maxSessionsPerUser;
+    const maxUser = c.limits.maxSessionsPerUser[proto] ?? 0;
+    const maxAddr = c.limits.maxSessionsPerAddress[proto] ?? 0;
+    const reg = this.registered(entry);
+    const reply = await this.client.run('sessions_admit', (r) => this.client.script(r, ADMIT_SCRIPT,
+      [this.keys.instances, reg.userKey, reg.addrKey, ...deleteOnAdmit],
+      [this.now(), reg.userMember, reg.addrMember, entry.protocol, maxUser, maxAddr, c.sessionKeyTtlMs]));
+    if (Array.isArray(reply)) {
+      const [code, n] = reply.map(Number) as [number, number];
+      if (code === 1) return { ok: false, limit: 'user', count: n, source: 'tier' };
+      if (code === 2) return { ok: false, limit: 'address', count: n, source: 'tier' };
+      this.local.set(entry.id, reg);
+      return { ok: true, source: 'tier' };
+    }
+    const mine = [...this.local.values()].filter((x) => x.entry.protocol === entry.protocol);
+    const byUser = mine.filter((x) => x.entry.user.toLowerCase() === entry.user.toLowerCase()).length;
+    if (maxUser > 0 && byUser >= maxUser) return { ok: false, limit: 'user', count: byUser, source: 'local' };
+    const byAddr = mine.filter((x) => x.entry.address === entry.address).length;
+    if (maxAddr > 0 && byAddr >= maxAddr) return { ok: false, limit: 'address', count: byAddr, source: 'local' };
+    this.local.set(entry.id, reg);
+    return { ok: true, source: 'local' };
+  }
+
+  /** The session ended (or its backend login failed). Not awaited by anyone. */
+  release(id: string): void {
+    const reg = this.local.get(id);
+    if (!reg) return;
+    this.local.delete(id);
+    void this.client.run('sessions_release', (r) => r.pipeline().srem(reg.userKey, reg.userMember).srem(reg.addrKey, reg.addrMember).exec(), { timeoutMs: BACKGROUND_TIMEOUT_MS });
+  }
+
+  /** Sessions of `user` on every live instance; this process's own when Redis does not answer. */
+  async list(user: string): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
+    const key = this.keys.userSessions(user);
+    const members = await this.client.run('sessions_list', (r) => r.smembers(key), { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true });
+    const live = members ? await this.presence.live(LIST_TIMEOUT_MS) : undefined;
+    if (!members || !live) {
+      const mine = [...this.local.values()].filter((x) => x.entry.user.toLowerCase() === user.trim().toLowerCase());
+      return { source: 'local', sessions: mine.map((x) => view(this.presence.instanceId, x.entry)) };
+    }
+    const out: TierSessionView[] = [];
+    for (const m of members) {
+      const v = parseMember(m);
+      if (v && live.has(v.i)) out.push({ instance: instanceNameOf(v.i), id: v.id, protocol: v.p, user: v.u, backend: v.b, client: v.c, since: new Date(v.t).toISOString() });
+    }
+    out.sort((a, b) => a.since.localeCompare(b.since) || a.instance.localeCompare(b.instance));
+    return { source: 'tier', sessions: out };
+  }
+
+  /** Sessions this process has registered. */
+  get size(): number { return this.local.size; }
+
+  private registered(entry: SessionEntry): Registered {
+    const i = this.presence.instanceId;
+    const member: Member = { i, id: entry.id, p: entry.protocol, u: entry.user, b: entry.backend, c: entry.client, t: entry.startedAt };
+    return {
+      entry,
+      userKey: this.keys.userSessions(entry.user),
+      addrKey: this.keys.addressSessions(entry.address),
+      userMember: JSON.stringify(member),
+      addrMember: `${i}|${entry.id.replace(/\|/g, '_')}|${entry.protocol}`,
+    };
+  }
+
+  /** Redis is back (possibly empty after a restart): put this process's sessions in again. */
+  private async resync(): Promise<void> {
+    if (this.local.size === 0) return;
+    const ttl = this.client.config.sessionKeyTtlMs;
+    const all = [...this.local.values()];
+    await this.client.run('sessions_resync', async (r) => {
+      const p = r.pipeline();
+      for (const x of all) p.sadd(x.userKey, x.userMember).pexpire(x.userKey, ttl).sadd(x.addrKey, x.addrMember).pexpire(x.addrKey, ttl);
+      await p.exec();
+      return true;
+    }, { timeoutMs: BULK_TIMEOUT_MS });
+  }
+
+  private async refreshKeys(): Promise<void> {
+    if (this.local.size === 0) return;
+    const ttl = this.client.config.sessionKeyTtlMs;
+    const keys = new Set<string>();
+    for (const x of this.local.values()) { keys.add(x.userKey); keys.add(x.addrKey); }
+    await this.client.run('sessions_refresh', async (r) => {
+      const p = r.pipeline();
+      for (const k of keys) p.pexpire(k, ttl);
+      await p.exec();
+      return true;
+    }, { timeoutMs: BULK_TIMEOUT_MS });
+  }
+}
+
+interface Member { i: string; id: string; p: string; u: string; b: string; c: string; t: number }
+
+function parseMember(text: string): Member | undefined {
+  try {
+    const m = JSON.parse(text) as Partial<Member>;
+    if (typeof m.i !== 'string' || typeof m.id !== 'string' || typeof m.p !== 'string' || typeof m.u !== 'string'
+      || typeof m.b !== 'string' || typeof m.c !== 'string' || typeof m.t !== 'number') return undefined;
+    return m as Member;
+  } catch {
+    return undefined;
+  }
+}
+
+function view(instanceId: string, e: SessionEntry): TierSessionView {
+  return { instance: instanceNameOf(instanceId), id: e.id, protocol: e.protocol, user: e.user, backend: e.backend, client: e.client, since: new Date(e.startedAt).toISOString() };
+}

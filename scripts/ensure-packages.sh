@@ -4,6 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond openssl haproxy redis-server)
+# issue 14 (proto): ManageSieve backend (Pigeonhole) and a real ManageSieve client for its tests.
+PACKAGES+=(dovecot-managesieved dovecot-sieve sieve-connect)
 # file -> package that provides it
 declare -A NEEDS=(
   [/usr/sbin/slapd]=slapd
@@ -19,6 +21,9 @@ declare -A NEEDS=(
   [/usr/bin/redis-server]=redis-server
   [/usr/bin/redis-cli]=redis-tools
 )
+NEEDS[/usr/lib/dovecot/managesieve]=dovecot-managesieved
+NEEDS[/usr/lib/dovecot/modules/lib90_sieve_plugin.so]=dovecot-sieve
+NEEDS[/usr/bin/sieve-connect]=sieve-connect
 
 missing=()
 for f in "${!NEEDS[@]}"; do

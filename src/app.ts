@@ -9,7 +9,7 @@ import { kickSpread } from './ops/kick.js';
 import { localAdminDeps } from './ops/admin-local.js';
 import type { AdminDeps, Readiness } from './ops/http.js';
 import { startOps, type Ops } from './ops/start.js';
-import { createInboundService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
+import { createInboundService, createLmtpService, createSubmissionService, type SmtpServiceDeps } from './proxy/smtp/index.js';
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
@@ -17,7 +17,7 @@ import { Tier } from './tier/tier.js';
 import { attachInstance, tierAdminDeps, tierGate, type LocalActions } from './tier/attach.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
-const SPLICED = new Set<string>(['imap', 'pop3', 'submission']);
+const SPLICED = new Set<string>(['imap', 'pop3', 'submission', 'sieve']);
 
 export interface AppOptions {
   logger: Logger;
@@ -76,6 +76,7 @@ export class App {
       handlers: {
         submission: (d) => createSubmissionService(smtpDeps(d)),
         smtp: (d) => createInboundService(smtpDeps(d)),
+        lmtp: (d) => createLmtpService(smtpDeps(d)),
       },
     });
     instanceRef = this.instance;

@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'AUTHZ_UNSUPPORTED'      // SASL authorization identity differs from authentication identity
   | 'TLS_REQUIRED'           // plaintext auth refused before TLS
   | 'DIRECTORY_UNAVAILABLE'  // LDAP down, timed out, or answered an error
+  | 'IDP_UNAVAILABLE'        // OAuth identity provider (JWKS or introspection endpoint) unreachable or answering errors
   | 'NO_ROUTE'               // account has no host attribute and no default backend
   | 'BACKEND_UNAVAILABLE'    // connect refused / timed out / TLS failed / closed during login
   | 'BACKEND_DOWN'           // health says down: fail fast without trying
@@ -47,6 +48,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   AUTHZ_UNSUPPORTED: { imap: 'NO [AUTHORIZATIONFAILED] Authorization identity not supported', pop3: '-ERR [AUTH] Authorization identity not supported', smtp: '535 5.7.8 Authorization identity not supported', logReason: 'authzid differs from authcid', metricLabel: 'authz_unsupported', health: 'none' },
   TLS_REQUIRED: { imap: 'NO [PRIVACYREQUIRED] Plaintext authentication disallowed without TLS', pop3: '-ERR [AUTH] Plaintext authentication disallowed without TLS', smtp: '538 5.7.11 Encryption required for requested authentication mechanism', logReason: 'plaintext auth without TLS', metricLabel: 'tls_required', health: 'none' },
   DIRECTORY_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'directory unavailable', metricLabel: 'directory_unavailable', health: 'none' },
+  IDP_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'identity provider unavailable', metricLabel: 'idp_unavailable', health: 'none' },
   NO_ROUTE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'no backend for account', metricLabel: 'no_route', health: 'none' },
   BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', health: 'backend-failure' },
   BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', health: 'none' },

@@ -15,6 +15,7 @@ import { systemClock, type Clock } from './core/clock.js';
 import { netDial, type Dial } from './proxy/backend-connect.js';
 import { imapModule } from './proxy/imap/index.js';
 import { pop3Module } from './proxy/pop3/index.js';
+import { sieveModule } from './proxy/sieve/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
 import type { TierLogin } from './tier/tier.js';
@@ -94,6 +95,7 @@ export class Instance {
     };
     this.handlers.set('imap', new ProtocolService({ ...deps, module: imapModule }));
     this.handlers.set('pop3', new ProtocolService({ ...deps, module: pop3Module }));
+    this.handlers.set('sieve', new ProtocolService({ ...deps, module: sieveModule }));
     for (const [proto, make] of Object.entries(opts.handlers ?? {})) {
       if (make) this.handlers.set(proto as ListenerConfig['protocol'], make(deps));
     }

@@ -68,6 +68,10 @@ function resolveSecrets(c: Config, baseDir: string): Config {
   for (const [name, b] of Object.entries(out.backends)) {
     if (b.tlsCaFile) b.tlsCa = readSecret(baseDir, b.tlsCaFile, `backends.${name}.tlsCaFile`);
   }
+  const oauth = out.oauth;
+  if (oauth?.tlsCaFile) oauth.tlsCa = readSecret(baseDir, oauth.tlsCaFile, 'oauth.tlsCaFile');
+  if (oauth?.introspection?.clientSecretFile) oauth.introspection.clientSecret = readSecret(baseDir, oauth.introspection.clientSecretFile, 'oauth.introspection.clientSecretFile');
+  if (oauth?.jwt?.jwksFile) oauth.jwt.jwksFile = abs(oauth.jwt.jwksFile);
   if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile');
   const redis = out.tier?.redis;
   if (redis?.passwordFile) redis.password = readSecret(baseDir, redis.passwordFile, 'tier.redis.passwordFile');

@@ -17,7 +17,8 @@ function isCidr(v: string): boolean {
 const cidrList = z.array(z.string().refine(isCidr, 'must be an IP address or CIDR network (e.g. 10.0.0.0/8)')).default([]);
 
 export const TLS_MODES = ['none', 'starttls', 'implicit'] as const;
-export const PROTOCOLS = ['imap', 'pop3', 'submission', 'smtp'] as const;
+/** `sieve`: ManageSieve (RFC 5804, port 4190); `lmtp`: LMTP front-end for MTAs (RFC 2033). */
+export const PROTOCOLS = ['imap', 'pop3', 'submission', 'smtp', 'sieve', 'lmtp'] as const;
 export type ListenerProtocol = (typeof PROTOCOLS)[number];
 
 /** A secret given inline or read from a file (`passwordFile`-style keys are resolved by load.ts). */
@@ -101,6 +102,8 @@ const backendSchema = z.strictObject({
   submission: endpointSchema.optional(),
   lmtp: endpointSchema.optional(),
   smtp: endpointSchema.optional(),
+  /** ManageSieve endpoint (Dovecot Pigeonhole, 4190). */
+  sieve: endpointSchema.optional(),
   /** Verify the backend's TLS certificate (off for self-signed lab backends). */
   tlsVerify: z.boolean().default(true),
   /** CA bundle (PEM file) that signs the backend certificates (internal CA); system CAs when unset. */
@@ -163,6 +166,61 @@ const directorySchema = z.strictObject({
   cache: cacheSchema.prefault({}),
 }).refine((d) => (d.type === 'ldap' ? !!d.ldap : !!d.static), { message: 'directory.type needs its matching section (directory.ldap or directory.static)' });
 
+// --- OAuth 2.0 bearer tokens (OAUTHBEARER RFC 7628, XOAUTH2) — issue 14 ---
+const jwtSchema = z.strictObject({
+  /** Signing keys as a JWKS document: a file (re-read when it changes) or an HTTPS URL (cached). Exactly one. */
+  jwksFile: z.string().optional(),
+  jwksUrl: z.string().regex(/^https:\/\//, 'must be an https:// URL').optional(),
+  /** How long a fetched JWKS is used before it is fetched again. */
+  jwksCacheMs: ms(300_000),
+  /** A token naming an unknown key id (key rotation) refetches the JWKS, at most this often. */
+  jwksRefetchMinMs: ms(30_000),
+  /** Required `iss` claim. */
+  issuer: z.string().min(1),
+  /** Accepted `aud` values (the token needs one of them). */
+  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  /** Accepted signature algorithms (never "none"; HMAC is not accepted: the proxy holds no shared secrets). */
+  algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])).min(1).default(['RS256', 'PS256', 'ES256', 'EdDSA']),
+  /** Allowed clock skew for exp/nbf/iat. */
+  clockToleranceSec: z.number().int().min(0).default(30),
+}).refine((j) => !!j.jwksFile !== !!j.jwksUrl, { message: 'oauth.jwt needs exactly one of jwksFile or jwksUrl' });
+
+const introspectionSchema = z.strictObject({
+  /** RFC 7662 endpoint (POST token=…, client authentication with HTTP Basic). */
+  url: z.string().regex(/^https:\/\//, 'must be an https:// URL'),
+  clientId: z.string().min(1),
+  clientSecret: secret.optional(),
+  clientSecretFile: z.string().optional(),
+  /** An active verdict is reused for this long (never past the token's exp), keyed by a keyed hash of the token. 0 = ask every time. */
+  cacheMs: ms(60_000),
+  /** Optional checks on the introspection answer. */
+  issuer: z.string().optional(),
+  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+}).refine((i) => !!(i.clientSecret ?? i.clientSecretFile), { message: 'oauth.introspection needs clientSecret or clientSecretFile' });
+
+const oauthSchema = z.strictObject({
+  /** SASL mechanisms offered to clients (only when this section exists). */
+  mechanisms: z.array(z.enum(['OAUTHBEARER', 'XOAUTH2'])).min(1).default(['OAUTHBEARER', 'XOAUTH2']),
+  /** Claim naming the user; its value is looked up in the directory like a login name (e.g. email, preferred_username, sub). */
+  userClaim: z.string().min(1).default('email'),
+  /** Validate tokens locally (JWT signature against a JWKS) … */
+  jwt: jwtSchema.optional(),
+  /** … or ask the identity provider (RFC 7662 introspection). Exactly one. */
+  introspection: introspectionSchema.optional(),
+  /** CA bundle (PEM file) for the JWKS URL / introspection endpoint (internal CA); system CAs when unset. */
+  tlsCaFile: z.string().optional(),
+  /** The same as PEM text (filled from tlsCaFile by the loader). */
+  tlsCa: z.string().optional(),
+  /** Deadline for one JWKS fetch or introspection request; past it the client gets the temporary error. */
+  timeoutMs: z.number().int().min(1).default(5000),
+  /** Backend login: pass the client's mechanism and token on (Dovecot oauth2 passdb), or use backendLogin's master user. */
+  backendLogin: z.enum(['token', 'master']).default('token'),
+  /** Sent in the RFC 7628 error challenge so clients can find the provider (openid-configuration, scope). */
+  openidConfiguration: z.string().optional(),
+  scope: z.string().optional(),
+}).refine((o) => !!o.jwt !== !!o.introspection, { message: 'oauth needs exactly one of jwt or introspection' });
+// --- end OAuth ---
+
 const backendLoginSchema = z.strictObject({
   /** Replay the user's own credentials, or log in as `user<separator>master` with the master password. */
   mode: z.enum(['user', 'master']).default('user'),
@@ -213,9 +271,13 @@ export const configSchema = z.strictObject({
   listeners: z.array(listenerSchema).min(1),
   imap: protocolSettings.prefault({}),
   pop3: protocolSettings.prefault({}),
+  /** ManageSieve (RFC 5804): same limits as IMAP; sieveExtensions is the SIEVE capability announced before login. */
+  sieve: protocolSettings.extend({ sieveExtensions: z.string().optional() }).prefault({}),
   smtp: smtpSettings.prefault({}),
   directory: directorySchema,
   backendLogin: backendLoginSchema.prefault({}),
+  /** OAuth 2.0 bearer-token logins (OAUTHBEARER, XOAUTH2); absent = not offered. */
+  oauth: oauthSchema.optional(),
   routing: z.strictObject({
     /** Backend for accounts without a host attribute; unset = temporary failure. */
     defaultBackend: z.string().optional(),
@@ -237,6 +299,7 @@ export const configSchema = z.strictObject({
     if (b.standby === name) ctx.addIssue({ code: 'custom', path: ['backends', name, 'standby'], message: 'a backend cannot be its own standby' });
   }
   if (c.routing.defaultBackend && !c.backends[c.routing.defaultBackend]) ctx.addIssue({ code: 'custom', path: ['routing', 'defaultBackend'], message: `'${c.routing.defaultBackend}' is not a configured backend` });
+  if (c.oauth?.backendLogin === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['oauth', 'backendLogin'], message: 'oauth.backendLogin master needs backendLogin.masterUser and masterPassword or masterPasswordFile' });
   if (c.backendLogin.mode === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['backendLogin'], message: 'mode master needs masterUser and masterPassword or masterPasswordFile' });
 });
 
@@ -248,4 +311,5 @@ export type LimitsConfig = z.output<typeof limitsSchema>;
 export type LdapConfig = z.output<typeof ldapSchema>;
 export type CacheConfig = z.output<typeof cacheSchema>;
 export type HealthConfig = z.output<typeof healthSchema>;
+export type OAuthConfig = z.output<typeof oauthSchema>;
 export type TlsMode = (typeof TLS_MODES)[number];

@@ -3,7 +3,7 @@
 import { ProxyError } from '../errors.js';
 import type { BackendConfig, Config, TlsMode } from '../config/schema.js';
 
-export type RouteProtocol = 'imap' | 'pop3' | 'submission' | 'lmtp' | 'smtp';
+export type RouteProtocol = 'imap' | 'pop3' | 'submission' | 'lmtp' | 'smtp' | 'sieve';
 
 export interface Route {
   /** Backend name (table key, or the host attribute value used as a host name). */
@@ -21,7 +21,7 @@ export interface Route {
   standby?: string;
 }
 
-export const DEFAULT_PORTS: Readonly<Record<RouteProtocol, number>> = { imap: 143, pop3: 110, submission: 587, lmtp: 24, smtp: 25 };
+export const DEFAULT_PORTS: Readonly<Record<RouteProtocol, number>> = { imap: 143, pop3: 110, submission: 587, lmtp: 24, smtp: 25, sieve: 4190 };
 
 /** Route for a backend name from the table (or a bare host name not in it). */
 export function routeForBackend(config: Pick<Config, 'backends'>, name: string, protocol: RouteProtocol): Route {

@@ -6,7 +6,7 @@ import type { CacheConfig } from '../config/schema.js';
 import { isProxyError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { directoryCacheTotal } from '../metrics.js';
-import type { Credentials } from '../core/types.js';
+import { isTokenCredentials, type Credentials, type PasswordCredentials } from '../core/types.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 
 interface Entry<V> {
@@ -65,7 +65,8 @@ export class CachedDirectory implements Directory {
 
   async authenticate(credentials: Credentials): Promise<AuthResult> {
     // Empty passwords are refused by the inner directory; a NUL in the name would make the key ambiguous. Neither is cached.
-    if (credentials.password === '' || credentials.user.includes('\0')) return this.inner.authenticate(credentials);
+    // Bearer tokens are validated (and their verdicts cached) by the OAuth layer, never here.
+    if (isTokenCredentials(credentials) || credentials.password === '' || credentials.user.includes('\0')) return this.inner.authenticate(credentials);
     const key = this.verdictKey(credentials);
     const entry = this.verdicts.get(key);
     const now = this.now();
@@ -169,7 +170,7 @@ export class CachedDirectory implements Directory {
     this.verdicts.set(key, { value: account, freshUntil, staleUntil: freshUntil + this.config.maxStaleMs });
   }
 
-  private verdictKey(c: Credentials): string {
+  private verdictKey(c: PasswordCredentials): string {
     return createHmac('sha256', this.hmacKey).update(c.user, 'utf8').update('\0').update(c.password, 'utf8').digest('base64');
   }
 }

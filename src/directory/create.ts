@@ -7,6 +7,8 @@ import { CachedDirectory } from './cached.js';
 import type { Directory } from './directory.js';
 import { LdapDirectory } from './ldap.js';
 import { StaticDirectory } from './static.js';
+import { OAuthDirectory } from './oauth.js';
+import { createTokenValidator } from '../auth/token-validator.js';
 
 export function createDirectory(config: Config, logger: Logger, clock: () => number = Date.now): Directory {
   const d = config.directory;
@@ -18,5 +20,8 @@ export function createDirectory(config: Config, logger: Logger, clock: () => num
     if (!d.static) throw new ProxyError('CONFIG_INVALID', 'directory.type static needs directory.static');
     inner = new StaticDirectory(d.static.file, logger.child({ component: 'static-directory' }));
   }
-  return d.cache.enabled ? new CachedDirectory(inner, d.cache, { now: clock, logger: logger.child({ component: 'directory-cache' }) }) : inner;
+  const cached = d.cache.enabled ? new CachedDirectory(inner, d.cache, { now: clock, logger: logger.child({ component: 'directory-cache' }) }) : inner;
+  if (!config.oauth) return cached;
+  const log = logger.child({ component: 'oauth' });
+  return new OAuthDirectory(cached, createTokenValidator(config.oauth, { logger: log, now: clock }), log);
 }

@@ -9,7 +9,7 @@ import type { LdapConfig } from '../config/schema.js';
 import { ProxyError, sanitize } from '../errors.js';
 import type { Logger } from '../log.js';
 import { directoryRequestSeconds, ldapUp } from '../metrics.js';
-import type { Credentials } from '../core/types.js';
+import { isTokenCredentials, type Credentials } from '../core/types.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 import { isAcceptableName } from './names.js';
 import { backendTlsOptions } from '../core/tls.js';
@@ -106,6 +106,8 @@ export class LdapDirectory implements Directory {
   }
 
   async authenticate(credentials: Credentials): Promise<AuthResult> {
+    // Bearer tokens are checked by the OAuth layer in front of this directory (directory/oauth.ts), never here.
+    if (isTokenCredentials(credentials)) return { ok: false };
     const { user, password } = credentials;
     // An empty password would be an unauthenticated bind (RFC 4513 §5.1.2), which some servers treat as success.
     if (password === '' || !isAcceptableName(user)) return { ok: false };

@@ -5,7 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ProxyError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Credentials } from '../core/types.js';
+import { isTokenCredentials, type Credentials } from '../core/types.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 import { isAcceptableName, normalizeAddress } from './names.js';
 import { describeHashProblem, verifyPassword } from './password-hash.js';
@@ -83,6 +83,8 @@ export class StaticDirectory implements Directory {
   }
 
   async authenticate(credentials: Credentials): Promise<AuthResult> {
+    // Bearer tokens are checked by the OAuth layer in front of this directory (directory/oauth.ts), never here.
+    if (isTokenCredentials(credentials)) return { ok: false };
     const found = this.find(credentials.user);
     const hash = found ? found[1].password : this.table.decoyHash;
     const verified = await verifyPassword(hash, credentials.password);

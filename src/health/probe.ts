@@ -62,6 +62,8 @@ const DIALECT: Record<RouteProtocol, { quit: string; judge(lines: string[]): 'mo
   submission: { quit: 'QUIT\r\n', judge: judgeSmtp },
   smtp: { quit: 'QUIT\r\n', judge: judgeSmtp },
   lmtp: { quit: 'QUIT\r\n', judge: judgeSmtp },
+  // RFC 5804 §1.7: the greeting is the capability list ended by OK (NO/BYE: refused).
+  sieve: { quit: 'LOGOUT\r\n', judge: (l) => (/^OK\b/i.test(l[l.length - 1]!) ? 'ok' : /^(NO|BYE)\b/i.test(l[l.length - 1]!) ? 'bad' : l.length > 64 ? 'bad' : 'more') },
 };
 
 // RFC 5321 §4.2.1: a multiline reply is "220-…" lines ended by one "220 …" line.

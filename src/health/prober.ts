@@ -9,7 +9,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { optional } from '../core/optional.js';
 import { probeOnce, type DeepProbe, type Dial, type ProbeResult } from './probe.js';
 
-export const PROBED_PROTOCOLS: readonly RouteProtocol[] = ['imap', 'pop3', 'submission', 'lmtp', 'smtp'];
+export const PROBED_PROTOCOLS: readonly RouteProtocol[] = ['imap', 'pop3', 'submission', 'lmtp', 'smtp', 'sieve'];
 
 export interface ProberOptions {
   targets: Route[];

@@ -9,6 +9,7 @@ import { connectionsRefusedTotal, connectionsTotal } from '../metrics.js';
 import type { ConnectionHandler } from './protocol.js';
 import type { ClientEndpoint } from '../core/types.js';
 import { isTrustedSource, parseProxyHeader, plainAddress } from '../core/proxy-header.js';
+import { bye as sieveBye } from './sieve/replies.js';
 
 const PROXY_HEADER_DEADLINE_MS = 5000;
 const PROXY_HEADER_MAX_BYTES = 16 + 65535;
@@ -22,6 +23,7 @@ export function refusal(protocol: ListenerConfig['protocol'], code: ErrorCode): 
   const spec = CATALOGUE[code];
   if (protocol === 'imap') return `* ${spec.imap}\r\n`;
   if (protocol === 'pop3') return `${spec.pop3}\r\n`;
+  if (protocol === 'sieve') return sieveBye(code);
   return `${spec.smtp}\r\n`;
 }
 

@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import type { DisconnectReason, ProxyError } from '../errors.js';
-import type { ClientEndpoint, Credentials } from '../core/types.js';
+import type { ClientEndpoint, Credentials, TokenMechanism } from '../core/types.js';
 import type { Clock } from '../core/clock.js';
 import type { Config, LimitsConfig, ListenerConfig } from '../config/schema.js';
 import type { Route } from '../directory/backends.js';
@@ -54,12 +54,20 @@ export interface DialogueOptions {
   requireTlsForAuth: boolean;
   limits: LimitsConfig;
   greeting?: string;
+  /** OAuth mechanisms to offer (oauth configured); none when absent. */
+  tokenMechanisms?: readonly TokenMechanism[];
+  /** What the RFC 7628 error challenge tells a client whose token was refused. */
+  oauthChallenge?: { scope?: string; openidConfiguration?: string };
+  /** ManageSieve: the SIEVE capability announced before login (the backend's own list is served after it). */
+  sieveExtensions?: string;
 }
 
 export interface BackendLoginContext {
   /** Name to log in as at the backend (account login, or `login*master`). */
   user: string;
   password: string;
+  /** Log in with this bearer token and mechanism instead of the password (Dovecot oauth2 passdb); `user` names the account. */
+  token?: { mechanism: TokenMechanism; token: string };
   route: Route;
   client: ClientEndpoint;
   /** The client's connection to the proxy is TLS (implicit or after STARTTLS); sent on in a PROXY v2 header. */
@@ -86,7 +94,7 @@ export interface BackendLogin {
 }
 
 export interface ProtocolModule {
-  readonly protocol: 'imap' | 'pop3';
+  readonly protocol: 'imap' | 'pop3' | 'sieve';
   createDialogue(options: DialogueOptions): Dialogue;
   createBackendLogin(context: BackendLoginContext): BackendLogin;
   /** Goodbye sent on a spliced session the proxy closes (backend down, shutdown, kick). */

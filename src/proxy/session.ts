@@ -6,8 +6,9 @@ import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import { resolveRoute } from '../directory/backends.js';
 import { ProxyError, disconnectSpec, toProxyError, type DisconnectReason } from '../errors.js';
-import type { AcceptedConnection, ClientAction, ClientEvent, ConnectionHandler, Dialogue, HandlerDeps, ProtocolModule } from './protocol.js';
-import type { Credentials } from '../core/types.js';
+import type { AcceptedConnection, BackendLoginContext, ClientAction, ClientEvent, ConnectionHandler, Dialogue, DialogueOptions, HandlerDeps, ProtocolModule } from './protocol.js';
+import { isTokenCredentials, type Credentials } from '../core/types.js';
+import type { Account } from '../directory/directory.js';
 import type { SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
 import { admit, backendCredentials, openBackendSession, type BackendSession } from './backend-session.js';
@@ -94,10 +95,21 @@ class Session {
       requireTlsForAuth: this.settings.requireTlsForAuth,
       limits: this.settings.limits,
       ...(this.settings.greeting ? { greeting: this.settings.greeting } : {}),
+      ...this.oauthOptions(),
     });
     this.socket.on('data', this.onData);
     this.socket.resume(); // a PROXY header reader may have paused it
     this.apply(this.dialogue.start());
+  }
+
+  /** OAuth mechanisms and challenge details when oauth is configured; ManageSieve's announced SIEVE list. */
+  private oauthOptions(): Pick<DialogueOptions, 'tokenMechanisms' | 'oauthChallenge' | 'sieveExtensions'> {
+    const o = this.config.oauth;
+    const sieve = this.deps.module.protocol === 'sieve' ? this.config.sieve.sieveExtensions : undefined;
+    return {
+      ...(o ? { tokenMechanisms: o.mechanisms, oauthChallenge: { ...(o.scope ? { scope: o.scope } : {}), ...(o.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) } } : {}),
+      ...(sieve ? { sieveExtensions: sieve } : {}),
+    };
   }
 
   private readonly onData = (bytes: Buffer) => this.feed({ kind: 'data', bytes });
@@ -193,7 +205,7 @@ class Session {
     this.info.backend = route.backend;
     if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
     if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend, credentials.user);
-    const { user, password } = backendCredentials(config.backendLogin, account.login, credentials.password);
+    const identity = backendIdentity(config, account, credentials);
     const forwardClient = route.trustsProxy && route.forwardClientAddress === 'native';
     const clientTls = this.socket instanceof TLSSocket;
     try {
@@ -202,7 +214,7 @@ class Session {
         clientTls,
         signal,
         login: (r) => deps.module.createBackendLogin({
-          user, password, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}),
+          ...identity, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}),
         }),
       });
     } catch (e) {
@@ -289,4 +301,14 @@ class Session {
     if (p !== 'closed' && p !== 'new') { sessionsActive.inc({ protocol, phase: p }); this.info.phase = p; }
     this.phase = p;
   }
+}
+
+/**
+ * Who the proxy logs in as at the backend: the master user (backendLogin.mode master, or oauth.backendLogin master for
+ * token logins), the user's own token with the client's mechanism, or the user's own password.
+ */
+export function backendIdentity(config: Config, account: Account, credentials: Credentials): Pick<BackendLoginContext, 'user' | 'password' | 'token'> {
+  if (!isTokenCredentials(credentials)) return backendCredentials(config.backendLogin, account.login, credentials.password);
+  if (config.oauth?.backendLogin === 'master') return backendCredentials({ ...config.backendLogin, mode: 'master' }, account.login, '');
+  return { user: account.login, password: '', token: { mechanism: credentials.mechanism, token: credentials.token } };
 }

@@ -4,6 +4,7 @@ import { ProxyError } from '../../errors.js';
 import type { BackendAction, BackendEvent, BackendLogin, BackendLoginContext } from '../protocol.js';
 import { CRLF, quoteAscii } from './replies.js';
 import { plainAddress } from '../../core/proxy-header.js';
+import { TOKEN_ERROR_ACK, encodeTokenResponse } from '../sasl.js';
 
 /** RFC 7888 §3: LITERAL- allows non-synchronising literals up to this size. */
 const LITERAL_MINUS_MAX = 4096;
@@ -26,6 +27,8 @@ class ImapBackendLogin implements BackendLogin {
   private tagCount = 0;
   private readonly tags = new Map<string, Purpose>();
   private pieces: Piece[] = [];
+  /** Token login: continuations answered so far (initial response without SASL-IR, then an error challenge). */
+  private tokenContinuations = 0;
   private out: BackendAction[] = [];
 
   constructor(private readonly ctx: BackendLoginContext) {}
@@ -96,6 +99,7 @@ class ImapBackendLogin implements BackendLogin {
   }
 
   private onContinuation(): void {
+    if (this.ctx.token && this.phase === 'login') return this.onTokenContinuation();
     const next = this.pieces[0];
     if (this.phase !== 'login' || !next?.sync) return this.fail('BACKEND_PROTOCOL', 'unexpected continuation');
     next.sync = false;
@@ -153,6 +157,7 @@ class ImapBackendLogin implements BackendLogin {
     this.phase = 'login';
     // RFC 9051 §5.5: ID and LOGIN are pipelined; the backend processes them in order, so the ID lands before the login.
     const id = this.ctx.forwardClient && this.caps.has('ID') ? this.command('id', `ID ${this.idList()}`) + CRLF : '';
+    if (this.ctx.token) return this.tokenLogin(id);
     const u = Buffer.from(user, 'utf8');
     const p = Buffer.from(password, 'utf8');
     const uSync = !this.nonSync(u.length);
@@ -163,6 +168,27 @@ class ImapBackendLogin implements BackendLogin {
       { bytes: Buffer.concat([p, Buffer.from(CRLF)]), sync: pSync },
     ];
     this.sendPieces(id + head);
+  }
+
+  /** AUTHENTICATE with the client's mechanism and token (Dovecot oauth2 passdb); RFC 4959 SASL-IR when offered. */
+  private tokenLogin(id: string): void {
+    const { mechanism } = this.ctx.token!;
+    if (!this.caps!.has(`AUTH=${mechanism}`)) return this.fail('BACKEND_PROTOCOL', `backend does not offer AUTH=${mechanism}`);
+    const ir = this.caps!.has('SASL-IR') ? ` ${this.tokenResponse()}` : '';
+    this.out.push({ kind: 'send', bytes: `${id}${this.command('login', `AUTHENTICATE ${mechanism}`)}${ir}${CRLF}` });
+    if (ir) this.tokenContinuations = 1;
+  }
+
+  private tokenResponse(): string {
+    return encodeTokenResponse(this.ctx.token!.mechanism, this.ctx.user, this.ctx.token!.token);
+  }
+
+  /** First "+" (no SASL-IR): the initial response; next: RFC 7628 §3.2.3 acknowledgement of the error challenge. */
+  private onTokenContinuation(): void {
+    const n = this.tokenContinuations++;
+    if (n === 0) return void this.out.push({ kind: 'send', bytes: `${this.tokenResponse()}${CRLF}` });
+    if (n === 1) return void this.out.push({ kind: 'send', bytes: `${this.ctx.token!.mechanism === 'OAUTHBEARER' ? TOKEN_ERROR_ACK : ''}${CRLF}` });
+    this.fail('BACKEND_PROTOCOL', 'too many SASL continuations');
   }
 
   /** Send `prefix` and every queued piece up to the next one that must wait for "+". */

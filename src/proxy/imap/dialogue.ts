@@ -2,8 +2,8 @@
 // Must not do I/O, consult the directory or backends, or echo client input (passwords above all) except the command tag.
 import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
-import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain } from '../sasl.js';
-import type { Credentials } from '../../core/types.js';
+import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge } from '../sasl.js';
+import type { Credentials, TokenMechanism } from '../../core/types.js';
 import { ImapCommandParser, type ImapArg, type ImapCommand, type LineResult, type ParseResult } from './parser.js';
 import { CRLF, bye, capabilities, imapText, loginDisabled, quote, tagged, taggedError } from './replies.js';
 
@@ -27,8 +27,11 @@ type Phase =
   | { kind: 'command' }
   | { kind: 'sasl'; tag: string; mech: 'PLAIN' }
   | { kind: 'sasl'; tag: string; mech: 'LOGIN'; user: string | null }
+  | { kind: 'sasl'; tag: string; mech: TokenMechanism }
+  /** RFC 7628 §3.2.2: the error challenge was sent; the client's answer (%x01) gets the tagged failure. */
+  | { kind: 'token-error'; tag: string; code: ErrorCode }
   | { kind: 'tls-wait' }
-  | { kind: 'login-wait'; tag: string }
+  | { kind: 'login-wait'; tag: string; token?: TokenMechanism }
   | { kind: 'done' };
 
 export function createImapDialogue(options: DialogueOptions): Dialogue {
@@ -79,16 +82,19 @@ class ImapDialogue implements Dialogue {
         this.phase = { kind: 'done' };
         this.emit({ kind: 'relay', pending: this.parser.drain() });
         break;
-      case 'login-failed':
+      case 'login-failed': {
         if (phase.kind !== 'login-wait') return [];
-        this.send(taggedError(phase.tag, event.error.code));
-        this.phase = { kind: 'command' };
-        if (++this.authFailures >= this.options.limits.maxAuthAttempts) {
-          this.close(`* ${TEXT.authBye}${CRLF}`, 'TOO_MANY_AUTH_FAILURES');
-        } else {
+        const code = event.error.code;
+        if (phase.token && (code === 'AUTH_FAILED' || code === 'BACKEND_AUTH_FAILED')) {
+          // RFC 7628 §3.2.2 (and XOAUTH2 alike): a refused token gets a JSON error challenge before the tagged NO.
+          this.send(`+ ${tokenErrorChallenge({ status: phase.token === 'XOAUTH2' ? '401' : 'invalid_token', ...this.options.oauthChallenge })}${CRLF}`);
+          this.phase = { kind: 'token-error', tag: phase.tag, code };
           this.pump();
+          break;
         }
+        this.loginFailed(phase.tag, code);
         break;
+      }
       case 'deadline':
         this.closeWith('PREAUTH_TIMEOUT');
         break;
@@ -100,7 +106,17 @@ class ImapDialogue implements Dialogue {
   }
 
   private caps(): string {
-    return capabilities({ tls: this.tls, starttls: this.options.starttls, requireTlsForAuth: this.options.requireTlsForAuth }).join(' ');
+    return capabilities({ tls: this.tls, starttls: this.options.starttls, requireTlsForAuth: this.options.requireTlsForAuth, tokenMechanisms: this.options.tokenMechanisms ?? [] }).join(' ');
+  }
+
+  private loginFailed(tag: string, code: ErrorCode): void {
+    this.send(taggedError(tag, code));
+    this.phase = { kind: 'command' };
+    if (++this.authFailures >= this.options.limits.maxAuthAttempts) {
+      this.close(`* ${TEXT.authBye}${CRLF}`, 'TOO_MANY_AUTH_FAILURES');
+    } else {
+      this.pump();
+    }
   }
 
   private get loginDisabled(): boolean {
@@ -159,6 +175,10 @@ class ImapDialogue implements Dialogue {
         const r = this.parser.nextLine();
         if (!r) return;
         this.onSaslLine(phase, r);
+      } else if (phase.kind === 'token-error') {
+        // Whatever the client answers (%x01, "*" or an empty XOAUTH2 line), the exchange ends with the failure.
+        if (!this.parser.nextLine()) return;
+        this.loginFailed(phase.tag, phase.code);
       } else {
         return;
       }
@@ -250,10 +270,17 @@ class ImapDialogue implements Dialogue {
     const [mechArg, ir] = args;
     if (args.length < 1 || args.length > 2 || mechArg?.type !== 'atom' || (ir && ir.type === 'list')) return this.reject(tag, TEXT.args);
     const mech = mechArg.value.toUpperCase();
-    if (mech !== 'PLAIN' && mech !== 'LOGIN') return this.reject(tag, TEXT.mechanism);
+    const token = (this.options.tokenMechanisms ?? []).find((m) => m === mech);
+    if (mech !== 'PLAIN' && mech !== 'LOGIN' && !token) return this.reject(tag, TEXT.mechanism);
     if (this.loginDisabled) return this.reject(tag, imapText('TLS_REQUIRED'));
     // RFC 4959 §3: "=" is an empty initial response.
     const initial = ir ? (ir.value === '=' ? '' : ir.value) : null;
+    if (token) {
+      if (initial !== null) return this.finishToken(tag, token, initial);
+      this.phase = { kind: 'sasl', tag, mech: token };
+      this.send(`+ ${CRLF}`);
+      return;
+    }
     if (mech === 'PLAIN') {
       if (initial === null) {
         this.phase = { kind: 'sasl', tag, mech };
@@ -264,13 +291,13 @@ class ImapDialogue implements Dialogue {
       return;
     }
     if (initial === null) {
-      this.phase = { kind: 'sasl', tag, mech, user: null };
+      this.phase = { kind: 'sasl', tag, mech: 'LOGIN', user: null };
       this.send(`+ ${LOGIN_CHALLENGE_USER}${CRLF}`);
       return;
     }
     const user = decodeLoginStep(initial);
     if (user === null || user.includes('\0')) return this.reject(tag, TEXT.saslInvalid);
-    this.phase = { kind: 'sasl', tag, mech, user };
+    this.phase = { kind: 'sasl', tag, mech: 'LOGIN', user };
     this.send(`+ ${LOGIN_CHALLENGE_PASS}${CRLF}`);
   }
 
@@ -280,6 +307,7 @@ class ImapDialogue implements Dialogue {
     // RFC 9051 §6.2.2: a "*" line cancels the exchange, answered with a tagged BAD.
     if (r.text === '*') return this.reject(phase.tag, TEXT.cancelled);
     if (phase.mech === 'PLAIN') return this.finishPlain(phase.tag, r.text);
+    if (phase.mech !== 'LOGIN') return this.finishToken(phase.tag, phase.mech, r.text);
     const value = decodeLoginStep(r.text);
     if (value === null || value.includes('\0')) return this.reject(phase.tag, TEXT.saslInvalid);
     if (phase.user === null) {
@@ -297,8 +325,14 @@ class ImapDialogue implements Dialogue {
     this.reject(tag, TEXT.saslInvalid);
   }
 
+  private finishToken(tag: string, mech: TokenMechanism, b64: string): void {
+    const r = decodeTokenResponse(mech, b64);
+    if (r.ok) return this.login(tag, r.credentials);
+    this.reject(tag, TEXT.saslInvalid);
+  }
+
   private login(tag: string, credentials: Credentials): void {
-    this.phase = { kind: 'login-wait', tag };
+    this.phase = isTokenCredentials(credentials) ? { kind: 'login-wait', tag, token: credentials.mechanism } : { kind: 'login-wait', tag };
     this.emit(this.clientId ? { kind: 'login', credentials, clientId: this.clientId } : { kind: 'login', credentials });
   }
 }

@@ -8,6 +8,8 @@ export interface CapabilityState {
   tls: boolean;
   starttls: boolean;
   requireTlsForAuth: boolean;
+  /** OAuth mechanisms offered (oauth configured). */
+  tokenMechanisms?: readonly string[];
 }
 
 /** Whether plaintext LOGIN/AUTHENTICATE is refused right now (RFC 9051 §6.2.3 LOGINDISABLED). */
@@ -20,7 +22,7 @@ export function capabilities(s: CapabilityState): string[] {
   const caps = ['IMAP4rev1', 'SASL-IR', 'LITERAL+', 'ID'];
   if (s.starttls && !s.tls) caps.push('STARTTLS');
   if (loginDisabled(s)) caps.push('LOGINDISABLED');
-  else caps.push('AUTH=PLAIN', 'AUTH=LOGIN');
+  else caps.push('AUTH=PLAIN', 'AUTH=LOGIN', ...(s.tokenMechanisms ?? []).map((m) => `AUTH=${m}`));
   return caps;
 }
 

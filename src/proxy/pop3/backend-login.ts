@@ -2,7 +2,7 @@
 // Must not do I/O or pass backend text to clients: backend replies become done/fail actions, detail for logs only.
 import { ProxyError } from '../../errors.js';
 import type { BackendAction, BackendEvent, BackendLogin, BackendLoginContext } from '../protocol.js';
-import { encodePlain } from '../sasl.js';
+import { TOKEN_ERROR_ACK, encodePlain, encodeTokenResponse } from '../sasl.js';
 
 type Phase = 'greeting' | 'stls' | 'tls-wait' | 'xclient' | 'auth' | 'done';
 
@@ -86,7 +86,17 @@ class Pop3BackendLogin implements BackendLogin {
   /** RFC 5034 §4 initial response: PLAIN carries any password bytes, unlike USER/PASS. */
   private auth(): BackendAction[] {
     this.phase = 'auth';
-    return [{ kind: 'send', bytes: `AUTH PLAIN ${encodePlain(this.ctx.user, this.ctx.password)}\r\n` }];
+    return [{ kind: 'send', bytes: `AUTH ${this.mechanism()} ${this.initialResponse()}\r\n` }];
+  }
+
+  /** PLAIN with the password, or the client's token mechanism (Dovecot oauth2 passdb). */
+  private mechanism(): string {
+    return this.ctx.token?.mechanism ?? 'PLAIN';
+  }
+
+  private initialResponse(): string {
+    const { token, user, password } = this.ctx;
+    return token ? encodeTokenResponse(token.mechanism, user, token.token) : encodePlain(user, password);
   }
 
   private onAuthReply(line: string): BackendAction[] {
@@ -97,7 +107,10 @@ class Pop3BackendLogin implements BackendLogin {
     // A server that ignores the initial response asks with an empty challenge; answer it once.
     if ((line === '+' || line.startsWith('+ ')) && !this.authContinued) {
       this.authContinued = true;
-      return [{ kind: 'send', bytes: `${encodePlain(this.ctx.user, this.ctx.password)}\r\n` }];
+      // With a token the challenge is RFC 7628's error JSON: acknowledge it, the -ERR follows.
+      const token = this.ctx.token;
+      if (token) return [{ kind: 'send', bytes: `${token.mechanism === 'OAUTHBEARER' ? TOKEN_ERROR_ACK : ''}\r\n` }];
+      return [{ kind: 'send', bytes: `${this.initialResponse()}\r\n` }];
     }
     if (isErr(line)) {
       if (userBusy(line)) return this.fail('BACKEND_USER_BUSY', `AUTH: ${line}`);

@@ -2,8 +2,8 @@
 // Must not do I/O, check passwords, talk to backends or relay: every login becomes one Credentials value in a `login` action.
 import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
-import { decodeLoginStep, decodePlain, LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER } from '../sasl.js';
-import type { Credentials } from '../../core/types.js';
+import { decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, tokenErrorChallenge } from '../sasl.js';
+import type { Credentials, TokenMechanism } from '../../core/types.js';
 import { Pop3LineParser, type Pop3LineResult } from './parser.js';
 import * as R from './replies.js';
 
@@ -12,8 +12,11 @@ type State =
   | { name: 'auth-plain' }
   | { name: 'auth-login-user' }
   | { name: 'auth-login-pass'; user: string }
+  | { name: 'auth-token'; mech: TokenMechanism }
+  /** RFC 7628 §3.2.2: the error challenge was sent; the client's answer gets the -ERR. */
+  | { name: 'token-error'; code: ErrorCode }
   | { name: 'tls-wait' }
-  | { name: 'login-wait' }
+  | { name: 'login-wait'; token?: TokenMechanism }
   | { name: 'done' };
 
 /** Commands valid only after login (RFC 1939 §5, RFC 2449 §6): answered -ERR and counted as bad. */
@@ -99,7 +102,7 @@ class Pop3Dialogue implements Dialogue {
 
   private reading(): boolean {
     const s = this.state.name;
-    return s === 'command' || s === 'auth-plain' || s === 'auth-login-user' || s === 'auth-login-pass';
+    return s === 'command' || s === 'auth-plain' || s === 'auth-login-user' || s === 'auth-login-pass' || s === 'auth-token' || s === 'token-error';
   }
 
   private handle(result: Pop3LineResult): ClientAction[] {
@@ -115,6 +118,11 @@ class Pop3Dialogue implements Dialogue {
         return this.loginUser(text, false);
       case 'auth-login-pass':
         return this.loginPass(this.state.user, text);
+      case 'auth-token':
+        return this.tokenResponse(this.state.mech, text, false);
+      case 'token-error':
+        // Whatever the client answers (%x01, "*" or an empty XOAUTH2 line), the exchange ends with the failure.
+        return this.failLogin(this.state.code);
       default:
         return this.command(text);
     }
@@ -127,7 +135,7 @@ class Pop3Dialogue implements Dialogue {
     const rest = space < 0 ? null : text.slice(space + 1);
     switch (verb) {
       case 'CAPA':
-        return [send(R.capa({ authAllowed: this.authAllowed, stls: this.stlsOffered() }))];
+        return [send(R.capa({ authAllowed: this.authAllowed, stls: this.stlsOffered(), tokenMechanisms: this.options.tokenMechanisms ?? [] }))];
       case 'STLS':
         return this.stls(rest);
       case 'USER':
@@ -173,7 +181,7 @@ class Pop3Dialogue implements Dialogue {
   }
 
   private auth(rest: string | null): ClientAction[] {
-    if (rest === null || rest === '') return [send(R.authMechanisms(this.authAllowed))];
+    if (rest === null || rest === '') return [send(R.authMechanisms(this.authAllowed, this.options.tokenMechanisms ?? []))];
     this.user = null;
     if (!this.authAllowed) return this.bad(R.catalogueLine('TLS_REQUIRED'));
     const parts = rest.split(' ');
@@ -193,6 +201,14 @@ class Pop3Dialogue implements Dialogue {
         return [send(R.challenge(LOGIN_CHALLENGE_USER))];
       }
       return this.loginUser(initial, true);
+    }
+    const token = (this.options.tokenMechanisms ?? []).find((m) => m === mechanism);
+    if (token) {
+      if (initial === undefined) {
+        this.state = { name: 'auth-token', mech: token };
+        return [send(R.challenge(''))];
+      }
+      return this.tokenResponse(token, initial, true);
     }
     return this.bad(R.ERR_MECHANISM);
   }
@@ -237,13 +253,32 @@ class Pop3Dialogue implements Dialogue {
     return this.login({ user, password, mechanism: 'LOGIN' });
   }
 
+  private tokenResponse(mech: TokenMechanism, text: string, initial: boolean): ClientAction[] {
+    const b64 = this.saslText(text, initial);
+    if (b64 === 'cancel') return this.cancel();
+    this.state = { name: 'command' };
+    const result = decodeTokenResponse(mech, b64);
+    if (result.ok) return this.login(result.credentials);
+    return this.bad(R.ERR_SASL_MALFORMED);
+  }
+
   private login(credentials: Credentials): ClientAction[] {
-    this.state = { name: 'login-wait' };
+    this.state = isTokenCredentials(credentials) ? { name: 'login-wait', token: credentials.mechanism } : { name: 'login-wait' };
     return [{ kind: 'login', credentials }];
   }
 
   private onLoginFailed(code: ErrorCode): ClientAction[] {
-    if (this.state.name !== 'login-wait') return [];
+    const state = this.state;
+    if (state.name !== 'login-wait') return [];
+    if (state.token && (code === 'AUTH_FAILED' || code === 'BACKEND_AUTH_FAILED')) {
+      // RFC 7628 §3.2.2 (XOAUTH2 alike): the JSON error challenge first, the -ERR after the client's answer.
+      this.state = { name: 'token-error', code };
+      return [send(R.challenge(tokenErrorChallenge({ status: state.token === 'XOAUTH2' ? '401' : 'invalid_token', ...this.options.oauthChallenge }))), ...this.drain()];
+    }
+    return this.failLogin(code);
+  }
+
+  private failLogin(code: ErrorCode): ClientAction[] {
     this.authFailures++;
     const reply = send(R.catalogueLine(code));
     if (this.authFailures >= this.options.limits.maxAuthAttempts) {

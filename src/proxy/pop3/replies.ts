@@ -24,21 +24,23 @@ export interface CapaOptions {
   authAllowed: boolean;
   /** STLS is on offer now (RFC 2595 §4: only before TLS). */
   stls: boolean;
+  /** OAuth mechanisms offered (oauth configured). */
+  tokenMechanisms?: readonly string[];
 }
 
 /** RFC 2449 §5 multi-line CAPA response; RFC 3206 §6 RESP-CODES / AUTH-RESP-CODE. */
 export function capa(o: CapaOptions): string {
   const lines = ['+OK Capability list follows'];
-  if (o.authAllowed) lines.push('USER', 'SASL PLAIN LOGIN');
+  if (o.authAllowed) lines.push('USER', ['SASL PLAIN LOGIN', ...(o.tokenMechanisms ?? [])].join(' '));
   if (o.stls) lines.push('STLS');
   lines.push('RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'IMPLEMENTATION mailproxy', '.');
   return lines.join(CRLF) + CRLF;
 }
 
 /** AUTH without arguments: the mechanism list many clients probe with (pre-RFC 5034 usage). */
-export function authMechanisms(authAllowed: boolean): string {
+export function authMechanisms(authAllowed: boolean, tokenMechanisms: readonly string[] = []): string {
   const lines = ['+OK Supported mechanisms follow'];
-  if (authAllowed) lines.push('PLAIN', 'LOGIN');
+  if (authAllowed) lines.push('PLAIN', 'LOGIN', ...tokenMechanisms);
   lines.push('.');
   return lines.join(CRLF) + CRLF;
 }

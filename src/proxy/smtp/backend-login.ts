@@ -5,7 +5,8 @@ import type { Route } from '../../directory/backends.js';
 import type { ClientEndpoint } from '../../core/types.js';
 import { plainAddress } from '../../core/proxy-header.js';
 import type { BackendAction, BackendEvent, BackendLogin } from '../protocol.js';
-import { encodePlain } from '../sasl.js';
+import { TOKEN_ERROR_ACK, encodePlain, encodeTokenResponse } from '../sasl.js';
+import type { TokenMechanism } from '../../core/types.js';
 import { ReplyParser, parseCapabilities, replyText, type BackendReply } from './reply-parser.js';
 
 export interface SmtpBackendLoginContext {
@@ -17,8 +18,8 @@ export interface SmtpBackendLoginContext {
   sessionId: string;
   /** XCLIENT attributes besides ADDR/PORT/SESSION; sent only when the route trusts the proxy (native forwarding). */
   xclient?: { HELO?: string | undefined; NAME?: string | undefined; PROTO?: string | undefined; LOGIN?: string | undefined };
-  /** AUTH PLAIN as this user when the backend still offers AUTH after XCLIENT (submission). */
-  credentials?: { user: string; password: string };
+  /** AUTH PLAIN as this user when the backend still offers AUTH after XCLIENT (submission); with `token`, AUTH with that mechanism and bearer token instead. */
+  credentials?: { user: string; password: string; token?: { mechanism: TokenMechanism; token: string } | undefined };
 }
 
 /** RFC 3461 §4 xtext, as XCLIENT values need (RFC-less Postfix XCLIENT_README uses it too). */
@@ -37,6 +38,8 @@ type Phase = 'greeting' | 'hello' | 'starttls' | 'tls-wait' | 'xclient' | 'auth'
 /** Drives one backend SMTP/LMTP session to "ready for MAIL". After `done`, `capabilities` holds the last EHLO/LHLO answer. */
 export class SmtpBackendLogin implements BackendLogin {
   capabilities = new Map<string, string[]>();
+  /** A token login's error challenge was answered once. */
+  private tokenAcked = false;
   /** Things worth a debug log line (XCLIENT wanted but not offered). */
   readonly notes: string[] = [];
   greeting = '';
@@ -92,6 +95,11 @@ export class SmtpBackendLogin implements BackendLogin {
         return this.hello();
       case 'auth':
         if (r.code === 235) return this.done();
+        // RFC 7628 §3.2.3: a 334 with a token carries the JSON error; acknowledge it (XOAUTH2: empty line), the failure follows.
+        if (r.code === 334 && this.ctx.credentials?.token && !this.tokenAcked) {
+          this.tokenAcked = true;
+          return [{ kind: 'send', bytes: `${this.ctx.credentials.token.mechanism === 'OAUTHBEARER' ? TOKEN_ERROR_ACK : ''}\r\n` }];
+        }
         if (r.code === 535 || r.code === 534 || r.code === 538) return this.fail('BACKEND_AUTH_FAILED', `AUTH answered ${r.code} ${text}`);
         return this.fail(r.code === 454 || r.code >= 500 ? 'BACKEND_UNAVAILABLE' : 'BACKEND_PROTOCOL', `AUTH answered ${r.code} ${text}`);
       case 'done':
@@ -127,6 +135,12 @@ export class SmtpBackendLogin implements BackendLogin {
     const creds = this.ctx.credentials;
     if (creds && this.has('AUTH')) {
       const mechs = (this.capabilities.get('AUTH') ?? []).map((m) => m.toUpperCase());
+      const token = creds.token;
+      if (token) {
+        if (!mechs.includes(token.mechanism)) return this.fail('BACKEND_PROTOCOL', `backend offers no AUTH ${token.mechanism} (${mechs.join(' ')})`);
+        this.phase = 'auth';
+        return [{ kind: 'send', bytes: `AUTH ${token.mechanism} ${encodeTokenResponse(token.mechanism, creds.user, token.token)}\r\n` }];
+      }
       if (!mechs.includes('PLAIN')) return this.fail('BACKEND_PROTOCOL', `backend offers no AUTH PLAIN (${mechs.join(' ')})`);
       this.phase = 'auth';
       return [{ kind: 'send', bytes: `AUTH PLAIN ${encodePlain(creds.user, creds.password)}\r\n` }];

@@ -66,7 +66,7 @@ type Handler<K extends 'onMailFrom' | 'onRcptTo' | 'onData' | 'onAuth', S> =
 /** Handlers a service plugs in; `state` is the connection's state object. */
 export interface FrontendSpec<S extends ConnState> {
   /** Listener protocol (registry, metrics). */
-  protocol: 'submission' | 'smtp';
+  protocol: 'submission' | 'smtp' | 'lmtp';
   /** Extra smtp-server options (size, maxRecipients, resolver…) for a given config. */
   options(config: Config): Partial<SMTPServerOptions>;
   createState(base: ConnState): S;

@@ -42,17 +42,17 @@ function boundedResolver(): { reverse(ip: string, cb: (err: Error | null, hostna
   return { reverse: (ip, cb) => resolver.reverse(ip, (err, names) => cb(err, names)) };
 }
 
+/** The delivery route for an account: LMTP or SMTP per backend setting, else smtp.inboundDelivery (inbound MX and the LMTP front-end). */
+export function deliveryRoute(config: Config, host: string | null): Route {
+  const base = resolveRoute(config, host, 'lmtp');
+  const protocol = config.backends[base.backend]?.inboundDelivery ?? config.smtp.inboundDelivery;
+  return protocol === 'lmtp' ? base : resolveRoute(config, host, 'smtp');
+}
+
 export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
   const resolver = boundedResolver();
   const { gate } = deps;
   const pipeline = pipelineDeps(deps);
-
-  /** The delivery route for an account: LMTP or SMTP per backend setting, else smtp.inboundDelivery. */
-  const deliveryRoute = (config: Config, host: string | null): Route => {
-    const base = resolveRoute(config, host, 'lmtp');
-    const protocol = config.backends[base.backend]?.inboundDelivery ?? config.smtp.inboundDelivery;
-    return protocol === 'lmtp' ? base : resolveRoute(config, host, 'smtp');
-  };
 
   return createFrontend<InboundState>(deps, {
     protocol: 'smtp',

@@ -102,3 +102,17 @@ export function dataVerdict(replies: BackendReply[], recipients: string[]): Data
   const f = failures[0]!;
   return { outcome: 'rejected', reply: { code: 554, text: `5.0.0 Delivery failed for ${failures.length} of ${perRcpt.length} recipients (${f.recipient}: ${f.code} ${f.text})` }, failures };
 }
+
+/**
+ * RFC 2033 §4.2: one client reply per recipient, in RCPT order, from the backend's replies after DATA (one per recipient
+ * from an LMTP backend, or one for all from an SMTP backend). A positive reply is passed on as success; anything else
+ * (missing replies included) is never a success.
+ */
+export function perRecipientReplies(replies: BackendReply[], recipients: string[]): ClientReply[] {
+  const all = replies.length === 1 && recipients.length !== 1 ? recipients.map(() => replies[0]!) : replies;
+  return recipients.map((_r, i) => {
+    const r = all[i];
+    if (!r) return REPLY.backendTemp;
+    return isPositive(r) ? { code: 250, text: replyText(r) || '2.0.0 Delivered' } : forwardReply(r);
+  });
+}

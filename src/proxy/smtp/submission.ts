@@ -5,7 +5,9 @@ import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metri
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
 import type { Config } from '../../config/schema.js';
-import type { Credentials } from '../../core/types.js';
+import { tokenErrorChallenge } from '../sasl.js';
+import type { Credentials, TokenMechanism } from '../../core/types.js';
+import { installOAuthBearer } from './sasl-oauthbearer.js';
 import type { ConnectionHandler } from '../protocol.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, backendCredentials, type AdmittedRoute } from '../backend-session.js';
@@ -20,6 +22,8 @@ interface SubmissionState extends ConnState {
   account?: Account;
   /** Kept only to log in to the backend as the user; never logged. */
   secret?: string | undefined;
+  /** A bearer-token login: the client's mechanism and token, passed on to the backend (oauth.backendLogin token). */
+  token?: { mechanism: TokenMechanism; token: string } | undefined;
   errors: number;
   link?: BackendLink;
   /** The transaction in progress; undefined between transactions. */
@@ -35,6 +39,7 @@ function centralRelayRoute(relay: NonNullable<Config['smtp']['centralRelay']>): 
 
 export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandler {
   const { gate } = deps;
+  installOAuthBearer();
   const pipeline = pipelineDeps(deps);
 
   const routeFor = (config: Config, account: Account): Route => (config.smtp.centralRelay ? centralRelayRoute(config.smtp.centralRelay) : resolveRoute(config, account.host, 'submission'));
@@ -52,8 +57,8 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
 
   return createFrontend<SubmissionState>(deps, {
     protocol: 'submission',
-    options: ({ smtp }) => ({
-      authMethods: ['PLAIN', 'LOGIN'],
+    options: ({ smtp, ...config }) => ({
+      authMethods: ['PLAIN', 'LOGIN', ...(config.oauth?.mechanisms ?? [])],
       authOptional: false,
       allowInsecureAuth: !smtp.requireTlsForAuth,
       authRequiredMessage: REPLY.authRequired.text,
@@ -81,30 +86,50 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         if (immediate) send();
         else delayed(state, send, typed);
       };
-      if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') return fail({ code: 504, text: '5.5.4 Unrecognized authentication type' }, 'mechanism', true);
+      const method = auth.method as string;
+      const tokenMech = (state.config.oauth?.mechanisms ?? []).find((m) => m === method);
+      if (method !== 'PLAIN' && method !== 'LOGIN' && !tokenMech) return fail({ code: 504, text: '5.5.4 Unrecognized authentication type' }, 'mechanism', true);
       // RFC 4616: an authorization identity other than the authentication identity is not supported.
       if (auth.method === 'PLAIN' && auth.authzid && auth.authzid !== auth.authcid) return fail(catalogueReply('AUTHZ_UNSUPPORTED'), 'authz_unsupported');
       const user = auth.method === 'PLAIN' ? auth.authcid ?? '' : auth.username ?? '';
-      const credentials: Credentials = { user, password: auth.password ?? '', mechanism: auth.method };
-      if (!user) return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
+      const accessToken = (auth as { accessToken?: string }).accessToken ?? '';
+      const credentials: Credentials = tokenMech
+        ? { user, token: accessToken, mechanism: tokenMech }
+        : { user, password: auth.password ?? '', mechanism: auth.method === 'PLAIN' ? 'PLAIN' : 'LOGIN' };
+      if (!user && !tokenMech) return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
+      // RFC 7628 §3.2.2: a refused token gets the JSON error as a 334 challenge; smtp-server sends 535 after the client's answer.
+      const tokenRefused = (): void => {
+        loginsTotal.inc({ protocol: SERVICE, result: 'auth_failed' });
+        state.errors += 1;
+        const o = state.config.oauth;
+        const data = JSON.parse(Buffer.from(tokenErrorChallenge({ status: tokenMech === 'XOAUTH2' ? '401' : 'invalid_token', ...(o?.scope ? { scope: o.scope } : {}), ...(o?.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) }), 'base64').toString()) as unknown;
+        delayed(state, () => callback(null, { data } as never), typed);
+      };
       state.directory.authenticate(credentials).then((result) => {
         if (!result.ok) {
-          state.log.info({ phase: 'auth', user, mechanism: auth.method, result: 'auth_failed' }, 'smtp authentication failed');
-          return fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
+          state.log.info({ phase: 'auth', user, mechanism: method, result: 'auth_failed' }, 'smtp authentication failed');
+          return tokenMech ? tokenRefused() : fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
         }
         routeFor(state.config, result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
         if (deps.tier) deps.tier.penalty.success(state.conn.client.address, typed); else penalty.success(state.conn.client.address);
         state.account = result.account;
-        state.secret = credentials.password;
+        if ('password' in credentials) state.secret = credentials.password;
+        else state.token = { mechanism: credentials.mechanism, token: credentials.token };
         state.info.user = result.account.login;
         state.info.phase = 'relay';
         loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
-        state.log.info({ phase: 'auth', user: result.account.login, mechanism: auth.method }, 'smtp authenticated');
+        state.log.info({ phase: 'auth', user: result.account.login, mechanism: method }, 'smtp authenticated');
         callback(null, { user: { username: result.account.login } });
       }).catch((e: unknown) => {
         const err = toProxyError(e, 'INTERNAL');
         state.log.warn({ phase: 'auth', user, reason: err.spec.logReason, detail: err.detail }, 'smtp authentication error');
-        fail(err.code === 'INTERNAL' ? catalogueReply('DIRECTORY_UNAVAILABLE') : catalogueReply(err.code), err.spec.metricLabel, true);
+        const reply = err.code === 'INTERNAL' ? catalogueReply('DIRECTORY_UNAVAILABLE') : catalogueReply(err.code);
+        // smtp-server's XOAUTH2/OAUTHBEARER report a temporary failure only as an error with its code.
+        if (tokenMech) {
+          loginsTotal.inc({ protocol: SERVICE, result: err.spec.metricLabel });
+          return callback(replyError(reply));
+        }
+        fail(reply, err.spec.metricLabel, true);
       });
     },
 
@@ -132,7 +157,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
               heloName: smtpHostname(config),
               sessionId: state.conn.id,
               xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
-              credentials: backendCredentials(config.backendLogin, account.login, state.secret ?? ''),
+              // A token login passes the token on (oauth.backendLogin token) or uses the master user (oauth.backendLogin master).
+              credentials: state.token
+                ? (config.oauth?.backendLogin === 'master' ? backendCredentials({ ...config.backendLogin, mode: 'master' }, account.login, '') : { user: account.login, password: '', token: state.token })
+                : backendCredentials(config.backendLogin, account.login, state.secret ?? ''),
             },
             onNote: (note) => state.log.debug({ phase: 'backend', backend: route.backend }, note),
           }));
@@ -196,6 +224,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     onClose(state) {
       dropLink(state);
       state.secret = undefined;
+      state.token = undefined;
     },
   });
 }

@@ -103,6 +103,8 @@ export interface RelayDataResult {
   /** The client went away during DATA. */
   clientGone: boolean;
   error?: ProxyError;
+  /** The backend's replies after the final dot (LMTP: one per recipient), when it got that far. */
+  replies?: BackendReply[];
 }
 
 /** Let smtp-server finish reading a message we no longer forward (it waits for the stream's end). */
@@ -150,7 +152,7 @@ export async function relayData(link: BackendLink, stream: SMTPServerDataStream,
     const expected = client.lmtp ? opts.recipients.length : 1;
     const replies: BackendReply[] = [];
     for (let i = 0; i < expected; i++) replies.push(await client.read(opts.dataTimeoutMs, 'end of DATA'));
-    return { verdict: dataVerdict(replies, opts.recipients), bytes, tooLarge: false, clientGone: false };
+    return { verdict: dataVerdict(replies, opts.recipients), bytes, tooLarge: false, clientGone: false, replies };
   } catch (e) {
     const err = isProxyError(e) ? e : toProxyError(e, 'BACKEND_UNAVAILABLE');
     client.destroy();

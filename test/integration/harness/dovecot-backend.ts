@@ -25,6 +25,15 @@ export interface DovecotPorts {
   imapHaproxy: number;
   /** Submission expecting a PROXY header first (`haproxy = yes`). */
   submissionHaproxy: number;
+  /** ManageSieve (Pigeonhole), only when the world asked for it. */
+  sieve?: number;
+}
+
+/** OAuth 2.0 at this backend: Dovecot's oauth2 passdb asking the test identity provider (RFC 7662 introspection). */
+export interface DovecotOAuth {
+  /** https://client:secret@host:port/introspect */
+  introspectionUrl: string;
+  caFile: string;
 }
 
 export interface DovecotInstance {
@@ -61,6 +70,7 @@ export interface DovecotOptions {
   /** Users whose INBOX gets one marker message naming this backend. */
   residents: TestUser[];
   perfTuning: boolean;
+  oauth?: DovecotOAuth;
 }
 
 function renderConfig(o: DovecotOptions, mailRoot: string): string {
@@ -83,6 +93,8 @@ function renderConfig(o: DovecotOptions, mailRoot: string): string {
     IMAP_HAPROXY_PORT: o.ports.imapHaproxy,
     SUBMISSION_HAPROXY_PORT: o.ports.submissionHaproxy,
     LOGIN_TUNING: loginTuning,
+    SIEVE_BLOCK: o.ports.sieve ? renderFixture('dovecot/sieve.conf.tmpl', { SIEVE_PORT: o.ports.sieve }) : '',
+    OAUTH2_BLOCK: o.oauth ? renderFixture('dovecot/oauth2.conf.tmpl', { DIR: o.dir }) : '',
     PERF_TUNING: o.perfTuning ? renderFixture('dovecot/perf-tuning.conf.tmpl', {}) : '',
   });
 }
@@ -131,10 +143,11 @@ export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> 
   await writeFile(configPath, renderConfig(o, mailRoot));
   // Dovecot's auth process reads the passwd-files as the unprivileged `dovecot` user.
   await writeFile(join(o.dir, 'users'), o.users.map((u) => passwdLine(u.uid, sshaHash(u.password), join(mailRoot, u.uid))).join(''), { mode: 0o644 });
+  if (o.oauth) await writeFile(join(o.dir, 'dovecot-oauth2.conf.ext'), renderFixture('dovecot/oauth2.conf.ext.tmpl', { INTROSPECTION_URL: o.oauth.introspectionUrl, CA_FILE: o.oauth.caFile }), { mode: 0o644 });
   await writeFile(join(o.dir, 'master-users'), `${MASTER_USER}:${sshaHash(MASTER_PASSWORD)}\n`, { mode: 0o644 });
   for (const u of o.residents) await seedMaildir(mailRoot, u.uid, markerMessage(o.name, u.mail));
 
-  const allPorts = Object.values(o.ports);
+  const allPorts = Object.values(o.ports).filter((p): p is number => typeof p === 'number');
   let proc: Spawned | undefined;
 
   const start = async (): Promise<void> => {

@@ -5,6 +5,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireBinaries } from './binaries.js';
 import { startDovecot, type DovecotInstance } from './dovecot-backend.js';
+import { IDP_CLIENT_ID, IDP_CLIENT_SECRET, startIdentityProvider, type IdentityProvider } from './identity-provider.js';
 import { startLdap, type LdapInstance } from './ldap-server.js';
 import { allocatePorts } from './ports.js';
 import { startSmtpSink, type SmtpSink } from './smtp-sink.js';
@@ -17,6 +18,7 @@ export type { LdapInstance } from './ldap-server.js';
 export type { SmtpSink, SinkMessage } from './smtp-sink.js';
 export type { TestUser, UserName } from './users.js';
 export type { TlsFiles } from './tls-cert.js';
+export type { IdentityProvider } from './identity-provider.js';
 
 export interface World {
   /** Temp root folder (kept after stop() when MAILPROXY_KEEP_WORLD=1, for reading logs). */
@@ -30,6 +32,8 @@ export interface World {
   users: Record<UserName, TestUser>;
   /** Dovecot master user for the proxy's master-user login mode: login as `uid${separator}${name}`. */
   masterUser: { name: string; password: string; separator: string };
+  /** The OAuth identity provider (JWKS + introspection), when the world was started with `oauth`. */
+  idp?: IdentityProvider;
   /** Milliseconds startWorld took. */
   startupMs: number;
   stop(): Promise<void>;
@@ -38,6 +42,10 @@ export interface World {
 export interface WorldOptions {
   /** Long-lived Dovecot processes with high client limits, for load tests (TEST-WORLD.md). */
   dovecotPerfTuning?: boolean;
+  /** ManageSieve (Pigeonhole) on each backend: DovecotPorts.sieve. */
+  sieve?: boolean;
+  /** A test identity provider (JWKS + RFC 7662 introspection over HTTPS) and Dovecot's oauth2 passdb asking it. */
+  oauth?: boolean;
 }
 
 type Stoppable = { stop(): Promise<void> } | { close(): Promise<void> };
@@ -76,11 +84,20 @@ async function startWorldOnce(opts: WorldOptions): Promise<World> {
   };
   try {
     const [ldapPort, ldapsPort, deadPort, ...p] = await allocatePorts(19);
+    const sievePorts = opts.sieve ? await allocatePorts(2) : [];
     const portsFor = (i: number) => ({
       imap: p[i]!, imaps: p[i + 1]!, pop3: p[i + 2]!, pop3s: p[i + 3]!, lmtp: p[i + 4]!, submission: p[i + 5]!, imapHaproxy: p[i + 6]!, submissionHaproxy: p[i + 7]!,
+      ...(opts.sieve ? { sieve: sievePorts[i / 8]! } : {}),
     });
     const [tls, sink] = await Promise.all([generateCert(bins.get('openssl')!, dir), startSmtpSink()]);
     started.push(sink);
+    let idp: IdentityProvider | undefined;
+    if (opts.oauth) {
+      idp = await startIdentityProvider({ dir, certPath: tls.certPath, keyPath: tls.keyPath });
+      started.push(idp);
+    }
+    // Dovecot checks the certificate against the URL's host name: the world certificate names localhost.
+    const oauth = idp ? { introspectionUrl: `https://${IDP_CLIENT_ID}:${IDP_CLIENT_SECRET}@localhost:${new URL(idp.url).port}/introspect`, caFile: tls.caPath } : undefined;
     const users = makeUsers();
     const all = Object.values(users);
     const backend = (name: string, ports: ReturnType<typeof portsFor>) =>
@@ -95,6 +112,7 @@ async function startWorldOnce(opts: WorldOptions): Promise<World> {
         users: all,
         residents: all.filter((u) => u.mailHost === name),
         perfTuning: opts.dovecotPerfTuning === true,
+        ...(oauth ? { oauth } : {}),
       });
     const settled = await Promise.allSettled([
       startLdap({ dir: join(dir, 'ldap'), port: ldapPort!, ldapsPort: ldapsPort!, certPath: tls.certPath, keyPath: tls.keyPath, users: all, slapd: bins.get('slapd')!, slapadd: bins.get('slapadd')! }),
@@ -121,6 +139,7 @@ async function startWorldOnce(opts: WorldOptions): Promise<World> {
       tls,
       users,
       masterUser: { name: MASTER_USER, password: MASTER_PASSWORD, separator: MASTER_SEPARATOR },
+      ...(idp ? { idp } : {}),
       startupMs: Date.now() - t0,
       async stop() {
         if (stopped) return;

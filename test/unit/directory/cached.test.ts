@@ -25,7 +25,7 @@ class FakeInner implements Directory {
     this.calls.authenticate++;
     return this.answer(() => {
       const a = this.accounts.get(c.user);
-      return a && c.password === PASSWORD ? { ok: true as const, account: a } : { ok: false as const };
+      return a && 'password' in c && c.password === PASSWORD ? { ok: true as const, account: a } : { ok: false as const };
     });
   }
   lookup(name: string): Promise<Account | null> { this.calls.lookup++; return this.answer(() => this.accounts.get(name) ?? null); }

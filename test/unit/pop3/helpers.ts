@@ -39,7 +39,7 @@ export function normalise(a: ClientAction): Step {
     case 'start-tls':
       return { startTls: true };
     case 'login':
-      return { login: { ...a.credentials } };
+      return { login: { ...(a.credentials as { user: string; password: string; mechanism: string }) } };
     case 'relay':
       return { relay: a.pending.toString('utf8') };
     case 'close':

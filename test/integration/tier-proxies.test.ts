@@ -131,9 +131,19 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
       assert.ok(body.sessions.every((s) => s.backend === 'backend-a'));
     }
     // A fourth IMAP session of alice, on any instance, passes the tier-wide limit of 3.
-    const fourth = await login(nodes[1]!.direct, uid, password);
-    assert.match(fourth.reply, /^a NO \[LIMIT\]/m, fourth.reply);
-    fourth.c.close();
+    // (On a loaded machine Redis may miss the 50 ms deadline; the login then falls back to this instance's own count and is
+    // let in, by design. Such an attempt shows in the fallback counter and is tried again.)
+    const admitFallbacks = async () => metricValue((await adminGet(nodes[1]!.admin, '/metrics')).body, 'mailproxy_tier_fallbacks_total{operation="sessions_admit"}') ?? 0;
+    let refused = '';
+    for (let i = 0; i < 3 && !refused; i++) {
+      const before = await admitFallbacks();
+      const fourth = await login(nodes[1]!.direct, uid, password);
+      fourth.c.close();
+      if (/^a NO \[LIMIT\]/m.test(fourth.reply)) refused = fourth.reply;
+      else assert.ok(await admitFallbacks() > before, `admitted without a fallback: ${fourth.reply}`);
+      await sleep(300);
+    }
+    assert.match(refused, /^a NO \[LIMIT\]/m);
     // The same through the CLI of instance 2.
     const cli = await runCommand(process.execPath, [MAIN, 'sessions', uid, '-c', nodes[1]!.proxy.file], { timeoutMs: 30_000 });
     assert.match(cli, /^3 sessions of alice$/m, cli);

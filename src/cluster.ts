@@ -49,7 +49,7 @@ type FromWorker =
 /** Health metrics only the primary's monitor sets: taken from the primary once, never summed over workers. */
 const PRIMARY_ONLY = new Set(['mailproxy_backend_up', 'mailproxy_backend_state_transitions_total', 'mailproxy_backend_identity_changes_total', 'mailproxy_probes_total']);
 /** Per-process views of a shared thing: a server one worker cannot reach shows as down (min), not as "2". */
-const AGGREGATE_AS: Record<string, 'min' | 'max'> = { mailproxy_ldap_up: 'min' };
+const AGGREGATE_AS: Record<string, 'min' | 'max'> = { mailproxy_ldap_up: 'min', mailproxy_tls_certificate_expiry_seconds: 'min' };
 const STATE_REFRESH_MS = 2000;
 const ASK_TIMEOUT_MS = 3000;
 const RESTART_WINDOW_MS = 60_000;

@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'BACKEND_AUTH_FAILED'    // backend refused the credentials the directory accepted
   | 'BACKEND_USER_BUSY'      // backend says "not now" for this user (POP3 [IN-USE], [LOGIN-DELAY]): the backend itself is fine
   | 'BACKEND_PROTOCOL'       // backend said something we cannot parse during login
+  | 'ROUTE_LOOP'             // the route leads back into the proxy tier (own listener, hop count spent)
   | 'LINE_TOO_LONG'
   | 'LITERAL_TOO_LARGE'
   | 'TOO_MANY_ERRORS'
@@ -56,6 +57,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', health: 'backend-alive' },
   BACKEND_USER_BUSY: { imap: TEMP_IMAP, pop3: '-ERR [IN-USE] Mailbox busy, please try again later', smtp: TEMP_SMTP, logReason: 'backend refused this user for now', metricLabel: 'backend_user_busy', health: 'backend-alive' },
   BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', health: 'backend-failure' },
+  ROUTE_LOOP: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'route loops back into the proxy tier', metricLabel: 'route_loop', health: 'none' },
   LINE_TOO_LONG: { imap: 'BAD Line too long', pop3: '-ERR Line too long', smtp: '500 5.5.2 Line too long', logReason: 'line too long', metricLabel: 'line_too_long', health: 'none' },
   LITERAL_TOO_LARGE: { imap: 'BAD Literal too large', pop3: '-ERR Too large', smtp: '552 5.3.4 Too large', logReason: 'literal too large', metricLabel: 'literal_too_large', health: 'none' },
   TOO_MANY_ERRORS: { imap: 'BYE Too many invalid commands', pop3: '-ERR Too many invalid commands', smtp: '421 4.7.0 Too many errors', logReason: 'too many bad commands', metricLabel: 'too_many_errors', health: 'none' },

@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from './log.js';
 import type { Config } from './config/schema.js';
 import { loadConfig, ConfigError } from './config/load.js';
-import { loadSecureContext } from './server.js';
+import { loadTlsMaterial } from './tls/certificates.js';
 import type { App } from './app.js';
 
 /** `workers: auto` is one worker per CPU the process may use. */
@@ -19,7 +19,7 @@ export function resolveWorkers(config: Pick<Config, 'workers'>): number {
 export function tryReload(file: string, logger: Logger): Config | undefined {
   try {
     const next = loadConfig(file);
-    loadSecureContext(next);
+    loadTlsMaterial(next);
     return next;
   } catch (e) {
     const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];

@@ -8,6 +8,7 @@ import { createLogger, silentLogger } from './log.js';
 import { createDirectory } from './directory/create.js';
 import { isProxyError } from './errors.js';
 import { runInstance } from './runtime.js';
+import { reportTlsFiles } from './tls/check.js';
 
 const USAGE = `usage: mailproxy <command> [options]
   start -c FILE           run the proxy
@@ -33,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'check-config': {
       const c = config();
+      if (!reportTlsFiles(c, (l) => console.error(l))) return 78;
       console.log(`${file}: OK (${c.listeners.length} listeners, directory ${c.directory.type}, ${Object.keys(c.backends).length} backends)`);
       return 0;
     }
@@ -71,6 +73,7 @@ async function main(argv: string[]): Promise<number> {
         return -1;
       }
       const c = config();
+      if (!reportTlsFiles(c, (l) => console.error(l))) return 78;
       await runInstance(c, file, createLogger(c.log.level));
       return -1; // keep running
     }

@@ -33,6 +33,17 @@ export const workerRestartsTotal = new Counter({ name: 'mailproxy_worker_restart
 export const smtpMessagesTotal = new Counter({ name: 'mailproxy_smtp_messages_total', help: 'SMTP transactions by service and result', labelNames: ['service', 'result'], registers: [registry] });
 export const smtpRecipientsTotal = new Counter({ name: 'mailproxy_smtp_recipients_total', help: 'SMTP recipients by service and result', labelNames: ['service', 'result'], registers: [registry] });
 
+/** Seconds until each client-facing certificate's notAfter, computed at scrape time from what the instance serves. */
+let certificateExpiries: () => Array<{ name: string; notAfter: number }> = () => [];
+export function setCertificateExpirySource(source: () => Array<{ name: string; notAfter: number }>): void { certificateExpiries = source; }
+export const tlsCertificateExpirySeconds = new Gauge({
+  name: 'mailproxy_tls_certificate_expiry_seconds', help: 'Seconds until a client-facing TLS certificate expires (negative: expired), by config name or CN', labelNames: ['name'], registers: [registry],
+  collect() {
+    this.reset();
+    const now = Date.now();
+    for (const c of certificateExpiries()) this.set({ name: c.name }, Math.round((c.notAfter - now) / 1000));
+  },
+});
 // Tier (Redis shared state, src/tier/). tier_up aggregates with min across cluster workers: 0 when any process is cut off.
 export const tierUp = new Gauge({ name: 'mailproxy_tier_up', help: '1 while the shared tier state (Redis) is reachable, 0 while this instance runs on local state', registers: [registry], aggregator: 'min' });
 export const tierFallbacksTotal = new Counter({ name: 'mailproxy_tier_fallbacks_total', help: 'Tier operations answered from local state because Redis failed or was unreachable', labelNames: ['operation'], registers: [registry] });

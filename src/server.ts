@@ -1,7 +1,5 @@
 // Owns one running proxy instance: builds directory, TLS context, services and listeners from a Config; reload and drain.
 // Must not contain protocol logic; it wires modules together and swaps them on reload.
-import { readFileSync } from 'node:fs';
-import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from './log.js';
 import type { Config, ListenerConfig } from './config/schema.js';
 import type { Directory } from './directory/directory.js';
@@ -18,6 +16,9 @@ import { pop3Module } from './proxy/pop3/index.js';
 import { sieveModule } from './proxy/sieve/index.js';
 import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
+import { loadTlsMaterial, type TlsMaterial } from './tls/certificates.js';
+import { createBackendGuard } from './proxy/backend-guard.js';
+import { setCertificateExpirySource } from './metrics.js';
 import type { TierLogin } from './tier/tier.js';
 
 export interface BoundListener { config: ListenerConfig; address: string; port: number }
@@ -57,26 +58,21 @@ export interface InstanceOptions {
   dial?: Dial;
 }
 
-export function loadSecureContext(config: Config): { context: SecureContext; key: Buffer; cert: Buffer } | undefined {
-  if (!config.tls) return undefined;
-  const key = readFileSync(config.tls.keyFile);
-  const cert = readFileSync(config.tls.certFile);
-  return { context: createSecureContext({ key, cert, minVersion: config.tls.minVersion, ...(config.tls.ciphers ? { ciphers: config.tls.ciphers } : {}) }), key, cert };
-}
-
 export class Instance {
   private config: Config;
   private directory: Directory;
-  private tls: ReturnType<typeof loadSecureContext>;
+  private tls: TlsMaterial | undefined;
   readonly sessions: SessionRegistry;
   readonly gate: BackendGate;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
+  private readonly guard = createBackendGuard(() => this.bound, () => this.config.loopProtection.selfAddresses);
   draining = false;
 
   constructor(config: Config, private readonly opts: InstanceOptions) {
     this.config = config;
-    this.tls = loadSecureContext(config);
+    this.tls = loadTlsMaterial(config);
+    this.useTls(this.tls);
     this.directory = createDirectory(config, opts.logger.child({ module: 'directory' }));
     this.sessions = opts.sessions ?? new SessionRegistry();
     this.gate = opts.gate ?? openGate;
@@ -87,8 +83,8 @@ export class Instance {
       sessions: this.sessions,
       logger: opts.logger,
       penalty: new AuthPenalty(),
-      secureContext: () => this.tls?.context,
-      tlsMaterial: () => (this.tls ? { key: this.tls.key, cert: this.tls.cert } : undefined),
+      tls: () => this.tls,
+      guard: this.guard,
       ...(opts.tier ? { tier: opts.tier } : {}),
       clock: opts.clock ?? systemClock,
       dial: opts.dial ?? netDial,
@@ -103,6 +99,11 @@ export class Instance {
 
   get current(): Config { return this.config; }
 
+  /** Certificates in use feed the expiry gauge; expiry warnings are logged at each load. */
+  private useTls(tls: TlsMaterial | undefined): void {
+    for (const w of tls?.warnings ?? []) this.opts.logger.warn({ event: 'tls_certificate', warning: w }, 'TLS certificate warning');
+    setCertificateExpirySource(() => (this.tls?.certificates ?? []).map((c) => ({ name: c.name, notAfter: c.notAfter })));
+  }
   /** Drop what the directory cache holds about one account (route invalidation); how many entries went. */
   invalidateRoute(user: string): number { return this.directory.invalidate?.(user) ?? 0; }
 
@@ -148,7 +149,7 @@ export class Instance {
    * accepting while their sessions continue.
    */
   async reload(next: Config): Promise<void> {
-    const tls = loadSecureContext(next);
+    const tls = loadTlsMaterial(next);
     this.checkHandlers(next.listeners);
     const plan = this.draining ? undefined : planListeners(this.listeners, next.listeners);
     const added = plan ? await this.openListeners(plan.add.map((a) => a.config)) : [];
@@ -156,6 +157,8 @@ export class Instance {
     const old = this.directory;
     this.config = next;
     this.tls = tls;
+    this.useTls(tls);
+    this.guard.refresh();
     this.directory = directory;
     setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
     if (!plan) return;

@@ -56,7 +56,10 @@ function readSecret(baseDir: string, file: string, key: string): string {
 function resolveSecrets(c: Config, baseDir: string): Config {
   const abs = (p: string) => resolve(baseDir, p);
   const out: Config = structuredClone(c);
-  if (out.tls) { out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile); }
+  if (out.tls) {
+    out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile);
+    for (const s of out.tls.sni) { s.certFile = abs(s.certFile); s.keyFile = abs(s.keyFile); }
+  }
   const ldap = out.directory.ldap;
   if (ldap?.bindPasswordFile) ldap.bindPassword = readSecret(baseDir, ldap.bindPasswordFile, 'directory.ldap.bindPasswordFile');
   if (ldap?.tlsCaFile) ldap.tlsCa = readSecret(baseDir, ldap.tlsCaFile, 'directory.ldap.tlsCaFile');

@@ -41,11 +41,29 @@ const listenerSchema = z.strictObject({
   proxyHeaderTimeoutMs: z.number().int().min(1).optional(),
 });
 
-const tlsSchema = z.strictObject({
+/** An extra certificate served to clients asking (SNI) for one of `names`: exact names or `*.example.com` wildcards. */
+const sniCertSchema = z.strictObject({
+  names: z.array(z.string().min(1).refine((n) => !n.includes('*') || /^\*\.[^*]+$/.test(n), 'a wildcard must be the whole first label: *.example.com')).min(1),
   certFile: z.string(),
   keyFile: z.string(),
+  /** Label in mailproxy_tls_certificate_expiry_seconds and logs; default the certificate's CN. */
+  name: z.string().optional(),
+});
+
+const tlsSchema = z.strictObject({
+  /** Default certificate: served when the client sends no SNI or a name no `sni` entry covers. */
+  certFile: z.string(),
+  keyFile: z.string(),
+  /** Label of the default certificate in metrics; default its CN. */
+  name: z.string().optional(),
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
   ciphers: z.string().optional(),
+  /** More certificates chosen by the client's SNI name; first exact match, then first wildcard match, else the default. */
+  sni: z.array(sniCertSchema).default([]),
+  /** check-config, start and reload warn when a certificate expires within this many days. */
+  expiryWarningDays: z.number().int().min(0).default(14),
+  /** ALPACA defence: refuse a handshake whose ALPN offer lacks the listener's protocol (imap, pop3, smtp, managesieve); no ALPN is fine. */
+  strictAlpn: z.boolean().default(true),
 });
 
 const limitsSchema = z.strictObject({
@@ -119,6 +137,8 @@ const backendSchema = z.strictObject({
   /** Backend name to use while this one is down and the standby's own probe shows it serving. */
   standby: z.string().optional(),
   inboundDelivery: z.enum(['lmtp', 'smtp']).optional(),
+  /** Local addresses to bind connections to this backend to (least used first): each gives ~64k ports per backend endpoint. Default: the OS chooses. */
+  sourceAddresses: z.array(z.string().refine((a) => isIP(a) !== 0, 'must be an IP address of this host')).default([]),
 });
 
 const ldapSchema = z.strictObject({
@@ -286,6 +306,15 @@ export const configSchema = z.strictObject({
   health: healthSchema.prefault({}),
   admin: adminSchema.prefault({}),
   shutdown: z.strictObject({ drainDeadlineMs: ms(30_000) }).prefault({}),
+  /** A login must never come back into the tier: own listeners as backends are refused, hops are counted. */
+  loopProtection: z.strictObject({
+    /** Hops a login may take through proxies (Dovecot x-proxy-ttl in IMAP ID, TTL in POP3 XCLIENT); at 1 or less it is refused. */
+    proxyTtl: z.number().int().min(1).max(100).default(5),
+    /** Client addresses (upstream proxies) whose x-proxy-ttl is believed; from others it is ignored. */
+    trustedNetworks: cidrList,
+    /** More addresses that lead into this tier (a load balancer VIP in front of it), like Dovecot's auth_proxy_self: a backend there is a loop, whatever the port. */
+    selfAddresses: z.array(z.string().refine((v) => isIP(v) !== 0, 'must be an IP address')).default([]),
+  }).prefault({}),
   /** Shared state on Redis so instances act as one tier; absent = every instance on its own. */
   tier: tierSchema.optional(),
 }).superRefine((c, ctx) => {
@@ -297,6 +326,13 @@ export const configSchema = z.strictObject({
   for (const [name, b] of Object.entries(c.backends)) {
     if (b.standby && !c.backends[b.standby]) ctx.addIssue({ code: 'custom', path: ['backends', name, 'standby'], message: `standby '${b.standby}' is not a configured backend` });
     if (b.standby === name) ctx.addIssue({ code: 'custom', path: ['backends', name, 'standby'], message: 'a backend cannot be its own standby' });
+  }
+  for (const [name, b] of Object.entries(c.backends)) {
+    for (const proto of ['imap', 'pop3', 'submission', 'lmtp', 'smtp'] as const) {
+      const ep = b[proto];
+      const i = ep ? c.listeners.findIndex((l) => l.port !== 0 && l.port === ep.port && (l.address === b.host || (['0.0.0.0', '::'].includes(l.address) && /^(127\.|::1$|localhost$)/.test(b.host)))) : -1;
+      if (i !== -1) ctx.addIssue({ code: 'custom', path: ['backends', name, proto, 'port'], message: `${b.host}:${ep!.port} is this proxy's own listeners[${i}]: logins would loop back into the proxy` });
+    }
   }
   if (c.routing.defaultBackend && !c.backends[c.routing.defaultBackend]) ctx.addIssue({ code: 'custom', path: ['routing', 'defaultBackend'], message: `'${c.routing.defaultBackend}' is not a configured backend` });
   if (c.oauth?.backendLogin === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['oauth', 'backendLogin'], message: 'oauth.backendLogin master needs backendLogin.masterUser and masterPassword or masterPasswordFile' });

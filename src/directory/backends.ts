@@ -19,6 +19,8 @@ export interface Route {
   trustsProxy: boolean;
   forwardClientAddress: 'native' | 'proxy-v2' | 'none';
   standby?: string;
+  /** Local addresses to bind connections to this backend to (least used first). */
+  sourceAddresses?: readonly string[];
 }
 
 export const DEFAULT_PORTS: Readonly<Record<RouteProtocol, number>> = { imap: 143, pop3: 110, submission: 587, lmtp: 24, smtp: 25, sieve: 4190 };
@@ -42,6 +44,7 @@ export function routeForBackend(config: Pick<Config, 'backends'>, name: string, 
     forwardClientAddress: b.forwardClientAddress,
     ...(b.standby ? { standby: b.standby } : {}),
     ...(b.tlsCa ? { tlsCa: b.tlsCa } : {}),
+    ...(b.sourceAddresses.length ? { sourceAddresses: b.sourceAddresses } : {}),
   };
 }
 

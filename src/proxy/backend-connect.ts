@@ -8,11 +8,12 @@ import { encodeProxyV2 } from '../core/proxy-header.js';
 import { backendConnectSeconds } from '../metrics.js';
 import type { Clock } from '../core/clock.js';
 import type { ClientEndpoint } from '../core/types.js';
+import type { BackendGuard } from './backend-guard.js';
 
 /** Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). */
-export type Dial = (target: { host: string; port: number }) => Socket;
+export type Dial = (target: { host: string; port: number; /** Local address to bind (backend sourceAddresses). */ localAddress?: string }) => Socket;
 
-export const netDial: Dial = ({ host, port }) => connect({ host, port, noDelay: true });
+export const netDial: Dial = ({ host, port, localAddress }) => connect({ host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) });
 
 export interface ConnectOptions {
   timeoutMs: number;
@@ -22,16 +23,32 @@ export interface ConnectOptions {
   proxyFor?: ClientEndpoint;
   /** With proxyFor: the client reached the proxy over TLS (PROXY v2 SSL TLV). */
   clientTls?: boolean;
+  /** Loop protection and sourceAddresses of this instance. */
+  guard?: BackendGuard;
 }
 
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
   const { clock } = opts;
   const started = clock.now();
+  const guard = opts.guard;
+  guard?.checkRoute(route);
+  const lease = guard?.lease(route);
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = opts.dial({ host: route.host, port: route.port });
+    const s = opts.dial({ host: route.host, port: route.port, ...(lease ? { localAddress: lease.address } : {}) });
+    if (lease) s.once('close', lease.release);
     const timer = clock.setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
-    s.once('connect', () => { clock.clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
-    s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}: ${e.code ?? e.message}`, { cause: e })); });
+    s.once('connect', () => {
+      clock.clearTimeout(timer);
+      s.removeAllListeners('error');
+      // A name (or an address of ours) that led back to one of our own listeners: refuse before it speaks.
+      if (guard?.isOwn(s.remoteAddress, s.remotePort)) {
+        s.destroy();
+        reject(new ProxyError('ROUTE_LOOP', `backend ${route.backend} (${route.host}:${route.port}) connected to this proxy's own listener ${s.remoteAddress}:${s.remotePort}`));
+        return;
+      }
+      resolve(s);
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); });
   });
   socket.on('error', () => undefined); // replaced by the session's handler; prevents an unhandled error in between
   if (opts.proxyFor) {

@@ -10,6 +10,7 @@ import type { ClientEndpoint } from '../core/types.js';
 import { backendLoginSeconds } from '../metrics.js';
 import type { BackendAction, BackendLogin } from './protocol.js';
 import { connectBackend, type Dial } from './backend-connect.js';
+import type { BackendGuard } from './backend-guard.js';
 import { LineReader } from './line-reader.js';
 import { upgradeClient } from './starttls.js';
 
@@ -39,6 +40,8 @@ export interface BackendSessionDeps {
   gate: BackendGate;
   clock: Clock;
   dial: Dial;
+  /** Loop protection (never our own listeners) and backend sourceAddresses; the Instance's. */
+  guard?: BackendGuard;
 }
 
 const MAX_BACKEND_LINE = 64 * 1024;
@@ -62,6 +65,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
     const socket = await connectBackend(route, {
       timeoutMs: Math.max(1, Math.min(bl.connectTimeoutMs, budget.left())), dial: deps.dial, clock: deps.clock,
       ...(proxyFor ? { proxyFor, clientTls: req.clientTls } : {}),
+      ...(deps.guard ? { guard: deps.guard } : {}),
     });
     const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal);
     backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
@@ -70,7 +74,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
   } catch (e) {
     const err = toProxyError(e, 'BACKEND_PROTOCOL');
     backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
-    if (!req.signal?.aborted) deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
+    if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
     throw err;
   }
 }

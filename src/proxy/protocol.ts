@@ -1,7 +1,6 @@
 // Owns the contract between the Session (I/O) and protocol modules (sans-I/O dialogues and backend logins).
 // Must not contain protocol specifics or touch sockets, timers, the directory or health state.
 import type { Socket } from 'node:net';
-import type { SecureContext } from 'node:tls';
 import type { DisconnectReason, ProxyError } from '../errors.js';
 import type { ClientEndpoint, Credentials, TokenMechanism } from '../core/types.js';
 import type { Clock } from '../core/clock.js';
@@ -13,6 +12,15 @@ import type { Logger } from '../log.js';
 import type { Dial } from './backend-connect.js';
 import type { SessionRegistry } from './sessions.js';
 import type { AuthPenalty } from './auth-penalty.js';
+import type { TlsMaterial } from '../tls/certificates.js';
+import type { BackendGuard } from './backend-guard.js';
+
+/**
+ * Client bytes a dialogue holds, unparsed, behind a login command while the backend login runs (pipelined commands, an
+ * APPEND with a non-synchronising literal). They are post-login input, so pre-login limits do not apply; the Session
+ * stops reading at `login`, so normally at most one socket read (≤ 64 KiB) is held and the rest waits in TCP buffers.
+ */
+export const PIPELINED_BACKLOG_MAX_BYTES = 1024 * 1024;
 import type { TierLogin } from '../tier/tier.js';
 
 /** What the Session tells a client dialogue. */
@@ -77,6 +85,8 @@ export interface BackendLoginContext {
   forwardClient: boolean;
   /** Parameters the client sent in IMAP ID, to pass on. */
   clientId?: Record<string, string>;
+  /** Hops left for the next proxy (loop protection): IMAP ID `x-proxy-ttl`, POP3 XCLIENT `TTL=`, with the client address. */
+  proxyTtl?: number;
 }
 
 /** Backend events: one line at a time (without CRLF), or TLS done. */
@@ -124,11 +134,12 @@ export interface HandlerDeps {
   gate: BackendGate;
   sessions: SessionRegistry;
   logger: Logger;
-  secureContext: () => SecureContext | undefined;
+  /** Client-facing TLS (default and SNI certificates, ALPN check); swapped by reload. */
+  tls: () => TlsMaterial | undefined;
   /** Failed-login penalty per client address, shared by every protocol of this process. */
   penalty: AuthPenalty;
-  /** Raw PEM material for services that build their own TLS (smtp-server). */
-  tlsMaterial: () => { key: Buffer; cert: Buffer } | undefined;
+  /** Never dial our own listeners; bind backend sourceAddresses. */
+  guard: BackendGuard;
   /** Time and timers (fake in unit tests). */
   clock: Clock;
   /** How backend connections are opened (in-memory sockets in unit tests). */

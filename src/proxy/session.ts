@@ -12,12 +12,15 @@ import type { Account } from '../directory/directory.js';
 import type { SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
 import { admit, backendCredentials, openBackendSession, type BackendSession } from './backend-session.js';
+import { nextHop } from './loop-guard.js';
+import { isTrustedSource } from '../core/proxy-header.js';
+import type { ServerTlsOptions, TlsMaterial } from '../tls/certificates.js';
 import { Relay, type RelayResult } from './relay.js';
 import { disconnectsTotal, loginsTotal, sessionsActive, tierLimitRefusalsTotal } from '../metrics.js';
 import type { TierLogin } from '../tier/tier.js';
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
-export type ProtocolServiceDeps = Omit<HandlerDeps, 'tlsMaterial'> & { module: ProtocolModule };
+export type ProtocolServiceDeps = HandlerDeps & { module: ProtocolModule };
 
 /** A ConnectionHandler that runs a Session per IMAP or POP3 connection. */
 export class ProtocolService implements ConnectionHandler {
@@ -77,12 +80,12 @@ class Session {
     this.socket.on('error', (e: NodeJS.ErrnoException) => this.log.debug({ phase: this.phase, err: e.code ?? e.message }, 'client socket error'));
     this.socket.on('close', this.onClientClose);
     this.deadline = deps.clock.setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
-    const ctx = deps.secureContext();
+    const ctx = deps.tls();
     if (conn.listener.tls === 'implicit') {
       if (!ctx) return this.end('CONFIG_INVALID');
       try {
         this.socket.off('close', this.onClientClose);
-        this.socket = await upgradeServer(this.socket, ctx, this.settings.limits.preAuthDeadlineMs);
+        this.socket = await upgradeServer(this.socket, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs);
         this.socket.on('close', this.onClientClose);
         this.socket.on('error', () => undefined);
       } catch {
@@ -145,14 +148,19 @@ class Session {
     }
   }
 
+  /** Handshake options for this listener's protocol; a refused ALPN offer (ALPACA defence) is logged. */
+  private tlsOptions(material: TlsMaterial): ServerTlsOptions {
+    return material.serverOptions(this.conn.listener.protocol, (r) => this.log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
+  }
+
   private startTls(): void {
-    const ctx = this.deps.secureContext();
+    const ctx = this.deps.tls();
     if (!ctx) return this.end('CONFIG_INVALID');
     const raw = this.socket;
     raw.off('data', this.onData);
     raw.off('close', this.onClientClose);
     raw.pause();
-    upgradeServer(raw, ctx, this.settings.limits.preAuthDeadlineMs).then((tls) => {
+    upgradeServer(raw, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs).then((tls) => {
       this.socket = tls;
       tls.on('error', () => undefined);
       tls.on('close', this.onClientClose);
@@ -163,6 +171,8 @@ class Session {
 
   private login(credentials: Credentials, clientId?: Record<string, string>): void {
     this.setPhase('login');
+    // Bytes behind the login command are for the backend: stop reading (TCP holds them) until the relay or a failure.
+    this.socket.pause();
     this.loginAbort = new AbortController();
     const started = this.deps.clock.now();
     this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
@@ -190,7 +200,7 @@ class Session {
       this.log.info({ phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail, ...(delay ? { delayMs: delay } : {}) }, 'login failed');
       if (this.phase === 'closed') return;
       this.setPhase('prelogin');
-      const deliver = () => this.feed({ kind: 'login-failed', error: err });
+      const deliver = () => { this.feed({ kind: 'login-failed', error: err }); if (this.phase === 'prelogin') this.socket.resume(); };
       if (delay > 0) this.deps.clock.setTimeout(deliver, delay); else deliver();
     });
   }
@@ -201,7 +211,12 @@ class Session {
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
     const account = auth.account;
     this.info.user = account.login;
-    const route = admit(deps.gate, resolveRoute(config, account.host, deps.module.protocol));
+    const wanted = resolveRoute(config, account.host, deps.module.protocol);
+    // Loop protection (Dovecot's login proxy TTL): an upstream proxy we trust says how many hops are left.
+    const lp = config.loopProtection;
+    const hop = nextHop(clientId?.['x-proxy-ttl'], isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
+    if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (x-proxy-ttl ${hop.ttl}) for backend ${wanted.backend}`);
+    const route = admit(deps.gate, wanted);
     this.info.backend = route.backend;
     if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
     if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend, credentials.user);
@@ -214,7 +229,7 @@ class Session {
         clientTls,
         signal,
         login: (r) => deps.module.createBackendLogin({
-          ...identity, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}),
+          ...identity, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}), proxyTtl: hop.next,
         }),
       });
     } catch (e) {

@@ -213,6 +213,8 @@ class ImapBackendLogin implements BackendLogin {
       ['x-connected-port', String(client.localPort)],
       ['x-session-id', sessionId],
     ];
+    // Dovecot's hop count (login proxy TTL): the next proxy refuses when it reaches the end instead of looping on.
+    if (this.ctx.proxyTtl !== undefined) pairs.push(['x-proxy-ttl', String(this.ctx.proxyTtl)]);
     for (const [k, v] of Object.entries(clientId ?? {})) {
       if (pairs.length >= ID_MAX_PAIRS) break;
       if (!/^x-/i.test(k)) pairs.push([k, v]);

@@ -1,7 +1,7 @@
 // Owns the client side of IMAP before login: greeting, CAPABILITY/NOOP/LOGOUT/ID/STARTTLS, LOGIN and AUTHENTICATE PLAIN/LOGIN → one Credentials.
 // Must not do I/O, consult the directory or backends, or echo client input (passwords above all) except the command tag.
 import type { DisconnectReason, ErrorCode } from '../../errors.js';
-import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
+import { PIPELINED_BACKLOG_MAX_BYTES, type ClientAction, type ClientEvent, type Dialogue, type DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge } from '../sasl.js';
 import type { Credentials, TokenMechanism } from '../../core/types.js';
 import { ImapCommandParser, type ImapArg, type ImapCommand, type LineResult, type ParseResult } from './parser.js';
@@ -158,10 +158,12 @@ class ImapDialogue implements Dialogue {
     if (++this.badCommands >= this.options.limits.maxBadCommands) this.closeWith('TOO_MANY_ERRORS');
   }
 
-  /** Client bytes pile up while the backend login runs; bound them (they become relay.pending, normally a few pipelined commands). */
+  /**
+   * Bytes behind the login command wait unparsed (they become relay.pending if the login succeeds, are parsed as pre-login
+   * commands if it fails); pre-login limits do not apply to them, only a memory bound (the Session stops reading).
+   */
   private checkBacklog(): void {
-    const { maxLineBytes, maxLiteralBytes } = this.options.limits;
-    if (this.parser.buffered > maxLineBytes + 2 * maxLiteralBytes) this.closeWith('LINE_TOO_LONG');
+    if (this.parser.buffered > PIPELINED_BACKLOG_MAX_BYTES) this.closeWith('LINE_TOO_LONG');
   }
 
   private pump(): void {

@@ -79,7 +79,8 @@ class Pop3BackendLogin implements BackendLogin {
     const { address, port } = this.ctx.client;
     this.phase = 'xclient';
     const session = xclientValue(this.ctx.sessionId, MAX_SESSION_ID);
-    const args = [`ADDR=${xclientValue(address)}`, `PORT=${port}`, ...(session ? [`SESSION=${session}`] : [])];
+    const ttl = this.ctx.proxyTtl;
+    const args = [`ADDR=${xclientValue(address)}`, `PORT=${port}`, ...(session ? [`SESSION=${session}`] : []), ...(ttl !== undefined ? [`TTL=${ttl}`] : [])];
     return [{ kind: 'send', bytes: `XCLIENT ${args.join(' ')}\r\n` }];
   }
 

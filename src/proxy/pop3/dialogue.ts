@@ -1,7 +1,7 @@
 // Owns the POP3 client dialogue before login (RFC 1939, 2449 CAPA, 2595 STLS, 5034 AUTH): commands in, actions out.
 // Must not do I/O, check passwords, talk to backends or relay: every login becomes one Credentials value in a `login` action.
 import type { DisconnectReason, ErrorCode } from '../../errors.js';
-import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
+import { PIPELINED_BACKLOG_MAX_BYTES, type ClientAction, type ClientEvent, type Dialogue, type DialogueOptions } from '../protocol.js';
 import { decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, tokenErrorChallenge } from '../sasl.js';
 import type { Credentials, TokenMechanism } from '../../core/types.js';
 import { Pop3LineParser, type Pop3LineResult } from './parser.js';
@@ -21,8 +21,6 @@ type State =
 
 /** Commands valid only after login (RFC 1939 §5, RFC 2449 §6): answered -ERR and counted as bad. */
 const TRANSACTION_COMMANDS = new Set(['STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'TOP', 'UIDL', 'LAST']);
-/** Client bytes held while a login runs (pipelined commands for the backend); beyond this the client is cut off. */
-const MIN_PENDING_BYTES = 64 * 1024;
 
 const send = (bytes: string): ClientAction => ({ kind: 'send', bytes });
 const close = (reason: DisconnectReason): ClientAction => ({ kind: 'close', reason });
@@ -44,7 +42,8 @@ class Pop3Dialogue implements Dialogue {
   constructor(private readonly options: DialogueOptions) {
     this.tls = options.tls;
     this.parser = new Pop3LineParser(options.limits.maxLineBytes);
-    this.pendingLimit = Math.max(MIN_PENDING_BYTES, options.limits.maxLineBytes * 4);
+    // Bytes behind USER/PASS or AUTH are post-login input (pre-login line limits do not apply); only a memory bound.
+    this.pendingLimit = PIPELINED_BACKLOG_MAX_BYTES;
   }
 
   start(): ClientAction[] {

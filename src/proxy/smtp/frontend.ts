@@ -12,13 +12,17 @@ import type { BackendGate } from '../../health/gate.js';
 import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
 import type { SessionInfo, SessionRegistry } from '../sessions.js';
 import { catalogueReply } from './replies.js';
+import { upgradeServer } from '../starttls.js';
+import { serverTlsOptions, type TlsMaterial as FullTls } from '../../tls/certificates.js';
 import type { AuthPenalty } from '../auth-penalty.js';
 import type { TierLogin } from '../../tier/tier.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { netDial, type Dial } from '../backend-connect.js';
 import type { BackendSessionDeps } from '../backend-session.js';
+import type { BackendGuard } from '../backend-guard.js';
 
-export type TlsMaterial = { key: Buffer; cert: Buffer };
+/** Default PEM pair (what smtp-server needs), plus SNI and ALPN when it is the instance's full material (src/tls). */
+export type TlsMaterial = { key: Buffer; cert: Buffer; SNICallback?: FullTls['SNICallback']; serverOptions?: FullTls['serverOptions'] };
 /** A value, or a getter read at each new connection (Instance.reload swaps config, directory and TLS material). */
 export type Source<T> = T | (() => T);
 
@@ -36,11 +40,13 @@ export interface SmtpServiceDeps {
   /** Time, timers and backend dialling (fakes in unit tests); real ones when absent. */
   clock?: Clock;
   dial?: Dial;
+  /** Loop protection and backend sourceAddresses (the Instance's); none when absent. */
+  guard?: BackendGuard;
 }
 
 /** The backend-session pipeline's dependencies for an SMTP service. */
 export function pipelineDeps(deps: SmtpServiceDeps): BackendSessionDeps {
-  return { gate: deps.gate, clock: deps.clock ?? systemClock, dial: deps.dial ?? netDial };
+  return { gate: deps.gate, clock: deps.clock ?? systemClock, dial: deps.dial ?? netDial, ...(deps.guard ? { guard: deps.guard } : {}) };
 }
 
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */
@@ -104,11 +110,11 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
   const stateOf = (session: SMTPServerSession): S | undefined => states.get(session.id);
 
   const buildServer = (mode: 'plain' | 'implicit', config: Config, material: TlsMaterial | undefined): SMTPServer => {
-    const tls = material ? { key: material.key, cert: material.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}) } : {};
+    const tls = material ? { key: material.key, cert: material.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}), ...(material.SNICallback ? { SNICallback: material.SNICallback } : {}) } : {};
     const server = new SMTPServer({
       ...tls,
-      // Implicit TLS (RFC 8314 §3.3): smtp-server upgrades the raw socket itself before the greeting.
-      ...(mode === 'implicit' ? { secure: true, needsUpgrade: true } : {}),
+      // Implicit TLS (RFC 8314 §3.3): handle() completes the handshake (SNI, ALPN check) before handing the socket over.
+      ...(mode === 'implicit' ? { secure: true } : {}),
       name: smtpHostname(config),
       logger: false,
       heloResponse: '%s Hello %s',
@@ -221,12 +227,20 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       // Safety net: smtp-server reports every close through onClose, but a socket that dies
       // before smtp-server takes it (or while TLS is set up) must not leak registry entries.
       socket.once('close', () => setImmediate(() => finish(conn.id, 'closed')));
-      serverFor(implicit ? 'implicit' : 'plain', config, tls).connect(socket, {
+      const server = serverFor(implicit ? 'implicit' : 'plain', config, tls);
+      const options = {
         id: conn.id,
         remoteAddress: conn.client.address,
         remotePort: conn.client.port,
         localAddress: conn.client.localAddress,
         localPort: conn.client.localPort,
+      };
+      if (!implicit || !tls) { server.connect(socket, options); return; }
+      // smtp-server has no ALPN hook, so implicit TLS is the same handshake as IMAP/POP3 (SNI + ALPACA check).
+      const opts = serverTlsOptions(tls, conn.listener.protocol, (r) => log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
+      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => server.connect(secure, options), () => {
+        log.debug({ phase: 'tls' }, 'TLS handshake failed');
+        finish(conn.id, 'tls_failed');
       });
     },
 

@@ -24,3 +24,18 @@ export async function generateCert(openssl: string, dir: string): Promise<TlsFil
   await copyFile(certPath, caPath);
   return { certPath, keyPath, caPath };
 }
+
+/**
+ * A P-256 key and self-signed certificate for `cn` with DNS SANs `names` (default: cn), valid `days` from now
+ * (negative: already expired), written as `<base>.crt` / `<base>.key` in `dir`.
+ */
+export async function generateNamedCert(openssl: string, dir: string, base: string, cn: string, opts: { names?: string[]; days?: number } = {}): Promise<{ certPath: string; keyPath: string }> {
+  const certPath = join(dir, `${base}.crt`);
+  const keyPath = join(dir, `${base}.key`);
+  const csr = join(dir, `${base}.csr`);
+  const san = (opts.names ?? [cn]).map((n) => `DNS:${n}`).join(',');
+  await runCommand(openssl, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyPath, '-out', csr, '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${san}`]);
+  // `x509 -req -days N` accepts a negative N (notAfter before now): the only way to an expired certificate without a CA.
+  await runCommand(openssl, ['x509', '-req', '-in', csr, '-signkey', keyPath, '-days', String(opts.days ?? 30), '-copy_extensions', 'copy', '-out', certPath]);
+  return { certPath, keyPath };
+}

@@ -47,6 +47,13 @@ describe('imap backend login', () => {
     assert.deepEqual(line(bl, '* OK more'), []);
   });
 
+  it('sends the hop count as x-proxy-ttl with the client address, and never the client\'s own x-proxy-ttl', () => {
+    const bl = createImapBackendLogin(ctx({ forwardClient: true, proxyTtl: 4, clientId: { 'x-proxy-ttl': '99', name: 'up' } }));
+    const [sent] = line(bl, DOVECOT) as string[];
+    assert.match(sent!, /^mp1 ID \(.*"x-session-id" "S1" "x-proxy-ttl" "4" "name" "up"\)\r\n/);
+    assert.doesNotMatch(sent!, /"99"/);
+  });
+
   it('without LITERAL+ waits for "+" before each literal', () => {
     const bl = createImapBackendLogin(ctx());
     assert.deepEqual(line(bl, '* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready'), ['mp1 LOGIN {5}\r\n']);

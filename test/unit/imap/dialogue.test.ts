@@ -2,7 +2,7 @@
 // Must not open sockets; the Session's side is played by hand-made events.
 import assert from 'node:assert/strict';
 import { ProxyError } from '../../../src/errors.js';
-import type { ClientAction } from '../../../src/proxy/protocol.js';
+import { PIPELINED_BACKLOG_MAX_BYTES, type ClientAction } from '../../../src/proxy/protocol.js';
 import { dialogue, nonSend, sent, splits, transcript } from './helpers.js';
 
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
@@ -197,13 +197,33 @@ describe('imap dialogue', () => {
       assert.deepEqual(nonSend(r), [{ kind: 'close', reason: 'TOO_MANY_AUTH_FAILURES' }]);
     });
 
-    it('bounds client bytes buffered during a login', () => {
+    it('bytes behind the login are post-login input: pre-login limits do not apply, only a 1 MiB memory bound', () => {
       const { feed } = dialogue();
       feed('a LOGIN u p\r\n');
-      assert.deepEqual(feed('x'.repeat(600)), []);
-      const r = feed('x'.repeat(100));
+      assert.deepEqual(feed('x'.repeat(600)), [], 'far past maxLineBytes of the test limits');
+      assert.deepEqual(feed(Buffer.alloc(PIPELINED_BACKLOG_MAX_BYTES - 600, 0x78)), []);
+      const r = feed('x');
       assert.equal(sent(r), '* BYE Line too long\r\n');
       assert.deepEqual(nonSend(r), [{ kind: 'close', reason: 'LINE_TOO_LONG' }]);
+    });
+
+    it('an APPEND with a non-synchronising literal larger than maxLiteralBytes, pipelined behind LOGIN in one write, goes to the relay byte for byte', () => {
+      const { feed, step } = dialogue();
+      const body = Buffer.alloc(60_000, 0x61);
+      const tail = Buffer.concat([Buffer.from(`b APPEND INBOX {${2 * 1024 * 1024}+}\r\n`), body]);
+      assert.deepEqual(nonSend(feed(Buffer.concat([Buffer.from('a LOGIN u p\r\n'), tail]))), [login('u', 'p')]);
+      const more = Buffer.alloc(64 * 1024, 0x62);
+      assert.deepEqual(feed(more), []);
+      const ok = step({ kind: 'login-ok', text: 'OK Logged in' });
+      assert.deepEqual(ok, [{ kind: 'send', bytes: 'a OK Logged in\r\n' }, { kind: 'relay', pending: Buffer.concat([tail, more]) }]);
+    });
+
+    it('the same APPEND behind a failed login is a pre-login command again: its literal is over the limit', () => {
+      const { feed, step } = dialogue();
+      feed(`a LOGIN u p\r\nb APPEND INBOX {${2 * 1024 * 1024}+}\r\nxxxx`);
+      const r = step({ kind: 'login-failed', error: new ProxyError('AUTH_FAILED') });
+      assert.match(sent(r), /^a NO \[AUTHENTICATIONFAILED\].*\r\nb BAD Literal too large\r\n\* BYE/s);
+      assert.equal(nonSend(r).at(-1)?.kind, 'close');
     });
 
     it('ignores login outcomes that were not asked for', () => {

@@ -49,6 +49,12 @@ describe('pop3 backend login', () => {
     ]);
   });
 
+  it('passes the hop count as XCLIENT TTL (loop protection)', () => {
+    transcript(context({ forwardClient: true, proxyTtl: 2 }), [
+      [line('+OK Dovecot (Debian) ready.'), [{ send: 'XCLIENT ADDR=192.0.2.10 PORT=51234 SESSION=sess-1 TTL=2\r\n' }]],
+    ]);
+  });
+
   it('logs in without XCLIENT when the client address is not forwarded', () => {
     transcript(context(), [
       [line('+OK ready'), [{ send: AUTH }]],

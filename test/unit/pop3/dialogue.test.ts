@@ -185,8 +185,10 @@ describe('pop3 dialogue', () => {
       ]);
     });
 
-    it('cuts off a client that floods bytes while its login runs', () => {
-      const steps = run(tls, [data('USER a\r\nPASS b\r\n'), data(Buffer.alloc(70_000, 0x41)), loginOk]);
+    it('holds bytes behind the login past pre-login limits (post-login input), and cuts off only beyond 1 MiB', () => {
+      const held = run(tls, [data('USER a\r\nPASS b\r\n'), data(Buffer.alloc(70_000, 0x41)), loginOk]);
+      assert.deepEqual(held.at(-1), { relay: 'A'.repeat(70_000) });
+      const steps = run(tls, [data('USER a\r\nPASS b\r\n'), data(Buffer.alloc(1024 * 1024 + 1, 0x41)), loginOk]);
       assert.deepEqual(steps.slice(-2), [{ send: '-ERR Line too long\r\n' }, { close: 'LINE_TOO_LONG' }]);
     });
 

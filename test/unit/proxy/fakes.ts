@@ -1,5 +1,6 @@
 // Owns in-memory stand-ins for whole-session unit tests: a connected socket pair, a dialer to scripted backends, handler deps.
 // Must not open real sockets or use real time (the FakeClock drives every proxy timer).
+import { createBackendGuard } from '../../../src/proxy/backend-guard.js';
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { pino } from 'pino';
@@ -120,7 +121,7 @@ export function testConfig(over: Record<string, unknown> = {}): Config {
 export function handlerDeps(config: Config, dial: Dial, clock: FakeClock, gate: BackendGate = recordingGate()): HandlerDeps {
   return {
     config: () => config, directory: () => directory, gate, sessions: new SessionRegistry(), logger: pino({ level: 'silent' }),
-    secureContext: () => undefined, penalty: new AuthPenalty(), tlsMaterial: () => undefined, clock, dial,
+    tls: () => undefined, penalty: new AuthPenalty(), guard: createBackendGuard(() => []), clock, dial,
   };
 }
 

@@ -1,0 +1,155 @@
+// Proves loop protection (own listener by name/port/SMTP, x-proxy-ttl ring of two proxies) and sourceAddresses (Dovecot rip=) with real Dovecot.
+// Must not test routing or health beyond that.
+import assert from 'node:assert/strict';
+import { startWorld, type World } from './harness/world.js';
+import { allocatePorts } from './harness/ports.js';
+import { LineClient } from './harness/line-client.js';
+import { startProxy, worldConfig, type RawConfig, type RunningProxy } from './proxy-fixture.js';
+import { registry } from '../../src/metrics.js';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function imapConnections(): Promise<number> {
+  const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'mailproxy_connections_total');
+  return m?.values.filter((v) => v.labels['protocol'] === 'imap').reduce((a, v) => a + v.value, 0) ?? 0;
+}
+
+async function login(port: number, user: { uid: string; password: string }, pre?: string): Promise<{ c: LineClient; reply: string }> {
+  const c = await LineClient.connect(port);
+  await c.readLine();
+  if (pre) await c.command('i', pre);
+  return { c, reply: await c.command('a', `LOGIN ${user.uid} ${user.password}`, 10_000) };
+}
+
+describe('loop protection and source addresses (real Dovecot, in-process proxies)', function () {
+  this.timeout(60_000);
+  let world: World;
+  const proxies: RunningProxy[] = [];
+  const start = async (mutate: (raw: RawConfig) => void) => {
+    const p = await startProxy(worldConfig(world, (raw) => { raw['log'] = { level: 'info' }; mutate(raw); }));
+    proxies.push(p);
+    return p;
+  };
+  const imapOnly = (port: number) => [{ protocol: 'imap', address: '127.0.0.1', port, tls: 'none' }];
+  const backendAt = (port: number, extra: Record<string, unknown> = {}) => ({ host: '127.0.0.1', imap: { port }, trustsProxy: true, forwardClientAddress: 'native', ...extra });
+
+  before(async () => { world = await startWorld(); });
+  after(async () => {
+    for (const p of proxies) await p.stop().catch(() => undefined);
+    await world?.stop();
+  });
+
+  it('a backend host name that leads to our own listener: NO [UNAVAILABLE], logged, one connection, no storm', async () => {
+    const [port] = await allocatePorts(1);
+    const p = await start((raw) => {
+      raw['listeners'] = imapOnly(port!);
+      (raw['backends'] as Record<string, unknown>)['backend-a'] = { host: 'localhost', imap: { port }, trustsProxy: true };
+    });
+    const before = await imapConnections();
+    const { c, reply } = await login(port!, world.users.alice);
+    assert.match(reply, /^a NO \[UNAVAILABLE\]/m);
+    await sleep(300);
+    assert.ok(await imapConnections() - before <= 2, 'the client and at most the one connection to ourselves that was refused');
+    assert.ok(p.logs.some((l) => l['code'] === 'ROUTE_LOOP'), 'login failed with ROUTE_LOOP in the log');
+    c.close();
+  });
+
+  it('SMTP submission to a backend that is our own submission listener: 451 at MAIL, no storm', async () => {
+    const [port] = await allocatePorts(1);
+    const p = await start((raw) => {
+      raw['listeners'] = [{ protocol: 'submission', address: '127.0.0.1', port, tls: 'none' }];
+      raw['smtp'] = { requireTlsForAuth: false };
+      (raw['backends'] as Record<string, Record<string, unknown>>)['backend-a'] = { host: 'localhost', submission: { port }, trustsProxy: true };
+    });
+    const c = await LineClient.connect(port!);
+    assert.match(await c.readLine(), /^220 /);
+    c.send('EHLO client.example');
+    await c.readUntil(/^250 /);
+    const { alice } = world.users;
+    c.send(`AUTH PLAIN ${Buffer.from(`\0${alice.uid}\0${alice.password}`).toString('base64')}`);
+    assert.match(await c.readLine(10_000), /^235 /);
+    c.send(`MAIL FROM:<${alice.uid}@example.com>`);
+    assert.match(await c.readLine(10_000), /^4\d\d /);
+    await sleep(300);
+    assert.ok(p.logs.some((l) => /ROUTE_LOOP|route loops back/.test(JSON.stringify(l))), 'logged as a route loop');
+    c.close();
+  });
+
+  it('a backend port that is our own listener bound at run time (port 0, then reload): refused before connecting', async () => {
+    const p = await start((raw) => { raw['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }]; });
+    const own = p.port('imap', 'none');
+    await p.app.reload(worldConfig(world, (raw) => {
+      raw['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }];
+      (raw['backends'] as Record<string, unknown>)['backend-a'] = backendAt(own);
+    }));
+    const before = await imapConnections();
+    const { c, reply } = await login(own, world.users.alice);
+    assert.match(reply, /^a NO \[UNAVAILABLE\]/m);
+    await sleep(200);
+    assert.equal(await imapConnections() - before, 1, 'only the client: the proxy never dialled itself');
+    c.close();
+  });
+
+  it('x-proxy-ttl: a trusted upstream\'s hop count is honoured; a ring of two proxies stops after proxyTtl hops', async () => {
+    const [pa, pb] = await allocatePorts(2);
+    const trusted = { proxyTtl: 5, trustedNetworks: ['127.0.0.0/8'] };
+    // B serves from Dovecot; A sends backend-a logins to B.
+    const b = await start((raw) => { raw['listeners'] = imapOnly(pb!); raw['loopProtection'] = trusted; });
+    const a = await start((raw) => {
+      raw['listeners'] = imapOnly(pa!); raw['loopProtection'] = trusted;
+      (raw['backends'] as Record<string, unknown>)['backend-a'] = backendAt(pb!);
+    });
+    const chain = await login(pa!, world.users.alice);
+    assert.match(chain.reply, /^a OK/m, 'A → B → Dovecot works');
+    chain.c.close();
+    // A client that says it is one hop from the end is refused (127.0.0.1 is trusted here).
+    const last = await login(pb!, world.users.alice, 'ID ("x-proxy-ttl" "1")');
+    assert.match(last.reply, /^a NO \[UNAVAILABLE\]/m);
+    last.c.close();
+
+    // Ring: B now sends backend-a logins back to A. A(5→4) → B(4→3) → A(3→2) → B(2→1) → A refuses.
+    await b.app.reload(worldConfig(world, (raw) => {
+      raw['log'] = { level: 'info' };
+      raw['listeners'] = imapOnly(pb!); raw['loopProtection'] = trusted;
+      (raw['backends'] as Record<string, unknown>)['backend-a'] = backendAt(pa!);
+    }));
+    const before = await imapConnections();
+    const [fromA, fromB] = [a.logs.length, b.logs.length];
+    const ring = await login(pa!, world.users.alice);
+    assert.match(ring.reply, /^a NO \[UNAVAILABLE\]/m);
+    await sleep(500);
+    assert.equal(await imapConnections() - before, 5, 'client + 4 hops, then the loop is cut');
+    const loops = [...a.logs.slice(fromA), ...b.logs.slice(fromB)].filter((l) => l['code'] === 'ROUTE_LOOP');
+    assert.equal(loops.length, 1, 'one proxy refused; the others failed on its temporary error');
+    ring.c.close();
+  });
+
+  it('an untrusted client cannot shorten the hop count (x-proxy-ttl ignored)', async () => {
+    const [port] = await allocatePorts(1);
+    await start((raw) => { raw['listeners'] = imapOnly(port!); });
+    const r = await login(port!, world.users.alice, 'ID ("x-proxy-ttl" "1")');
+    assert.match(r.reply, /^a OK/m);
+    r.c.close();
+  });
+
+  it('sourceAddresses: backend connections alternate between 127.0.0.2 and 127.0.0.3 (Dovecot logs them as rip=)', async () => {
+    const [port] = await allocatePorts(1);
+    await start((raw) => {
+      raw['listeners'] = imapOnly(port!);
+      const backends = raw['backends'] as Record<string, Record<string, unknown>>;
+      backends['backend-b'] = { ...backends['backend-b'], trustsProxy: false, forwardClientAddress: 'none', sourceAddresses: ['127.0.0.2', '127.0.0.3'] };
+    });
+    const sessions = [];
+    for (let i = 0; i < 4; i++) {
+      const s = await login(port!, world.users.bob);
+      assert.match(s.reply, /^a OK/m);
+      sessions.push(s.c);
+    }
+    let log = '';
+    const count = (ip: string) => (log.match(new RegExp(`Login: user=<bob>, method=PLAIN, rip=${ip.replace(/\./g, '\\.')},`, 'g')) ?? []).length;
+    for (let i = 0; i < 40 && count('127.0.0.2') + count('127.0.0.3') < 4; i++) { await sleep(100); log = await world.backends.b.readLog(); }
+    assert.equal(count('127.0.0.2'), 2, log.slice(-2000));
+    assert.equal(count('127.0.0.3'), 2);
+    for (const c of sessions) c.close();
+  });
+});

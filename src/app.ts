@@ -13,6 +13,8 @@ import { createInboundService, createLmtpService, createSubmissionService, type 
 import { ProxyError } from './errors.js';
 import { collectProcessMetrics } from './metrics.js';
 import type { Route } from './directory/backends.js';
+import type { EffectiveState } from './health/backend-state.js';
+import { explainRoute } from './pools/where.js';
 import { Tier } from './tier/tier.js';
 import { attachInstance, tierAdminDeps, tierGate, type LocalActions } from './tier/attach.js';
 
@@ -31,7 +33,7 @@ export interface AppOptions {
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, logger: d.logger, secureContext: d.tls, penalty: d.penalty, clock: d.clock, dial: d.dial, guard: d.guard, ...(d.tier ? { tier: d.tier } : {}) };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, pools: d.pools, logger: d.logger, secureContext: d.tls, penalty: d.penalty, clock: d.clock, dial: d.dial, guard: d.guard, ...(d.tier ? { tier: d.tier } : {}) };
 }
 
 export class App {
@@ -72,7 +74,7 @@ export class App {
     this.instance = new Instance(config, {
       logger,
       gate: this.tier ? tierGate(this.monitor, (b, p) => this.isTierDown(b, p), () => this.config, (b, p) => this.monitor.stateOf(b, p)) : this.monitor,
-      ...(this.tier ? { tier: this.tier } : {}),
+      ...(this.tier ? { tier: this.tier, poolSessions: this.tier.sessions } : {}),
       handlers: {
         submission: (d) => createSubmissionService(smtpDeps(d)),
         smtp: (d) => createInboundService(smtpDeps(d)),
@@ -80,6 +82,9 @@ export class App {
       },
     });
     instanceRef = this.instance;
+    // Pool members move users on health changes (folded per backend: a member is down when any of its protocols is).
+    for (const b of this.monitor.snapshot()) this.instance.pools.observe(b.backend, b.state, Date.parse(b.since));
+    this.monitor.on('backend', (t: { backend: string; to: EffectiveState; at: number }) => this.instance.pools.observe(t.backend, t.to, t.at));
   }
 
   get config(): Config { return this.instance.current; }
@@ -136,7 +141,16 @@ export class App {
       invalidateRoute: async (user) => ({ user, dropped: await actions.invalidateRoute(user), kicked: await actions.kick({ user }), tier: false }),
       ...localAdminDeps({ monitor: this.monitor, sessions: this.instance.sessions, readiness }),
     };
-    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps: this.tier ? tierAdminDeps(local, this.tier, actions) : local });
+    const deps = this.tier ? tierAdminDeps(local, this.tier, actions) : local;
+    // Live sessions for the explanation come through deps.listSessions: tier-wide with a tier, this process's without.
+    deps.routeOf = (user) => explainRoute({
+      config: () => this.config,
+      directory: () => this.instance.directoryNow,
+      pools: this.instance.pools,
+      backendState: (name) => this.monitor.snapshot().find((b) => b.backend === name),
+      sessionsOf: (login) => deps.listSessions({ user: login }),
+    }, user);
+    this.ops = await startOps({ config: this.config, logger: this.opts.logger, readiness, deps });
   }
 
   async reload(next: Config): Promise<void> {

@@ -17,6 +17,12 @@ import type { SessionInfo } from './proxy/sessions.js';
 import { Tier } from './tier/tier.js';
 import { attachInstance, tierAdminDeps, type LocalActions } from './tier/attach.js';
 import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
+import { SessionRegistry } from './proxy/sessions.js';
+import { PoolRouter } from './pools/pool-router.js';
+import { explainRoute } from './pools/where.js';
+import { createDirectory } from './directory/create.js';
+import type { Directory } from './directory/directory.js';
+import type { EffectiveState } from './health/backend-state.js';
 
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 interface BoundInfo { protocol: string; address: string; port: number; tls: string }
@@ -80,6 +86,9 @@ class Primary {
   private ops: Ops | undefined;
   private startup!: { resolve(): void; reject(e: Error): void };
   private allGone: (() => void) | undefined;
+  /** `GET /routes/USER` here: the primary's health view, the workers' sessions over IPC, a directory opened on first use. */
+  private readonly pools: PoolRouter;
+  private directory: Directory | undefined;
   /** Tier (config `tier:`): the primary speaks for the instance (heartbeat, broadcast, backend view); workers do the login path. */
   private readonly tier: Tier | undefined;
   private tierDown: string[] = [];
@@ -91,6 +100,9 @@ class Primary {
     this.monitor.on('transition', () => this.queueBroadcast());
     this.monitor.on('backend', () => this.queueBroadcast());
     this.tier = config.tier ? new Tier({ config: config.tier, logger: log, role: 'instance' }) : undefined;
+    this.pools = new PoolRouter({ config: () => this.config, sessions: new SessionRegistry(), ...(this.tier ? { tier: this.tier.sessions } : {}) });
+    for (const b of this.monitor.snapshot()) this.pools.observe(b.backend, b.state, Date.parse(b.since));
+    this.monitor.on('backend', (t: { backend: string; to: EffectiveState; at: number }) => this.pools.observe(t.backend, t.to, t.at));
   }
 
   /** What tier actions do here: carried out by every worker over IPC. */
@@ -176,6 +188,9 @@ class Primary {
     if (resolveWorkers(next) !== this.count) this.log.warn({ workers: this.count, configured: next.workers }, 'a change of workers takes effect on restart');
     if (JSON.stringify(next.admin) !== JSON.stringify(this.config.admin)) this.log.warn('admin changes take effect on restart');
     this.config = next;
+    const oldDirectory = this.directory;
+    this.directory = undefined;
+    void oldDirectory?.close().catch(() => undefined);
     const gen = ++this.gen;
     this.monitor.reload(next);
     this.broadcastState();
@@ -214,6 +229,7 @@ class Primary {
     await this.tier?.close();
     this.monitor.stop();
     await this.ops?.close();
+    await this.directory?.close().catch(() => undefined);
   }
 
   private fork(slot: number): void {
@@ -372,6 +388,13 @@ class Primary {
       listSessions: async (filter) => (await this.values<SessionInfo[]>({ op: 'sessions', filter }))
         .flatMap((r) => r.value.map((s) => ({ ...s, worker: r.slot.slot, pid: r.slot.worker.process.pid ?? 0 }))),
       kickSessions: async (filter) => (await this.values<number>({ op: 'kick', filter })).reduce((n, r) => n + r.value, 0),
+      routeOf: (user) => explainRoute({
+        config: () => this.config,
+        directory: () => (this.directory ??= createDirectory(this.config, this.log.child({ module: 'directory' }))),
+        pools: this.pools,
+        backendState: (name) => this.monitor.snapshot().find((b) => b.backend === name),
+        sessionsOf: async (login) => (await this.values<SessionInfo[]>({ op: 'sessions', filter: { user: login } })).flatMap((r) => r.value),
+      }, user),
     };
   }
 }

@@ -26,7 +26,9 @@ export type ErrorCode =
   | 'PROXY_HEADER_INVALID'
   | 'UNTRUSTED_SOURCE'
   | 'CONFIG_INVALID'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'POOL_MOVE'              // pool affinity: this session is closed so its user can move to another pool member
+  | 'POOL_MOVING';           // pool affinity: the user's sessions on the old member are being closed; log in again shortly
 
 export type HealthSignal = 'none' | 'backend-failure' | 'backend-alive';
 
@@ -71,6 +73,8 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   UNTRUSTED_SOURCE: { imap: 'BYE Connection refused', pop3: '-ERR Connection refused', smtp: '421 4.7.0 Connection refused', logReason: 'source not trusted for PROXY protocol', metricLabel: 'untrusted_source', health: 'none' },
   CONFIG_INVALID: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'invalid configuration', metricLabel: 'config_invalid', health: 'none' },
   INTERNAL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: '451 4.3.0 Internal error, please try again later', logReason: 'internal error', metricLabel: 'internal', health: 'none' },
+  POOL_MOVE: { imap: 'BYE [UNAVAILABLE] Your mailbox is moving to another server, please reconnect', pop3: '-ERR [SYS/TEMP] Your mailbox is moving to another server, please reconnect', smtp: '421 4.3.2 Mailbox moving to another server, please reconnect', logReason: 'pool move', metricLabel: 'pool_move', health: 'none' },
+  POOL_MOVING: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'pool move in progress', metricLabel: 'pool_moving', health: 'none' },
 };
 
 /** Ends of a session that are not failures; with the error codes they are every disconnect reason (log text and metric label). */

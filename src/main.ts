@@ -16,13 +16,14 @@ const USAGE = `usage: mailproxy <command> [options]
   lookup USER -c FILE     show what the directory says about USER (no password)
   status -c FILE          print the backend table; exit 0 all up, 2 any down, 3 unknown
   sessions USER -c FILE   list USER's sessions (on every instance of the tier, with tier:)
-  routes invalidate USER -c FILE   drop USER's cached route and verdict and close their sessions (tier-wide)`;
+  routes invalidate USER -c FILE   drop USER's cached route and verdict and close their sessions (tier-wide)
+  where USER -c FILE      which backend (pool member) serves USER now and why, from the running instance`;
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
   const [command, ...rest] = positionals;
   if (values.help || !command) { console.log(USAGE); return command ? 0 : 64; }
-  if (!['check-config', 'lookup', 'status', 'start', 'sessions', 'routes'].includes(command)) { console.error(`unknown command '${command}'\n${USAGE}`); return 64; }
+  if (!['check-config', 'lookup', 'status', 'start', 'sessions', 'routes', 'where'].includes(command)) { console.error(`unknown command '${command}'\n${USAGE}`); return 64; }
   const file = values.config ?? process.env['MAILPROXY_CONFIG'];
   if (!file) { console.error(`${command} needs -c FILE (or MAILPROXY_CONFIG)\n${USAGE}`); return 64; }
   const config = () => {
@@ -54,6 +55,14 @@ async function main(argv: string[]): Promise<number> {
     case 'status': {
       const { runStatus } = await import('./ops/status.js');
       return runStatus(config());
+    }
+    case 'where': {
+      const user = rest[0];
+      if (!user) { console.error('where needs a USER'); return 64; }
+      const c = config();
+      if (!c.admin.enabled) { console.error('where asks the running instance: admin.enabled is false in this configuration'); return 3; }
+      const [{ runWhere }, { adminBaseUrl }] = await Promise.all([import('./pools/where.js'), import('./ops/status.js')]);
+      return runWhere(user, { baseUrl: adminBaseUrl(c.admin), ...(c.admin.token ? { token: c.admin.token } : {}) });
     }
     case 'sessions': {
       if (!rest[0]) { console.error('sessions needs a USER'); return 64; }

@@ -19,7 +19,10 @@ export const connectionsRefusedTotal = new Counter({ name: 'mailproxy_connection
 export const sessionsActive = new Gauge({ name: 'mailproxy_sessions_active', help: 'Client sessions open now, by phase (prelogin, login, relay)', labelNames: ['protocol', 'phase'], registers: [registry] });
 export const loginsTotal = new Counter({ name: 'mailproxy_logins_total', help: 'Login attempts by result (ok or an error catalogue label)', labelNames: ['protocol', 'result'], registers: [registry] });
 export const disconnectsTotal = new Counter({ name: 'mailproxy_disconnects_total', help: 'Sessions ended, by reason', labelNames: ['protocol', 'reason'], registers: [registry] });
-export const relayBytesTotal = new Counter({ name: 'mailproxy_relay_bytes_total', help: 'Bytes relayed after login', labelNames: ['protocol', 'direction'], registers: [registry] });
+/** Relays add their byte counts in batches (proxy/relay.ts); the flush they register runs before every read of the metric. */
+let relayBytesFlush: (() => void) | undefined;
+export function onRelayBytesCollect(flush: () => void): void { relayBytesFlush = flush; }
+export const relayBytesTotal = new Counter({ name: 'mailproxy_relay_bytes_total', help: 'Bytes relayed after login', labelNames: ['protocol', 'direction'], registers: [registry], collect() { relayBytesFlush?.(); } });
 export const directoryRequestSeconds = new Histogram({ name: 'mailproxy_directory_request_seconds', help: 'Directory request latency', labelNames: ['operation', 'result'], buckets: LATENCY_BUCKETS, registers: [registry] });
 export const directoryCacheTotal = new Counter({ name: 'mailproxy_directory_cache_total', help: 'Directory cache lookups by result (hit, miss, stale, negative)', labelNames: ['result'], registers: [registry] });
 export const backendConnectSeconds = new Histogram({ name: 'mailproxy_backend_connect_seconds', help: 'Backend TCP/TLS connect latency', labelNames: ['backend', 'protocol'], buckets: LATENCY_BUCKETS, registers: [registry] });
@@ -52,3 +55,9 @@ export const tierStateChangesTotal = new Counter({ name: 'mailproxy_tier_state_c
 export const tierBroadcastsTotal = new Counter({ name: 'mailproxy_tier_broadcasts_total', help: 'Admin actions broadcast to (sent) or received from (received) the tier, by type', labelNames: ['type', 'direction'], registers: [registry] });
 export const tierBackendDown = new Gauge({ name: 'mailproxy_tier_backend_down', help: '1 while the tier (a quorum of instances) holds the backend endpoint down', labelNames: ['backend', 'protocol'], registers: [registry], aggregator: 'max' });
 export const tierLimitRefusalsTotal = new Counter({ name: 'mailproxy_tier_limit_refusals_total', help: 'Logins refused by a tier-wide session limit, by limit (user, address)', labelNames: ['protocol', 'limit'], registers: [registry] });
+
+// Pools (issue 13): per pool and member, never per user.
+export const poolUsersLive = new Gauge({ name: 'mailproxy_pool_users_live', help: 'Users with live sessions on a pool member (this process)', labelNames: ['pool', 'member'], registers: [registry] });
+export const poolRoutesTotal = new Counter({ name: 'mailproxy_pool_routes_total', help: 'Pool route decisions at login by member and reason (hash, failover, live-sessions, draining, moving, none)', labelNames: ['pool', 'member', 'reason'], registers: [registry] });
+export const poolMovesTotal = new Counter({ name: 'mailproxy_pool_moves_total', help: 'Users moved off a pool member by reason (down, move-back, drain, conflict)', labelNames: ['pool', 'reason'], registers: [registry] });
+export const poolSessionsClosedTotal = new Counter({ name: 'mailproxy_pool_sessions_closed_total', help: 'Sessions closed to move their user to another pool member', labelNames: ['pool', 'member', 'reason'], registers: [registry] });

@@ -6,6 +6,7 @@ import type { Directory } from './directory/directory.js';
 import { createDirectory } from './directory/create.js';
 import { openGate, type BackendGate } from './health/gate.js';
 import { SessionRegistry } from './proxy/sessions.js';
+import { PoolRouter, type TierSessionSource } from './pools/pool-router.js';
 import { Listener } from './proxy/listener.js';
 import { ProtocolService } from './proxy/session.js';
 import type { ConnectionHandler, HandlerDeps } from './proxy/protocol.js';
@@ -55,6 +56,8 @@ export interface InstanceOptions {
   tier?: TierLogin;
   /** Time and backend dialling (tests inject fakes). */
   clock?: Clock;
+  /** The tier's session registry, so pool affinity sees every instance's live sessions (`tier:`); this process's own without it. */
+  poolSessions?: TierSessionSource;
   dial?: Dial;
 }
 
@@ -64,6 +67,7 @@ export class Instance {
   private tls: TlsMaterial | undefined;
   readonly sessions: SessionRegistry;
   readonly gate: BackendGate;
+  readonly pools: PoolRouter;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
   private readonly guard = createBackendGuard(() => this.bound, () => this.config.loopProtection.selfAddresses);
@@ -76,11 +80,14 @@ export class Instance {
     this.directory = createDirectory(config, opts.logger.child({ module: 'directory' }));
     this.sessions = opts.sessions ?? new SessionRegistry();
     this.gate = opts.gate ?? openGate;
+    const clock = opts.clock ?? systemClock;
+    this.pools = new PoolRouter({ config: () => this.config, sessions: this.sessions, logger: opts.logger.child({ module: 'pools' }), now: () => clock.now(), ...(opts.poolSessions ? { tier: opts.poolSessions } : {}) });
     const deps: HandlerDeps = {
       config: () => this.config,
       directory: () => this.directory,
       gate: this.gate,
       sessions: this.sessions,
+      pools: this.pools,
       logger: opts.logger,
       penalty: new AuthPenalty(),
       tls: () => this.tls,
@@ -98,14 +105,17 @@ export class Instance {
   }
 
   get current(): Config { return this.config; }
+  /** The directory in use now (a reload may replace it). */
+  get directoryNow(): Directory { return this.directory; }
+
+  /** Drop what the directory cache holds about one account (route invalidation); how many entries went. */
+  invalidateRoute(user: string): number { return this.directory.invalidate?.(user) ?? 0; }
 
   /** Certificates in use feed the expiry gauge; expiry warnings are logged at each load. */
   private useTls(tls: TlsMaterial | undefined): void {
     for (const w of tls?.warnings ?? []) this.opts.logger.warn({ event: 'tls_certificate', warning: w }, 'TLS certificate warning');
     setCertificateExpirySource(() => (this.tls?.certificates ?? []).map((c) => ({ name: c.name, notAfter: c.notAfter })));
   }
-  /** Drop what the directory cache holds about one account (route invalidation); how many entries went. */
-  invalidateRoute(user: string): number { return this.directory.invalidate?.(user) ?? 0; }
 
   /** Every open listener with the address and port it is bound to, in config order. */
   get bound(): BoundListener[] {
@@ -115,6 +125,7 @@ export class Instance {
   async start(): Promise<BoundListener[]> {
     this.checkHandlers(this.config.listeners);
     this.listeners = await this.openListeners(this.config.listeners);
+    this.pools.start();
     return this.bound;
   }
 
@@ -184,6 +195,7 @@ export class Instance {
 
   /** Goodbye to every live session and close everything. */
   async close(): Promise<void> {
+    this.pools.stop();
     await this.stopListening();
     await Promise.all([...this.handlers.values()].map((h) => h.close()));
     await this.directory.close();

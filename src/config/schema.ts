@@ -141,6 +141,21 @@ const backendSchema = z.strictObject({
   sourceAddresses: z.array(z.string().refine((a) => isIP(a) !== 0, 'must be an IP address of this host')).default([]),
 });
 
+/** A pool member: a backend name (weight 1) or { backend, weight }. */
+const poolMemberSchema = z.union([
+  z.string().min(1),
+  z.strictObject({ backend: z.string().min(1), weight: z.number().positive().max(1000).default(1) }),
+]);
+
+/** Backends sharing storage: a user goes to one member chosen by weighted rendezvous hashing (src/directory/pool-route.ts). */
+const poolSchema = z.strictObject({
+  members: z.array(poolMemberSchema).min(1, 'a pool needs at least one member'),
+  /** A member that came back (or a new one) gets its users back once they have no live session, or after this long (their sessions are then closed). */
+  moveBackAfterMs: ms(300_000),
+  /** A member set to maintenance closes its users' sessions spread over this window; new sessions follow them until then. */
+  drainWindowMs: ms(60_000),
+});
+
 const ldapSchema = z.strictObject({
   urls: z.array(z.string().regex(/^ldaps?:\/\//, 'must start with ldap:// or ldaps://')).min(1),
   bindDN: z.string(),
@@ -303,6 +318,8 @@ export const configSchema = z.strictObject({
     defaultBackend: z.string().optional(),
   }).prefault({}),
   backends: z.record(z.string(), backendSchema).default({}),
+  /** Pools of equal backends on shared storage; a host attribute value (or routing.defaultBackend) may name one. */
+  pools: z.record(z.string(), poolSchema).default({}),
   health: healthSchema.prefault({}),
   admin: adminSchema.prefault({}),
   shutdown: z.strictObject({ drainDeadlineMs: ms(30_000) }).prefault({}),
@@ -334,10 +351,28 @@ export const configSchema = z.strictObject({
       if (i !== -1) ctx.addIssue({ code: 'custom', path: ['backends', name, proto, 'port'], message: `${b.host}:${ep!.port} is this proxy's own listeners[${i}]: logins would loop back into the proxy` });
     }
   }
-  if (c.routing.defaultBackend && !c.backends[c.routing.defaultBackend]) ctx.addIssue({ code: 'custom', path: ['routing', 'defaultBackend'], message: `'${c.routing.defaultBackend}' is not a configured backend` });
+  checkPools(c, ctx);
+  if (c.routing.defaultBackend && !c.backends[c.routing.defaultBackend] && !c.pools[c.routing.defaultBackend]) ctx.addIssue({ code: 'custom', path: ['routing', 'defaultBackend'], message: `'${c.routing.defaultBackend}' is not a configured backend or pool` });
   if (c.oauth?.backendLogin === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['oauth', 'backendLogin'], message: 'oauth.backendLogin master needs backendLogin.masterUser and masterPassword or masterPasswordFile' });
   if (c.backendLogin.mode === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['backendLogin'], message: 'mode master needs masterUser and masterPassword or masterPasswordFile' });
 });
+
+/** Pool rules: members are configured backends (once each, no standby), pool names are host names distinct from backends. */
+function checkPools(c: { backends: Record<string, { standby?: string | undefined }>; pools: Record<string, z.output<typeof poolSchema>> }, ctx: z.RefinementCtx): void {
+  for (const [name, pool] of Object.entries(c.pools)) {
+    if (!/^[A-Za-z0-9._:-]+$/.test(name)) ctx.addIssue({ code: 'custom', path: ['pools', name], message: 'a pool name must be a valid host attribute value (letters, digits, . _ : -)' });
+    if (c.backends[name]) ctx.addIssue({ code: 'custom', path: ['pools', name], message: `'${name}' is both a backend and a pool; a host attribute value must name one thing` });
+    const seen = new Set<string>();
+    pool.members.forEach((m, i) => {
+      const backend = typeof m === 'string' ? m : m.backend;
+      const b = c.backends[backend];
+      if (!b) ctx.addIssue({ code: 'custom', path: ['pools', name, 'members', i], message: `'${backend}' is not a configured backend (pool members must be listed under backends)` });
+      else if (b.standby) ctx.addIssue({ code: 'custom', path: ['pools', name, 'members', i], message: `'${backend}' has a standby; pool members fail over within the pool, remove the standby` });
+      if (seen.has(backend)) ctx.addIssue({ code: 'custom', path: ['pools', name, 'members', i], message: `'${backend}' is listed twice in this pool` });
+      seen.add(backend);
+    });
+  }
+}
 
 export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = Config['listeners'][number];
@@ -347,5 +382,6 @@ export type LimitsConfig = z.output<typeof limitsSchema>;
 export type LdapConfig = z.output<typeof ldapSchema>;
 export type CacheConfig = z.output<typeof cacheSchema>;
 export type HealthConfig = z.output<typeof healthSchema>;
+export type PoolConfig = z.output<typeof poolSchema>;
 export type OAuthConfig = z.output<typeof oauthSchema>;
 export type TlsMode = (typeof TLS_MODES)[number];

@@ -29,6 +29,8 @@ export interface AdminDeps {
   listSessions(filter: SessionFilter): Promise<SessionInfo[]>;
   /** How many sessions were kicked. */
   kickSessions(filter: SessionFilter): Promise<number>;
+  /** GET /routes/USER: where the user goes now and why (pools: hash order, health, live sessions, pending move); undefined = unknown user. */
+  routeOf?(user: string): Promise<unknown>;
   /** Drop a user's cached route and verdict and kick their sessions (everywhere, with a tier); absent = 404. */
   invalidateRoute?(user: string): Promise<{ user: string; dropped: number; kicked: number; tier: boolean }>;
 }
@@ -146,6 +148,13 @@ export function createAdminHandler(opts: AdminServerOptions): (req: http.Incomin
       if (!opts.deps.invalidateRoute) throw new HttpError(404, 'route invalidation is not available here');
       const r = await opts.deps.invalidateRoute(user.trim());
       log.warn({ event: 'admin_route_invalidate', ...r }, `route of ${r.user} invalidated`);
+      return sendJson(res, 200, r);
+    }
+    const rm = /^\/routes\/([^/]+)$/.exec(path);
+    if (rm && method === 'GET' && opts.deps.routeOf) {
+      const user = decodeSegment(rm[1]!);
+      const r = await opts.deps.routeOf(user);
+      if (r === undefined) throw new HttpError(404, `unknown user '${user.slice(0, 256)}'`);
       return sendJson(res, 200, r);
     }
     throw new HttpError(404, 'not found');

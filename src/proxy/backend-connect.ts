@@ -5,15 +5,21 @@ import { ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import { upgradeClient } from './starttls.js';
 import { encodeProxyV2 } from '../core/proxy-header.js';
+import { connectBulk } from './bulk-read.js';
 import { backendConnectSeconds } from '../metrics.js';
 import type { Clock } from '../core/clock.js';
 import type { ClientEndpoint } from '../core/types.js';
 import type { BackendGuard } from './backend-guard.js';
 
-/** Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). */
-export type Dial = (target: { host: string; port: number; /** Local address to bind (backend sourceAddresses). */ localAddress?: string }) => Socket;
+/**
+ * Opens a TCP connection; it emits 'connect' or 'error' like net.connect (tests pass in-memory sockets). `plain`: no TLS
+ * will ever run over it, so it may read in bulk (bulk-read.ts).
+ */
+export type Dial = (target: { host: string; port: number; /** Local address to bind (backend sourceAddresses). */ localAddress?: string; plain?: boolean }) => Socket;
 
-export const netDial: Dial = ({ host, port, localAddress }) => connect({ host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) });
+export const netDial: Dial = ({ host, port, localAddress, plain }) => (plain === true
+  ? connectBulk(host, port, localAddress)
+  : connect({ host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) }));
 
 export interface ConnectOptions {
   timeoutMs: number;
@@ -27,6 +33,9 @@ export interface ConnectOptions {
   guard?: BackendGuard;
 }
 
+/** Shared no-op (a closure here would keep this call's route and options alive with the socket). */
+const ignoreError = (): void => undefined;
+
 export async function connectBackend(route: Route, opts: ConnectOptions): Promise<Socket> {
   const { clock } = opts;
   const started = clock.now();
@@ -34,7 +43,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
   guard?.checkRoute(route);
   const lease = guard?.lease(route);
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = opts.dial({ host: route.host, port: route.port, ...(lease ? { localAddress: lease.address } : {}) });
+    const s = opts.dial({ host: route.host, port: route.port, ...(lease ? { localAddress: lease.address } : {}), ...(route.tls === 'none' ? { plain: true } : {}) });
     if (lease) s.once('close', lease.release);
     const timer = clock.setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
     s.once('connect', () => {
@@ -50,7 +59,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
     });
     s.once('error', (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); });
   });
-  socket.on('error', () => undefined); // replaced by the session's handler; prevents an unhandled error in between
+  socket.on('error', ignoreError); // replaced by the session's handler; prevents an unhandled error in between
   if (opts.proxyFor) {
     socket.write(encodeProxyV2({
       source: { address: opts.proxyFor.address, port: opts.proxyFor.port },
@@ -60,7 +69,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
   let out: Socket = socket;
   if (route.tls === 'implicit') {
     out = await upgradeClient(socket, route, opts.timeoutMs);
-    out.on('error', () => undefined);
+    out.on('error', ignoreError);
   }
   backendConnectSeconds.observe({ backend: route.backend, protocol: route.protocol }, (clock.now() - started) / 1000);
   return out;

@@ -15,7 +15,18 @@ const PROXY_HEADER_DEADLINE_MS = 5000;
 const PROXY_HEADER_MAX_BYTES = 16 + 65535;
 const REFUSAL_LINGER_MS = 1000;
 
-export function newConnectionId(): string { return randomBytes(6).toString('hex'); }
+/** Random bytes for connection ids, fetched 1,024 ids at a time (one getrandom per id cost a syscall per connection). */
+const ID_BYTES = 6;
+const ID_POOL = 1024;
+let idPool = Buffer.alloc(0);
+let idAt = 0;
+
+export function newConnectionId(): string {
+  if (idAt >= idPool.length) { idPool = randomBytes(ID_BYTES * ID_POOL); idAt = 0; }
+  const id = idPool.toString('hex', idAt, idAt + ID_BYTES);
+  idAt += ID_BYTES;
+  return id;
+}
 
 
 /** One-line refusal in the listener's protocol (before any dialogue exists). */
@@ -26,6 +37,11 @@ export function refusal(protocol: ListenerConfig['protocol'], code: ErrorCode): 
   if (protocol === 'sieve') return sieveBye(code);
   return `${spec.smtp}\r\n`;
 }
+
+/** The client address a connection is counted under (per-IP limit), kept on the socket until it closes. */
+const COUNTED_AS = Symbol('countedAs');
+type CountedSocket = Socket & { [COUNTED_AS]?: string };
+const ignore = (): void => undefined;
 
 export class Listener {
   readonly server: Server;
@@ -73,7 +89,7 @@ export class Listener {
 
   private accept(socket: Socket): void {
     connectionsTotal.inc({ protocol: this.config.protocol });
-    socket.on('error', () => undefined);
+    socket.on('error', ignore);
     const id = newConnectionId();
     const client: ClientEndpoint = {
       address: plainAddress(socket.remoteAddress), port: socket.remotePort ?? 0,
@@ -126,6 +142,14 @@ export class Listener {
 
   private open = 0;
   private readonly perIp = new Map<string, number>();
+  private readonly onCountedClose = ((listener: Listener) => function (this: CountedSocket): void { listener.release(this[COUNTED_AS]); })(this);
+
+  private release(address: string | undefined): void {
+    if (address === undefined) return;
+    this.open--;
+    const n = (this.perIp.get(address) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(address); else this.perIp.set(address, n);
+  }
 
   private handOver(socket: Socket, id: string, client: ClientEndpoint): void {
     // Limits count the real client (after a PROXY header); a refused connection gets one temporary-error line.
@@ -140,11 +164,9 @@ export class Listener {
     }
     this.open++;
     this.perIp.set(client.address, fromIp + 1);
-    socket.once('close', () => {
-      this.open--;
-      const n = (this.perIp.get(client.address) ?? 1) - 1;
-      if (n <= 0) this.perIp.delete(client.address); else this.perIp.set(client.address, n);
-    });
+    (socket as CountedSocket)[COUNTED_AS] = client.address;
+    // One handler per listener (not a closure per connection): it stays on every held socket.
+    socket.on('close', this.onCountedClose);
     try {
       this.handler().handle(socket, { id, client, listener: this.config });
     } catch (e) {

@@ -21,6 +21,7 @@ import type { BackendGuard } from './backend-guard.js';
  * stops reading at `login`, so normally at most one socket read (≤ 64 KiB) is held and the rest waits in TCP buffers.
  */
 export const PIPELINED_BACKLOG_MAX_BYTES = 1024 * 1024;
+import type { PoolRouter } from '../pools/pool-router.js';
 import type { TierLogin } from '../tier/tier.js';
 
 /** What the Session tells a client dialogue. */
@@ -140,6 +141,8 @@ export interface HandlerDeps {
   penalty: AuthPenalty;
   /** Never dial our own listeners; bind backend sourceAddresses. */
   guard: BackendGuard;
+  /** Pool affinity: the member for accounts whose host value names a pool. */
+  pools: PoolRouter;
   /** Time and timers (fake in unit tests). */
   clock: Clock;
   /** How backend connections are opened (in-memory sockets in unit tests). */

@@ -1,12 +1,16 @@
 // Owns the byte-exact splice between a logged-in client and its backend: backpressure, idle timeout, counters, who closed.
 // Must not parse or alter bytes; it only moves them and reports one result when both sides are gone.
 import type { Socket } from 'node:net';
-import { relayBytesTotal } from '../metrics.js';
+import { onRelayBytesCollect, relayBytesTotal } from '../metrics.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { DisconnectReason } from '../errors.js';
+import { pipeBulk, type BulkTarget } from './bulk-read.js';
 
 /** How long queued bytes may take to reach a peer after the other side is gone. */
 const FLUSH_MS = 30_000;
+/** Idle relays are looked for this often (or at a quarter of the shortest idle timeout, not under MIN_SWEEP_MS). */
+const SWEEP_MS = 1000;
+const MIN_SWEEP_MS = 10;
 
 export type ClosedBy = 'client' | 'backend' | 'proxy';
 
@@ -30,85 +34,215 @@ export interface RelayOptions {
   /** Sent to the client when the idle timeout closes the splice. */
   idleGoodbye?: string;
   clock?: Clock;
+  /** Called once with the result when both sides are gone (instead of, or besides, `done`). */
+  onDone?: (r: RelayResult) => void;
 }
 
-export class Relay {
+/**
+ * Live relays per clock, swept for idleness on one timer: moving a chunk only sets a flag, instead of re-arming a
+ * socket timer per chunk. A relay is closed between idleTimeoutMs and idleTimeoutMs + 2 sweeps after its last byte.
+ */
+class IdleSweep {
+  readonly relays = new Set<Relay>();
+  private timer: unknown;
+  private every = 0;
+  constructor(private readonly clock: Clock) {}
+
+  add(r: Relay): void {
+    this.relays.add(r);
+    const want = Math.max(MIN_SWEEP_MS, Math.min(SWEEP_MS, Math.floor(r.idleMs / 4)));
+    if (this.timer !== undefined && want >= this.every) return;
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    this.every = want;
+    this.timer = this.clock.setTimeout(this.tick, want);
+  }
+
+  delete(r: Relay): void {
+    this.relays.delete(r);
+    if (this.relays.size > 0 || this.timer === undefined) return;
+    this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private readonly tick = (): void => {
+    this.timer = undefined;
+    const now = this.clock.now();
+    for (const r of this.relays) r.checkIdle(now);
+    if (this.relays.size > 0) this.timer = this.clock.setTimeout(this.tick, this.every);
+  };
+}
+
+const sweeps = new Map<Clock, IdleSweep>();
+
+/** Byte counters go into the metric in batches: at the end of a relay and before every scrape. */
+onRelayBytesCollect(() => { for (const s of sweeps.values()) for (const r of s.relays) r.flushBytes(); });
+const byProtocol = new Map<string, { up: { inc(n: number): void }; down: { inc(n: number): void } }>();
+function bytesCounters(protocol: string) {
+  let c = byProtocol.get(protocol);
+  if (!c) {
+    c = { up: relayBytesTotal.labels({ protocol, direction: 'up' }), down: relayBytesTotal.labels({ protocol, direction: 'down' }) };
+    byProtocol.set(protocol, c);
+  }
+  return c;
+}
+
+// Listeners are shared functions (the socket is `this`) rather than closures per relay: a held session keeps them all.
+const RELAY = Symbol('relay');
+type Spliced = Socket & { [RELAY]?: Relay };
+function clientData(this: Spliced, d: Buffer): void { this[RELAY]?.up(d); }
+function backendData(this: Spliced, d: Buffer): void { this[RELAY]?.down(d); }
+function clientDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.backend.resume(); }
+function backendDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.client.resume(); }
+function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); } }
+function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); if (!r.client.writableEnded) r.client.end(); } }
+function clientClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); r.flushThenClose(r.backend); r.closedOne(); } }
+function backendClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); r.closedOne(); } }
+function clientError(this: Spliced, e: NodeJS.ErrnoException): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_ERROR', e.code ?? e.message); r.destroyBoth(); } }
+function backendError(this: Spliced, e: NodeJS.ErrnoException): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_ERROR', e.code ?? e.message); r.destroyBoth(); } }
+
+export class Relay implements BulkTarget {
   private bytesUp = 0;
   private bytesDown = 0;
+  private countedUp = 0;
+  private countedDown = 0;
+  /** Set by every chunk; the sweep turns it into `lastActive`. */
+  private active = false;
+  private lastActive: number;
   private closed = false;
+  /** The proxy ended the splice: nothing more is read from the backend. */
+  stopped = false;
+  private closes = 0;
+  private first: { closedBy: ClosedBy; reason: DisconnectReason; detail?: string } | undefined;
   private readonly clock: Clock;
   private readonly started: number;
-  readonly done: Promise<RelayResult>;
-  private finish!: (r: RelayResult) => void;
+  readonly idleMs: number;
+  private readonly protocol: string;
+  private readonly idleGoodbye: string | undefined;
+  private onDone: ((r: RelayResult) => void) | undefined;
+  private pending: { up?: Buffer; down?: Buffer } | undefined;
+  private donePromise: Promise<RelayResult> | undefined;
+  private result: RelayResult | undefined;
 
-  constructor(private readonly client: Socket, private readonly backend: Socket, private readonly opts: RelayOptions) {
+  constructor(readonly client: Socket, readonly backend: Socket, opts: RelayOptions) {
     this.clock = opts.clock ?? systemClock;
     this.started = this.clock.now();
-    this.done = new Promise((r) => { this.finish = r; });
+    this.lastActive = this.started;
+    this.idleMs = opts.idleTimeoutMs;
+    this.protocol = opts.protocol;
+    this.idleGoodbye = opts.idleGoodbye;
+    this.onDone = opts.onDone;
+    this.pending = { ...(opts.pendingUp ? { up: opts.pendingUp } : {}), ...(opts.pendingDown ? { down: opts.pendingDown } : {}) };
+  }
+
+  /** Resolves with the result when both sides are gone. */
+  get done(): Promise<RelayResult> {
+    this.donePromise ??= this.result ? Promise.resolve(this.result) : new Promise((resolve) => {
+      const earlier = this.onDone;
+      this.onDone = (r) => { earlier?.(r); resolve(r); };
+    });
+    return this.donePromise;
   }
 
   start(): void {
-    const { client, backend, opts } = this;
-    if (opts.pendingUp?.length) this.forward(opts.pendingUp, backend, client, 'up');
-    if (opts.pendingDown?.length) this.forward(opts.pendingDown, client, backend, 'down');
-    client.on('data', (d: Buffer) => this.forward(d, backend, client, 'up'));
-    backend.on('data', (d: Buffer) => this.forward(d, client, backend, 'down'));
-    client.on('drain', () => backend.resume());
-    backend.on('drain', () => client.resume());
+    const client = this.client as Spliced;
+    const backend = this.backend as Spliced;
+    client[RELAY] = this;
+    backend[RELAY] = this;
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending?.up?.length) this.up(pending.up);
+    if (pending?.down?.length) this.down(pending.down);
+    client.on('data', clientData);
+    if (pipeBulk(backend, this)) {
+      // Bytes the stream buffered before the bulk path took over go first.
+      for (let d = backend.read() as Buffer | null; d !== null; d = backend.read() as Buffer | null) this.down(d);
+    } else {
+      backend.on('data', backendData);
+    }
+    client.on('drain', clientDrain);
+    backend.on('drain', backendDrain);
     // A half-close is passed on. When one side is gone, what is queued towards the other is still flushed before it
     // closes (a slow client still gets the tail of a FETCH and the LOGOUT reply); errors close both at once.
-    client.once('end', () => { this.note('client', 'CLIENT_CLOSED'); backend.end(); });
-    backend.once('end', () => { this.note('backend', 'BACKEND_CLOSED'); client.end(); });
-    client.once('close', () => { this.note('client', 'CLIENT_CLOSED'); this.flushThenClose(backend); this.closedOne(); });
-    backend.once('close', () => { this.note('backend', 'BACKEND_CLOSED'); this.flushThenClose(client); this.closedOne(); });
-    client.on('error', (e: NodeJS.ErrnoException) => { this.note('client', 'CLIENT_ERROR', e.code ?? e.message); this.destroyBoth(); });
-    backend.on('error', (e: NodeJS.ErrnoException) => { this.note('backend', 'BACKEND_ERROR', e.code ?? e.message); this.destroyBoth(); });
-    // A socket's timeout counts reads and writes, so client-side inactivity means neither direction moved.
-    client.setTimeout(opts.idleTimeoutMs, () => this.stop('IDLE_TIMEOUT', this.opts.idleGoodbye));
+    client.on('end', clientEnd);
+    backend.on('end', backendEnd);
+    client.on('close', clientClose);
+    backend.on('close', backendClose);
+    client.on('error', clientError);
+    backend.on('error', backendError);
+    let sweep = sweeps.get(this.clock);
+    if (!sweep) { sweep = new IdleSweep(this.clock); sweeps.set(this.clock, sweep); }
+    sweep.add(this);
     client.resume();
     backend.resume();
   }
 
-  private forward(d: Buffer, to: Socket, from: Socket, dir: 'up' | 'down'): void {
-    if (dir === 'up') this.bytesUp += d.length; else this.bytesDown += d.length;
-    relayBytesTotal.inc({ protocol: this.opts.protocol, direction: dir }, d.length);
-    if (!to.write(d)) from.pause();
+  /** Client → backend. Reading pauses only while the backend has not taken a write that went over its high-water mark. */
+  up(d: Buffer): void {
+    this.bytesUp += d.length;
+    this.active = true;
+    if (!this.backend.write(d) && this.backend.writableLength > 0) this.client.pause();
   }
 
-  private first: { closedBy: ClosedBy; reason: DisconnectReason; detail?: string } | undefined;
-  private note(closedBy: ClosedBy, reason: DisconnectReason, detail?: string): void { this.first ??= { closedBy, reason, ...(detail ? { detail } : {}) }; }
+  /** Backend → client (the bulk path writes itself and only counts). */
+  down(d: Buffer): void {
+    this.bytesDown += d.length;
+    this.active = true;
+    if (!this.client.write(d) && this.client.writableLength > 0) this.backend.pause();
+  }
 
-  private closes = 0;
+  /** Bytes the bulk path wrote to the client. */
+  countDown(n: number): void {
+    this.bytesDown += n;
+    this.active = true;
+  }
+
+  /** Called by the sweep; closes the relay when neither side moved a byte for idleMs. */
+  checkIdle(now: number): void {
+    if (this.active) { this.active = false; this.lastActive = now; return; }
+    if (now - this.lastActive >= this.idleMs) this.stop('IDLE_TIMEOUT', this.idleGoodbye);
+  }
+
+  /** Add the bytes moved since the last flush to the metric. */
+  flushBytes(): void {
+    const c = bytesCounters(this.protocol);
+    if (this.bytesUp > this.countedUp) { c.up.inc(this.bytesUp - this.countedUp); this.countedUp = this.bytesUp; }
+    if (this.bytesDown > this.countedDown) { c.down.inc(this.bytesDown - this.countedDown); this.countedDown = this.bytesDown; }
+  }
+
+  note(closedBy: ClosedBy, reason: DisconnectReason, detail?: string): void { this.first ??= { closedBy, reason, ...(detail ? { detail } : {}) }; }
 
   /** End `s` after its queued bytes are written; destroy it if the peer does not take them within FLUSH_MS. */
-  private flushThenClose(s: Socket): void {
+  flushThenClose(s: Socket): void {
     if (s.destroyed) return;
-    s.end();
+    if (!s.writableEnded) s.end();
     if (s.writableFinished) { s.destroy(); return; }
     const timer = this.clock.setTimeout(() => s.destroy(), FLUSH_MS);
     s.once('finish', () => { this.clock.clearTimeout(timer); s.destroy(); });
   }
 
-  private destroyBoth(): void {
+  destroyBoth(): void {
     if (!this.client.destroyed) this.client.destroy();
     if (!this.backend.destroyed) this.backend.destroy();
   }
 
   /** The splice is over when both sockets have closed. */
-  private closedOne(): void {
+  closedOne(): void {
     if (++this.closes < 2 || this.closed) return;
     this.closed = true;
-    this.client.setTimeout(0);
+    sweeps.get(this.clock)?.delete(this);
+    this.flushBytes();
     const first = this.first ?? { closedBy: 'proxy' as ClosedBy, reason: 'CLOSED' as const };
-    this.finish({ bytesUp: this.bytesUp, bytesDown: this.bytesDown, ...first, durationMs: Math.round(this.clock.now() - this.started) });
+    this.result = { bytesUp: this.bytesUp, bytesDown: this.bytesDown, ...first, durationMs: Math.round(this.clock.now() - this.started) };
+    this.onDone?.(this.result);
   }
 
   /** The proxy ends the splice: `goodbye` (already formatted) goes to the client, queued bytes are flushed, then both close. */
   stop(reason: DisconnectReason, goodbye?: string): void {
     this.note('proxy', reason);
+    this.stopped = true;
     const { client, backend } = this;
     backend.pause();
-    backend.removeAllListeners('data');
+    backend.removeListener('data', backendData);
     if (goodbye && client.writable) client.write(goodbye);
     this.flushThenClose(client);
     this.flushThenClose(backend);

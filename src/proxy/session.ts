@@ -1,15 +1,15 @@
 // Owns one IMAP/POP3 client connection: runs the sans-I/O dialogue's actions against the socket, timers, the one auth path and the relay.
 // Must not parse protocol bytes (dialogues do) nor pump bytes itself after login (the Relay does).
 import type { Socket } from 'node:net';
+import { openGate } from '../health/gate.js';
 import { TLSSocket } from 'node:tls';
-import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import { resolveRoute } from '../directory/backends.js';
 import { ProxyError, disconnectSpec, toProxyError, type DisconnectReason } from '../errors.js';
 import type { AcceptedConnection, BackendLoginContext, ClientAction, ClientEvent, ConnectionHandler, Dialogue, DialogueOptions, HandlerDeps, ProtocolModule } from './protocol.js';
 import { isTokenCredentials, type Credentials } from '../core/types.js';
 import type { Account } from '../directory/directory.js';
-import type { SessionInfo } from './sessions.js';
+import type { LiveSession, SessionInfo } from './sessions.js';
 import { upgradeServer } from './starttls.js';
 import { admit, backendCredentials, openBackendSession, type BackendSession } from './backend-session.js';
 import { nextHop } from './loop-guard.js';
@@ -27,7 +27,7 @@ export class ProtocolService implements ConnectionHandler {
   private readonly live = new Set<Session>();
   constructor(private readonly deps: ProtocolServiceDeps) {}
   handle(socket: Socket, conn: AcceptedConnection): void {
-    const s = new Session(this.deps, socket, conn, () => this.live.delete(s));
+    const s = new Session(this.deps, socket, conn, this.live);
     this.live.add(s);
     // A bug in one session must not become an unhandled rejection (fatal for the process): log it, close that session.
     s.run().catch((e: unknown) => {
@@ -45,13 +45,24 @@ export class ProtocolService implements ConnectionHandler {
 
 type Phase = 'new' | 'prelogin' | 'login' | 'relay' | 'closed';
 
-class Session {
+/** The idle-timeout goodbye is the same text for every session of a protocol: made once. */
+const idleGoodbyes = new WeakMap<ProtocolModule, string>();
+function idleGoodbye(module: ProtocolModule): string {
+  let text = idleGoodbyes.get(module);
+  if (text === undefined) { text = module.goodbye(new ProxyError('IDLE_TIMEOUT')); idleGoodbyes.set(module, text); }
+  return text;
+}
+
+/**
+ * One connection. A held (relayed) session keeps only what its end needs: the relay, the registry entry (info, kick)
+ * and the summary fields; the dialogue, backend login result, timers and abort signal are dropped when the relay starts.
+ */
+class Session implements LiveSession {
   private socket: Socket;
   private dialogue: Dialogue | undefined;
   private phase: Phase = 'new';
   private readonly config: Config;
-  private readonly log: Logger;
-  private readonly info: SessionInfo;
+  readonly info: SessionInfo;
   private readonly started: number;
   private deadline: unknown;
   private loginAbort: AbortController | undefined;
@@ -59,25 +70,37 @@ class Session {
   private relay: Relay | undefined;
   private result = 'no login';
   private tierRegistered = false;
-  private settle!: () => void;
-  readonly finished = new Promise<void>((r) => { this.settle = r; });
+  private ended = false;
+  private settle: (() => void) | undefined;
+  private finishedPromise: Promise<void> | undefined;
 
-  constructor(private readonly deps: ProtocolServiceDeps, socket: Socket, private readonly conn: AcceptedConnection, private readonly onGone: () => void) {
+  constructor(private readonly deps: ProtocolServiceDeps, socket: Socket, private readonly conn: AcceptedConnection, private readonly live: Set<Session>) {
     this.socket = socket;
     this.config = deps.config();
     this.started = deps.clock.now();
-    const protocol = deps.module.protocol;
-    this.log = deps.logger.child({ conn: conn.id, protocol, client: conn.client.address });
-    this.info = { id: conn.id, protocol, client: `${conn.client.address}:${conn.client.port}`, phase: 'prelogin', startedAt: this.started };
+    this.info = { id: conn.id, protocol: deps.module.protocol, client: `${conn.client.address}:${conn.client.port}`, phase: 'prelogin', startedAt: this.started };
+  }
+
+  /** Resolves when the session has ended (made on demand: most sessions are never waited for). */
+  get finished(): Promise<void> {
+    this.finishedPromise ??= this.ended ? Promise.resolve() : new Promise<void>((r) => { this.settle = r; });
+    return this.finishedPromise;
+  }
+
+  /** Log lines carry the connection's fields (no child logger per session: it would stay with every held session). */
+  private log(level: 'debug' | 'info' | 'error', fields: Record<string, unknown>, msg: string): void {
+    const logger = this.deps.logger;
+    if (!logger.isLevelEnabled(level)) return;
+    logger[level]({ conn: this.conn.id, protocol: this.info.protocol, client: this.conn.client.address, ...fields }, msg);
   }
 
   private get settings() { return this.config[this.deps.module.protocol]; }
 
   async run(): Promise<void> {
     const { deps, conn } = this;
-    deps.sessions.add({ info: this.info, kick: (e) => this.kick(e) });
+    deps.sessions.add(this);
     this.setPhase('prelogin');
-    this.socket.on('error', (e: NodeJS.ErrnoException) => this.log.debug({ phase: this.phase, err: e.code ?? e.message }, 'client socket error'));
+    this.socket.on('error', this.onClientError);
     this.socket.on('close', this.onClientClose);
     this.deadline = deps.clock.setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
     const ctx = deps.tls();
@@ -117,6 +140,8 @@ class Session {
 
   private readonly onData = (bytes: Buffer) => this.feed({ kind: 'data', bytes });
 
+  private readonly onClientError = (e: NodeJS.ErrnoException) => this.log('debug', { phase: this.phase, err: e.code ?? e.message }, 'client socket error');
+
   private readonly onClientClose = () => {
     if (this.phase === 'relay' || this.phase === 'closed') return;
     this.loginAbort?.abort();
@@ -129,7 +154,7 @@ class Session {
     if (!this.dialogue) return this.end(event.kind === 'deadline' ? 'PREAUTH_TIMEOUT' : 'CLOSED');
     let actions: ClientAction[];
     try { actions = this.dialogue.step(event); } catch (e) {
-      this.log.error({ err: (e as Error).message }, 'dialogue failed');
+      this.log('error', { err: (e as Error).message }, 'dialogue failed');
       return this.end('INTERNAL');
     }
     this.apply(actions);
@@ -150,7 +175,7 @@ class Session {
 
   /** Handshake options for this listener's protocol; a refused ALPN offer (ALPACA defence) is logged. */
   private tlsOptions(material: TlsMaterial): ServerTlsOptions {
-    return material.serverOptions(this.conn.listener.protocol, (r) => this.log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
+    return material.serverOptions(this.conn.listener.protocol, (r) => this.log('info', { phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
   }
 
   private startTls(): void {
@@ -182,7 +207,7 @@ class Session {
       // With the tier, the session admit already cleared the penalty (in the same Redis call).
       if (!this.deps.tier) this.deps.penalty.success(this.conn.client.address);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
-      this.log.info({ phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(this.deps.clock.now() - started) }, 'login ok');
+      this.log('info', { phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(this.deps.clock.now() - started) }, 'login ok');
       this.feed({ kind: 'login-ok', text: loggedIn.text });
     }, async (e: unknown) => {
       const err = toProxyError(e, 'INTERNAL');
@@ -197,7 +222,7 @@ class Session {
           ? await tier.penalty.failure(this.conn.client.address, credentials.user, limits.authFailureDelayMs, limits.authFailureMaxDelayMs)
           : this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
       }
-      this.log.info({ phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail, ...(delay ? { delayMs: delay } : {}) }, 'login failed');
+      this.log('info', { phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail, ...(delay ? { delayMs: delay } : {}) }, 'login failed');
       if (this.phase === 'closed') return;
       this.setPhase('prelogin');
       const deliver = () => { this.feed({ kind: 'login-failed', error: err }); if (this.phase === 'prelogin') this.socket.resume(); };
@@ -211,12 +236,15 @@ class Session {
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
     const account = auth.account;
     this.info.user = account.login;
-    const wanted = resolveRoute(config, account.host, deps.module.protocol);
+    const pooled = await deps.pools.resolve(config, account.host, account.login, deps.module.protocol);
+    const wanted = pooled ? pooled.route : resolveRoute(config, account.host, deps.module.protocol);
     // Loop protection (Dovecot's login proxy TTL): an upstream proxy we trust says how many hops are left.
     const lp = config.loopProtection;
     const hop = nextHop(clientId?.['x-proxy-ttl'], isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
     if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (x-proxy-ttl ${hop.ttl}) for backend ${wanted.backend}`);
-    const route = admit(deps.gate, wanted);
+    // A pool member was chosen with health applied already; the gate would refuse a draining member its users' sessions.
+    const route = pooled ? admit(openGate, pooled.route) : admit(deps.gate, wanted);
+    if (pooled) this.info.pool = pooled.pool;
     this.info.backend = route.backend;
     if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
     if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend, credentials.user);
@@ -263,17 +291,21 @@ class Session {
     this.setPhase('relay');
     this.socket.off('data', this.onData);
     this.socket.off('close', this.onClientClose);
-    loggedIn.socket.on('error', () => undefined);
-    const idleGoodbye = this.deps.module.goodbye(new ProxyError('IDLE_TIMEOUT'));
+    this.socket.off('error', this.onClientError);
     this.relay = new Relay(this.socket, loggedIn.socket, {
       protocol: this.deps.module.protocol,
       idleTimeoutMs: this.settings.limits.idleTimeoutMs,
       pendingUp: pending,
       pendingDown: loggedIn.leftover,
-      idleGoodbye,
+      idleGoodbye: idleGoodbye(this.deps.module),
       clock: this.deps.clock,
+      onDone: (r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) }),
     });
-    this.relay.done.then((r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) }));
+    // The relay owns both sockets from here; what only the login needed goes.
+    this.dialogue = undefined;
+    this.loggedIn = undefined;
+    this.loginAbort = undefined;
+    this.deadline = undefined;
     this.relay.start();
   }
 
@@ -303,9 +335,10 @@ class Session {
     this.releaseFromTier();
     const spec = disconnectSpec(reason);
     disconnectsTotal.inc({ protocol: this.deps.module.protocol, reason: spec.metricLabel });
-    this.log.info({ phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...extra, closedBy, reason: spec.logReason, durationMs: this.deps.clock.now() - this.started }, 'session');
-    this.onGone();
-    this.settle();
+    this.log('info', { phase: 'end', summary: true, user: this.info.user, backend: this.info.backend, result: this.result, ...extra, closedBy, reason: spec.logReason, durationMs: this.deps.clock.now() - this.started }, 'session');
+    this.live.delete(this);
+    this.ended = true;
+    this.settle?.();
   }
 
   private setPhase(p: Phase): void {

@@ -10,6 +10,8 @@ export interface SessionInfo {
   backend?: string;
   /** Set when the session went to a standby because this (primary) backend was down. */
   routedFor?: string;
+  /** Set when the backend was chosen as a member of this pool (pool affinity moves and counts these). */
+  pool?: string;
   phase: 'prelogin' | 'login' | 'relay';
   startedAt: number;
 }
@@ -22,8 +24,18 @@ export interface LiveSession {
 
 export class SessionRegistry {
   private readonly live = new Map<string, LiveSession>();
+  private readonly removeListeners: Array<(info: SessionInfo) => void> = [];
   add(s: LiveSession): void { this.live.set(s.info.id, s); }
-  remove(id: string): void { this.live.delete(id); }
+  remove(id: string): void {
+    const s = this.live.get(id);
+    this.live.delete(id);
+    if (!s) return;
+    for (const fn of this.removeListeners) {
+      try { fn(s.info); } catch { /* a listener's failure must not keep a session registered */ }
+    }
+  }
+  /** Called with each session's info when it leaves the registry (pool affinity notes where a user was last served). */
+  onRemove(fn: (info: SessionInfo) => void): void { this.removeListeners.push(fn); }
   get size(): number { return this.live.size; }
   list(filter: { user?: string; backend?: string } = {}): LiveSession[] {
     return [...this.live.values()].filter((s) => (!filter.user || s.info.user === filter.user) && (!filter.backend || s.info.backend === filter.backend));

@@ -38,7 +38,7 @@ export interface ChildProxy {
   stop(graceMs?: number): Promise<void>;
 }
 
-export async function startChildProxy(world: World, raw: RawConfig, opts: { name?: string; timeoutMs?: number } = {}): Promise<ChildProxy> {
+export async function startChildProxy(world: Pick<World, 'dir'>, raw: RawConfig, opts: { name?: string; timeoutMs?: number } = {}): Promise<ChildProxy> {
   const file = join(world.dir, `${opts.name ?? 'child-proxy'}.yaml`);
   const write = (r: RawConfig | string) => writeFileSync(file, typeof r === 'string' ? r : stringify(r));
   write(raw);

@@ -33,6 +33,8 @@ export interface SmtpServiceDeps {
   sessions: SessionRegistry;
   logger: Logger;
   secureContext?: Source<TlsMaterial | undefined>;
+  /** Pool affinity (accounts whose host value names a pool); without it pool names are routed as plain host names. */
+  pools?: import('../../pools/pool-router.js').PoolRouter;
   /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
   penalty?: AuthPenalty;
   /** With `tier:`: the failed-login penalty shared by the tier (per address and per login name). */

@@ -1,10 +1,11 @@
 // Owns the inbound (MX) service: recipients checked in the directory at RCPT, one owning backend per transaction, delivery by LMTP or SMTP with a Received header.
 // Must not accept mail it has not handed over: 250 after DATA only when the backend accepted it for every accepted recipient.
 import dns from 'node:dns';
+import { openGate } from '../../health/gate.js';
 import type { SMTPServerAddress } from 'smtp-server';
 import { toProxyError } from '../../errors.js';
 import { smtpRecipientsTotal } from '../../metrics.js';
-import { resolveRoute, type Route } from '../../directory/backends.js';
+import { resolveRoute, routeForBackend, type Route } from '../../directory/backends.js';
 import type { ConnectionHandler } from '../protocol.js';
 import type { Config } from '../../config/schema.js';
 import { SmtpBackendClient } from './backend-client.js';
@@ -54,6 +55,15 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
   const { gate } = deps;
   const pipeline = pipelineDeps(deps);
 
+  /** A pool recipient's delivery goes to the member that holds (or will hold) the user's sessions; plain hosts as above. */
+  const recipientRoute = async (config: Config, account: { host: string | null; login: string }): Promise<{ route: Route; pooled: boolean }> => {
+    const pooled = await deps.pools?.resolve(config, account.host, account.login, 'lmtp');
+    if (!pooled) return { route: deliveryRoute(config, account.host), pooled: false };
+    const member = pooled.route.backend;
+    const protocol = config.backends[member]?.inboundDelivery ?? config.smtp.inboundDelivery;
+    return { route: protocol === 'lmtp' ? pooled.route : routeForBackend(config, member, 'smtp'), pooled: true };
+  };
+
   return createFrontend<InboundState>(deps, {
     protocol: 'smtp',
     options: ({ smtp }) => ({
@@ -95,8 +105,9 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         }
         if (!account) return reject(REPLY.unknownRecipient, 'unknown');
         let route: Route;
+        let pooled = false;
         try {
-          route = deliveryRoute(state.config, account.host);
+          ({ route, pooled } = await recipientRoute(state.config, account));
         } catch (e) {
           const err = toProxyError(e, 'NO_ROUTE');
           state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'no backend for recipient');
@@ -105,7 +116,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         // RFC 5321 §4.5.3.1.10: a 452 makes the sender try this recipient again in another transaction.
         if (txn.backend !== undefined && txn.backend !== route.backend) return reject(REPLY.otherBackend, 'other_backend', false);
         if (!txn.open) {
-          const opened = await openTransaction(state, txn, route, session);
+          const opened = await openTransaction(state, txn, route, session, pooled);
           if (opened) return reject(opened, 'backend_unavailable');
         }
         const link = state.link!;
@@ -158,12 +169,13 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
   });
 
   /** Admit, connect (or reuse) and send MAIL for the first recipient; returns a reply on failure. */
-  async function openTransaction(state: InboundState, txn: InboundTxn, route: Route, session: { hostNameAppearsAs: string; clientHostname: string; openingCommand: string; secure: boolean }): Promise<ClientReply | null> {
+  async function openTransaction(state: InboundState, txn: InboundTxn, route: Route, session: { hostNameAppearsAs: string; clientHostname: string; openingCommand: string; secure: boolean }, pooled = false): Promise<ClientReply | null> {
     const { config } = state;
     const { smtp } = config;
     let admitted: AdmittedRoute;
     try {
-      admitted = admit(gate, route);
+      // A pool member was chosen with health applied already (a draining member still takes its users' mail until their moment).
+      admitted = admit(pooled ? openGate : gate, route);
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_DOWN');
       state.log.warn({ phase: 'rcpt', backend: route.backend, reason: err.spec.logReason }, 'backend not admitted');

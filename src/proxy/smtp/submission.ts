@@ -1,6 +1,7 @@
 // Owns the submission service (RFC 6409, 4954, 3207, 8314): AUTH through the one auth path, then each transaction relayed to the user's backend or the central relay.
 // Must not deliver or queue mail itself: every reply about a message is the backend's own (or a temporary failure), never an invented 250.
 import { toProxyError } from '../../errors.js';
+import { openGate } from '../../health/gate.js';
 import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
@@ -142,7 +143,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       void (async (): Promise<void> => {
         let route: AdmittedRoute;
         try {
-          route = admit(gate, routeFor(config, account));
+          const pooled = config.smtp.centralRelay ? undefined : await deps.pools?.resolve(config, account.host, account.login, 'submission');
+          // A pool member was chosen with health applied already (a draining member keeps its users until their moment).
+          route = pooled ? admit(openGate, pooled.route) : admit(gate, routeFor(config, account));
+          if (pooled) state.info.pool = pooled.pool;
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'mail', reason: err.spec.logReason, detail: err.detail }, 'no backend for submission');

@@ -70,6 +70,10 @@ export interface DovecotOptions {
   /** Users whose INBOX gets one marker message naming this backend. */
   residents: TestUser[];
   perfTuning: boolean;
+  /** Mail root shared with other instances (a pool on shared storage); default DIR/mail, owned by this instance. */
+  mailRoot?: string;
+  /** Settings appended to the rendered config (e.g. a log_timestamp with microseconds). */
+  extraConfig?: string;
   oauth?: DovecotOAuth;
 }
 
@@ -96,7 +100,7 @@ function renderConfig(o: DovecotOptions, mailRoot: string): string {
     SIEVE_BLOCK: o.ports.sieve ? renderFixture('dovecot/sieve.conf.tmpl', { SIEVE_PORT: o.ports.sieve }) : '',
     OAUTH2_BLOCK: o.oauth ? renderFixture('dovecot/oauth2.conf.tmpl', { DIR: o.dir }) : '',
     PERF_TUNING: o.perfTuning ? renderFixture('dovecot/perf-tuning.conf.tmpl', {}) : '',
-  });
+  }) + (o.extraConfig ? `\n${o.extraConfig}\n` : '');
 }
 
 async function mkdirOwned(path: string): Promise<void> {
@@ -133,7 +137,7 @@ function passwdLine(user: string, hash: string, home: string): string {
 
 /** Prepare files, seed markers, start Dovecot and wait until every listener is bound. */
 export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> {
-  const mailRoot = join(o.dir, 'mail');
+  const mailRoot = o.mailRoot ?? join(o.dir, 'mail');
   const configPath = join(o.dir, 'dovecot.conf');
   const logPath = join(o.dir, 'dovecot.log');
   const pidPath = join(o.dir, 'run', 'master.pid');

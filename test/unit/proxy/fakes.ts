@@ -2,6 +2,7 @@
 // Must not open real sockets or use real time (the FakeClock drives every proxy timer).
 import { createBackendGuard } from '../../../src/proxy/backend-guard.js';
 import { Duplex } from 'node:stream';
+import { PoolRouter } from '../../../src/pools/pool-router.js';
 import type { Socket } from 'node:net';
 import { pino } from 'pino';
 import { configSchema, type Config } from '../../../src/config/schema.js';
@@ -119,9 +120,11 @@ export function testConfig(over: Record<string, unknown> = {}): Config {
 }
 
 export function handlerDeps(config: Config, dial: Dial, clock: FakeClock, gate: BackendGate = recordingGate()): HandlerDeps {
+  const sessions = new SessionRegistry();
   return {
-    config: () => config, directory: () => directory, gate, sessions: new SessionRegistry(), logger: pino({ level: 'silent' }),
+    config: () => config, directory: () => directory, gate, sessions, logger: pino({ level: 'silent' }),
     tls: () => undefined, penalty: new AuthPenalty(), guard: createBackendGuard(() => []), clock, dial,
+    pools: new PoolRouter({ config: () => config, sessions, now: () => clock.now() }),
   };
 }
 

@@ -1,0 +1,99 @@
+// Proves that every protocol of a pool user reaches the same member: IMAP, POP3, submission and inbound delivery (LMTP),
+// and that maintenance on a member drains it. Evidence: each Dovecot member's own log (logins, LMTP deliveries).
+// Must not repeat the load and overlap figures (pool-affinity.test.ts).
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import nodemailer from 'nodemailer';
+import { rankMembers } from '../../src/directory/pool-route.js';
+import { adminGet, startChildProxy, type ChildProxy } from './child-proxy.js';
+import { parseSessions } from './harness/dovecot-sessions.js';
+import { allocatePorts, pollUntil } from './harness/ports.js';
+import { startPoolWorld, type PoolWorld } from './harness/pool-world.js';
+import { holdImap, imapOnce, pop3Once, untilOk } from './pool-clients.js';
+
+const MEMBERS = ['member1', 'member2', 'member3'];
+
+describe('pool: every protocol of a user on one member; maintenance drains', function () {
+  this.timeout(180_000);
+  let w: PoolWorld;
+  let proxy: ChildProxy;
+  const p: Record<'imap' | 'pop3' | 'submission' | 'smtp', number> = { imap: 0, pop3: 0, submission: 0, smtp: 0 };
+
+  before(async () => {
+    w = await startPoolWorld({ members: 3, users: 12 });
+    const directory = await w.writeDirectory('store1');
+    [p.imap, p.pop3, p.submission, p.smtp] = (await allocatePorts(4)) as [number, number, number, number];
+    proxy = await startChildProxy(w, {
+      log: { level: 'info' },
+      listeners: [
+        { protocol: 'imap', address: '127.0.0.1', port: p.imap, tls: 'none' },
+        { protocol: 'pop3', address: '127.0.0.1', port: p.pop3, tls: 'none' },
+        { protocol: 'submission', address: '127.0.0.1', port: p.submission, tls: 'none' },
+        { protocol: 'smtp', address: '127.0.0.1', port: p.smtp, tls: 'none' },
+      ],
+      imap: { requireTlsForAuth: false },
+      pop3: { requireTlsForAuth: false },
+      smtp: { requireTlsForAuth: false },
+      directory: { type: 'static', static: { file: directory } },
+      backends: Object.fromEntries(w.members.map((m) => [m.name, {
+        host: '127.0.0.1', trustsProxy: true,
+        imap: { port: m.dovecot.ports.imap }, pop3: { port: m.dovecot.ports.pop3 }, submission: { port: m.dovecot.ports.submission }, lmtp: { port: m.dovecot.ports.lmtp },
+      }])),
+      pools: { store1: { members: MEMBERS, moveBackAfterMs: 60_000, drainWindowMs: 1500 } },
+      health: { intervalMs: 300, timeoutMs: 1000, rise: 1, fall: 2 },
+      admin: { address: '127.0.0.1', port: 0 },
+    }, { name: 'pool-protocols', timeoutMs: 60_000 });
+  });
+  after(async () => { await proxy?.stop(); await w?.stop(); });
+
+  const first = (uid: string, members = MEMBERS) => rankMembers(uid, members.map((name) => ({ name, weight: 1 })))[0]!;
+  /** Members whose LMTP saved mail for `uid`. */
+  const deliveredOn = async (uid: string): Promise<string[]> => {
+    const out: string[] = [];
+    for (const m of w.members) if ((await readFile(m.dovecot.logPath, 'utf8')).split('\n').some((l) => l.includes(`lmtp(${uid})`) && /saved mail to/.test(l))) out.push(m.name);
+    return out;
+  };
+
+  it('IMAP, POP3, submission and inbound delivery of each user reach the member hashing names', async () => {
+    for (const u of w.users.slice(0, 6)) {
+      await untilOk(() => imapOnce(p.imap, u.uid, u.password));
+      await untilOk(() => pop3Once(p.pop3, u.uid, u.password));
+      await nodemailer.createTransport({ host: '127.0.0.1', port: p.submission, secure: false, ignoreTLS: true, auth: { user: u.uid, pass: u.password } })
+        .sendMail({ from: u.mail, to: 'someone@elsewhere.example', subject: 'pool', text: 'x' });
+      await nodemailer.createTransport({ host: '127.0.0.1', port: p.smtp, secure: false, ignoreTLS: true })
+        .sendMail({ from: 'sender@elsewhere.example', to: u.mail, subject: 'inbound', text: 'y' });
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const sessions = (await Promise.all(w.members.map(async (m) => parseSessions(m.name, await readFile(m.dovecot.logPath, 'utf8'))))).flat();
+    for (const u of w.users.slice(0, 6)) {
+      const want = first(u.uid);
+      const mine = sessions.filter((s) => s.user === u.uid);
+      assert.deepEqual([...new Set(mine.map((s) => s.protocol))].sort(), ['imap', 'pop3', 'submission'], u.uid);
+      assert.deepEqual([...new Set(mine.map((s) => s.member))], [want], `${u.uid} logins`);
+      assert.deepEqual(await deliveredOn(u.uid), [want], `${u.uid} delivery`);
+    }
+  });
+
+  it('maintenance: a user with a live session follows it until their drain moment, then moves; others move at once', async () => {
+    const users = w.users.filter((u) => first(u.uid) === 'member1');
+    assert.ok(users.length >= 2, 'need two users of member1');
+    const [heldUser, freeUser] = users as [typeof users[0], typeof users[0]];
+    const held = await holdImap(p.imap, heldUser.uid, heldUser.password);
+    const r = await adminGet(proxy.adminPort!, '/backends/member1/maintenance?enabled=on', 'POST');
+    assert.equal(r.status, 200);
+    const t0 = Date.now();
+    await pollUntil(async () => JSON.parse((await adminGet(proxy.adminPort!, `/routes/${freeUser.uid}`)).body).member !== 'member1', 5000, () => 'free user moved');
+    const where = JSON.parse((await adminGet(proxy.adminPort!, `/routes/${heldUser.uid}`)).body) as { member: string; reason: string; pendingMove?: { to: string } };
+    if (Date.now() - t0 < 1000) assert.equal(where.member, 'member1');
+    // The held session gets the pool goodbye within the drain window (plus the sweep interval).
+    const bye = await held.bye;
+    assert.match(bye, /\* BYE \[UNAVAILABLE\]/);
+    held.client.close();
+    assert.ok(Date.now() - t0 < 1500 + 2500, `drained after ${Date.now() - t0} ms`);
+    await untilOk(() => imapOnce(p.imap, heldUser.uid, heldUser.password));
+    const next = rankMembers(heldUser.uid, MEMBERS.map((name) => ({ name, weight: 1 })))[1]!;
+    const after = JSON.parse((await adminGet(proxy.adminPort!, `/routes/${heldUser.uid}`)).body) as { member: string; reason: string };
+    assert.equal(after.member, next);
+    assert.equal(after.reason, 'failover');
+  });
+});

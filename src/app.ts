@@ -27,7 +27,7 @@ export interface AppOptions {
   /** primary: probes + admin here (single process or cluster primary). worker: state arrives via applyState. */
   role?: 'single' | 'worker';
   /** Worker: where passive outcomes go (IPC to the primary). */
-  forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
+  forwardReport?(route: Route, outcome: 'ok' | 'fail' | 'hang', identity?: string): void;
   /** Cluster worker: the instance id its primary speaks for in the tier. */
   tierInstanceId?: string;
 }
@@ -94,6 +94,7 @@ export class App {
   /** The admin HTTP server, once operations are started (single process). */
   get admin(): Ops['admin'] { return this.ops?.admin; }
   get agent(): Ops['agent'] { return this.ops?.agent; }
+  get metricsListener(): Ops['metrics'] { return this.ops?.metrics; }
 
   /** Endpoints the tier holds down, as pushed by a cluster primary (workers have no backend view of their own). */
   private tierDown = new Set<string>();

@@ -53,11 +53,11 @@ type FromWorker =
   | { t: 'mailproxy:hello' }
   | { t: 'mailproxy:ready'; bound: BoundInfo[]; gen: number }
   | { t: 'mailproxy:failed'; error: string }
-  | { t: 'mailproxy:report'; route: Route; outcome: 'ok' | 'fail' }
+  | { t: 'mailproxy:report'; route: Route; outcome: 'ok' | 'fail' | 'hang'; identity?: string }
   | { t: 'mailproxy:res'; id: number; ok: boolean; value?: unknown; error?: string };
 
 /** Health metrics only the primary's monitor sets: taken from the primary once, never summed over workers. */
-const PRIMARY_ONLY = new Set(['mailproxy_backend_up', 'mailproxy_backend_state_transitions_total', 'mailproxy_backend_identity_changes_total', 'mailproxy_probes_total']);
+const PRIMARY_ONLY = new Set(['mailproxy_backend_up', 'mailproxy_backend_split_brain', 'mailproxy_backend_state_transitions_total', 'mailproxy_backend_identity_changes_total', 'mailproxy_probes_total']);
 /** Per-process views of a shared thing: a server one worker cannot reach shows as down (min), not as "2". */
 const AGGREGATE_AS: Record<string, 'min' | 'max'> = { mailproxy_ldap_up: 'min', mailproxy_tls_certificate_expiry_seconds: 'min' };
 const STATE_REFRESH_MS = 2000;
@@ -270,7 +270,7 @@ class Primary {
         this.log.error({ event: 'worker_start_failed', worker: w.slot, pid: worker.process.pid, err: m.error }, 'worker could not start');
         return;
       case 'mailproxy:report':
-        this.monitor.report(m.route, m.outcome);
+        this.monitor.report(m.route, m.outcome, m.identity);
         return;
       case 'mailproxy:res': {
         const p = this.pending.get(m.id);
@@ -487,7 +487,7 @@ export async function runWorker(): Promise<void> {
   });
   log = createLogger(config.config.log.level).child({ worker: config.slot });
   try {
-    app = new App(config.config, { logger: log, role: 'worker', forwardReport: (route, outcome) => send({ t: 'mailproxy:report', route, outcome }), ...(config.tierInstanceId ? { tierInstanceId: config.tierInstanceId } : {}) });
+    app = new App(config.config, { logger: log, role: 'worker', forwardReport: (route, outcome, identity) => send({ t: 'mailproxy:report', route, outcome, ...(identity !== undefined ? { identity } : {}) }), ...(config.tierInstanceId ? { tierInstanceId: config.tierInstanceId } : {}) });
     if (snapshot) app.monitor.applyState(snapshot);
     if (tierDown) app.setTierDown(tierDown);
     await app.start();

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'    // connect refused / timed out / TLS failed / closed during login
   | 'BACKEND_DOWN'           // health says down: fail fast without trying
   | 'BACKEND_MAINTENANCE'    // administratively drained
+  | 'BACKEND_SPLIT_BRAIN'    // two nodes answer in turn and health.splitBrain.policy is refuse
   | 'BACKEND_AUTH_FAILED'    // backend refused the credentials the directory accepted
   | 'BACKEND_USER_BUSY'      // backend says "not now" for this user (POP3 [IN-USE], [LOGIN-DELAY]): the backend itself is fine
   | 'BACKEND_PROTOCOL'       // backend said something we cannot parse during login
@@ -56,6 +57,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', health: 'backend-failure' },
   BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', health: 'none' },
   BACKEND_MAINTENANCE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend in maintenance', metricLabel: 'backend_maintenance', health: 'none' },
+  BACKEND_SPLIT_BRAIN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend split brain: logins refused', metricLabel: 'backend_split_brain', health: 'none' },
   BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', health: 'backend-alive' },
   BACKEND_USER_BUSY: { imap: TEMP_IMAP, pop3: '-ERR [IN-USE] Mailbox busy, please try again later', smtp: TEMP_SMTP, logReason: 'backend refused this user for now', metricLabel: 'backend_user_busy', health: 'backend-alive' },
   BACKEND_PROTOCOL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'unexpected backend reply', metricLabel: 'backend_protocol', health: 'backend-failure' },

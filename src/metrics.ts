@@ -30,6 +30,7 @@ export const backendLoginSeconds = new Histogram({ name: 'mailproxy_backend_logi
 export const backendUp = new Gauge({ name: 'mailproxy_backend_up', help: '1 when the backend is up (or unknown), 0 when suspect-less down or in maintenance', labelNames: ['backend', 'protocol'], registers: [registry] });
 export const backendStateTransitionsTotal = new Counter({ name: 'mailproxy_backend_state_transitions_total', help: 'Backend health state changes', labelNames: ['backend', 'from', 'to'], registers: [registry] });
 export const backendIdentityChangesTotal = new Counter({ name: 'mailproxy_backend_identity_changes_total', help: 'Backend greeting identity changes seen by probes (VIP moved, split brain)', labelNames: ['backend', 'protocol'], registers: [registry] });
+export const backendSplitBrain = new Gauge({ name: 'mailproxy_backend_split_brain', help: '1 while two identities answer in turn on one of the backend\'s endpoints (split brain)', labelNames: ['backend'], registers: [registry] });
 export const probesTotal = new Counter({ name: 'mailproxy_probes_total', help: 'Active health probes by result', labelNames: ['backend', 'protocol', 'result'], registers: [registry] });
 export const ldapUp = new Gauge({ name: 'mailproxy_ldap_up', help: '1 when the LDAP server answers', labelNames: ['server'], registers: [registry] });
 export const workerRestartsTotal = new Counter({ name: 'mailproxy_worker_restarts_total', help: 'Cluster workers replaced by the primary, by reason (exited, unresponsive)', labelNames: ['reason'], registers: [registry] });

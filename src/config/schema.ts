@@ -169,9 +169,23 @@ const ldapSchema = z.strictObject({
   hostAttribute: z.string().default('mailHost'),
   /** Attribute holding the name the backend knows the user by. */
   loginAttribute: z.string().default('uid'),
-  /** Never 0: ldapts would then wait forever. */
-  timeoutMs: z.number().int().min(1).default(5000),
-  connectTimeoutMs: z.number().int().min(1).default(3000),
+  /** A server that has not answered one operation within this is marked down (skipped by every request until a probe succeeds). Never 0. */
+  timeoutMs: z.number().int().min(1).default(1000),
+  connectTimeoutMs: z.number().int().min(1).default(1000),
+  /** Ask the next server too when the first has not answered within this (0 = only after a failure). */
+  hedgeDelayMs: ms(200),
+  /** Every server is probed (service bind + base-object search) this often while up ... */
+  probeIntervalMs: z.number().int().min(100).default(2000),
+  /** ... and this often while down, so it is used again soon after it answers. */
+  probeDownIntervalMs: z.number().int().min(50).default(500),
+  pool: z.strictObject({
+    /** Connections per server for user binds (one bind at a time each), kept open and reused; searches share one service connection. */
+    size: z.number().int().min(1).default(4),
+    /** An idle bind connection is closed after this. */
+    idleTimeoutMs: ms(60_000),
+    /** close-all: a server failure closes every pooled connection to it; close-one: only the connection that failed. */
+    onServerFailure: z.enum(['close-all', 'close-one']).default('close-all'),
+  }).prefault({}),
   tlsVerify: z.boolean().default(true),
   /** Upgrade ldap:// connections with StartTLS (RFC 4513 §3) before any bind or search; ldaps:// URLs are TLS already. */
   startTls: z.boolean().default(false),
@@ -179,7 +193,7 @@ const ldapSchema = z.strictObject({
   tlsCaFile: z.string().optional(),
   /** The same as PEM text (filled from tlsCaFile by the loader). */
   tlsCa: z.string().optional(),
-  /** Try the preferred (first) server again this long after it failed. */
+  /** A server that came back is preferred over the others again only after answering probes this long. */
   failbackAfterMs: ms(30_000),
 });
 
@@ -263,22 +277,34 @@ const backendLoginSchema = z.strictObject({
   masterPassword: secret.optional(),
   masterPasswordFile: z.string().optional(),
   masterSeparator: z.string().default('*'),
-  /** One budget for connect + greeting + STARTTLS + ID/XCLIENT + login. */
-  backendLoginBudgetMs: ms(10_000),
+  /** One budget for connect + greeting + STARTTLS + ID/XCLIENT + login, ride-through retries included (above health.rideThroughMs). */
+  backendLoginBudgetMs: ms(15_000),
   connectTimeoutMs: ms(3000),
+  /** A backend that accepted the connection but has not greeted within this is hung: the login fails (no ride-through). */
+  greetingTimeoutMs: z.number().int().min(50).default(2000),
 });
 
 const healthSchema = z.strictObject({
   enabled: z.boolean().default(true),
-  intervalMs: z.number().int().min(100).default(5000),
+  intervalMs: z.number().int().min(100).default(1000),
+  /** Probe interval while an endpoint is suspect or down, so a hang is confirmed and a recovery seen quickly. */
+  fastIntervalMs: z.number().int().min(50).default(250),
   jitterRatio: z.number().min(0).max(1).default(0.2),
-  timeoutMs: z.number().int().min(50).default(2000),
+  timeoutMs: z.number().int().min(50).default(800),
   rise: z.number().int().min(1).default(2),
   fall: z.number().int().min(1).default(2),
   /** While down, let one real login through every this many ms to keep testing the backend. */
   trickleIntervalMs: ms(10_000),
   /** Spread goodbyes to sessions of a backend that went down over this window. */
   kickWindowMs: ms(5000),
+  /** Ride-through (hold time): while a backend has been refusing for less than this, logins retry within their budget instead of failing; 0 = off. */
+  rideThroughMs: ms(12_000),
+  /** Two identities answering in turn on one endpoint (failed fencing): alert, or refuse logins until one is stable. */
+  splitBrain: z.strictObject({
+    policy: z.enum(['alert', 'refuse']).default('alert'),
+    windowMs: z.number().int().min(100).default(10_000),
+    stableMs: ms(30_000),
+  }).prefault({}),
   deepProbe: z.strictObject({ user: z.string(), password: secret.optional(), passwordFile: z.string().optional() }).optional(),
   hooks: z.strictObject({
     command: z.string().optional(),
@@ -294,6 +320,8 @@ const adminSchema = z.strictObject({
   token: secret.optional(),
   tokenFile: z.string().optional(),
   agentCheckPort: port.optional(),
+  /** Serve only /metrics and /healthz on their own address and port, without the token (a scrape needs no admin rights). */
+  metrics: z.strictObject({ address: z.string().default('127.0.0.1'), port }).optional(),
 });
 
 export const configSchema = z.strictObject({

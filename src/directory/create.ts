@@ -15,7 +15,7 @@ export function createDirectory(config: Config, logger: Logger, clock: () => num
   let inner: Directory;
   if (d.type === 'ldap') {
     if (!d.ldap) throw new ProxyError('CONFIG_INVALID', 'directory.type ldap needs directory.ldap');
-    inner = new LdapDirectory(d.ldap, logger, clock);
+    inner = new LdapDirectory(d.ldap, logger, clock).start();
   } else {
     if (!d.static) throw new ProxyError('CONFIG_INVALID', 'directory.type static needs directory.static');
     inner = new StaticDirectory(d.static.file, logger.child({ component: 'static-directory' }));

@@ -1,90 +1,44 @@
-// Owns the LDAP directory: RFC 4515 filter escaping, service-account searches, user binds, server failover; the only ldapts importer.
-// Must not cache, retry a request on the same server, or let an ldapts error escape; every failure becomes ProxyError or { ok: false }.
-import {
-  AndFilter, ApproximateFilter, Client, EqualityFilter, ExtensibleFilter, FilterParser, GreaterThanEqualsFilter,
-  InvalidCredentialsError, LessThanEqualsFilter, NotFilter, OrFilter, ResultCodeError, SubstringFilter,
-  type ClientOptions, type Entry, type Filter,
-} from 'ldapts';
+// Owns the LDAP directory: service-account searches and user binds on pooled connections, hedged across servers, probes
+// that mark servers up/down. Must not cache, retry on the same server, or let an ldapts error escape (ProxyError or { ok: false }).
+import net from 'node:net';
+import tls, { type ConnectionOptions } from 'node:tls';
+import { Client, InvalidCredentialsError, ResultCodeError, type ClientOptions, type Entry } from 'ldapts';
 import type { LdapConfig } from '../config/schema.js';
 import { ProxyError, sanitize } from '../errors.js';
 import type { Logger } from '../log.js';
 import { directoryRequestSeconds, ldapUp } from '../metrics.js';
 import { isTokenCredentials, type Credentials } from '../core/types.js';
-import type { Account, AuthResult, Directory } from './directory.js';
-import { isAcceptableName } from './names.js';
 import { backendTlsOptions } from '../core/tls.js';
-import type { ConnectionOptions } from 'node:tls';
+import type { Account, AuthResult, Directory } from './directory.js';
+import { buildFilter, parseFilter } from './ldap-filter.js';
+import { closeQuietly, LdapPool, LeaseAborted, type LdapClient, type PoolKind } from './ldap-pool.js';
+import { LdapProbeLoop } from './ldap-probe.js';
+import { LdapServerSet, type LdapServer } from './ldap-servers.js';
+import { isAcceptableName } from './names.js';
 
-/**
- * RFC 4515 §3 value encoding: NUL, '(', ')', '*' and '\' MUST be written as '\' + two hex digits; we also escape every
- * other control and every non-ASCII octet (allowed by §3), so the filter text is plain ASCII and unambiguous in logs.
- */
-export function escapeFilterValue(value: string): string {
-  let out = '';
-  for (const byte of Buffer.from(value, 'utf8')) {
-    const special = byte < 0x20 || byte >= 0x7f || byte === 0x28 || byte === 0x29 || byte === 0x2a || byte === 0x5c;
-    out += special ? `\\${byte.toString(16).padStart(2, '0')}` : String.fromCharCode(byte);
-  }
-  return out;
-}
-
-/** Substitute every %u of a filter template with the escaped value. */
-export function buildFilter(template: string, value: string): string {
-  return template.replaceAll('%u', escapeFilterValue(value));
-}
-
-/**
- * Parse filter text into an ldapts Filter whose values carry the right UTF-8 octets.
- * ldapts' parser turns each '\XX' escape into one UTF-16 unit and re-encodes the value as UTF-8, which would
- * double-encode escaped multi-byte characters; so every value is made of escaped octets first and decoded here.
- */
-export function parseFilter(text: string): Filter {
-  const octetsOnly = text.replace(/[^\x00-\x7f]/gu, (ch) => escapeFilterValue(ch));
-  const filter = FilterParser.parseString(octetsOnly);
-  fixOctets(filter);
-  return filter;
-}
-
-function utf8(octets: string): string {
-  return Buffer.from(octets, 'latin1').toString('utf8');
-}
-
-function fixOctets(f: Filter): void {
-  if (f instanceof AndFilter || f instanceof OrFilter) f.filters.forEach(fixOctets);
-  else if (f instanceof NotFilter) fixOctets(f.filter);
-  else if (f instanceof SubstringFilter) {
-    f.initial = utf8(f.initial);
-    f.final = utf8(f.final);
-    f.any = f.any.map(utf8);
-  } else if (f instanceof EqualityFilter || f instanceof ApproximateFilter || f instanceof GreaterThanEqualsFilter
-    || f instanceof LessThanEqualsFilter || f instanceof ExtensibleFilter) {
-    if (typeof f.value === 'string') f.value = utf8(f.value);
-  }
-}
-
-/** The parts of an ldapts Client this module uses (tests substitute a fake). */
-export type LdapClient = Pick<Client, 'bind' | 'search' | 'unbind' | 'startTLS' | 'isConnected'>;
+export { buildFilter, escapeFilterValue, parseFilter } from './ldap-filter.js';
+export type { LdapClient } from './ldap-pool.js';
 export type LdapClientFactory = (options: ClientOptions) => LdapClient;
 
-/** `retrying`: a request is trying this failed server now; the others skip it instead of each waiting out its timeout. */
-interface Server { url: string; failedAt: number | null; retrying: boolean }
-/** `established`: ready resolved on a connection that was opened (StartTLS or a bind), so a later !isConnected means it was lost. */
-interface ServiceConnection { server: Server; client: LdapClient; ready: Promise<void>; established: boolean }
-interface Found { entry: Entry; server: Server }
+interface Found { entry: Entry; server: LdapServer }
+type Op<T> = (client: LdapClient, server: LdapServer) => Promise<T>;
 
 // RFC 4511 §4.1.9 result codes that mean "this server cannot serve now", so another server should be tried.
 const SERVER_TROUBLE_CODES = new Set([51 /* busy */, 52 /* unavailable */, 80 /* other */]);
 
+/** The server did not serve (no answer in time, connection refused or lost, busy): try another, mark this one down. */
 class LdapFailure extends Error {
-  constructor(readonly server: Server, readonly reason: string) { super(reason); }
+  constructor(readonly reason: string, readonly timedOut = false) { super(reason); }
 }
 
+const isAnswer = (e: unknown): e is ResultCodeError => e instanceof ResultCodeError && !SERVER_TROUBLE_CODES.has(e.code);
+
 export class LdapDirectory implements Directory {
-  private readonly servers: Server[];
-  private readonly searchFilter: string;
-  private readonly recipientFilter: string;
-  private service: ServiceConnection | null = null;
+  private readonly servers: LdapServerSet;
+  private readonly pools: LdapPool[];
+  private readonly probes: LdapProbeLoop;
   private readonly log: Logger;
+  private closed = false;
 
   constructor(
     private readonly config: LdapConfig,
@@ -93,9 +47,6 @@ export class LdapDirectory implements Directory {
     private readonly createClient: LdapClientFactory = (o) => new Client(o),
   ) {
     this.log = logger.child({ component: 'ldap' });
-    this.servers = config.urls.map((url) => ({ url, failedAt: null, retrying: false }));
-    this.searchFilter = config.filter;
-    this.recipientFilter = config.recipientFilter;
     // ldapts treats 0 as "wait forever", which would hang logins on a stalled server.
     if (config.timeoutMs <= 0 || config.connectTimeoutMs <= 0) throw new ProxyError('CONFIG_INVALID', 'directory.ldap.timeoutMs and connectTimeoutMs must be > 0');
     for (const [key, template] of [['filter', config.filter], ['recipientFilter', config.recipientFilter]] as const) {
@@ -103,6 +54,32 @@ export class LdapDirectory implements Directory {
         throw new ProxyError('CONFIG_INVALID', `directory.ldap.${key} is not a valid LDAP filter: ${(e as Error).message}`);
       }
     }
+    this.servers = new LdapServerSet(config.urls, config.failbackAfterMs, clock());
+    this.pools = this.servers.all.map((server) => new LdapPool({
+      size: config.pool.size,
+      idleTimeoutMs: config.pool.idleTimeoutMs,
+      open: (kind) => this.open(server, kind),
+      now: clock,
+    }));
+    for (const s of this.servers.all) ldapUp.set({ server: s.url }, 1);
+    this.probes = new LdapProbeLoop({
+      servers: this.servers.all,
+      intervalMs: config.probeIntervalMs,
+      downIntervalMs: config.probeDownIntervalMs,
+      probe: (s) => this.probe(s),
+      afterProbe: (s) => this.pools[s.index]!.sweep(),
+    });
+  }
+
+  /** Start probing every server (bind + base search) on its interval. */
+  start(): this {
+    if (!this.closed) this.probes.start();
+    return this;
+  }
+
+  /** Probe every server once now (tests, and the first probe at start). */
+  probeAll(): Promise<void> {
+    return this.probes.probeAll();
   }
 
   async authenticate(credentials: Credentials): Promise<AuthResult> {
@@ -111,32 +88,44 @@ export class LdapDirectory implements Directory {
     const { user, password } = credentials;
     // An empty password would be an unauthenticated bind (RFC 4513 §5.1.2), which some servers treat as success.
     if (password === '' || !isAcceptableName(user)) return { ok: false };
+    const started = performance.now();
     return this.timed('authenticate', async () => {
-      const found = await this.searchOne(this.searchFilter, user);
+      const found = await this.searchOne(this.config.filter, user, this.budgetMs());
       if (!found) return { ok: false } as const;
-      if (!(await this.bindAsUser(found, password))) return { ok: false } as const;
+      const left = Math.max(1, this.budgetMs() - (performance.now() - started));
+      if (!(await this.bindAsUser(found, password, left))) return { ok: false } as const;
       return { ok: true, account: this.toAccount(found.entry, user) } as const;
     }, (r) => (r.ok ? 'ok' : 'rejected'));
   }
 
   lookup(name: string): Promise<Account | null> {
-    return this.lookupWith('lookup', this.searchFilter, name);
+    return this.lookupWith('lookup', this.config.filter, name);
   }
 
   lookupRecipient(address: string): Promise<Account | null> {
-    return this.lookupWith('lookupRecipient', this.recipientFilter, address);
+    return this.lookupWith('lookupRecipient', this.config.recipientFilter, address);
   }
 
   async close(): Promise<void> {
-    const s = this.service;
-    this.service = null;
-    if (s) await closeQuietly(s.client);
+    this.closed = true;
+    this.probes.stop();
+    for (const p of this.pools) p.destroy();
+  }
+
+  /** Pool occupancy per server (diagnostics, tests). */
+  poolStats(): Array<{ server: string; up: boolean } & ReturnType<LdapPool['stats']>> {
+    return this.servers.all.map((s) => ({ server: s.url, up: s.up, ...this.pools[s.index]!.stats() }));
+  }
+
+  /** One request's time across servers: a hung first server costs the hedge delay, a hung last one timeoutMs. */
+  private budgetMs(): number {
+    return this.config.timeoutMs + this.config.hedgeDelayMs;
   }
 
   private async lookupWith(operation: string, template: string, name: string): Promise<Account | null> {
     if (!isAcceptableName(name)) return null;
     return this.timed(operation, async () => {
-      const found = await this.searchOne(template, name);
+      const found = await this.searchOne(template, name, this.budgetMs());
       return found ? this.toAccount(found.entry, name) : null;
     }, (a) => (a ? 'ok' : 'not_found'));
   }
@@ -154,11 +143,11 @@ export class LdapDirectory implements Directory {
   }
 
   /** Search with the service account; exactly one entry counts, none or several (ambiguous) is no match. */
-  private async searchOne(template: string, name: string): Promise<Found | null> {
+  private async searchOne(template: string, name: string, budgetMs: number): Promise<Found | null> {
     const filterText = buildFilter(template, name);
     const filter = parseFilter(filterText);
     const attributes = [this.config.loginAttribute, 'mail', this.config.hostAttribute];
-    return this.withServer(async (client, server) => {
+    return this.hedged('service', async (client, server) => {
       const { searchEntries } = await client.search(this.config.baseDN, { scope: 'sub', filter, attributes, sizeLimit: 2 });
       if (searchEntries.length > 1) {
         this.log.warn({ filter: sanitize(filterText), server: server.url }, 'ambiguous login: several entries match, treated as no match');
@@ -166,101 +155,150 @@ export class LdapDirectory implements Directory {
       }
       const entry = searchEntries[0];
       return entry ? { entry, server } : null;
+    }, budgetMs);
+  }
+
+  /** Verify the password by binding as the entry's DN on a pooled bind connection, the server that found it first. */
+  private bindAsUser(found: Found, password: string, budgetMs: number): Promise<boolean> {
+    return this.hedged('bind', async (client) => {
+      try {
+        await client.bind(found.entry.dn, password);
+        return true;
+      } catch (e) {
+        if (e instanceof InvalidCredentialsError) return false;
+        throw e;
+      }
+    }, budgetMs, found.server);
+  }
+
+  /**
+   * Run `op` on the servers that are up, preferred first: the next server is asked too when the previous one failed
+   * or has not answered within hedgeDelayMs; the first answer wins. Each attempt goes on in the background until it
+   * answers or times out, so a hung server is marked down (for every request at once) even when a hedge won.
+   * Down servers are not tried at all; with none up the request fails at once.
+   */
+  private hedged<T>(kind: PoolKind, op: Op<T>, budgetMs: number, prefer?: LdapServer): Promise<T> {
+    let order = this.servers.usable(this.clock());
+    if (prefer && order.includes(prefer)) order = [prefer, ...order.filter((s) => s !== prefer)];
+    if (order.length === 0) {
+      return Promise.reject(new ProxyError('DIRECTORY_UNAVAILABLE', `no LDAP server is up: ${this.servers.all.map((s) => `${s.url}: ${s.reason ?? 'down'}`).join('; ')}`));
+    }
+    const abort = new AbortController();
+    return new Promise<T>((resolve, reject) => {
+      const reasons: string[] = [];
+      let next = 0;
+      let running = 0;
+      let done = false;
+      let hedgeTimer: NodeJS.Timeout | undefined;
+      const finish = (settle: () => void): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(overall);
+        clearTimeout(hedgeTimer);
+        abort.abort();
+        settle();
+      };
+      const overall = setTimeout(() => finish(() => reject(new ProxyError('DIRECTORY_UNAVAILABLE', `no LDAP answer within ${budgetMs} ms${reasons.length ? `: ${reasons.join('; ')}` : ''}`))), budgetMs);
+      const launch = (): void => {
+        clearTimeout(hedgeTimer);
+        if (done) return;
+        let server = order[next++];
+        // Marked down by another request since this one started: skip it like the rest do.
+        while (server && !server.up) { reasons.push(`${server.url}: down`); server = order[next++]; }
+        if (!server) {
+          if (running === 0) finish(() => reject(new ProxyError('DIRECTORY_UNAVAILABLE', reasons.join('; '))));
+          return;
+        }
+        running++;
+        this.attempt(server, kind, op, abort.signal).then((value) => { running--; finish(() => resolve(value)); }, (e: unknown) => {
+          running--;
+          if (e instanceof LdapFailure) { reasons.push(`${server.url}: ${e.reason}`); launch(); } else if (!(e instanceof LeaseAborted)) finish(() => reject(e));
+        });
+        if (this.config.hedgeDelayMs > 0 && next < order.length) hedgeTimer = setTimeout(launch, this.config.hedgeDelayMs);
+      };
+      launch();
     });
   }
 
-  /** Verify the password by binding as the entry's DN on a fresh connection to the server that found it. */
-  private async bindAsUser(found: Found, password: string): Promise<boolean> {
-    const client = this.createClient(this.clientOptions(found.server.url));
-    try {
-      await this.secure(client, found.server.url);
-      await client.bind(found.entry.dn, password);
-      return true;
-    } catch (e) {
-      if (e instanceof InvalidCredentialsError) return false;
-      if (e instanceof ResultCodeError && !SERVER_TROUBLE_CODES.has(e.code)) {
-        throw new ProxyError('DIRECTORY_UNAVAILABLE', `user bind refused with result ${e.code} by ${found.server.url}`, { cause: e });
+  /**
+   * One server's part of a request, under timeoutMs from the moment a connection is lent (waiting for a free bind
+   * connection is local, not the server's time). A kept connection that turns out lost is replaced once at once.
+   * Rejects with LdapFailure (server marked down), ProxyError (the server answered with an error) or LeaseAborted.
+   */
+  private async attempt<T>(server: LdapServer, kind: PoolKind, op: Op<T>, signal: AbortSignal): Promise<T> {
+    const pool = this.pools[server.index]!;
+    for (let round = 0; ; round++) {
+      const lease = await pool.acquire(kind, signal, round > 0);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new LdapFailure(`no answer within ${this.config.timeoutMs} ms`, true)), this.config.timeoutMs);
+      });
+      let stage = 'open';
+      try {
+        const client = await Promise.race([lease.ready, timeout]);
+        stage = 'op';
+        const value = await Promise.race([op(client, server), timeout]);
+        lease.release(true);
+        return value;
+      } catch (e) {
+        if (isAnswer(e)) {
+          lease.release(stage === 'op');
+          throw this.answerError(e, server, kind, stage);
+        }
+        lease.release(false);
+        const failure = e instanceof LdapFailure ? e : new LdapFailure(describe(e));
+        // A kept connection closed by the server (idle timeout, restart) is not the server failing now.
+        if (round === 0 && !lease.fresh && !failure.timedOut && !signal.aborted) continue;
+        this.markDown(server, failure.reason);
+        throw failure;
+      } finally {
+        clearTimeout(timer);
       }
-      this.markFailed(found.server, describe(e));
-      throw new ProxyError('DIRECTORY_UNAVAILABLE', `user bind on ${found.server.url} failed: ${describe(e)}`, { cause: e });
+    }
+  }
+
+  /** The server answered with a result code: it is up, the request fails (misconfiguration, ACL). */
+  private answerError(e: ResultCodeError, server: LdapServer, kind: PoolKind, stage: string): ProxyError {
+    const what = stage === 'open' && e instanceof InvalidCredentialsError ? 'service account bind rejected (check bindDN/bindPassword)'
+      : kind === 'bind' ? `user bind refused with result ${e.code}` : `result ${e.code}`;
+    this.log.error({ server: server.url, code: e.code }, `LDAP request failed: ${what}`);
+    return new ProxyError('DIRECTORY_UNAVAILABLE', `${server.url}: ${what}`, { cause: e });
+  }
+
+  /** One probe: fresh connection, StartTLS when configured, service bind, base-object search; any LDAP answer is "up". */
+  private async probe(server: LdapServer): Promise<void> {
+    if (this.closed) return;
+    const client = this.createClient(this.clientOptions(server.url));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new LdapFailure(`probe: no answer within ${this.config.timeoutMs} ms`, true)), this.config.timeoutMs);
+    });
+    try {
+      await Promise.race([(async () => {
+        await this.secure(client, server.url);
+        await client.bind(this.config.bindDN, this.config.bindPassword ?? '');
+        await client.search(this.config.baseDN, { scope: 'base', filter: '(objectClass=*)', attributes: ['1.1'], sizeLimit: 1 });
+      })(), timeout]);
+      this.markUp(server);
+    } catch (e) {
+      if (isAnswer(e)) this.markUp(server);
+      else if (!this.closed) this.markDown(server, e instanceof LdapFailure ? e.reason : `probe: ${describe(e)}`);
     } finally {
+      clearTimeout(timer);
       void closeQuietly(client);
     }
   }
 
-  /**
-   * Run one operation on the service connection, trying each server at most once per request: healthy servers
-   * in configured order, then failed ones (oldest failure first). The first server becomes healthy again
-   * failbackAfterMs after it failed, which moves the service connection back to it. A server that failed is retried
-   * by one request at a time: while that request runs, the others skip it (and, when no other server answers, fail
-   * at once as unavailable) instead of each waiting out the timeout of a server that accepts TCP but never answers.
-   */
-  private async withServer<T>(op: (client: LdapClient, server: Server) => Promise<T>): Promise<T> {
-    const reasons: string[] = [];
-    for (const server of this.serverOrder()) {
-      const retry = server.failedAt !== null;
-      if (retry && server.retrying) {
-        reasons.push(`${server.url}: failed, being retried by another request`);
-        continue;
-      }
-      if (retry) server.retrying = true;
-      try {
-        const conn = this.serviceFor(server);
-        await conn.ready;
-        const result = await op(conn.client, server);
-        this.markUp(server);
-        return result;
-      } catch (e) {
-        const failure = this.classify(e, server);
-        if (failure instanceof ProxyError) throw failure;
-        reasons.push(`${server.url}: ${failure.reason}`);
-      } finally {
-        if (retry) server.retrying = false;
-      }
-    }
-    throw new ProxyError('DIRECTORY_UNAVAILABLE', reasons.join('; '));
-  }
-
-  /** A result code is an answer (server up, request fails); anything else is a server failure to fail over from. */
-  private classify(e: unknown, server: Server): ProxyError | LdapFailure {
-    if (e instanceof ProxyError) return e;
-    if (e instanceof ResultCodeError && !SERVER_TROUBLE_CODES.has(e.code)) {
-      this.markUp(server);
-      const what = e instanceof InvalidCredentialsError ? 'service account bind rejected (check bindDN/bindPassword)' : `result ${e.code}`;
-      this.log.error({ server: server.url, code: e.code }, `LDAP request failed: ${what}`);
-      return new ProxyError('DIRECTORY_UNAVAILABLE', `${server.url}: ${what}`, { cause: e });
-    }
-    this.markFailed(server, describe(e));
-    return new LdapFailure(server, describe(e));
-  }
-
-  private serverOrder(): Server[] {
-    const now = this.clock();
-    const healthy = this.servers.filter((s) => s.failedAt === null || now - s.failedAt >= this.config.failbackAfterMs);
-    const failed = this.servers.filter((s) => !healthy.includes(s)).sort((a, b) => a.failedAt! - b.failedAt!);
-    return [...healthy, ...failed];
-  }
-
-  /**
-   * The shared service connection to this server, connecting (StartTLS when configured) and binding once; concurrent
-   * callers wait on it. A connection that was lost is replaced rather than left to ldapts' silent reconnect, which
-   * would not redo StartTLS (ldapts then refuses to replay the bind, so the search would run anonymously in clear).
-   */
-  private serviceFor(server: Server): ServiceConnection {
-    const current = this.service;
-    if (current?.server === server && !(current.established && !current.client.isConnected)) return current;
-    // In-flight requests on the old connection may still finish; closing it gives them its own error.
-    if (current) setTimeout(() => void closeQuietly(current.client), this.config.timeoutMs).unref();
-    const client = this.createClient({ ...this.clientOptions(server.url), autoRebind: true });
-    const opened = this.usesStartTls(server.url) || this.config.bindDN !== '';
+  /** A connection to `server` for the pool: secured, and bound as the service account (anonymously without bindDN). */
+  private open(server: LdapServer, kind: PoolKind) {
+    const client = this.createClient(this.clientOptions(server.url));
     const ready = (async () => {
       await this.secure(client, server.url);
-      if (this.config.bindDN) await client.bind(this.config.bindDN, this.config.bindPassword ?? '');
+      // Binding right away also connects, so concurrent first searches never race to open the socket.
+      if (kind === 'service') await client.bind(this.config.bindDN, this.config.bindPassword ?? '');
+      return client;
     })();
-    const conn: ServiceConnection = { server, client, ready, established: false };
-    ready.then(() => { conn.established = opened; }, () => { if (this.service === conn) this.service = null; void closeQuietly(client); });
-    this.service = conn;
-    return conn;
+    return { client, ready };
   }
 
   private usesStartTls(url: string): boolean {
@@ -290,28 +328,40 @@ export class LdapDirectory implements Directory {
     return backendTlsOptions({ servername: host, tlsVerify: this.config.tlsVerify, ...(this.config.tlsCa ? { tlsCa: this.config.tlsCa } : {}) });
   }
 
+  /**
+   * Every client connects once: a lost connection is replaced by the pool, never silently reopened by ldapts (which
+   * would skip StartTLS and send the next bind's password in clear, or search unbound).
+   */
   private clientOptions(url: string): ClientOptions {
     const options: ClientOptions = { url, timeout: this.config.timeoutMs, connectTimeout: this.config.connectTimeoutMs };
+    let opened = false;
+    const once = <F extends (...args: never[]) => unknown>(connect: F): F => ((...args: Parameters<F>) => {
+      if (opened) throw new Error('LDAP connection lost');
+      opened = true;
+      return connect(...args);
+    }) as F;
     // ldapts treats any tlsOptions as "use TLS", so they are only given for ldaps:// URLs (StartTLS passes its own).
-    if (url.startsWith('ldaps://')) options.tlsOptions = this.tlsOptions(url);
+    if (url.startsWith('ldaps://')) {
+      options.tlsOptions = this.tlsOptions(url);
+      options.createSecureConnection = once(tls.connect);
+    } else {
+      options.createConnection = once(net.connect);
+    }
     return options;
   }
 
-  private markUp(server: Server): void {
-    if (server.failedAt !== null) this.log.info({ server: server.url }, 'LDAP server answering again');
-    server.failedAt = null;
+  private markUp(server: LdapServer): void {
     ldapUp.set({ server: server.url }, 1);
+    if (this.servers.markUp(server, this.clock())) this.log.info({ server: server.url }, 'LDAP server answering again');
   }
 
-  private markFailed(server: Server, reason: string): void {
-    if (server.failedAt === null) this.log.warn({ server: server.url, reason }, 'LDAP server failed');
-    server.failedAt = this.clock();
+  private markDown(server: LdapServer, reason: string): void {
+    if (this.closed) return;
     ldapUp.set({ server: server.url }, 0);
-    if (this.service?.server === server) {
-      const s = this.service;
-      this.service = null;
-      void closeQuietly(s.client);
-    }
+    if (!this.servers.markDown(server, reason, this.clock())) return;
+    this.log.warn({ server: server.url, reason }, 'LDAP server failed: skipped until a probe succeeds');
+    if (this.config.pool.onServerFailure === 'close-all') this.pools[server.index]!.closeAll();
+    this.probes.hurry(server);
   }
 
   private toAccount(entry: Entry, typed: string): Account {
@@ -335,8 +385,4 @@ function describe(e: unknown): string {
   if (e instanceof ResultCodeError) return `result ${e.code}`;
   const err = e as NodeJS.ErrnoException;
   return sanitize(err?.code ? `${err.code}: ${err.message}` : String(err?.message ?? e), 160);
-}
-
-async function closeQuietly(client: LdapClient): Promise<void> {
-  try { await client.unbind(); } catch { /* already gone */ }
 }

@@ -16,6 +16,8 @@ export interface Outcome {
   ok: boolean;
   /** probe: active prober; passive: a real connect/login outcome. */
   source: 'probe' | 'passive';
+  /** A failure where the backend accepted the connection and then said nothing (hung process, SIGSTOP). */
+  hang?: boolean;
   /** Short, already-sanitised detail for the transition reason (e.g. "ECONNREFUSED"). */
   detail?: string;
 }
@@ -37,6 +39,10 @@ export interface StateView {
   since: number;
   consecutiveOk: number;
   consecutiveFail: number;
+  /** Start of the current run of failures (null after a success): how long the backend has been failing. */
+  failingSince: number | null;
+  /** The latest three failures were hangs (accepted, never answered), not refusals. */
+  hung: boolean;
 }
 
 export class BackendState {
@@ -46,6 +52,12 @@ export class BackendState {
   private okRun = 0;
   private failRun = 0;
   private lastTrickleAt = 0;
+  private failingSince: number | null = null;
+  private hung = false;
+  /** Consecutive hangs (one or two can be a server closing its listeners while it shuts down). */
+  private hangRun = 0;
+  /** It has served at least once: only a backend that was serving can be in a failover worth riding through. */
+  private seenOk = false;
 
   constructor(private readonly opts: StateOptions, now: number) {
     this.since = now;
@@ -55,7 +67,7 @@ export class BackendState {
   get state(): EffectiveState { return this.maintenance ? 'maintenance' : this.health; }
 
   view(): StateView {
-    return { state: this.state, health: this.health, maintenance: this.maintenance, since: this.since, consecutiveOk: this.okRun, consecutiveFail: this.failRun };
+    return { state: this.state, health: this.health, maintenance: this.maintenance, since: this.since, consecutiveOk: this.okRun, consecutiveFail: this.failRun, failingSince: this.failingSince, hung: this.hung };
   }
 
   /** Feed one probe or passive outcome; returns the transition it caused, if any. */
@@ -65,12 +77,20 @@ export class BackendState {
     if (outcome.ok) {
       this.failRun = 0;
       this.okRun++;
+      this.failingSince = null;
+      this.hung = false;
+      this.hangRun = 0;
+      this.seenOk = true;
       const wasDown = this.health === 'down';
-      if (!wasDown || this.okRun >= this.opts.rise) this.health = 'up';
+      // A real login that worked is proof enough: no need to wait for `rise` probes.
+      if (!wasDown || this.okRun >= this.opts.rise || outcome.source === 'passive') this.health = 'up';
       return this.settle(before, now, wasDown ? `${what} (${this.okRun}/${this.opts.rise})` : what);
     }
     this.okRun = 0;
     this.failRun++;
+    if (this.seenOk) this.failingSince ??= now;
+    this.hangRun = outcome.hang === true ? this.hangRun + 1 : 0;
+    this.hung = this.hangRun >= 3;
     if (this.health !== 'down') {
       const next: HealthState = this.failRun >= this.opts.fall ? 'down' : 'suspect';
       if (next === 'down') this.lastTrickleAt = now;
@@ -90,17 +110,33 @@ export class BackendState {
    * Adopt a state decided elsewhere (a cluster worker receiving the primary's view).
    * Counters reset; the trickle clock restarts when entering down.
    */
-  adopt(health: HealthState, maintenance: boolean, since: number, now: number): Transition | null {
+  adopt(health: HealthState, maintenance: boolean, since: number, now: number, failing: { since: number | null; hung: boolean } = { since: null, hung: false }): Transition | null {
     const before = this.state;
     if (health === 'down' && this.health !== 'down') this.lastTrickleAt = now;
     this.health = health;
     this.maintenance = maintenance;
+    this.failingSince = failing.since;
+    this.hung = failing.hung;
+    this.seenOk ||= health === 'up' || health === 'suspect' || failing.since !== null;
     this.okRun = 0;
     this.failRun = 0;
     const t = this.settle(before, now, 'state from primary');
     this.since = since;
     if (t) t.at = since;
     return t;
+  }
+
+  /**
+   * Ride-through: a login to this endpoint may keep retrying until this time (ms) — `holdMs` after the current run of
+   * failures began (a failover in progress) — or null when it must not: failing for longer, hung (a backend that accepts
+   * and never answers would hold every retrying login), or never seen serving (nothing to fail over). Serving and not
+   * failing here (a worker whose failure report has not come back from the primary yet): `holdMs` from now.
+   */
+  rideThroughUntil(now: number, holdMs: number): number | null {
+    if (holdMs <= 0 || this.hung || this.maintenance || !this.seenOk) return null;
+    if (this.failingSince === null) return this.health === 'up' || this.health === 'suspect' ? now + holdMs : null;
+    const until = this.failingSince + holdMs;
+    return until > now ? until : null;
   }
 
   /**

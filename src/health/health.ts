@@ -6,17 +6,19 @@ import { routeForBackend, type Route, type RouteProtocol } from '../directory/ba
 import { ProxyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { backendStateTransitionsTotal, backendUp } from '../metrics.js';
+import { backendSplitBrain, backendStateTransitionsTotal, backendUp } from '../metrics.js';
 import { BackendState, foldStates, type EffectiveState, type HealthState, type Outcome } from './backend-state.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { BackendGate } from './gate.js';
 import { HookRunner } from './hooks.js';
 import { imapDeepProbe } from './deep-probe.js';
 import type { DeepProbe, Dial, ProbeResult } from './probe.js';
-import { optional } from '../core/optional.js';
 import { Prober, probeTargets, targetKey } from './prober.js';
+import { IdentityTracker, type SplitBrainEvent } from './split-brain.js';
 
-export type HealthConfigView = Pick<Config, 'backends' | 'health' | 'instanceName'>;
+export type HealthConfigView = Pick<Config, 'backends' | 'health' | 'instanceName'> & Partial<Pick<Config, 'listeners' | 'smtp'>>;
+/** A passive outcome: ok, a failure (refused, closed, bad reply), or a hang (accepted, never greeted). */
+export type PassiveOutcome = 'ok' | 'fail' | 'hang';
 
 /** One endpoint's (backend + protocol) state change. */
 export interface EndpointTransition { backend: string; protocol: RouteProtocol; from: EffectiveState; to: EffectiveState; at: number; reason: string }
@@ -28,6 +30,12 @@ export interface EndpointSnapshot {
   state: EffectiveState;
   health: HealthState;
   since: string;
+  /** Failing since (ISO), while the latest outcomes are failures: the ride-through hold counts from here. */
+  failingSince?: string;
+  /** The latest failure was a hang (no ride-through). */
+  hung?: boolean;
+  /** Two identities answer in turn on this endpoint. */
+  splitBrain?: boolean;
   lastProbe?: { ok: boolean; at: string; latencyMs: number; identity?: string; failure?: string; error?: string };
 }
 
@@ -54,8 +62,8 @@ export interface HealthMonitorOptions {
    * are still there; close them (spread) so one mailbox is not served by both servers.
    */
   onFailback?(primary: string, standby: string, protocol: RouteProtocol): void;
-  /** Worker role: where report() sends passive outcomes (IPC to the primary). */
-  forwardReport?(route: Route, outcome: 'ok' | 'fail'): void;
+  /** Worker role: where report() sends passive outcomes and the greeting identity seen (IPC to the primary). */
+  forwardReport?(route: Route, outcome: PassiveOutcome, identity?: string): void;
   /** Hook runner; defaults to one built from config.health.hooks (primary only). */
   hooks?: Pick<HookRunner, 'fire'>;
   dial?: Dial;
@@ -63,7 +71,7 @@ export interface HealthMonitorOptions {
   random?: () => number;
 }
 
-interface Endpoint { backend: string; protocol: RouteProtocol; machine: BackendState; lastProbe?: ProbeResult }
+interface Endpoint { backend: string; protocol: RouteProtocol; machine: BackendState; identities: IdentityTracker; splitBrain: boolean; lastProbe?: ProbeResult }
 
 export class HealthMonitor extends EventEmitter implements BackendGate {
   private config: HealthConfigView;
@@ -90,16 +98,19 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
   start(): void {
     if (this.role !== 'primary' || !this.config.health.enabled || this.prober) return;
     const h = this.config.health;
+    const deepProbe = this.opts.deepProbe ?? imapDeepProbe(h.deepProbe);
     this.prober = new Prober({
       targets: probeTargets(this.config),
       intervalMs: h.intervalMs,
       jitterRatio: h.jitterRatio,
       timeoutMs: h.timeoutMs,
       onResult: (r) => this.recordProbe(r),
-      ...optional('dial', this.opts.dial),
-      ...optional('deepProbe', this.opts.deepProbe ?? imapDeepProbe(h.deepProbe)),
+      // Suspect or down: probe faster, so a hang is confirmed within seconds and a recovery is used within one.
+      intervalFor: (backend, protocol) => (this.stateOf(backend, protocol) === 'suspect' || this.stateOf(backend, protocol) === 'down' ? this.config.health.fastIntervalMs : this.config.health.intervalMs),
+      ...(this.opts.dial ? { dial: this.opts.dial } : {}),
+      ...(deepProbe ? { deepProbe } : {}),
       clock: this.clock,
-      ...optional('random', this.opts.random),
+      ...(this.opts.random ? { random: this.opts.random } : {}),
       logger: this.log,
     });
     this.prober.start();
@@ -136,6 +147,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     const ep = this.endpoint(route.backend, route.protocol);
     const state = ep.machine.state;
     if (state === 'maintenance') throw new ProxyError('BACKEND_MAINTENANCE', `${route.backend} ${route.protocol}`);
+    if (ep.splitBrain && this.config.health.splitBrain.policy === 'refuse') throw new ProxyError('BACKEND_SPLIT_BRAIN', `${route.backend} ${route.protocol}: two servers answer in turn`);
     if (state !== 'down') return route;
     // Active/passive pair: the standby only while the primary is down AND the standby's own state says it serves.
     // No trickle to the primary then: two servers on one mailbox corrupt it.
@@ -143,6 +155,8 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
       const sb = this.endpoints.get(targetKey(route.standby, route.protocol))?.machine.state;
       if (sb === 'up' || sb === 'suspect') return routeForBackend(this.config, route.standby, route.protocol);
     }
+    // Ride-through: a failover in progress (refusing for less than rideThroughMs): the login retries within its budget.
+    if (ep.machine.rideThroughUntil(this.clock.now(), this.config.health.rideThroughMs) !== null) return route;
     if (ep.machine.shouldAdmitWhileDown(this.clock.now())) {
       this.log.info({ event: 'backend_trickle', backend: route.backend, protocol: route.protocol }, 'letting one login through to a down backend');
       return route;
@@ -150,12 +164,21 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     throw new ProxyError('BACKEND_DOWN', `${route.backend} ${route.protocol}`);
   }
 
-  report(route: Route, outcome: 'ok' | 'fail'): void {
+  report(route: Route, outcome: PassiveOutcome, identity?: string): void {
     if (this.role === 'worker') {
-      try { this.opts.forwardReport?.(route, outcome); } catch (e) { this.logError('forward_report', e); }
+      try { this.opts.forwardReport?.(route, outcome, identity); } catch (e) { this.logError('forward_report', e); }
       return;
     }
-    this.record(route.backend, route.protocol, { ok: outcome === 'ok', source: 'passive' });
+    if (identity !== undefined) this.observeIdentity(route.backend, route.protocol, identity);
+    this.record(route.backend, route.protocol, { ok: outcome === 'ok', source: 'passive', ...(outcome === 'hang' ? { hang: true } : {}) });
+  }
+
+  /**
+   * Until when a login that just failed to reach `route` may retry (ms since epoch), or null to fail now: the backend
+   * has been refusing for less than rideThroughMs (a failover in progress), and is not hung.
+   */
+  rideThroughUntil(route: Route): number | null {
+    return this.endpoint(route.backend, route.protocol).machine.rideThroughUntil(this.clock.now(), this.config.health.rideThroughMs);
   }
 
   /** Feed one active probe result (the prober calls this; tests and the primary's IPC may too). */
@@ -164,8 +187,32 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     ep.lastProbe = r;
     this.emit('probe', r);
     if (this.role === 'worker') return;
+    if (r.identity !== undefined) this.observeIdentity(r.backend, r.protocol, r.identity);
+    else this.splitBrainEvent(ep, ep.identities.tick(this.clock.now()));
     const detail = r.ok ? undefined : r.error ?? r.failure;
-    this.record(r.backend, r.protocol, { ok: r.ok, source: 'probe', ...optional('detail', detail) });
+    this.record(r.backend, r.protocol, { ok: r.ok, source: 'probe', ...(detail ? { detail } : {}), ...(r.hang ? { hang: true } : {}) });
+  }
+
+  /** One connection's greeting identity (a probe or a real login): feeds split-brain detection. Primary only. */
+  observeIdentity(backend: string, protocol: RouteProtocol, identity: string): void {
+    const ep = this.endpoint(backend, protocol);
+    this.splitBrainEvent(ep, ep.identities.observe(identity, this.clock.now()));
+  }
+
+  private splitBrainEvent(ep: Endpoint, ev: SplitBrainEvent): void {
+    if (!ev) return;
+    ep.splitBrain = ev.kind === 'entered';
+    const now = this.clock.now();
+    const policy = this.config.health.splitBrain.policy;
+    const reason = ev.kind === 'entered'
+      ? `identities alternate within ${this.config.health.splitBrain.windowMs} ms: ${ev.identities.join(' | ')}`
+      : `one identity for ${this.config.health.splitBrain.stableMs} ms: ${ev.identity}`;
+    backendSplitBrain.set({ backend: ep.backend }, this.endpointsOf(ep.backend).some((e) => e.splitBrain) ? 1 : 0);
+    if (ev.kind === 'entered') this.log.error({ event: 'backend_split_brain', backend: ep.backend, protocol: ep.protocol, policy, reason }, `backend ${ep.backend} ${ep.protocol}: split brain (${policy === 'refuse' ? 'refusing logins' : 'alert only'})`);
+    else this.log.warn({ event: 'backend_split_brain_cleared', backend: ep.backend, protocol: ep.protocol, reason }, `backend ${ep.backend} ${ep.protocol}: split brain over`);
+    const [from, to] = ev.kind === 'entered' ? ['single_identity', 'split_brain'] : ['split_brain', 'single_identity'];
+    void this.hooks?.fire({ instance: this.config.instanceName, backend: ep.backend, protocol: ep.protocol, from, to, reason, at: now });
+    this.safeEmit('split-brain', { backend: ep.backend, protocol: ep.protocol, active: ep.splitBrain, reason });
   }
 
   /** Administrative drain on/off for every endpoint of a backend. False for a backend this monitor does not know. */
@@ -204,10 +251,12 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
       for (const e of b.endpoints) {
         const ep = this.endpoint(b.backend, e.protocol);
         const since = Date.parse(e.since);
-        const t = ep.machine.adopt(e.health, b.maintenance, Number.isFinite(since) ? since : now, now);
+        const failingSince = e.failingSince === undefined ? null : Date.parse(e.failingSince);
+        const t = ep.machine.adopt(e.health, b.maintenance, Number.isFinite(since) ? since : now, now, { since: failingSince !== null && Number.isFinite(failingSince) ? failingSince : null, hung: e.hung === true });
+        ep.splitBrain = e.splitBrain === true;
         if (e.lastProbe) {
-          const { failure, ...probe } = e.lastProbe;
-          ep.lastProbe = { backend: b.backend, protocol: e.protocol, ...probe, at: Date.parse(probe.at), ...optional('failure', failure as ProbeResult['failure']) };
+          const { failure, ...rest } = e.lastProbe;
+          ep.lastProbe = { backend: b.backend, protocol: e.protocol, ...rest, at: Date.parse(e.lastProbe.at), ...(failure ? { failure: failure as NonNullable<ProbeResult['failure']> } : {}) };
         }
         if (t) this.emitEndpoint({ backend: b.backend, protocol: e.protocol, ...t }, false);
       }
@@ -225,6 +274,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     const t = ep.machine.record(outcome, this.clock.now());
     this.apply(ep, t);
     if (t) this.refold(backend, t.at, `${protocol}: ${t.reason}`);
+    if (t && (t.to === 'suspect' || t.to === 'down')) this.prober?.hurry(backend, protocol);
   }
 
   private apply(ep: Endpoint, t: ReturnType<BackendState['record']>): void {
@@ -274,7 +324,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
       const now = this.clock.now();
       const machine = new BackendState({ rise: h.rise, fall: h.fall, trickleIntervalMs: h.trickleIntervalMs }, now);
       if (this.maintenance.has(backend)) machine.setMaintenance(true, now);
-      ep = { backend, protocol, machine };
+      ep = { backend, protocol, machine, identities: new IdentityTracker(h.splitBrain), splitBrain: false };
       this.endpoints.set(key, ep);
       if (this.role === 'primary') backendUp.set({ backend, protocol }, upValue(machine.state));
       if (!this.folded.has(backend)) this.folded.set(backend, { state: machine.state, since: now });
@@ -321,6 +371,9 @@ function endpointSnapshot(ep: Endpoint): EndpointSnapshot {
     state: v.state,
     health: v.health,
     since: iso(v.since),
+    ...(v.failingSince !== null ? { failingSince: iso(v.failingSince) } : {}),
+    ...(v.hung ? { hung: true } : {}),
+    ...(ep.splitBrain ? { splitBrain: true } : {}),
     ...(p ? { lastProbe: { ok: p.ok, at: iso(p.at), latencyMs: p.latencyMs, ...(p.identity !== undefined ? { identity: p.identity } : {}), ...(p.failure ? { failure: p.failure } : {}), ...(p.error ? { error: p.error } : {}) } } : {}),
   };
 }

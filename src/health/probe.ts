@@ -22,6 +22,8 @@ export interface ProbeResult {
   /** Normalised greeting text; a change between probes means another server answered. */
   identity?: string;
   failure?: ProbeFailure;
+  /** A timeout after the backend accepted the TCP connection: it is hung (SIGSTOP), not moving or refusing. */
+  hang?: true;
   /** Sanitised detail for logs and /backends (never client-facing). */
   error?: string;
   deep?: boolean;
@@ -115,7 +117,12 @@ export function probeOnce(route: Route, opts: ProbeOptions): Promise<ProbeResult
       sock?.destroy();
     };
     let stage = 'greeting';
-    const timer = clock.setTimeout(() => fail('timeout', `no ${stage} within ${opts.timeoutMs} ms`), opts.timeoutMs);
+    let accepted = false;
+    const timer = clock.setTimeout(() => {
+      if (!accepted) return fail('timeout', `no connection within ${opts.timeoutMs} ms`);
+      finish({ ok: false, failure: 'timeout', hang: true, error: `accepted, but no ${stage} within ${opts.timeoutMs} ms` });
+      sock?.destroy();
+    }, opts.timeoutMs);
 
     try {
       sock = (opts.dial ?? defaultDial)(route);
@@ -123,11 +130,13 @@ export function probeOnce(route: Route, opts: ProbeOptions): Promise<ProbeResult
       fail('connect', errText(e));
       return;
     }
+    sock.once('connect', () => { accepted = true; });
     sock.setEncoding?.('latin1');
     sock.on('error', (e) => fail('connect', errText(e)));
     sock.on('close', () => fail('closed', 'connection closed before greeting'));
     sock.on('data', (chunk: string | Buffer) => {
       if (done) return;
+      accepted = true;
       buf += typeof chunk === 'string' ? chunk : chunk.toString('latin1');
       if (buf.length > MAX_GREETING_BYTES) return fail('bad_greeting', 'greeting too long');
       let nl: number;

@@ -17,6 +17,8 @@ export interface ProberOptions {
   jitterRatio: number;
   timeoutMs: number;
   onResult(result: ProbeResult): void;
+  /** The interval before an endpoint's next probe (faster while suspect or down); default intervalMs. */
+  intervalFor?(backend: string, protocol: RouteProtocol): number;
   /** Called when a probe sees a different identity than the previous successful probe. */
   onIdentityChange?(change: { backend: string; protocol: RouteProtocol; from: string; to: string; at: number }): void;
   dial?: Dial;
@@ -29,15 +31,21 @@ export interface ProberOptions {
 interface Loop {
   route: Route;
   timer?: unknown;
-  inFlight?: Promise<ProbeResult>;
+  inFlight?: Promise<ProbeResult> | undefined;
   identity?: string;
 }
 
-/** Every configured endpoint of every backend in the table (the prober's targets). */
-export function probeTargets(config: Pick<Config, 'backends'>): Route[] {
+/**
+ * Every configured endpoint of every backend (the prober's targets), plus the inbound delivery endpoint (LMTP or SMTP)
+ * of each backend when an smtp listener delivers to it on the protocol's default port without a table entry: such an
+ * endpoint was never probed, so it kept the state of its last delivery ("up") while its server was stopped.
+ */
+export function probeTargets(config: Pick<Config, 'backends'> & Partial<Pick<Config, 'listeners' | 'smtp'>>): Route[] {
+  const inbound = (config.listeners ?? []).some((l) => l.protocol === 'smtp');
   const out: Route[] = [];
   for (const [name, b] of Object.entries(config.backends)) {
-    for (const p of PROBED_PROTOCOLS) if (b[p]) out.push(routeForBackend(config, name, p));
+    const delivery = inbound ? b.inboundDelivery ?? config.smtp?.inboundDelivery ?? 'lmtp' : undefined;
+    for (const p of PROBED_PROTOCOLS) if (b[p] || p === delivery) out.push(routeForBackend(config, name, p));
   }
   return out;
 }
@@ -91,10 +99,17 @@ export class Prober {
     return loop ? this.run(loop) : undefined;
   }
 
+  /** The endpoint turned suspect or down: probe it now (unless a probe is in flight), then on its faster interval. */
+  hurry(backend: string, protocol: RouteProtocol): void {
+    const loop = this.loops.get(targetKey(backend, protocol));
+    if (loop && this.running && !loop.inFlight) this.schedule(loop, 1);
+  }
+
   /** The interval with ± jitterRatio spread, so many proxies do not probe a backend in lockstep. */
-  nextDelay(): number {
+  nextDelay(route?: Route): number {
     const spread = this.opts.jitterRatio * (2 * this.random() - 1);
-    return Math.max(1, Math.round(this.opts.intervalMs * (1 + spread)));
+    const base = route && this.opts.intervalFor ? this.opts.intervalFor(route.backend, route.protocol) : this.opts.intervalMs;
+    return Math.max(1, Math.round(base * (1 + spread)));
   }
 
   private schedule(loop: Loop, delayMs: number): void {
@@ -102,7 +117,7 @@ export class Prober {
     loop.timer = this.clock.setTimeout(() => {
       loop.timer = undefined;
       void this.run(loop).then(() => {
-        if (this.running && this.loops.get(targetKey(loop.route.backend, loop.route.protocol)) === loop) this.schedule(loop, this.nextDelay());
+        if (this.running && this.loops.get(targetKey(loop.route.backend, loop.route.protocol)) === loop && loop.timer === undefined) this.schedule(loop, this.nextDelay(loop.route));
       });
     }, delayMs);
   }

@@ -1,4 +1,4 @@
-// Owns the one backend-session pipeline of every protocol: admit (health gate) → connect (PROXY v2, TLS) → the protocol's sans-I/O BackendLogin under one Budget → health report → login metric.
+// Owns the one backend-session pipeline of every protocol: admit (health gate) → connect (PROXY v2, TLS) → the protocol's sans-I/O BackendLogin under one Budget (greeting timeout, ride-through retries) → health report (outcome, greeting identity) → login metric.
 // Must not decide anything protocol-specific; it moves lines and TLS upgrades, and hands back the logged-in socket.
 import type { Socket } from 'node:net';
 import { ProxyError, toProxyError } from '../errors.js';
@@ -13,12 +13,15 @@ import { connectBackend, type Dial } from './backend-connect.js';
 import type { BackendGuard } from './backend-guard.js';
 import { LineReader } from './line-reader.js';
 import { upgradeClient } from './starttls.js';
+import { normaliseIdentity } from '../health/probe.js';
 
 /** A route the health gate let through (the wanted one, or its standby). Only `admit` makes one. */
 export type AdmittedRoute = Route & { readonly admitted: true; /** The backend the directory chose, when a standby stands in. */ readonly routedFor?: string };
 
 export interface BackendSession {
   route: AdmittedRoute;
+  /** Connection attempts it took (more than one: ride-through across a failover). */
+  attempts: number;
   socket: Socket;
   /** The backend's final login reply without tag, for the client dialogue. */
   text: string;
@@ -45,53 +48,105 @@ export interface BackendSessionDeps {
 }
 
 const MAX_BACKEND_LINE = 64 * 1024;
+/** Ride-through: pause between attempts at a backend that refused, while health says a failover may be in progress. */
+export const RIDE_THROUGH_RETRY_MS = 200;
+
+/** What one attempt learnt besides its outcome: the greeting (identity) and whether the backend hung. */
+interface Progress { greeting: string[]; greeted: boolean; hung: boolean; /** The greeting itself said "not now" (a server shutting down). */ refusedGreeting?: boolean }
 
 /** The name and password the proxy logs in to the backend with: the user's own, or `login<sep>master` (built here only). */
 export function backendCredentials(bl: Config['backendLogin'], login: string, password: string): { user: string; password: string } {
   return bl.mode === 'master' ? { user: `${login}${bl.masterSeparator}${bl.masterUser ?? ''}`, password: bl.masterPassword ?? '' } : { user: login, password };
 }
 
-/** Step 1: where a new backend session for `wanted` goes (health may substitute the standby, or throw BACKEND_DOWN / BACKEND_MAINTENANCE). */
+/** Step 1: where a new backend session for `wanted` goes (health may substitute the standby, or throw BACKEND_DOWN / BACKEND_MAINTENANCE / BACKEND_SPLIT_BRAIN). */
 export function admit(gate: BackendGate, wanted: Route): AdmittedRoute {
   const route = gate.admit(wanted);
   return { ...route, admitted: true, ...(route.backend !== wanted.backend ? { routedFor: wanted.backend } : {}) };
 }
 
-/** Steps 2–5 for an admitted route, under one budget (backendLogin.backendLoginBudgetMs; connect also bounded by connectTimeoutMs). */
+/**
+ * Steps 2–5 for an admitted route, under one budget (backendLogin.backendLoginBudgetMs; connect also bounded by
+ * connectTimeoutMs, the greeting by greetingTimeoutMs). Ride-through: when the backend refused, reset or could not be
+ * reached before greeting, and health says it has been failing for less than rideThroughMs, the login tries again every
+ * RIDE_THROUGH_RETRY_MS within its budget and succeeds as soon as the backend answers. A hang (accepted, no greeting
+ * within greetingTimeoutMs) or anything after the greeting fails at once. Every attempt is reported to health.
+ */
 export async function openBackendSession(deps: BackendSessionDeps, route: AdmittedRoute, bl: Config['backendLogin'], req: OpenRequest): Promise<BackendSession> {
   const budget = new Budget(deps.clock, bl.backendLoginBudgetMs);
-  try {
-    const proxyFor = route.trustsProxy && route.forwardClientAddress === 'proxy-v2' ? req.client : undefined;
-    const socket = await connectBackend(route, {
-      timeoutMs: Math.max(1, Math.min(bl.connectTimeoutMs, budget.left())), dial: deps.dial, clock: deps.clock,
-      ...(proxyFor ? { proxyFor, clientTls: req.clientTls } : {}),
-      ...(deps.guard ? { guard: deps.guard } : {}),
-    });
-    const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal);
-    backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
-    deps.gate.report(route, 'ok');
-    return { route, ...done };
-  } catch (e) {
-    const err = toProxyError(e, 'BACKEND_PROTOCOL');
-    backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
-    if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') deps.gate.report(route, err.spec.health === 'backend-failure' ? 'fail' : 'ok');
-    throw err;
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    const progress: Progress = { greeting: [], greeted: false, hung: false };
+    try {
+      const proxyFor = route.trustsProxy && route.forwardClientAddress === 'proxy-v2' ? req.client : undefined;
+      const socket = await connectBackend(route, {
+        timeoutMs: Math.max(1, Math.min(bl.connectTimeoutMs, budget.left())), dial: deps.dial, clock: deps.clock,
+        ...(proxyFor ? { proxyFor, clientTls: req.clientTls } : {}),
+        ...(deps.guard ? { guard: deps.guard } : {}),
+      });
+      const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, Math.min(bl.greetingTimeoutMs, budget.timer()), progress);
+      backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
+      report(deps.gate, route, 'ok', progress);
+      return { route, ...done, attempts };
+    } catch (e) {
+      const err = toProxyError(e, 'BACKEND_PROTOCOL');
+      if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
+      // Refused, reset, unreachable, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR", SMTP 421: a server on its way down).
+      const refused = !progress.hung && ((!progress.greeted && err.code === 'BACKEND_UNAVAILABLE') || progress.refusedGreeting === true);
+      if (refused && !req.signal?.aborted && (await rideThrough(deps, route, budget, req.signal))) continue;
+      backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
+      throw attempts > 1 ? new ProxyError(err.code, `${err.detail ?? err.spec.logReason} (after ${attempts} attempts in ${budget.elapsed()} ms)`, { cause: err }) : err;
+    }
   }
 }
 
+function report(gate: BackendGate, route: Route, outcome: 'ok' | 'fail' | 'hang', progress: Progress): void {
+  if (progress.greeted) gate.report(route, outcome, normaliseIdentity(progress.greeting));
+  else gate.report(route, outcome);
+}
+
+/** Wait RIDE_THROUGH_RETRY_MS when health allows another attempt within the hold and the budget; false: fail now. */
+function rideThrough(deps: BackendSessionDeps, route: Route, budget: Budget, signal: AbortSignal | undefined): Promise<boolean> {
+  const until = deps.gate.rideThroughUntil?.(route) ?? null;
+  const now = deps.clock.now();
+  if (until === null || now + RIDE_THROUGH_RETRY_MS >= until || RIDE_THROUGH_RETRY_MS >= budget.left()) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = () => { deps.clock.clearTimeout(timer); resolve(false); };
+    const timer = deps.clock.setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(!signal?.aborted); }, RIDE_THROUGH_RETRY_MS);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /** Feed the backend's lines to `machine` and perform its send / start-tls / done / fail actions until done, within `budget`. */
-function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: AbortSignal | undefined): Promise<Omit<BackendSession, 'route'>> {
+function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: AbortSignal | undefined, greetingTimeoutMs: number, progress: Progress): Promise<Omit<BackendSession, 'route' | 'attempts'>> {
   return new Promise((resolve, reject) => {
     let socket = first;
     let settled = false;
     let upgrading = false;
     const reader = new LineReader(MAX_BACKEND_LINE);
     const timer = clock.setTimeout(() => fail(new ProxyError('BACKEND_UNAVAILABLE', `backend login did not finish within ${budget.ms} ms`)), budget.timer());
+    // A backend that accepted the connection and says nothing is hung: fail after greetingTimeoutMs, not the whole budget.
+    let greetTimer: unknown = clock.setTimeout(() => {
+      progress.hung = true;
+      fail(new ProxyError('BACKEND_UNAVAILABLE', `accepted, but no greeting within ${greetingTimeoutMs} ms`));
+    }, greetingTimeoutMs);
+    const greeted = (line: string) => {
+      if (progress.greeted) return;
+      progress.greeting.push(line);
+      if (progress.greeting.length === 1 && /^(\* BYE\b|-ERR\b|421[ -])/i.test(line)) progress.refusedGreeting = true;
+      // RFC 5321 §4.2.1: "220-" lines continue the greeting; IMAP/POP3 greet in one line.
+      if (/^\d{3}-/.test(line)) return;
+      progress.greeted = true;
+      clock.clearTimeout(greetTimer);
+      greetTimer = undefined;
+    };
     const onAbort = () => fail(new ProxyError('BACKEND_UNAVAILABLE', 'aborted'));
     signal?.addEventListener('abort', onAbort, { once: true });
 
     const detach = () => {
       clock.clearTimeout(timer);
+      if (greetTimer !== undefined) clock.clearTimeout(greetTimer);
       signal?.removeEventListener('abort', onAbort);
       socket.off('data', onData);
       socket.off('close', onClose);
@@ -110,6 +165,7 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       try {
         let line = reader.pushOne(chunk);
         while (line !== null && !settled && !upgrading) {
+          greeted(line);
           run(machine.step({ kind: 'line', line }));
           if (settled || upgrading) break;
           line = reader.pushOne(null);

@@ -224,17 +224,19 @@ class Session implements LiveSession {
       const err = toProxyError(e, 'INTERNAL');
       this.result = err.spec.metricLabel;
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: err.spec.metricLabel });
-      this.log('info', { phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail }, 'login failed');
-      this.trace.event('trace: login failed', { code: err.code, ...(err.detail ? { detail: err.detail } : {}) });
-      if (this.phase === 'closed') return;
-      this.setPhase('prelogin');
       const limits = this.settings.limits;
       const guess = err.code === 'AUTH_FAILED' || err.code === 'BACKEND_AUTH_FAILED' || err.code === 'AUTHZ_UNSUPPORTED';
       const tier = this.deps.tier;
       let delay = 0;
-      if (guess && tier) delay = await tier.penalty.failure(this.conn.client.address, credentials.user, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
-      else if (guess) delay = this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
-      if ((this.phase as Phase) === 'closed') return;
+      if (guess && this.phase !== 'closed') {
+        delay = tier
+          ? await tier.penalty.failure(this.conn.client.address, credentials.user, limits.authFailureDelayMs, limits.authFailureMaxDelayMs)
+          : this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
+      }
+      this.log('info', { phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail, ...(delay ? { delayMs: delay } : {}) }, 'login failed');
+      this.trace.event('trace: login failed', { code: err.code, ...(err.detail ? { detail: err.detail } : {}) });
+      if (this.phase === 'closed') return;
+      this.setPhase('prelogin');
       const deliver = () => { this.feed({ kind: 'login-failed', error: err }); if (this.phase === 'prelogin') this.socket.resume(); };
       if (delay > 0) this.deps.clock.setTimeout(deliver, delay); else deliver();
     });

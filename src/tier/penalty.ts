@@ -29,19 +29,22 @@ export class TierPenalty {
    */
   async failure(address: string, user: string, baseMs: number, maxMs: number): Promise<number> {
     const ka = this.keys.addressFailures(address);
-    const ku = this.keys.userFailures(user);
+    // No name (a bearer token that names nobody): the address alone counts, not one counter shared by every such client.
+    const ku = user.trim() ? this.keys.userFailures(user) : ka;
     this.local.failure(ka, 0, 0);
-    this.local.failure(ku, 0, 0);
+    if (ku !== ka) this.local.failure(ku, 0, 0);
     const localCount = Math.max(this.local.count(ka), this.local.count(ku));
     const counts = await this.client.run('penalty', async (r) => {
-      const res = await r.pipeline().incr(ka).pexpire(ka, this.windowMs).incr(ku).pexpire(ku, this.windowMs).exec();
+      const p = r.pipeline().incr(ka).pexpire(ka, this.windowMs);
+      if (ku !== ka) p.incr(ku).pexpire(ku, this.windowMs);
+      const res = await p.exec();
       const a = res?.[0];
-      const u = res?.[2];
+      const u = ku !== ka ? res?.[2] : a;
       if (!a || !u || a[0] || u[0]) throw a?.[0] ?? u?.[0] ?? new Error('empty pipeline reply');
       return [Number(a[1]), Number(u[1])] as const;
     });
+    if (!counts) { this.remember(ka); if (ku !== ka) this.remember(ku); }
     // While Redis answers its counts are the truth (a success elsewhere cleared them); local ones only stand in.
-    if (!counts) { this.remember(ka); this.remember(ku); }
     return penaltyDelayMs(counts ? Math.max(counts[0], counts[1]) : localCount, baseMs, maxMs);
   }
 

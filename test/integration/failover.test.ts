@@ -8,7 +8,8 @@ import { startProxy, withWorldAndProxy, worldConfig, type RawConfig, type Runnin
 import { firstMessageHeader, greet } from './imap-helpers.js';
 import { runStatus } from '../../src/ops/status.js';
 
-const FAST_HEALTH = { enabled: true, intervalMs: 250, timeoutMs: 300, rise: 2, fall: 2, jitterRatio: 0.1, trickleIntervalMs: 60_000, kickWindowMs: 200 };
+// No ride-through here: these tests are about detection and failing fast (backend-faults.test.ts covers ride-through).
+const FAST_HEALTH = { enabled: true, intervalMs: 250, timeoutMs: 300, rise: 2, fall: 2, jitterRatio: 0.1, trickleIntervalMs: 60_000, kickWindowMs: 200, rideThroughMs: 0 };
 
 async function adminGet(p: RunningProxy, path: string): Promise<{ status: number; text: string }> {
   const res = await fetch(`http://127.0.0.1:${p.app.admin!.port}${path}`);

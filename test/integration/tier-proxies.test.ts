@@ -105,9 +105,14 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     const through1 = await curve(nodes[0]!.direct, '127.0.0.32', 'nobody2');
     const servedBy = nodes.filter((n) => n.proxy.logs.some((l) => l['msg'] === 'login failed' && l['client'] === '127.0.0.31')).length;
     assert.equal(servedBy, 3, 'round robin spread the guesses over all three');
+    // The delay each instance chose (logged with the failure), in the order of the attempts, and what the client waited.
+    const chosen = (client: string) => nodes.flatMap((n) => n.proxy.logs.filter((l) => l['msg'] === 'login failed' && l['client'] === client))
+      .sort((a, b) => String(a['time']).localeCompare(String(b['time']))).map((l) => l['delayMs']);
     const expected = [100, 200, 400, 800, 1600];
+    assert.deepEqual(chosen('127.0.0.31'), expected, 'through three instances');
+    assert.deepEqual(chosen('127.0.0.32'), expected, 'through one');
     for (const [i, want] of expected.entries()) {
-      for (const got of [through3[i]!, through1[i]!]) assert.ok(got >= want - 5 && got < want + 400, `attempt ${i + 1}: ${got.toFixed(0)} ms, curve says ${want} (3: ${through3.map(Math.round)}, 1: ${through1.map(Math.round)})`);
+      for (const got of [through3[i]!, through1[i]!]) assert.ok(got >= want - 5, `attempt ${i + 1} answered after ${got.toFixed(0)} ms, before its ${want} ms delay`);
     }
     // The owner is never locked out: the right password from another address is answered at once.
     const owner = await login(haproxy.port, world.users.alice.uid, world.users.alice.password, '127.0.0.33');
@@ -126,9 +131,19 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
       assert.ok(body.sessions.every((s) => s.backend === 'backend-a'));
     }
     // A fourth IMAP session of alice, on any instance, passes the tier-wide limit of 3.
-    const fourth = await login(nodes[1]!.direct, uid, password);
-    assert.match(fourth.reply, /^a NO \[LIMIT\]/m, fourth.reply);
-    fourth.c.close();
+    // (On a loaded machine Redis may miss the 50 ms deadline; the login then falls back to this instance's own count and is
+    // let in, by design. Such an attempt shows in the fallback counter and is tried again.)
+    const admitFallbacks = async () => metricValue((await adminGet(nodes[1]!.admin, '/metrics')).body, 'mailproxy_tier_fallbacks_total{operation="sessions_admit"}') ?? 0;
+    let refused = '';
+    for (let i = 0; i < 3 && !refused; i++) {
+      const before = await admitFallbacks();
+      const fourth = await login(nodes[1]!.direct, uid, password);
+      fourth.c.close();
+      if (/^a NO \[LIMIT\]/m.test(fourth.reply)) refused = fourth.reply;
+      else assert.ok(await admitFallbacks() > before, `admitted without a fallback: ${fourth.reply}`);
+      await sleep(300);
+    }
+    assert.match(refused, /^a NO \[LIMIT\]/m);
     // The same through the CLI of instance 2.
     const cli = await runCommand(process.execPath, [MAIN, 'sessions', uid, '-c', nodes[1]!.proxy.file], { timeoutMs: 30_000 });
     assert.match(cli, /^3 sessions of alice$/m, cli);
@@ -220,13 +235,19 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
       }
     };
     const load = Promise.all(['127.0.0.41', '127.0.0.42'].map(worker));
-    await sleep(1500);
+    // Each phase lasts 1.5 s and until at least 3 logins were started and answered in it (a loaded machine is slow).
+    const hold = async () => {
+      const p = phase;
+      await sleep(1500);
+      await pollUntil(() => results.filter((r) => r.phase === p).length >= 3, 30_000, () => `3 logins in phase ${p}`);
+    };
+    await hold();
     phase = 'stopped';
     redis.pause();
-    await sleep(1500);
+    await hold();
     phase = 'killed';
     await redis.kill();
-    await sleep(1500);
+    await hold();
     phase = 'restarted';
     await redis.restart();
     await Promise.all(nodes.map((n) => n.proxy.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === 'up', 10_000, lastIndex(n.proxy.logs, (l) => l['event'] === 'tier_state' && l['to'] === 'down'))));
@@ -239,7 +260,7 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     const baseline = before[Math.floor(before.length * 0.9)]!;
     for (const p of ['stopped', 'killed', 'restarted']) {
       const during = results.filter((r) => r.phase === p);
-      assert.ok(during.length > 5, `${p}: ${during.length} logins`);
+      assert.ok(during.length >= 2, `${p}: ${during.length} logins`);
       const slow = during.filter((r) => r.ms > baseline + 50 + 250);
       assert.ok(slow.length === 0, `${p}: ${slow.length} logins slower than the deadline allows (p90 before ${baseline.toFixed(0)} ms; ${slow.map((r) => r.ms.toFixed(0)).join(',')})`);
     }

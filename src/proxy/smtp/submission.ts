@@ -104,7 +104,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         state.errors += 1;
         const o = state.config.oauth;
         const data = JSON.parse(Buffer.from(tokenErrorChallenge({ status: tokenMech === 'XOAUTH2' ? '401' : 'invalid_token', ...(o?.scope ? { scope: o.scope } : {}), ...(o?.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) }), 'base64').toString()) as unknown;
-        delayed(state, () => callback(null, { data } as never), user);
+        delayed(state, () => callback(null, { data } as never), typed);
       };
       state.directory.authenticate(credentials).then((result) => {
         if (!result.ok) {

@@ -9,8 +9,8 @@ import { silentLogger } from '../../../src/log.js';
 import { registry } from '../../../src/metrics.js';
 
 interface FakeUser { dn: string; uid: string; mail: string; mailHost?: string; password: string }
-/** 'slow': like a server that accepts TCP but never answers: each request fails with a timeout after SLOW_MS. */
-type Mode = 'up' | 'refused' | 'timeout' | 'denied' | 'slow';
+/** 'slow': each request fails with a timeout after SLOW_MS. 'hang': accepts and never answers (until the connection is closed). */
+type Mode = 'up' | 'refused' | 'timeout' | 'denied' | 'slow' | 'hang';
 const SLOW_MS = 150;
 
 /** One fake LDAP server: evaluates filters with ldapts' own matcher over a few users, counts what it was asked. */
@@ -21,6 +21,7 @@ class FakeServer {
   userBinds: string[] = [];
   searches: string[] = [];
   clientsCreated = 0;
+  closed = 0;
   /** What each client did, in order ('starttls', 'bind', 'search'): proves StartTLS comes before any bind or search. */
   events: string[][] = [];
   /** StartTLS never completes (a server that stalls in the handshake). */
@@ -51,6 +52,8 @@ function fakeFactory(servers: FakeServer[]) {
     const events: string[] = [];
     server.events.push(events);
     let connected = false;
+    const closers: Array<() => void> = [];
+    const hang = () => new Promise<never>((_, reject) => closers.push(() => reject(new Error('Connection closed before message response was received'))));
     return {
       get isConnected() { return connected; },
       /** Test hook: the server closed this connection. */
@@ -63,6 +66,7 @@ function fakeFactory(servers: FakeServer[]) {
       },
       async bind(dn: unknown, password?: string) {
         events.push('bind');
+        if (server.mode === 'hang') await hang();
         if (server.mode === 'slow') await new Promise((r) => setTimeout(r, SLOW_MS));
         if (server.mode !== 'up') throw server.fail();
         connected = true;
@@ -77,9 +81,11 @@ function fakeFactory(servers: FakeServer[]) {
       },
       async search(_base: unknown, opts: SearchOptions = {}) {
         events.push('search');
+        if (server.mode === 'hang') await hang();
         if (server.mode === 'slow') await new Promise((r) => setTimeout(r, SLOW_MS));
         if (server.mode !== 'up') throw server.fail();
         connected = true;
+        if (typeof opts.filter === 'string') return { searchEntries: [], searchReferences: [] }; // the probe's base search
         const filter = opts.filter as Filter;
         server.searches.push(filter.toString());
         const hits = server.users.filter((u) => filter.matches({ uid: u.uid, mail: u.mail }));
@@ -89,7 +95,7 @@ function fakeFactory(servers: FakeServer[]) {
           searchReferences: [],
         };
       },
-      async unbind() { connected = false; },
+      async unbind() { connected = false; server.closed++; for (const c of closers.splice(0)) c(); },
     } as unknown as LdapClient & { drop(): void };
   };
   return { factory, options, clients };
@@ -210,7 +216,7 @@ describe('LdapDirectory (fake ldapts client)', () => {
     await rejectsUnavailable(dir.lookup('alice'));
   });
 
-  it('fails over in order, skips the failed server, and fails back after failbackAfterMs', async () => {
+  it('fails over in order, skips the failed server until a probe succeeds, and prefers it again after failbackAfterMs', async () => {
     const { dir, servers, advance } = setup(['ldap://one:389', 'ldap://two:389'], { failbackAfterMs: 30_000 });
     const [one, two] = servers as [FakeServer, FakeServer];
     one.mode = 'refused';
@@ -218,19 +224,25 @@ describe('LdapDirectory (fake ldapts client)', () => {
     assert.equal(two.searches.length, 1);
     const oneClients = one.clientsCreated;
     await dir.lookup('alice');
-    assert.equal(one.clientsCreated, oneClients, 'failed server is skipped while it cools down');
+    assert.equal(one.clientsCreated, oneClients, 'failed server is skipped');
     assert.equal(two.serviceBinds, 1, 'service connection to the second server is reused');
-    const up = await registry.getSingleMetricAsString('mailproxy_ldap_up');
+    let up = await registry.getSingleMetricAsString('mailproxy_ldap_up');
     assert.match(up, /server="ldap:\/\/one:389"} 0/);
     assert.match(up, /server="ldap:\/\/two:389"} 1/);
 
     one.mode = 'up';
+    advance(60_000);
+    await dir.lookup('alice');
+    assert.equal(one.searches.length, 0, 'no request tries a down server, however long ago it failed');
+    await dir.probeAll();
+    up = await registry.getSingleMetricAsString('mailproxy_ldap_up');
+    assert.match(up, /server="ldap:\/\/one:389"} 1/);
     advance(29_000);
     await dir.lookup('alice');
-    assert.equal(one.searches.length, 0);
+    assert.equal(one.searches.length, 0, 'a recovered server is used after the steady ones for failbackAfterMs');
     advance(1_000);
     await dir.lookup('alice');
-    assert.equal(one.searches.length, 1, 'preferred server retried after failbackAfterMs');
+    assert.equal(one.searches.length, 1, 'preferred again after failbackAfterMs');
     await dir.authenticate(creds('alice', 'alice-pw'));
     assert.deepEqual(one.userBinds, [alice.dn], 'the user bind goes to the server that found the entry');
   });
@@ -293,35 +305,86 @@ describe('LdapDirectory (fake ldapts client)', () => {
     assert.ok(Date.now() - t0 < 2000);
     assert.deepEqual(servers[0]!.events, [['starttls']], 'nothing was sent before TLS');
   });
-  it('a failed server that never answers is retried by one request at a time; the others fail at once, not after the timeout', async () => {
-    const { dir, servers } = setup(['ldap://one:389']);
+  it('hedging: a hung first server costs hedgeDelayMs once; after timeoutMs it is down for every request until a probe succeeds', async () => {
+    const { dir, servers } = setup(['ldap://one:389', 'ldap://two:389'], { hedgeDelayMs: 30, timeoutMs: 120 });
+    const [one, two] = servers as [FakeServer, FakeServer];
     assert.ok(await dir.lookup('alice'));
-    servers[0]!.mode = 'slow';
-    await rejectsUnavailable(dir.lookup('alice'));
-    const requestsBefore = servers[0]!.events.flat().length;
-    const t0 = Date.now();
-    const timings = await Promise.all(Array.from({ length: 5 }, async () => {
-      const [r] = await Promise.allSettled([dir.lookup('alice')]);
-      assert.ok(r!.status === 'rejected' && isProxyError(r!.reason) && r!.reason.code === 'DIRECTORY_UNAVAILABLE');
-      return Date.now() - t0;
-    }));
-    const slow = timings.filter((ms) => ms >= SLOW_MS - 20);
-    assert.equal(slow.length, 1, `one request waited for the server, the others failed at once: ${timings.join(', ')} ms`);
-    assert.equal(servers[0]!.events.flat().length - requestsBefore, 1, 'only the retrying request reached the server');
-    servers[0]!.mode = 'up';
-    assert.ok(await dir.lookup('alice'), 'the next request retries it and it is back');
-    assert.ok(await Promise.all([dir.lookup('alice'), dir.lookup('carol')]));
+    one.mode = 'hang';
+    let t0 = Date.now();
+    const all = await Promise.all(['alice', 'carol', 'alice', 'carol'].map((u) => dir.lookup(u).then(() => Date.now() - t0)));
+    assert.ok(all.every((ms) => ms >= 25 && ms < 110), `answered by the second server after the hedge delay: ${all.join(', ')} ms`);
+    assert.equal(two.searches.length, 4);
+    await new Promise((r) => setTimeout(r, 150)); // past timeoutMs: the hung attempts time out and mark one down
+    assert.match(await registry.getSingleMetricAsString('mailproxy_ldap_up'), /server="ldap:\/\/one:389"} 0/);
+    const before = one.events.flat().length;
+    t0 = Date.now();
+    assert.ok(await dir.authenticate(creds('alice', 'alice-pw')));
+    assert.ok(Date.now() - t0 < 25, 'no hedge delay once the server is down');
+    assert.equal(one.events.flat().length, before, 'nothing more was sent to the hung server');
+    one.mode = 'up';
+    await dir.probeAll();
+    assert.match(await registry.getSingleMetricAsString('mailproxy_ldap_up'), /server="ldap:\/\/one:389"} 1/);
   });
 
-  it('failback: one request retries the preferred server; the others go straight to the second meanwhile', async () => {
-    const { dir, servers, advance } = setup(['ldap://one:389', 'ldap://two:389']);
-    servers[0]!.mode = 'slow';
-    assert.ok(await dir.lookup('alice'), 'failed over to two');
-    advance(31_000); // past failbackAfterMs: one is first in line again
-    const t0 = Date.now();
-    const [a, b] = await Promise.all([dir.lookup('alice').then(() => Date.now() - t0), dir.lookup('carol').then(() => Date.now() - t0)]);
-    const [first, second] = [a, b].sort((x, y) => x - y);
-    assert.ok(first! < SLOW_MS - 20, `${a}, ${b} ms: one request did not wait for the retried server`);
-    assert.ok(second! >= SLOW_MS - 20, `${a}, ${b} ms: the other retried it (and then used two)`);
+  it('all servers hung: the request fails within timeoutMs + hedgeDelayMs, then every request fails at once', async () => {
+    const { dir, servers } = setup(['ldap://one:389', 'ldap://two:389'], { hedgeDelayMs: 30, timeoutMs: 100 });
+    for (const s of servers) s.mode = 'hang';
+    let t0 = Date.now();
+    await rejectsUnavailable(dir.authenticate(creds('alice', 'alice-pw')));
+    const first = Date.now() - t0;
+    assert.ok(first >= 90 && first < 200, `${first} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+    t0 = Date.now();
+    await Promise.all(Array.from({ length: 5 }, () => rejectsUnavailable(dir.lookup('alice'))));
+    const ms = Date.now() - t0;
+    assert.ok(ms < 60, `no waiting once both are known down (${ms} ms, ${JSON.stringify(dir.poolStats())})`);
+    for (const s of servers) s.mode = 'up';
+    await dir.probeAll();
+    assert.ok(await dir.lookup('alice'));
+  });
+
+  it('pool: user binds reuse at most pool.size connections per server, one bind at a time each', async () => {
+    const { dir, servers } = setup(['ldap://one:389'], { pool: { size: 2, idleTimeoutMs: 60_000, onServerFailure: 'close-all' } });
+    for (let i = 0; i < 3; i++) {
+      const results = await Promise.all(Array.from({ length: 6 }, (_, k) => dir.authenticate(creds('alice', k % 3 ? 'alice-pw' : 'wrong'))));
+      assert.deepEqual(results.map((r) => r.ok), [false, true, true, false, true, true]);
+    }
+    assert.equal(servers[0]!.clientsCreated, 3, 'one service connection and two bind connections for 18 logins');
+    assert.equal(servers[0]!.serviceBinds, 1);
+    assert.equal(servers[0]!.userBinds.length, 18);
+    assert.deepEqual(dir.poolStats().map((p) => [p.idle, p.lent, p.waiting]), [[2, 0, 0]]);
+  });
+
+  it('pool: a kept connection the server closed is replaced at once, without marking the server down', async () => {
+    const { dir, servers, clients } = setup(['ldap://one:389']);
+    assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
+    for (const c of clients) c.drop();
+    assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
+    assert.equal(servers[0]!.clientsCreated, 4);
+    assert.match(await registry.getSingleMetricAsString('mailproxy_ldap_up'), /server="ldap:\/\/one:389"} 1/);
+  });
+
+  it('onServerFailure close-all closes the idle pooled connections of a failed server; close-one keeps them', async () => {
+    for (const [policy, expected] of [['close-all', 4], ['close-one', 2]] as const) {
+      const { dir, servers } = setup(['ldap://one:389', 'ldap://two:389'], { hedgeDelayMs: 0, pool: { size: 4, idleTimeoutMs: 60_000, onServerFailure: policy } });
+      await Promise.all([dir.authenticate(creds('alice', 'alice-pw')), dir.authenticate(creds('alice', 'alice-pw'))]);
+      const closedBefore = servers[0]!.closed;
+      servers[0]!.mode = 'refused';
+      servers[0]!.users = [];
+      assert.ok(await dir.lookup('alice'), 'failed over');
+      // the kept service connection and its fresh replacement are closed either way; close-all also closes the two idle bind connections
+      assert.equal(servers[0]!.closed - closedBefore, expected, policy);
+    }
+  });
+
+  it('probes: a dead server is reported down by the probe alone (no request needed), and up again when it answers', async () => {
+    const { dir, servers } = setup(['ldap://one:389', 'ldap://two:389']);
+    servers[1]!.mode = 'refused';
+    await dir.probeAll();
+    assert.match(await registry.getSingleMetricAsString('mailproxy_ldap_up'), /server="ldap:\/\/two:389"} 0/);
+    assert.deepEqual(servers[0]!.events.at(-1), ['bind', 'search'], 'probe: service bind and a base search');
+    servers[1]!.mode = 'up';
+    await dir.probeAll();
+    assert.match(await registry.getSingleMetricAsString('mailproxy_ldap_up'), /server="ldap:\/\/two:389"} 1/);
   });
 });

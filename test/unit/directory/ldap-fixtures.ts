@@ -15,6 +15,10 @@ export function ldapSchemaDefaults(overrides: Record<string, unknown>): LdapConf
     connectTimeoutMs: 3000,
     tlsVerify: true,
     failbackAfterMs: 30_000,
+    hedgeDelayMs: 200,
+    probeIntervalMs: 2000,
+    probeDownIntervalMs: 500,
+    pool: { size: 4, idleTimeoutMs: 60_000, onServerFailure: 'close-all' },
     ...overrides,
   } as LdapConfig;
 }

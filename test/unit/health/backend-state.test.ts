@@ -62,15 +62,51 @@ describe('health/backend-state', () => {
     assert.match(t!.reason, /\(3\/3\)/);
   });
 
-  it('passive outcomes count exactly like probe outcomes', () => {
+  it('passive failures count like probe failures; one real login that worked brings a down backend up at once', () => {
     const m = machine(2, 2);
     m.record(ok, 1);
     m.record(pfail, 2);
     const t = m.record(fail, 3);
     assert.equal(t?.to, 'down');
-    m.record(pok, 4);
-    assert.equal(m.record(ok, 5)?.to, 'up');
+    assert.equal(m.record(pok, 4)?.to, 'up', 'no need to wait for rise probes');
     assert.match(m.record(pfail, 6)!.reason, /^passive failed/);
+  });
+
+  it('ride-through: failingSince starts at the first failure of a run; logins may retry until it + hold, never when hung', () => {
+    const m = machine(2, 2);
+    m.record(ok, 1000);
+    assert.equal(m.view().failingSince, null);
+    assert.equal(m.rideThroughUntil(1000, 12_000), 13_000, 'not failing: a full hold from now');
+    m.record(pfail, 2000);
+    m.record(fail, 3000);
+    m.record(fail, 9000);
+    assert.equal(m.state, 'down');
+    assert.equal(m.view().failingSince, 2000);
+    assert.equal(m.rideThroughUntil(9000, 12_000), 14_000);
+    assert.equal(m.rideThroughUntil(14_000, 12_000), null, 'failing longer than the hold: fail fast');
+    assert.equal(m.rideThroughUntil(9000, 0), null, 'ride-through off');
+    m.record(ok, 15_000);
+    assert.equal(m.view().failingSince, null);
+    m.record({ ok: false, source: 'probe', hang: true }, 16_000);
+    assert.equal(m.view().hung, false, 'one hang alone can be a server closing its listener on the way down');
+    m.record({ ok: false, source: 'passive', hang: true }, 16_050);
+    assert.equal(m.view().hung, false);
+    m.record({ ok: false, source: 'passive', hang: true }, 16_100);
+    assert.equal(m.view().hung, true);
+    assert.equal(m.rideThroughUntil(16_101, 12_000), null, 'a hung backend is not ridden through');
+    m.record(fail, 16_500);
+    assert.equal(m.view().hung, false, 'a refusal ends the hang run');
+  });
+
+  it('ride-through needs a backend that has served: one never seen up (a dead host) fails fast', () => {
+    const m = machine(2, 2);
+    m.record(fail, 1000);
+    m.record(fail, 2000);
+    assert.equal(m.view().failingSince, null);
+    assert.equal(m.rideThroughUntil(2000, 12_000), null);
+    const w = machine(2, 2);
+    w.adopt('up', false, 0, 5000);
+    assert.equal(w.rideThroughUntil(5000, 12_000), 17_000, 'a worker that adopted up rides through its first failure');
   });
 
   it('maintenance overrides the state while health keeps being tracked underneath', () => {

@@ -6,7 +6,9 @@ import { isProxyError } from '../../../src/errors.js';
 import { HealthMonitor, type BackendTransition, type EndpointTransition } from '../../../src/health/health.js';
 import type { HookEvent } from '../../../src/health/hooks.js';
 import type { ProbeResult } from '../../../src/health/probe.js';
-import { backendStateTransitionsTotal, backendUp } from '../../../src/metrics.js';
+import { backendSplitBrain, backendStateTransitionsTotal, backendUp } from '../../../src/metrics.js';
+import { configSchema } from '../../../src/config/schema.js';
+import { probeTargets } from '../../../src/health/prober.js';
 import { FakeClock } from './fake-clock.js';
 import { testConfig } from './helpers.js';
 
@@ -252,5 +254,78 @@ describe('health/HealthMonitor', () => {
     const r = routeForBackend(config, 'c', 'imap');
     assert.doesNotThrow(() => { monitor.report(r, 'fail'); monitor.report(r, 'fail'); });
     assert.equal(monitor.stateOf('c', 'imap'), 'down');
+  });
+});
+
+describe('health/HealthMonitor: ride-through, hangs, split brain, implied endpoints', () => {
+  it('a backend that served and now refuses for less than rideThroughMs is still admitted (logins retry); after that, fail fast', async () => {
+    const { monitor, route, down, up, clock } = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+    up('c');
+    await clock.advance(1000);
+    down('c');
+    assert.equal(monitor.stateOf('c', 'imap'), 'down');
+    assert.equal(monitor.admit(route('c')).backend, 'c', 'within the hold: admitted');
+    assert.equal(monitor.rideThroughUntil(route('c')), clock.now() + 5000);
+    await clock.advance(4999);
+    assert.equal(monitor.admit(route('c')).backend, 'c');
+    await clock.advance(1);
+    assert.equal(code(() => monitor.admit(route('c'))), 'BACKEND_DOWN');
+    assert.equal(monitor.rideThroughUntil(route('c')), null);
+  });
+
+  it('a hung backend (probe accepted, no greeting) is not ridden through: down means fail fast at once', async () => {
+    const { monitor, route, up } = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+    up('c');
+    const hang: ProbeResult = { backend: 'c', protocol: 'imap', ok: false, at: 0, latencyMs: 800, failure: 'timeout', hang: true, error: 'accepted, but no greeting' };
+    monitor.recordProbe(hang);
+    monitor.recordProbe(hang);
+    monitor.recordProbe(hang);
+    assert.equal(code(() => monitor.admit(route('c'))), 'BACKEND_DOWN');
+    assert.equal(monitor.rideThroughUntil(route('c')), null);
+    monitor.report(route('c'), 'ok');
+    assert.equal(monitor.stateOf('c', 'imap'), 'up', 'a real login that worked counts at once');
+  });
+
+  it('split brain from probe and login identities: gauge, hook, snapshot; policy refuse gives BACKEND_SPLIT_BRAIN until one identity is stable', async () => {
+    const { monitor, route, hooks, clock } = setup({ health: { splitBrain: { policy: 'refuse', windowMs: 10_000, stableMs: 3000 } } });
+    const seen = (identity: string, viaLogin: boolean) => {
+      if (viaLogin) monitor.report(route('c'), 'ok', identity);
+      else monitor.recordProbe({ ...probe('c', 'imap', true), identity });
+    };
+    seen('node1', false);
+    seen('node2', true);
+    assert.equal(monitor.admit(route('c')).backend, 'c', 'one change is a failover');
+    seen('node1', false);
+    seen('node2', true);
+    assert.equal(code(() => monitor.admit(route('c'))), 'BACKEND_SPLIT_BRAIN');
+    assert.equal(await metricValue(backendSplitBrain, { backend: 'c' }), 1);
+    assert.deepEqual(hooks.filter((h) => h.to === 'split_brain').map((h) => [h.backend, h.protocol]), [['c', 'imap']]);
+    assert.equal(monitor.snapshot().find((b) => b.backend === 'c')!.endpoints[0]!.splitBrain, true);
+    await clock.advance(2000);
+    seen('node2', false);
+    await clock.advance(1000);
+    seen('node2', false);
+    assert.equal(monitor.admit(route('c')).backend, 'c', 'stable for stableMs: serving again');
+    assert.equal(await metricValue(backendSplitBrain, { backend: 'c' }), 0);
+    assert.ok(hooks.some((h) => h.from === 'split_brain'));
+  });
+
+  it('workers adopt failingSince, hang and split brain from the primary snapshot', () => {
+    const primary = setup({ health: { rideThroughMs: 5000, trickleIntervalMs: 0 } });
+    primary.up('c');
+    primary.down('c');
+    const worker = new HealthMonitor({ config: primary.config, role: 'worker', clock: primary.clock });
+    worker.applyState(primary.monitor.snapshot());
+    assert.equal(worker.admit(primary.route('c')).backend, 'c', 'within the hold on the worker too');
+    assert.equal(worker.rideThroughUntil(primary.route('c')), primary.clock.now() + 5000);
+  });
+
+  it('an smtp listener makes each backend\'s inbound endpoint a probe target even without a table entry', () => {
+    const config = configSchema.parse({
+      listeners: [{ protocol: 'smtp', port: 0, tls: 'none' }],
+      directory: { type: 'static', static: { file: 'users.yaml' } },
+      backends: { a: { host: '127.0.0.1', imap: { port: 1143 } }, b: { host: '127.0.0.2', imap: { port: 2143 }, inboundDelivery: 'smtp' } },
+    });
+    assert.deepEqual(probeTargets(config).map((r) => `${r.backend}/${r.protocol}:${r.port}`), ['a/imap:1143', 'a/lmtp:24', 'b/imap:2143', 'b/smtp:25']);
   });
 });

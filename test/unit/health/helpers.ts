@@ -12,7 +12,7 @@ export function testConfig(over: { backends?: Record<string, unknown>; health?: 
       b: { host: '127.0.0.2', imap: { port: 2143 }, pop3: { port: 2110 } },
       c: { host: '127.0.0.3', imap: { port: 3143 } },
     },
-    health: { rise: 2, fall: 2, trickleIntervalMs: 1000, ...(over.health ?? {}) },
+    health: { rise: 2, fall: 2, trickleIntervalMs: 1000, rideThroughMs: 0, ...(over.health ?? {}) },
     admin: over.admin ?? {},
   });
 }

@@ -89,8 +89,8 @@ export function fakeDialer(byPort: Record<number, Behaviour>): { dial: Dial; bac
 }
 
 /** A gate that admits everything and records reports. */
-export function recordingGate(): BackendGate & { reports: Array<[string, 'ok' | 'fail']> } {
-  const reports: Array<[string, 'ok' | 'fail']> = [];
+export function recordingGate(): BackendGate & { reports: Array<[string, 'ok' | 'fail' | 'hang']> } {
+  const reports: Array<[string, 'ok' | 'fail' | 'hang']> = [];
   return { reports, admit: (r: Route) => r, report: (r: Route, o) => { reports.push([r.backend, o]); } };
 }
 

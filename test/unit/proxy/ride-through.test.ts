@@ -1,0 +1,92 @@
+// Proves ride-through in the backend-session pipeline on in-memory sockets and a fake clock: retries while health
+// allows, success as soon as the backend answers, fail fast when it does not allow, identity reported. Must not open sockets.
+import assert from 'node:assert/strict';
+import type { Route } from '../../../src/directory/backends.js';
+import type { BackendGate } from '../../../src/health/gate.js';
+import { ProtocolService } from '../../../src/proxy/session.js';
+import { imapModule } from '../../../src/proxy/imap/index.js';
+import { RIDE_THROUGH_RETRY_MS } from '../../../src/proxy/backend-session.js';
+import { FakeClock } from '../health/fake-clock.js';
+import { PORTS, accepted, fakeDialer, handlerDeps, socketPair, testConfig, type Behaviour } from './fakes.js';
+
+const BACKEND: Behaviour = {
+  kind: 'script',
+  script: {
+    greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] node2 ready\r\n',
+    reply: (line) => {
+      const tag = line.split(' ')[0];
+      if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
+      if (/^\S+ LOGIN /.test(line)) return `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`;
+      return undefined;
+    },
+  },
+};
+
+/** A gate whose ride-through window the test sets; records reports with their identity. */
+function gate(clock: FakeClock, holdUntil: () => number | null) {
+  const reports: Array<[string, string | undefined]> = [];
+  const g: BackendGate = {
+    admit: (r: Route) => r,
+    report: (_r, outcome, identity) => { reports.push([outcome, identity]); },
+    rideThroughUntil: () => holdUntil(),
+  };
+  return { g, reports, clock };
+}
+
+function setup(holdUntil: (clock: FakeClock) => number | null) {
+  const clock = new FakeClock();
+  const byPort: Record<number, Behaviour> = {};
+  const { g, reports } = gate(clock, () => holdUntil(clock));
+  const { dial } = fakeDialer(byPort);
+  const service = new ProtocolService({ ...handlerDeps(testConfig(), dial, clock, g), module: imapModule });
+  const [client, server] = socketPair();
+  client.collect();
+  service.handle(server.asSocket(), accepted('imap'));
+  const login = async () => { client.write('a1 LOGIN alice secret\r\n'); await clock.advance(0); };
+  return { clock, byPort, reports, client, login };
+}
+
+describe('ride-through in the backend-session pipeline', () => {
+  it('a refusing backend is retried every RIDE_THROUGH_RETRY_MS while health allows; the login succeeds as soon as it answers', async () => {
+    const s = setup((clock) => clock.now() + 10_000);
+    await s.clock.advance(0);
+    await s.login();
+    await s.clock.advance(RIDE_THROUGH_RETRY_MS * 5);
+    assert.doesNotMatch(s.client.text, /a1 /, 'still waiting, no error');
+    s.byPort[PORTS.imap] = BACKEND;
+    await s.clock.advance(RIDE_THROUGH_RETRY_MS);
+    assert.match(s.client.text, /a1 OK /);
+    const fails = s.reports.filter(([o]) => o === 'fail').length;
+    assert.ok(fails >= 5, `${fails} failed attempts reported`);
+    assert.deepEqual(s.reports.at(-1), ['ok', 'node2 ready'], 'the greeting identity goes to health with the outcome');
+  });
+
+  it('no ride-through allowed (down past the hold, or never up): the temporary error at once', async () => {
+    const s = setup(() => null);
+    await s.clock.advance(0);
+    await s.login();
+    assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+    assert.deepEqual(s.reports, [['fail', undefined]]);
+  });
+
+  it('the hold ends before the backend returns: the login fails then, not at the end of its budget', async () => {
+    let until = 0;
+    const s = setup((clock) => { until ||= clock.now() + 1000; return until; });
+    await s.clock.advance(0);
+    await s.login();
+    await s.clock.advance(700);
+    assert.doesNotMatch(s.client.text, /a1 /);
+    await s.clock.advance(400);
+    assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+  });
+
+  it('a hung backend (accepted, no greeting) is not retried', async () => {
+    const s = setup((clock) => clock.now() + 10_000);
+    s.byPort[PORTS.imap] = { kind: 'silent' };
+    await s.clock.advance(0);
+    await s.login();
+    await s.clock.advance(2000);
+    assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+    assert.deepEqual(s.reports, [['hang', undefined]]);
+  });
+});

@@ -36,7 +36,7 @@ describe('config JSON Schema and config/example.yaml', () => {
     assert.match(String(nodeAt(s, 'backends.*.standby')?.['description']), /standby probes up/);
     assert.match(String(nodeAt(s, 'directory.ldap.tlsCaFile')?.['description']), /internal CA/);
     assert.match(String(nodeAt(s, 'routing.defaultBackend')?.['description']), /^Backend for accounts without a host attribute/);
-    assert.equal(nodeAt(s, 'health.intervalMs')?.['default'], 5000);
+    assert.equal(nodeAt(s, 'admin.port')?.['default'], 8025);
     assert.equal(s['additionalProperties'], false);
   });
 

@@ -81,7 +81,7 @@ describe('backend health against real Dovecot', function () {
         'backend-dead': { host: '127.0.0.1', imap: { port: world.deadPort } },
       },
       health: {
-        intervalMs: INTERVAL_MS, timeoutMs: TIMEOUT_MS, jitterRatio: JITTER, rise: RISE, fall: FALL, trickleIntervalMs: 60_000, kickWindowMs: 200,
+        intervalMs: INTERVAL_MS, timeoutMs: TIMEOUT_MS, jitterRatio: JITTER, rise: RISE, fall: FALL, trickleIntervalMs: 60_000, kickWindowMs: 200, rideThroughMs: 0, // this file tests fail-fast; ride-through has backend-faults.test.ts
         hooks: {
           command: `printf '%s %s %s %s|%s\\n' "$MAILPROXY_BACKEND" "$MAILPROXY_OLD_STATE" "$MAILPROXY_NEW_STATE" "$MAILPROXY_INSTANCE" "$MAILPROXY_REASON" >> '${hookFile}'`,
           webhookUrl: `http://127.0.0.1:${(webhookServer.address() as AddressInfo).port}/hook`,

@@ -92,8 +92,9 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
       if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
-      // Refused, reset, unreachable, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR", SMTP 421: a server on its way down).
-      const refused = !progress.hung && ((!progress.greeted && err.code === 'BACKEND_UNAVAILABLE') || progress.refusedGreeting === true);
+      // Refused, reset, unreachable, closed before the login reply, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR",
+      // SMTP 421): a server on its way down. The login never completed, so trying again cannot log in twice.
+      const refused = !progress.hung && (err.code === 'BACKEND_UNAVAILABLE' || progress.refusedGreeting === true);
       if (refused && !req.signal?.aborted && (await rideThrough(deps, route, budget, req.signal))) continue;
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
       throw attempts > 1 ? new ProxyError(err.code, `${err.detail ?? err.spec.logReason} (after ${attempts} attempts in ${budget.elapsed()} ms)`, { cause: err }) : err;

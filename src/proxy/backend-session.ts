@@ -52,7 +52,11 @@ const MAX_BACKEND_LINE = 64 * 1024;
 export const RIDE_THROUGH_RETRY_MS = 200;
 
 /** What one attempt learnt besides its outcome: the greeting (identity) and whether the backend hung. */
-interface Progress { greeting: string[]; greeted: boolean; hung: boolean; /** The greeting itself said "not now" (a server shutting down). */ refusedGreeting?: boolean }
+interface Progress {
+  greeting: string[]; greeted: boolean; hung: boolean;
+  /** The greeting itself said "not now" (a server shutting down). */ refusedGreeting?: boolean;
+  /** The connection closed or reset before the login reply (not: the backend answered the login with a refusal). */ dropped?: boolean;
+}
 
 /** The name and password the proxy logs in to the backend with: the user's own, or `login<sep>master` (built here only). */
 export function backendCredentials(bl: Config['backendLogin'], login: string, password: string): { user: string; password: string } {
@@ -94,7 +98,8 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
       // Refused, reset, unreachable, closed before the login reply, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR",
       // SMTP 421): a server on its way down. The login never completed, so trying again cannot log in twice.
-      const refused = !progress.hung && (err.code === 'BACKEND_UNAVAILABLE' || progress.refusedGreeting === true);
+      // A login *answered* with a temporary refusal (NO [UNAVAILABLE] from a proxy that cut a loop, 454) is final.
+      const refused = !progress.hung && ((!progress.greeted && err.code === 'BACKEND_UNAVAILABLE') || progress.dropped === true || progress.refusedGreeting === true);
       if (refused && !req.signal?.aborted && (await rideThrough(deps, route, budget, req.signal))) continue;
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
       throw attempts > 1 ? new ProxyError(err.code, `${err.detail ?? err.spec.logReason} (after ${attempts} attempts in ${budget.elapsed()} ms)`, { cause: err }) : err;
@@ -133,7 +138,8 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       fail(new ProxyError('BACKEND_UNAVAILABLE', `accepted, but no greeting within ${greetingTimeoutMs} ms`));
     }, greetingTimeoutMs);
     const greeted = (line: string) => {
-      if (progress.greeted) return;
+      // After the greeting, an untagged BYE (IMAP) or a 421 (SMTP) is the server closing on its way down, not an answer.
+      if (progress.greeted) { if (/^(\* BYE\b|421[ -])/i.test(line)) progress.dropped = true; return; }
       progress.greeting.push(line);
       if (progress.greeting.length === 1 && /^(\* BYE\b|-ERR\b|421[ -])/i.test(line)) progress.refusedGreeting = true;
       // RFC 5321 §4.2.1: "220-" lines continue the greeting; IMAP/POP3 greet in one line.
@@ -160,8 +166,8 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       socket.destroy();
       reject(toProxyError(e, 'BACKEND_PROTOCOL'));
     };
-    const onClose = () => fail(new ProxyError('BACKEND_UNAVAILABLE', 'backend closed the connection during login'));
-    const onError = (e: NodeJS.ErrnoException) => fail(new ProxyError('BACKEND_UNAVAILABLE', `backend socket: ${e.code ?? e.message}`));
+    const onClose = () => { if (!settled) progress.dropped = true; fail(new ProxyError('BACKEND_UNAVAILABLE', 'backend closed the connection during login')); };
+    const onError = (e: NodeJS.ErrnoException) => { if (!settled) progress.dropped = true; fail(new ProxyError('BACKEND_UNAVAILABLE', `backend socket: ${e.code ?? e.message}`)); };
     const onData = (chunk: Buffer | null) => {
       try {
         let line = reader.pushOne(chunk);

@@ -53,8 +53,8 @@ export function socketPair(): [FakeSocket, FakeSocket] {
   return [a, b];
 }
 
-/** A backend that answers each complete line it reads with `reply(line)` (undefined: silence). */
-export type Script = { greeting?: string; reply(line: string): string | undefined };
+/** A backend that answers each complete line it reads with `reply(line)` (undefined: silence; null: close the connection). */
+export type Script = { greeting?: string; reply(line: string): string | undefined | null };
 
 export type Behaviour = { kind: 'refuse' } | { kind: 'silent' } | { kind: 'script'; script: Script };
 
@@ -79,6 +79,7 @@ export function fakeDialer(byPort: Record<number, Behaviour>): { dial: Dial; bac
           const line = buf.slice(0, nl).replace(/\r$/, '');
           buf = buf.slice(nl + 1);
           const out = script.reply(line);
+          if (out === null) { backendSide.destroy(); return; }
           if (out !== undefined && !backendSide.destroyed) backendSide.write(out);
         }
       });

@@ -89,4 +89,38 @@ describe('ride-through in the backend-session pipeline', () => {
     assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
     assert.deepEqual(s.reports, [['hang', undefined]]);
   });
+
+  it('a backend that closes after its greeting, before the login reply (stopping mid-login), is retried', async () => {
+    const s = setup((clock) => clock.now() + 10_000);
+    s.byPort[PORTS.imap] = { kind: 'script', script: { greeting: '* OK node2 ready\r\n', reply: () => null } };
+    await s.clock.advance(0);
+    await s.login();
+    await s.clock.advance(RIDE_THROUGH_RETRY_MS * 2);
+    assert.doesNotMatch(s.client.text, /a1 /, 'still riding through');
+    s.byPort[PORTS.imap] = BACKEND;
+    await s.clock.advance(RIDE_THROUGH_RETRY_MS);
+    assert.match(s.client.text, /a1 OK /);
+  });
+
+  it('a login answered with a temporary refusal (another proxy that cut a loop) is final, not retried', async () => {
+    const s = setup((clock) => clock.now() + 10_000);
+    let logins = 0;
+    s.byPort[PORTS.imap] = {
+      kind: 'script',
+      script: {
+        greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] proxy ready\r\n',
+        reply: (line) => {
+          const tag = line.split(' ')[0];
+          if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
+          if (/^\S+ LOGIN /.test(line)) { logins++; return `${tag} NO [UNAVAILABLE] Route loops back\r\n`; }
+          return undefined;
+        },
+      },
+    };
+    await s.clock.advance(0);
+    await s.login();
+    await s.clock.advance(RIDE_THROUGH_RETRY_MS * 5);
+    assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+    assert.equal(logins, 1, 'one login attempt only');
+  });
 });

@@ -18,6 +18,7 @@ import type { EffectiveState } from './health/backend-state.js';
 import { explainRoute } from './pools/where.js';
 import { Tier } from './tier/tier.js';
 import { attachInstance, tierAdminDeps, tierGate, type LocalActions } from './tier/attach.js';
+import type { TierViewSnapshot } from './tier/backend-view.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
 const SPLICED = new Set<string>(['imap', 'pop3', 'submission', 'sieve']);
@@ -98,7 +99,10 @@ export class App {
 
   /** Endpoints the tier holds down, as pushed by a cluster primary (workers have no backend view of their own). */
   private tierDown = new Set<string>();
-  setTierDown(keys: readonly string[]): void { this.tierDown = new Set(keys); }
+  setTierDown(keys: readonly string[], view?: TierViewSnapshot): void {
+    this.tierDown = new Set(keys);
+    if (view) this.instance.pools.observeTier(view);
+  }
   private isTierDown(backend: string, protocol: string): boolean {
     return this.tier?.backendView ? this.tier.backendView.isDown(backend, protocol) : this.tierDown.has(`${backend}\t${protocol}`);
   }
@@ -131,6 +135,7 @@ export class App {
         if (!SPLICED.has(protocol)) return;
         kickSpread(this.instance.sessions, { backend, protocol }, new ProxyError('BACKEND_DOWN', `backend ${backend} down (tier verdict)`), this.config.health.kickWindowMs);
       },
+      viewChanged: (view) => this.instance.pools.observeTier(view),
     };
   }
 

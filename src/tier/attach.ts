@@ -6,7 +6,7 @@ import { ProxyError } from '../errors.js';
 import type { BackendGate } from '../health/gate.js';
 import type { BackendSnapshot, EndpointTransition } from '../health/health.js';
 import type { AdminDeps, SessionFilter } from '../ops/http.js';
-import type { LocalEvidence } from './backend-view.js';
+import type { LocalEvidence, TierViewSnapshot } from './backend-view.js';
 import type { TierAction } from './broadcast.js';
 import type { Tier } from './tier.js';
 
@@ -26,6 +26,8 @@ export interface LocalActions {
   kickBackend(backend: string, protocol: string): void;
   /** The set of endpoints the tier holds down changed (a cluster primary passes it on to its workers). */
   verdictsChanged?(down: readonly string[]): void;
+  /** The shared view changed or became (un)available: pool members take their conditions from it. */
+  viewChanged?(view: TierViewSnapshot): void;
 }
 
 /** Gate that also fails fast (or uses the standby) for an endpoint the tier holds down. */
@@ -68,6 +70,7 @@ export function attachInstance(tier: Tier, monitor: MonitorLike, actions: LocalA
       if (down && monitor.stateOf(backend, protocol as RouteProtocol) !== 'down') actions.kickBackend(backend, protocol);
     },
     maintenance: (backend, enabled) => { monitor.setMaintenance(backend, enabled, `maintenance ${enabled ? 'on' : 'off'} (tier)`); },
+    changed: (snapshot) => actions.viewChanged?.(snapshot),
   });
   // A local change to or from down is published at once and the others re-read the view now (well within 1 s).
   monitor.on('transition', (t) => { if (t.to === 'down' || t.from === 'down') void view.publish(true); });

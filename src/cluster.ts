@@ -17,7 +17,7 @@ import { startOps, type Ops } from './ops/start.js';
 import { countSessionsByBackend } from './ops/kick.js';
 import type { SessionInfo } from './proxy/sessions.js';
 import { Tier } from './tier/tier.js';
-import { attachInstance, tierAdminDeps, type LocalActions } from './tier/attach.js';
+import { attachInstance, poolConflictSweep, tierAdminDeps, type LocalActions } from './tier/attach.js';
 import type { TierViewSnapshot } from './tier/backend-view.js';
 import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
 import { SessionRegistry } from './proxy/sessions.js';
@@ -140,7 +140,11 @@ class Primary {
   async start(): Promise<void> {
     collectProcessMetrics();
     this.monitor.start();
-    if (this.tier) { attachInstance(this.tier, this.monitor, this.tierActions()); this.tier.start(); }
+    if (this.tier) {
+      attachInstance(this.tier, this.monitor, this.tierActions());
+      poolConflictSweep(this.tier, () => this.config, (p) => this.pools.memberStates(p), this.tierActions(), this.log)?.start();
+      this.tier.start();
+    }
     this.ops = await startOps({ config: this.config, logger: this.log, deps: this.adminDeps(), readiness: () => this.readiness() });
     cluster.on('message', (worker, m: unknown) => { if (isMessage(m)) this.onMessage(worker, m); });
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));

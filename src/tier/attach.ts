@@ -9,6 +9,9 @@ import type { AdminDeps, SessionFilter } from '../ops/http.js';
 import type { LocalEvidence, TierViewSnapshot } from './backend-view.js';
 import type { TierAction } from './broadcast.js';
 import type { Tier } from './tier.js';
+import type { Logger } from '../log.js';
+import { poolSpec, type MemberState } from '../directory/pool-route.js';
+import { PoolConflictSweep } from '../pools/conflict-sweep.js';
 
 /** What the tier needs from the local health monitor. */
 export interface MonitorLike {
@@ -118,4 +121,27 @@ export function tierAdminDeps(inner: AdminDeps, tier: Tier, actions: LocalAction
       return { user, dropped, kicked, tier: sent };
     },
   };
+}
+
+/**
+ * The tier-wide pool conflict sweep (config tier.poolSweep): conflicting sessions are closed here at once and on the other
+ * instances through the kick broadcast (the protocol's goodbye), like an operator's kick of that user on that member.
+ * Undefined when the sweep is off.
+ */
+export function poolConflictSweep(tier: Tier, config: () => Pick<Config, 'pools'>, memberStates: (pool: string) => ReadonlyMap<string, MemberState>, actions: LocalActions, logger: Logger): PoolConflictSweep | undefined {
+  const c = tier.client.config.poolSweep;
+  if (c.intervalMs <= 0) return undefined;
+  return new PoolConflictSweep({
+    registry: tier.sessions,
+    leaseKey: tier.keys.poolSweepLease,
+    pools: () => Object.keys(config().pools).map((name) => poolSpec(config(), name)!),
+    statesOf: memberStates,
+    close: async (user, member) => {
+      await actions.kick({ user, backend: member });
+      await tier.broadcast.send({ type: 'kick', user, backend: member });
+    },
+    intervalMs: c.intervalMs,
+    keysPerRound: c.keysPerRound,
+    logger: logger.child({ module: 'pools' }),
+  });
 }

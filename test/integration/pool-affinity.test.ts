@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { rankMembers, type PoolMember } from '../../src/directory/pool-route.js';
 import { adminGet, metricValue, startChildProxy, type ChildProxy } from './child-proxy.js';
-import { findOverlaps, type BackendSession } from './harness/dovecot-sessions.js';
+import { findOverlaps, membersByUser as placement } from './harness/dovecot-sessions.js';
 import { startHaproxy, type HaproxyInstance } from './harness/haproxy.js';
 import { allocatePorts, pollUntil } from './harness/ports.js';
 import { startPoolWorld, type PoolWorld } from './harness/pool-world.js';
@@ -21,17 +21,6 @@ const CONCURRENCY = 12;
 interface Node { name: string; ports: { imapPp: number; pop3Pp: number; imap: number; pop3: number }; proxy?: ChildProxy }
 
 const eq = (names: string[]): PoolMember[] => names.map((name) => ({ name, weight: 1 }));
-/** Per user, the members whose sessions began in [from, to). */
-function placement(sessions: readonly BackendSession[], from: number, to = Infinity): Map<string, Set<string>> {
-  const m = new Map<string, Set<string>>();
-  for (const s of sessions) {
-    if (s.start < from || s.start >= to) continue;
-    const set = m.get(s.user) ?? new Set<string>();
-    set.add(s.member);
-    m.set(s.user, set);
-  }
-  return m;
-}
 function only(set: Set<string> | undefined, user: string): string {
   assert.ok(set, `${user} has no session in this round`);
   assert.equal(set.size, 1, `${user} was served by ${[...set].join(' and ')} in one round`);

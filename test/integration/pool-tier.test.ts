@@ -12,6 +12,7 @@ import { startPoolWorld, type PoolWorld } from './harness/pool-world.js';
 import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
 import type { TestUser } from './harness/users.js';
 import { holdImap, imapOnce, pop3Once, runAll, sleep, untilOk } from './pool-clients.js';
+import type { RawConfig } from './proxy-fixture.js';
 import { eq, loginRound, only, poolProxyConfig, servedIn, startPoolNodes, type PoolNode, type PoolNodes } from './pool-nodes.js';
 
 const USERS = 60;
@@ -23,11 +24,12 @@ const PASSWORD = 'pool-tier-secret';
 const SLACK_MS = 2500;
 
 describe('pools as one tier: 3 mailproxies sharing one Redis, 3 Dovecots on one mail root', function () {
-  this.timeout(120_000);
+  this.timeout(150_000);
   let w: PoolWorld;
   let redis: RedisNode;
   let set: PoolNodes | undefined;
   let nodes: PoolNode[] = [];
+  let config: (name: string, ports: PoolNode['ports'], moveBackAfterMs?: number) => RawConfig;
   const report: string[] = [];
   const via = () => ({ imap: set!.hImap.port, pop3: set!.hPop3.port });
   const direct = (n: PoolNode) => ({ imap: n.ports.imap, pop3: n.ports.pop3 });
@@ -58,7 +60,7 @@ describe('pools as one tier: 3 mailproxies sharing one Redis, 3 Dovecots on one 
     const passFile = join(w.dir, 'redis.pass');
     writeFileSync(passFile, `${PASSWORD}\n`);
     redis = await startRedis({ dir: join(w.dir, 'redis'), extra: [`user mailproxy on >${PASSWORD} ${TIER_ACL_RULES}`] });
-    set = await startPoolNodes(w, ['tp1', 'tp2', 'tp3'], (name, ports) => poolProxyConfig(w, directoryFile, name, ports, MEMBERS, { moveBackAfterMs: MOVE_BACK_MS, drainWindowMs: DRAIN_MS }, {
+    config = (name, ports, moveBackAfterMs = MOVE_BACK_MS) => poolProxyConfig(w, directoryFile, name, ports, MEMBERS, { moveBackAfterMs, drainWindowMs: DRAIN_MS }, {
       tier: {
         instanceName: name,
         redis: { host: '127.0.0.1', port: redis.port, username: 'mailproxy', passwordFile: passFile },
@@ -67,7 +69,8 @@ describe('pools as one tier: 3 mailproxies sharing one Redis, 3 Dovecots on one 
         backendView: { refreshMs: 300, evidenceMaxAgeMs: 3000 },
         poolSweep: { intervalMs: 1000 },
       },
-    }));
+    });
+    set = await startPoolNodes(w, ['tp1', 'tp2', 'tp3'], (name, ports) => config(name, ports));
     nodes = set.nodes;
     await Promise.all(nodes.map((n) => n.proxy.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === 'up', 20_000)));
   });
@@ -187,5 +190,51 @@ describe('pools as one tier: 3 mailproxies sharing one Redis, 3 Dovecots on one 
     for (const u of w.users) assert.equal(placed.get(u.uid), rank(u.uid)[0] === draining ? rank(u.uid)[1] : rank(u.uid)[0], u.uid);
     assert.deepEqual(describeOverlaps(overlaps), [], 'one user on two members at once');
     await adminGet(nodes[1]!.proxy.adminPort!, `/backends/${draining}/maintenance?enabled=off`, 'POST');
+  });
+
+  it('(c) a conflict made during a Redis outage (a user on two members through two proxies) is closed by the registry sweep once Redis is back', async () => {
+    // Move-back is slow now (60 s), so only the conflict sweep can close the old member's session within this test.
+    for (const n of nodes) {
+      const from = n.proxy.logs.length;
+      n.proxy.writeConfig(config(n.name, n.ports, 60_000));
+      n.proxy.signal('SIGHUP');
+      await n.proxy.waitForLog((l) => l.msg === 'configuration reloaded', 20_000, from);
+    }
+    const user = w.users.find((u) => rank(u.uid)[0] === 'member2')!;
+    let from = marks();
+    await w.stopMember('member2');
+    await conditionSeen('member2', 'down', from);
+    const old = await holdImap(nodes[0]!.ports.imap, user.uid, user.password); // on its second choice, through tp1
+    from = marks();
+    redis.pause();
+    await Promise.all(nodes.map((n, i) => n.proxy.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === 'down', 20_000, from[i])));
+    from = marks();
+    await w.startMember('member2');
+    // tp2 sees member2 up on its own health and cannot see tp1's session: the user gets a second member (the outage's risk).
+    await nodes[1]!.proxy.waitForLog((l) => l['event'] === 'pool_member_condition' && l['member'] === 'member2' && l['to'] === 'up', 20_000, from[1]);
+    const fresh = await holdImap(nodes[1]!.ports.imap, user.uid, user.password);
+    await sleep(300);
+    from = marks();
+    redis.resume();
+    const resumed = Date.now();
+    const byeAt = await Promise.race([old.byeAt, sleep(15_000).then(() => undefined)]);
+    const freshStillOpen = await Promise.race([fresh.byeAt.then(() => false), sleep(500).then(() => true)]);
+    old.client.close();
+    fresh.client.close();
+    await sleep(300);
+    const mine = (await w.sessions()).filter((s) => s.user === user.uid);
+    const overlaps = findOverlaps(mine, Date.now());
+    const swept = nodes.flatMap((n, i) => n.proxy.logs.slice(from[i]).filter((l) => l['event'] === 'pool_conflict' && l['user'] === user.uid));
+    const conflicts = (await Promise.all(nodes.map(async (n) => metricValue((await adminGet(n.proxy.adminPort!, '/metrics')).body, 'mailproxy_pool_moves_total{pool="store1",reason="conflict"}') ?? 0))).reduce((a, b) => a + b, 0);
+    report.push(`Redis outage conflict: ${user.uid} on ${rank(user.uid)[1]} (tp1) and member2 (tp2) for ${overlaps.map((o) => o.ms.toFixed(0)).join(', ')} ms; closed on ${rank(user.uid)[1]} ${byeAt === undefined ? 'never' : `${byeAt - resumed} ms`} after Redis resumed; conflict moves ${conflicts}`);
+
+    assert.ok(byeAt !== undefined, 'the old member\'s session was closed');
+    assert.ok(byeAt - resumed < 10_000, `closed ${byeAt - resumed} ms after Redis came back`);
+    assert.ok(freshStillOpen, 'the session on the chosen member stays');
+    assert.equal(swept.length, 1, 'one instance swept the conflict (the lease holder)');
+    assert.equal(swept[0]!['from'], rank(user.uid)[1]);
+    assert.equal(swept[0]!['keep'], 'member2');
+    assert.ok(conflicts >= 1, 'moves metric (conflict)');
+    assert.equal(overlaps.length, 1, 'the outage made exactly one overlap, which the sweep ended');
   });
 });

@@ -1,6 +1,5 @@
-// Owns the tier-wide sweep of pool conflicts: users whose live sessions in the tier's session registry (every instance) sit on
-// two members of one pool (after a Redis outage, a split view, a race) are closed on the member the choice does not keep.
-// Must not talk to Redis (the registry source does) nor decide rules (pool-route.ts): one lease holder walks the registry in bounded steps.
+// Owns the tier-wide sweep of pool conflicts: a user with live sessions on two members of one pool in the tier's registry (after a Redis outage, a split view, a race) loses those on the member the choice does not keep.
+// Must not talk to Redis (the registry source does) nor decide rules (pool-route.ts); one lease holder walks the registry in bounded steps.
 import type { Logger } from '../log.js';
 import { poolMovesTotal, poolSessionsClosedTotal } from '../metrics.js';
 import { choosePoolMember, normaliseUser, type MemberState, type PoolSpec } from '../directory/pool-route.js';

@@ -14,7 +14,7 @@ import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpSe
 import { formatReceived } from './received.js';
 import { optional } from '../../core/optional.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -93,7 +93,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         smtpRecipientsTotal.inc({ service: SERVICE, result });
         callback(count ? countedError(state, reply) : replyError(reply));
       };
-      void (async (): Promise<void> => {
+      runHandler(state.log, 'rcpt', 'inbound RCPT failed', callback, async (): Promise<void> => {
         if (txn.broken) return reject(REPLY.backendTemp, 'backend_unavailable');
         let account;
         try {
@@ -128,14 +128,11 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
             else txn.open = false;
           }
           if (step.error) state.log.warn({ phase: 'rcpt', backend: link.route.backend, detail: step.error.detail }, 'backend failed at RCPT');
-          return reject(step.reply, step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred');
+          return reject(step.reply, refusedRcptResult(step));
         }
         txn.rcpts.push(to.address);
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
         callback();
-      })().catch((e: unknown) => {
-        state.log.error({ phase: 'rcpt', err: String(e) }, 'inbound RCPT failed');
-        callback(replyError(REPLY.backendTemp));
       });
     },
 

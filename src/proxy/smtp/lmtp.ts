@@ -12,7 +12,7 @@ import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpSe
 import { deliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
 import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
-import { isRepeatedRecipient, mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
+import { isRepeatedRecipient, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
 
 /** One backend's share of the transaction: its connection and the recipients it accepted, in RCPT order. */
 interface Leg { link: BackendLink; open: boolean; broken: boolean; rcpts: string[] }
@@ -102,7 +102,7 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         smtpRecipientsTotal.inc({ service: SERVICE, result });
         callback(replyError(reply));
       };
-      void (async (): Promise<void> => {
+      runHandler(state.log, 'rcpt', 'lmtp RCPT failed', callback, async (): Promise<void> => {
         let account;
         try { account = await state.directory.lookupRecipient(to.address); } catch (e) {
           state.log.warn({ phase: 'rcpt', detail: toProxyError(e, 'DIRECTORY_UNAVAILABLE').detail }, 'recipient lookup failed');
@@ -118,16 +118,13 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         const step = await relayStep(leg.link, rcptCommand(to), state.config.smtp.commandTimeoutMs);
         if (!step.ok) {
           if (!leg.link.client.alive) leg.broken = true;
-          return reject(step.reply, step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred');
+          return reject(step.reply, refusedRcptResult(step));
         }
         leg.rcpts.push(to.address);
         txn.rcpts.push({ address: to.address, backend: route.backend });
         state.info.phase = 'relay';
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
         callback();
-      })().catch((e: unknown) => {
-        state.log.error({ phase: 'rcpt', err: String(e) }, 'lmtp RCPT failed');
-        callback(replyError(REPLY.backendTemp));
       });
     },
 

@@ -15,7 +15,7 @@ import { admit, backendCredentials, type AdmittedRoute } from '../backend-sessio
 import { AuthPenalty } from '../auth-penalty.js';
 import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, transactionSummary, type BackendLink } from './transaction.js';
+import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
@@ -140,7 +140,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const { config } = state;
       const smtp = config.smtp;
       state.txn = undefined;
-      void (async (): Promise<void> => {
+      runHandler(state.log, 'mail', 'submission MAIL failed', callback, async (): Promise<void> => {
         let route: AdmittedRoute;
         try {
           const pooled = config.smtp.centralRelay ? undefined : await deps.pools?.resolve(config, account.host, account.login, 'submission');
@@ -182,9 +182,6 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         }
         state.txn = { from: from.address, rcpts: [], started: state.clock.now() };
         callback();
-      })().catch((e: unknown) => {
-        state.log.error({ phase: 'mail', err: String(e) }, 'submission MAIL failed');
-        callback(replyError(REPLY.backendTemp));
       });
     },
 
@@ -202,7 +199,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
           return callback();
         }
-        smtpRecipientsTotal.inc({ service: SERVICE, result: step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred' });
+        smtpRecipientsTotal.inc({ service: SERVICE, result: refusedRcptResult(step) });
         if (!link.client.alive) dropLink(state);
         callback(countedError(state, step.reply));
       }, (e: unknown) => {

@@ -228,3 +228,16 @@ export function dropLink(state: { link?: BackendLink | undefined }): void {
   state.link?.client.quit();
   state.link = undefined;
 }
+
+/** The `mailproxy_smtp_recipients_total` result of a RCPT the backend step did not accept. */
+export function refusedRcptResult(step: StepResult & { ok: false }): 'backend_unavailable' | 'rejected' | 'deferred' {
+  return step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred';
+}
+
+/** Run an smtp-server handler's async body: a throw it did not expect is logged and answered with the temporary error. */
+export function runHandler(log: Logger, phase: string, message: string, callback: (err?: Error | null) => void, body: () => Promise<void>): void {
+  body().catch((e: unknown) => {
+    log.error({ phase, err: String(e) }, message);
+    callback(replyError(REPLY.backendTemp));
+  });
+}

@@ -37,8 +37,8 @@ export interface SmtpServiceDeps {
   pools?: import('../../pools/pool-router.js').PoolRouter;
   /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
   penalty?: AuthPenalty;
-  /** With `tier:`: the failed-login penalty shared by the tier (per address and per login name). */
-  tier?: Pick<TierLogin, 'penalty'>;
+  /** With `tier:`: the failed-login penalty (per address and per login name) and the session registry with limits, shared by the tier. */
+  tier?: TierLogin;
   /** Time, timers and backend dialling (fakes in unit tests); real ones when absent. */
   clock?: Clock;
   dial?: Dial;

@@ -2,7 +2,7 @@
 // Must not deliver or queue mail itself: every reply about a message is the backend's own (or a temporary failure), never an invented 250.
 import { toProxyError } from '../../errors.js';
 import { openGate } from '../../health/gate.js';
-import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
+import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal, tierLimitRefusalsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
 import type { Config } from '../../config/schema.js';
@@ -26,6 +26,10 @@ interface SubmissionState extends ConnState {
   /** A bearer-token login: the client's mechanism and token, passed on to the backend (oauth.backendLogin token). */
   token?: { mechanism: TokenMechanism; token: string } | undefined;
   errors: number;
+  /** In the tier's session registry (released when the connection closes). */
+  tierRegistered?: boolean;
+  /** The client connection is gone (onClose ran). */
+  closed?: boolean;
   link?: BackendLink;
   /** The transaction in progress; undefined between transactions. */
   txn?: { from: string; rcpts: string[]; started: number } | undefined;
@@ -106,21 +110,41 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         const data = JSON.parse(Buffer.from(tokenErrorChallenge({ status: tokenMech === 'XOAUTH2' ? '401' : 'invalid_token', ...(o?.scope ? { scope: o.scope } : {}), ...(o?.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) }), 'base64').toString()) as unknown;
         delayed(state, () => callback(null, { data } as never), typed);
       };
+      const authenticated = (account: Account): void => {
+        state.account = account;
+        if ('password' in credentials) state.secret = credentials.password;
+        else state.token = { mechanism: credentials.mechanism, token: credentials.token };
+        state.info.user = account.login;
+        state.info.phase = 'relay';
+        loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
+        state.log.info({ phase: 'auth', user: account.login, mechanism: method }, 'smtp authenticated');
+        callback(null, { user: { username: account.login } });
+      };
       state.directory.authenticate(credentials).then((result) => {
         if (!result.ok) {
           state.log.info({ phase: 'auth', user, mechanism: method, result: 'auth_failed' }, 'smtp authentication failed');
           return tokenMech ? tokenRefused() : fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
         }
-        routeFor(state.config, result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
-        if (deps.tier) deps.tier.penalty.success(state.conn.client.address, typed); else penalty.success(state.conn.client.address);
-        state.account = result.account;
-        if ('password' in credentials) state.secret = credentials.password;
-        else state.token = { mechanism: credentials.mechanism, token: credentials.token };
-        state.info.user = result.account.login;
-        state.info.phase = 'relay';
-        loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
-        state.log.info({ phase: 'auth', user: result.account.login, mechanism: method }, 'smtp authenticated');
-        callback(null, { user: { username: result.account.login } });
+        const account = result.account;
+        const route = routeFor(state.config, account); // NO_ROUTE: a temporary failure now beats one at every MAIL
+        const tier = deps.tier;
+        if (!tier) {
+          penalty.success(state.conn.client.address);
+          return authenticated(account);
+        }
+        // The tier's session registry and limits, as for IMAP/POP3; the admit call also clears the address's and name's penalty.
+        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, backend: route.backend, address: state.conn.client.address, client: state.info.client, startedAt: state.info.startedAt };
+        return tier.sessions.admit(entry, tier.penalty.clearLocal(state.conn.client.address, typed)).then((admitted) => {
+          if (!admitted.ok) {
+            tierLimitRefusalsTotal.inc({ protocol: SERVICE, limit: admitted.limit });
+            state.log.info({ phase: 'auth', user: account.login, limit: admitted.limit, count: admitted.count, source: admitted.source }, 'tier session limit reached');
+            return fail(catalogueReply('SESSION_LIMIT'), 'session_limit', true);
+          }
+          // The client went away while Redis answered: onClose has run already, so release here.
+          if (state.closed) return tier.sessions.release(state.conn.id);
+          state.tierRegistered = true;
+          authenticated(account);
+        });
       }).catch((e: unknown) => {
         const err = toProxyError(e, 'INTERNAL');
         state.log.warn({ phase: 'auth', user, reason: err.spec.logReason, detail: err.detail }, 'smtp authentication error');
@@ -223,6 +247,11 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     },
 
     onClose(state) {
+      state.closed = true;
+      if (state.tierRegistered) {
+        state.tierRegistered = false;
+        deps.tier?.sessions.release(state.conn.id);
+      }
       dropLink(state);
       state.secret = undefined;
       state.token = undefined;

@@ -104,6 +104,9 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
           return reject(REPLY.directoryTemp, 'directory_unavailable');
         }
         if (!account) return reject(REPLY.unknownRecipient, 'unknown');
+        // Trace on demand: mail for a traced user traces this session (from its start while any trace is active).
+        state.trace.identify(to.address, account.login);
+        state.trace.event('trace: recipient', { recipient: to.address, user: account.login });
         let route: Route;
         let pooled = false;
         try {
@@ -190,6 +193,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
           xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
         },
         onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
+        trace: state.trace,
       }));
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_UNAVAILABLE');

@@ -53,6 +53,7 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
           clientTls: session.secure,
           login: { heloName: smtpHostname(config), sessionId: state.conn.id, xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' } },
           onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
+          trace: state.trace,
         });
         leg = { link: { client, route: admitted }, open: false, broken: false, rcpts: [] };
         state.legs.set(route.backend, leg);
@@ -109,6 +110,9 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
           return reject(REPLY.directoryTemp, 'directory_unavailable');
         }
         if (!account) return reject(REPLY.unknownRecipient, 'unknown');
+        // Trace on demand: mail for a traced user traces this session (from its start while any trace is active).
+        state.trace.identify(to.address, account.login);
+        state.trace.event('trace: recipient', { recipient: to.address, user: account.login });
         let route: Route;
         try { route = deliveryRoute(state.config, account.host); } catch (e) {
           return reject(REPLY.backendTemp, toProxyError(e, 'NO_ROUTE').spec.metricLabel);

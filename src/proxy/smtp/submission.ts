@@ -83,8 +83,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
 
     onAuth(state, auth, _session, callback) {
       const typed = auth.method === 'PLAIN' ? auth.authcid ?? '' : auth.username ?? '';
+      state.trace.identify(typed);
       const fail = (reply: ClientReply, label: string, immediate = false): void => {
         loginsTotal.inc({ protocol: SERVICE, result: label });
+        state.trace.event('trace: login failed', { result: label });
         state.errors += 1;
         const r = state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply;
         const send = (): void => callback(null, { responseCode: r.code, message: r.text });
@@ -111,6 +113,9 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         delayed(state, () => callback(null, { data } as never), typed);
       };
       const authenticated = (account: Account): void => {
+        state.trace.identify(typed, account.login);
+        state.trace.event('trace: login ok', { user: account.login, mechanism: method });
+        state.trace.loggedIn();
         state.account = account;
         if ('password' in credentials) state.secret = credentials.password;
         else state.token = { mechanism: credentials.mechanism, token: credentials.token };
@@ -191,6 +196,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
                 : backendCredentials(config.backendLogin, account.login, state.secret ?? ''),
             },
             onNote: (note) => state.log.debug({ phase: 'backend', backend: route.backend }, note),
+            trace: state.trace,
           }));
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');

@@ -1,7 +1,8 @@
 // Proves two gaps closed for SMTP against real slapd + Dovecot submission + a real redis-server: trace on demand records a
 // traced user's submission session (client dialogue through STARTTLS, backend login, first KiB of the message) with no
 // credential in any log, and nothing for other users; submission sessions are in the tier's session registry (seen from
-// another instance), count against the tier-wide submission limit, and are released when the connection closes.
+// another instance), count against the tier-wide submission limit, and are released when the connection closes; the
+// hop count reaches Dovecot submission as XCLIENT TTL=.
 // Must not test trace for IMAP/POP3 (trace.test.ts) nor the tier module alone (tier-redis.test.ts).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -142,7 +143,9 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
       assert.equal(lines.filter((l) => l === 'client: EHLO client.example').length, 2, lines.join('\n'));
       assert.ok(!lines.some((l) => /\\x16\\x03/.test(l)), 'no TLS record bytes in the trace');
       // The backend login towards Dovecot submission, with its AUTH redacted too.
-      assert.ok(lines.some((l) => /^to-backend: (EHLO|XCLIENT) /.test(l)), lines.join('\n'));
+      // Loop protection: the hop count goes to Dovecot as XCLIENT TTL= (proxyTtl 5 → 4 left), and Dovecot takes it (220).
+      assert.ok(lines.some((l) => /^to-backend: XCLIENT ADDR=127\.0\.0\.1 .* TTL=4 /.test(l)), lines.join('\n'));
+      assert.ok(lines.some((l) => /^from-backend: 220 /.test(l)), lines.join('\n'));
       assert.ok(lines.includes('to-backend: AUTH PLAIN [redacted]'), lines.join('\n'));
       assert.ok(lines.some((l) => /^from-backend: 235 /.test(l)), lines.join('\n'));
       const messageLines = lines.filter((l) => l === 'client: line of the traced message').length;

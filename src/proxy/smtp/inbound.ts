@@ -8,6 +8,7 @@ import { smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, routeForBackend, type Route } from '../../directory/backends.js';
 import type { ConnectionHandler } from '../protocol.js';
 import type { Config } from '../../config/schema.js';
+import { outboundHops } from '../loop-guard.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, type AdmittedRoute } from '../backend-session.js';
 import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
@@ -190,6 +191,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         login: {
           heloName: smtpHostname(config),
           sessionId: state.conn.id,
+          proxyTtl: outboundHops(config.loopProtection.proxyTtl),
           xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
         },
         onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),

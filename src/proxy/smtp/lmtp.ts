@@ -5,6 +5,7 @@ import { toProxyError } from '../../errors.js';
 import { smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import type { Route } from '../../directory/backends.js';
 import { admit, type AdmittedRoute } from '../backend-session.js';
+import { outboundHops } from '../loop-guard.js';
 import { SmtpBackendClient } from './backend-client.js';
 import type { ConnectionHandler } from '../protocol.js';
 import { teeDataStream } from './data-tee.js';
@@ -51,7 +52,7 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         const client = await SmtpBackendClient.open(pipeline, admitted, config.backendLogin, {
           client: state.conn.client,
           clientTls: session.secure,
-          login: { heloName: smtpHostname(config), sessionId: state.conn.id, xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' } },
+          login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: outboundHops(config.loopProtection.proxyTtl), xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' } },
           onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
           trace: state.trace,
         });

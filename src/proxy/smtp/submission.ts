@@ -10,6 +10,7 @@ import { tokenErrorChallenge } from '../sasl.js';
 import type { Credentials, TokenMechanism } from '../../core/types.js';
 import { installOAuthBearer } from './sasl-oauthbearer.js';
 import type { ConnectionHandler } from '../protocol.js';
+import { outboundHops } from '../loop-guard.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, backendCredentials, type AdmittedRoute } from '../backend-session.js';
 import { AuthPenalty } from '../auth-penalty.js';
@@ -189,6 +190,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
             login: {
               heloName: smtpHostname(config),
               sessionId: state.conn.id,
+              proxyTtl: outboundHops(config.loopProtection.proxyTtl),
               xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
               // A token login passes the token on (oauth.backendLogin token) or uses the master user (oauth.backendLogin master).
               credentials: state.token

@@ -7,6 +7,7 @@ import type { Clock } from '../../core/clock.js';
 import { openBackendSession, type AdmittedRoute, type BackendSessionDeps, type OpenRequest } from '../backend-session.js';
 import type { Config } from '../../config/schema.js';
 import { DotStuffStream } from './dot-stuff.js';
+import { writeOrPause } from '../backpressure.js';
 import { ReplyParser } from './reply-parser.js';
 import type { BackendReply } from './reply-parser.js';
 import { SmtpBackendLogin, type SmtpBackendLoginContext } from './backend-login.js';
@@ -162,8 +163,7 @@ export class SmtpBackendClient {
       };
       const onChunk = (chunk: Buffer): void => {
         if (socket.destroyed) return;
-        if (!socket.write(chunk)) {
-          stuff.pause();
+        if (writeOrPause(socket, chunk, stuff)) {
           this.clock.clearTimeout(stall);
           stall = this.clock.setTimeout(() => finish(new ProxyError('BACKEND_UNAVAILABLE', `backend accepted no data for ${stallTimeoutMs} ms`)), Math.max(1, stallTimeoutMs));
           socket.once('drain', onDrain);

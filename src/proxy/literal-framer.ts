@@ -191,6 +191,26 @@ export class LiteralFramer {
   }
 }
 
+/** Base of a protocol's parser over the framer: the buffer operations pass through; the subclass adds its grammar. */
+export abstract class FramedParser {
+  protected readonly framer: LiteralFramer;
+
+  constructor(options: FramerOptions) {
+    this.framer = new LiteralFramer(options);
+  }
+
+  push(bytes: Buffer): void { this.framer.push(bytes); }
+
+  /** Bytes received but not yet consumed (only meaningful between commands). */
+  get buffered(): number { return this.framer.buffered; }
+
+  /** Hand over unconsumed bytes and forget them (relay pending). */
+  drain(): Buffer { return this.framer.drain(); }
+
+  /** Drop everything buffered and any partial command (STARTTLS: nothing sent before the handshake is read after it). */
+  reset(): void { this.framer.reset(); }
+}
+
 /**
  * The quoted string starting at `seg[start]` (a `"`), RFC 9051 §9 / RFC 5804 §4: only `\"` and `\\` escapes, no NUL, CR or
  * LF. Returns its UTF-8 value and the offset after the closing quote, or null when malformed.

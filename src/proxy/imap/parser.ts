@@ -1,7 +1,7 @@
 // Owns the IMAP command grammar (tag, name, atoms, quoted strings, literals, lists) over the shared incremental framer, limits inside.
 // Must not decide replies, know command semantics or do I/O; bad input becomes a result value, never an exception.
 
-import { LITERAL_TAIL_RE, LiteralFramer, literalText, scanQuoted, type FramePart, type RawLineResult } from '../literal-framer.js';
+import { FramedParser, LITERAL_TAIL_RE, literalText, scanQuoted, type FramePart, type RawLineResult } from '../literal-framer.js';
 
 export type ImapArg =
   | { type: 'atom'; value: string }
@@ -40,23 +40,10 @@ const NAME_CHAR = /[A-Za-z0-9-]/;
 const TAG_PREFIX_RE = /^([^\x00-\x20\x7f-\xff(){%*"\\+]+) /;
 
 /** IMAP's grammar on top of the shared line + literal framer (`literal-framer.ts`). */
-export class ImapCommandParser {
-  private readonly framer: LiteralFramer;
-
+export class ImapCommandParser extends FramedParser {
   constructor(limits: ParserLimits) {
-    this.framer = new LiteralFramer({ ...limits, synchronising: true });
+    super({ ...limits, synchronising: true });
   }
-
-  push(bytes: Buffer): void { this.framer.push(bytes); }
-
-  /** Bytes received but not yet consumed (only meaningful between commands). */
-  get buffered(): number { return this.framer.buffered; }
-
-  /** Hand over unconsumed bytes and forget them (relay pending). */
-  drain(): Buffer { return this.framer.drain(); }
-
-  /** Drop everything buffered and any partial command (STARTTLS: RFC 9051 §6.2.1 / RFC 3207 §4.2 injection). */
-  reset(): void { this.framer.reset(); }
 
   /** Next complete command or event; null when more bytes are needed. */
   next(): ParseResult | null {

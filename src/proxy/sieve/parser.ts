@@ -1,7 +1,7 @@
 // Owns the ManageSieve token grammar (RFC 5804 §4: atoms, quoted strings, {n+}/{n} literals) over the shared incremental framer, limits inside.
 // Must not decide replies or know command semantics; bad input becomes a result value, never an exception.
 
-import { LITERAL_TAIL_RE, LiteralFramer, literalText, scanQuoted, type FramePart } from '../literal-framer.js';
+import { FramedParser, LITERAL_TAIL_RE, literalText, scanQuoted, type FramePart } from '../literal-framer.js';
 
 export type SieveToken =
   | { type: 'atom'; value: string }
@@ -21,22 +21,10 @@ export interface SieveParserLimits {
 const ATOM_RE = /^[A-Za-z0-9_.:-]+/;
 
 /** ManageSieve's token grammar on top of the shared line + literal framer (`literal-framer.ts`); no literal waits for a continuation. */
-export class SieveLineParser {
-  private readonly framer: LiteralFramer;
-
+export class SieveLineParser extends FramedParser {
   constructor(limits: SieveParserLimits) {
-    this.framer = new LiteralFramer({ ...limits, synchronising: false });
+    super({ ...limits, synchronising: false });
   }
-
-  push(bytes: Buffer): void { this.framer.push(bytes); }
-
-  get buffered(): number { return this.framer.buffered; }
-
-  /** Hand over unconsumed bytes and forget them (relay pending). */
-  drain(): Buffer { return this.framer.drain(); }
-
-  /** Drop everything buffered (STARTTLS: nothing sent before the handshake may be read after it). */
-  reset(): void { this.framer.reset(); }
 
   next(): SieveParseResult | null {
     const r = this.framer.next();

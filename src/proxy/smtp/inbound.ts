@@ -8,14 +8,13 @@ import { smtpRecipientsTotal } from '../../metrics.js';
 import { resolveRoute, routeForBackend, type Route } from '../../directory/backends.js';
 import type { ConnectionHandler } from '../protocol.js';
 import type { Config } from '../../config/schema.js';
-import { outboundHops } from '../loop-guard.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, type AdmittedRoute } from '../backend-session.js';
 import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
 import { optional } from '../../core/optional.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
+import { backendRequest, countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -185,18 +184,9 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
     let link: BackendLink;
     try {
       const name = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
-      link = await linkTo(state, admitted, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, admitted, config.backendLogin, {
-        client: state.conn.client,
-        clientTls: session.secure,
-        login: {
-          heloName: smtpHostname(config),
-          sessionId: state.conn.id,
-          proxyTtl: outboundHops(config.loopProtection.proxyTtl),
-          xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
-        },
-        onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
-        trace: state.trace,
-      }));
+      link = await linkTo(state, admitted, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, admitted, config.backendLogin, backendRequest(state, session.secure, admitted.backend, {
+        xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
+      })));
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_UNAVAILABLE');
       state.log.warn({ phase: 'backend', backend: admitted.backend, reason: err.spec.logReason, detail: err.detail }, 'inbound backend unavailable');

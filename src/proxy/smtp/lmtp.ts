@@ -5,7 +5,6 @@ import { toProxyError } from '../../errors.js';
 import { smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import type { Route } from '../../directory/backends.js';
 import { admit, type AdmittedRoute } from '../backend-session.js';
-import { outboundHops } from '../loop-guard.js';
 import { SmtpBackendClient } from './backend-client.js';
 import type { ConnectionHandler } from '../protocol.js';
 import { teeDataStream } from './data-tee.js';
@@ -13,7 +12,7 @@ import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpSe
 import { deliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
 import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
-import { isRepeatedRecipient, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
+import { backendRequest, isRepeatedRecipient, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
 
 /** One backend's share of the transaction: its connection and the recipients it accepted, in RCPT order. */
 interface Leg { link: BackendLink; open: boolean; broken: boolean; rcpts: string[] }
@@ -49,13 +48,9 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
     if (leg && (leg.broken || !leg.link.client.alive || !sameEndpoint(leg.link, admitted))) { dropLeg(state, route.backend); leg = undefined; }
     if (!leg) {
       try {
-        const client = await SmtpBackendClient.open(pipeline, admitted, config.backendLogin, {
-          client: state.conn.client,
-          clientTls: session.secure,
-          login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: outboundHops(config.loopProtection.proxyTtl), xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' } },
-          onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
-          trace: state.trace,
-        });
+        const client = await SmtpBackendClient.open(pipeline, admitted, config.backendLogin, backendRequest(state, session.secure, admitted.backend, {
+          xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' },
+        }));
         leg = { link: { client, route: admitted }, open: false, broken: false, rcpts: [] };
         state.legs.set(route.backend, leg);
       } catch (e) {

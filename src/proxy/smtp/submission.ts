@@ -10,13 +10,12 @@ import { tokenErrorChallenge } from '../sasl.js';
 import type { Credentials, TokenMechanism } from '../../core/types.js';
 import { installOAuthBearer } from './sasl-oauthbearer.js';
 import type { ConnectionHandler } from '../protocol.js';
-import { outboundHops } from '../loop-guard.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, backendCredentials, type AdmittedRoute } from '../backend-session.js';
 import { AuthPenalty } from '../auth-penalty.js';
-import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, pipelineDeps, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
+import { backendRequest, countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
@@ -184,22 +183,13 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         }
         let link: BackendLink;
         try {
-          link = await linkTo(state, route, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, route, config.backendLogin, {
-            client: state.conn.client,
-            clientTls: session.secure,
-            login: {
-              heloName: smtpHostname(config),
-              sessionId: state.conn.id,
-              proxyTtl: outboundHops(config.loopProtection.proxyTtl),
+          link = await linkTo(state, route, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, route, config.backendLogin, backendRequest(state, session.secure, route.backend, {
               xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
               // A token login passes the token on (oauth.backendLogin token) or uses the master user (oauth.backendLogin master).
               credentials: state.token
                 ? (config.oauth?.backendLogin === 'master' ? backendCredentials({ ...config.backendLogin, mode: 'master' }, account.login, '') : { user: account.login, password: '', token: state.token })
                 : backendCredentials(config.backendLogin, account.login, state.secret ?? ''),
-            },
-            onNote: (note) => state.log.debug({ phase: 'backend', backend: route.backend }, note),
-            trace: state.trace,
-          }));
+          })));
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'backend', backend: route.backend, reason: err.spec.logReason, detail: err.detail }, 'submission backend unavailable');

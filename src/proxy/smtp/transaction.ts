@@ -10,6 +10,9 @@ import type { SessionInfo } from '../sessions.js';
 import type { Clock } from '../../core/clock.js';
 import type { AdmittedRoute } from '../backend-session.js';
 import { smtpMessagesTotal } from '../../metrics.js';
+import type { SmtpBackendLoginContext } from './backend-login.js';
+import { smtpHostname, type ConnState } from './frontend.js';
+import { outboundHops } from '../loop-guard.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
 
 /** A backend session bound to a client connection, reusable across that client's transactions. */
@@ -240,4 +243,19 @@ export function runHandler(log: Logger, phase: string, message: string, callback
     log.error({ phase, err: String(e) }, message);
     callback(replyError(REPLY.backendTemp));
   });
+}
+
+/**
+ * What every SMTP/LMTP backend session of a client connection is opened with: the client endpoint and TLS, our EHLO
+ * name, session id and hop count, debug notes and the session's trace; `login` adds XCLIENT attributes and credentials.
+ */
+export function backendRequest(state: ConnState, secure: boolean, backend: string, login: Pick<SmtpBackendLoginContext, 'xclient' | 'credentials'>) {
+  const { config } = state;
+  return {
+    client: state.conn.client,
+    clientTls: secure,
+    login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: outboundHops(config.loopProtection.proxyTtl), ...login },
+    onNote: (note: string) => state.log.debug({ phase: 'backend', backend }, note),
+    trace: state.trace,
+  };
 }

@@ -13,7 +13,7 @@ export interface TappableSocket {
 
 /** RFC 5321 §4.1.1.4: the end of message data. */
 const END_OF_DATA = Buffer.from('\r\n.\r\n');
-const STARTTLS_LINE = /(?:^|\n)STARTTLS\r?\n$/i;
+const STARTTLS_LINE = /(?:^|\n)STARTTLS[ \t]*\r?\n$/i;
 
 /**
  * One SMTP connection's tap. `attach` it to the plain socket before smtp-server reads from it, and again to the TLS socket

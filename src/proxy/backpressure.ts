@@ -1,5 +1,4 @@
-// Owns the one backpressure rule for writing a chunk that came from a readable source: write it, and pause the source
-// while the destination holds it over its high-water mark (the caller resumes on 'drain').
+// Owns the one backpressure rule for writing a chunk from a readable: write it, pause the source while the destination holds it over its mark.
 // Must not allocate per chunk, add listeners or timers (the relay calls it for every chunk), nor look at the bytes.
 import type { Writable } from 'node:stream';
 

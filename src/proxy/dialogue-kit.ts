@@ -1,5 +1,4 @@
-// Owns what the sans-I/O pre-login dialogues (IMAP, POP3, ManageSieve) keep alike: the outgoing action buffer (reply text
-// coalesced into one send per step) and the pre-login counters against `limits` (rejected commands, failed logins).
+// Owns what the pre-login dialogues (IMAP, POP3, ManageSieve) keep alike: the action buffer (reply text in one send) and the pre-login counters.
 // Must not know any protocol's replies, grammar or close reasons, nor do I/O.
 import type { LimitsConfig } from '../config/schema.js';
 import type { ClientAction } from './protocol.js';

@@ -1,5 +1,4 @@
-// Owns incremental framing of client commands made of lines and RFC 9051 §4.3 / RFC 7888 literals ({n}, {n+}) for IMAP and
-// ManageSieve: the byte buffer, line and literal limits, skipping a rejected command's rest; plus the shared quoted-string scan.
+// Owns incremental framing of IMAP/ManageSieve commands (lines, {n}/{n+} literals, line and literal limits, skipping a rejected command's rest) and the quoted-string scan.
 // Must not tokenise or know any command grammar or reply; bad input becomes a result value, never an exception.
 
 /** One command's pieces in order: line segments (a segment followed by a literal ends in its `{n}` marker) and literal payloads. */

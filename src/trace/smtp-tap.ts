@@ -1,5 +1,4 @@
-// Owns copying an SMTP/LMTP client connection's dialogue (smtp-server owns the socket) into its SessionTrace: the client's
-// lines through an extra 'data' listener, the replies through `write` wrapped on that socket; message data cut to a KiB.
+// Owns copying an SMTP/LMTP client dialogue (smtp-server owns the socket) into its SessionTrace: a 'data' listener, `write` wrapped, message data cut to a KiB.
 // Must not change, delay or reorder a byte either way, nor record ciphertext (it lets go of a socket at STARTTLS).
 import type { SessionTrace } from './session-trace.js';
 import { RELAY_TRACE_BYTES } from './session-trace.js';

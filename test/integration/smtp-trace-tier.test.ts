@@ -2,7 +2,7 @@
 // traced user's submission session (client dialogue through STARTTLS, backend login, first KiB of the message) with no
 // credential in any log, and nothing for other users; submission sessions are in the tier's session registry (seen from
 // another instance), count against the tier-wide submission limit, and are released when the connection closes; the
-// hop count reaches Dovecot submission as XCLIENT TTL=.
+// hop count reaches Dovecot submission as XCLIENT TTL=; inbound SMTP traces a session carrying mail for a traced user.
 // Must not test trace for IMAP/POP3 (trace.test.ts) nor the tier module alone (tier-redis.test.ts).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -17,7 +17,7 @@ import { serveOnListener, worldConfig, type Served } from './proxy-fixture.js';
 import { createDirectory } from '../../src/directory/create.js';
 import { openGate } from '../../src/health/gate.js';
 import { SessionRegistry } from '../../src/proxy/sessions.js';
-import { createSubmissionService } from '../../src/proxy/smtp/index.js';
+import { createInboundService, createSubmissionService } from '../../src/proxy/smtp/index.js';
 import { TraceTable } from '../../src/trace/table.js';
 import { Tier } from '../../src/tier/tier.js';
 import type { Config } from '../../src/config/schema.js';
@@ -36,6 +36,8 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
   let directory: Directory;
   let service: ConnectionHandler;
   let served: Served;
+  let inbound: ConnectionHandler;
+  let inboundServed: Served;
   let tier: Tier;
   /** A second instance of the tier: what any other proxy would see. */
   let other: Tier;
@@ -77,6 +79,8 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
         secureContext: { key: readFileSync(world.tls.keyPath), cert: readFileSync(world.tls.certPath) },
       });
       served = await serveOnListener(service, { protocol: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls', proxyProtocol: false, proxyTrustedNetworks: [] }, logger);
+      inbound = createInboundService({ config, directory, gate: openGate, sessions: new SessionRegistry(), logger, traces });
+      inboundServed = await serveOnListener(inbound, { protocol: 'smtp', address: '127.0.0.1', port: 0, tls: 'none', proxyProtocol: false, proxyTrustedNetworks: [] }, logger);
     } catch (e) {
       await redis?.stop();
       await world.stop();
@@ -87,6 +91,8 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
   after(async () => {
     await service?.close();
     await served?.close();
+    await inbound?.close();
+    await inboundServed?.close();
     await directory?.close();
     await tier?.close();
     await other?.close();
@@ -163,6 +169,38 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
       }
     } finally {
       traces.set(world.users.alice.uid, 0);
+    }
+  });
+
+  it('inbound SMTP: mail for a traced user traces the session from its start (MAIL before the RCPT that matched)', async () => {
+    const bob = world.users.bob;
+    traces.set(bob.uid, 5);
+    try {
+      const from = logs.length;
+      const c = await LineClient.connect(inboundServed.port);
+      await reply(c);
+      c.send('EHLO mx.example');
+      await reply(c);
+      c.send('MAIL FROM:<sender@elsewhere.example>');
+      assert.match(await reply(c), /^250 /m);
+      c.send(`RCPT TO:<${bob.mail}>`);
+      assert.match(await reply(c), /^250 /m);
+      c.send('DATA');
+      assert.match(await reply(c), /^354 /m);
+      c.write('Subject: for bob\r\n\r\ntraced inbound\r\n.\r\n');
+      assert.match(await reply(c), /^250 /m);
+      c.send('QUIT');
+      await reply(c).catch(() => '');
+      c.close();
+      await pollUntil(() => traceLines(from).includes('client: QUIT'), 5000, () => traceLines(from).join('\n'));
+      const lines = traceLines(from);
+      for (const want of ['client: EHLO mx.example', 'client: MAIL FROM:<sender@elsewhere.example>', `client: RCPT TO:<${bob.mail}>`, 'client: traced inbound']) {
+        assert.ok(lines.includes(want), `${want}\n${lines.join('\n')}`);
+      }
+      assert.ok(lines.some((l) => /^to-backend: LHLO |^to-backend: EHLO /.test(l)), lines.join('\n'));
+      assert.ok(logs.slice(from).some((l) => l['msg'] === 'trace: recipient' && l['user'] === bob.uid));
+    } finally {
+      traces.set(bob.uid, 0);
     }
   });
 

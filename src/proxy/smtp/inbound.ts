@@ -14,7 +14,7 @@ import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpSe
 import { formatReceived } from './received.js';
 import { optional } from '../../core/optional.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { backendRequest, countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
+import { backendRequest, countedError, recipientAccount, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -101,18 +101,9 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
       };
       runHandler(state.log, 'rcpt', 'inbound RCPT failed', callback, async (): Promise<void> => {
         if (txn.broken) return reject(REPLY.backendTemp, 'backend_unavailable');
-        let account;
-        try {
-          account = await state.directory.lookupRecipient(to.address);
-        } catch (e) {
-          const err = toProxyError(e, 'DIRECTORY_UNAVAILABLE');
-          state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'recipient lookup failed');
-          return reject(REPLY.directoryTemp, 'directory_unavailable');
-        }
-        if (!account) return reject(REPLY.unknownRecipient, 'unknown');
-        // Trace on demand: mail for a traced user traces this session (from its start while any trace is active).
-        state.trace.identify(to.address, account.login);
-        state.trace.event('trace: recipient', { recipient: to.address, user: account.login });
+        const found = await recipientAccount(state, to.address);
+        if (!('account' in found)) return reject(found.reply, found.result);
+        const { account } = found;
         let route: Route;
         let pooled = false;
         try {

@@ -13,7 +13,7 @@ import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpSe
 import { recipientDeliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
 import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
-import { backendRequest, isRepeatedRecipient, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
+import { backendRequest, isRepeatedRecipient, recipientAccount, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
 
 /** One backend's share of the transaction: its connection and the recipients it accepted, in RCPT order. */
 interface Leg { link: BackendLink; open: boolean; broken: boolean; rcpts: string[] }
@@ -102,15 +102,9 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         callback(replyError(reply));
       };
       runHandler(state.log, 'rcpt', 'lmtp RCPT failed', callback, async (): Promise<void> => {
-        let account;
-        try { account = await state.directory.lookupRecipient(to.address); } catch (e) {
-          state.log.warn({ phase: 'rcpt', detail: toProxyError(e, 'DIRECTORY_UNAVAILABLE').detail }, 'recipient lookup failed');
-          return reject(REPLY.directoryTemp, 'directory_unavailable');
-        }
-        if (!account) return reject(REPLY.unknownRecipient, 'unknown');
-        // Trace on demand: mail for a traced user traces this session (from its start while any trace is active).
-        state.trace.identify(to.address, account.login);
-        state.trace.event('trace: recipient', { recipient: to.address, user: account.login });
+        const found = await recipientAccount(state, to.address);
+        if (!('account' in found)) return reject(found.reply, found.result);
+        const { account } = found;
         let route: Route;
         let pooled = false;
         try { ({ route, pooled } = await recipientDeliveryRoute(deps, state.config, account)); } catch (e) {

@@ -3,6 +3,7 @@
 import type { SMTPServerAddress, SMTPServerDataStream } from 'smtp-server';
 import { isProxyError, toProxyError, type ProxyError } from '../../errors.js';
 import type { Route } from '../../directory/backends.js';
+import type { Account } from '../../directory/directory.js';
 import type { SmtpBackendClient } from './backend-client.js';
 import type { BackendReply } from './reply-parser.js';
 import type { Logger } from '../../log.js';
@@ -258,4 +259,23 @@ export function backendRequest(state: ConnState, secure: boolean, backend: strin
     onNote: (note: string) => state.log.debug({ phase: 'backend', backend }, note),
     trace: state.trace,
   };
+}
+
+/**
+ * RCPT (inbound SMTP, LMTP): the recipient's account, or the reply and metric label to refuse it with. Mail for a traced
+ * user traces the session from here on (its dialogue so far is written while any trace is active).
+ */
+export async function recipientAccount(state: ConnState, address: string): Promise<{ account: Account } | { reply: ClientReply; result: string }> {
+  let account: Account | null;
+  try {
+    account = await state.directory.lookupRecipient(address);
+  } catch (e) {
+    const err = toProxyError(e, 'DIRECTORY_UNAVAILABLE');
+    state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'recipient lookup failed');
+    return { reply: REPLY.directoryTemp, result: 'directory_unavailable' };
+  }
+  if (!account) return { reply: REPLY.unknownRecipient, result: 'unknown' };
+  state.trace.identify(address, account.login);
+  state.trace.event('trace: recipient', { recipient: address, user: account.login });
+  return { account };
 }

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { LineClient } from './harness/line-client.js';
+import { sendAndQuit, smtpReply as reply } from './smtp-helpers.js';
 import { startWorld, type World } from './harness/world.js';
 import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
 import { pollUntil } from './harness/ports.js';
@@ -25,7 +26,6 @@ import type { ConnectionHandler } from '../../src/proxy/protocol.js';
 import type { Directory } from '../../src/directory/directory.js';
 
 const PASSWORD = 'smtp-tier-secret';
-const reply = (c: LineClient, timeoutMs = 10_000) => c.readUntil(/^\d{3} /m, timeoutMs);
 const plain = (user: string, password: string) => Buffer.from(`\0${user}\0${password}`).toString('base64');
 
 describe('SMTP submission: trace on demand and the tier session registry (real Dovecot submission, real Redis)', function () {
@@ -116,20 +116,6 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
     return { t, auth: await reply(t) };
   }
 
-  async function send(t: LineClient, from: string, body: string): Promise<void> {
-    t.send(`MAIL FROM:<${from}>`);
-    assert.match(await reply(t), /^250 /m);
-    t.send('RCPT TO:<traced@elsewhere.example>');
-    assert.match(await reply(t), /^250 /m);
-    t.send('DATA');
-    assert.match(await reply(t), /^354 /m);
-    t.write(`${body}\r\n.\r\n`);
-    assert.match(await reply(t), /^250 /m);
-    t.send('QUIT');
-    await reply(t).catch(() => '');
-    t.close();
-  }
-
   const traceLines = (from: number) => logs.slice(from).filter((l) => l['trace'] === true && l['msg'] === 'trace').map((l) => `${String(l['dir'])}: ${String(l['line'])}`);
 
   it('traces alice\'s submission session (dialogue, STARTTLS, backend login, first KiB of the message), redacted; not bob\'s', async () => {
@@ -139,7 +125,7 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
       const a = await login('alice');
       assert.match(a.auth, /^235 /m);
       const body = `Subject: traced\r\n\r\n${'line of the traced message\r\n'.repeat(200)}`;
-      await send(a.t, world.users.alice.mail, body);
+      await sendAndQuit(a.t, world.users.alice.mail, 'traced@elsewhere.example', body);
       await pollUntil(() => traceLines(from).includes('client: QUIT'), 5000, () => traceLines(from).join('\n'));
       const lines = traceLines(from);
       for (const want of ['client: EHLO client.example', 'client: STARTTLS', 'client: AUTH PLAIN [redacted]', 'proxy: 354 End data with <CR><LF>.<CR><LF>', 'client: [message data after the first 1024 bytes not logged]']) {
@@ -161,7 +147,7 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
       const fromBob = logs.length;
       const b = await login('bob');
       assert.match(b.auth, /^235 /m);
-      await send(b.t, world.users.bob.mail, 'Subject: not traced\r\n\r\nhello');
+      await sendAndQuit(b.t, world.users.bob.mail, 'traced@elsewhere.example', 'Subject: not traced\r\n\r\nhello');
       await new Promise((r) => setTimeout(r, 200));
       assert.deepEqual(logs.slice(fromBob).filter((l) => l['trace'] === true), [], 'nothing traced for bob');
       for (const secret of [world.users.alice.password, world.users.bob.password, plain(world.users.alice.uid, world.users.alice.password)]) {
@@ -181,17 +167,7 @@ describe('SMTP submission: trace on demand and the tier session registry (real D
       await reply(c);
       c.send('EHLO mx.example');
       await reply(c);
-      c.send('MAIL FROM:<sender@elsewhere.example>');
-      assert.match(await reply(c), /^250 /m);
-      c.send(`RCPT TO:<${bob.mail}>`);
-      assert.match(await reply(c), /^250 /m);
-      c.send('DATA');
-      assert.match(await reply(c), /^354 /m);
-      c.write('Subject: for bob\r\n\r\ntraced inbound\r\n.\r\n');
-      assert.match(await reply(c), /^250 /m);
-      c.send('QUIT');
-      await reply(c).catch(() => '');
-      c.close();
+      await sendAndQuit(c, 'sender@elsewhere.example', bob.mail, 'Subject: for bob\r\n\r\ntraced inbound');
       await pollUntil(() => traceLines(from).includes('client: QUIT'), 5000, () => traceLines(from).join('\n'));
       const lines = traceLines(from);
       for (const want of ['client: EHLO mx.example', 'client: MAIL FROM:<sender@elsewhere.example>', `client: RCPT TO:<${bob.mail}>`, 'client: traced inbound']) {

@@ -12,6 +12,7 @@ import { LineClient } from './harness/line-client.js';
 import { worldRawConfig } from './proxy-fixture.js';
 import { adminGet, startChildProxy, type ChildProxy, type LogLine } from './child-proxy.js';
 import { b64 } from './imap-helpers.js';
+import { sendAndQuit, smtpReply as reply } from './smtp-helpers.js';
 
 const MAIN = new URL('../../src/main.js', import.meta.url).pathname;
 
@@ -100,7 +101,6 @@ describe('trace on demand (child mailproxy, workers: 2)', function () {
 
   it('the same trace covers alice\'s SMTP submission session (AUTH redacted, backend login, message); not bob\'s', async () => {
     const from = proxy.logs.length;
-    const reply = (c: LineClient) => c.readUntil(/^\d{3} /m, 10_000);
     for (const user of ['alice', 'bob'] as const) {
       const u = world.users[user];
       const c = await LineClient.connect(submission);
@@ -110,16 +110,7 @@ describe('trace on demand (child mailproxy, workers: 2)', function () {
         await reply(c);
         c.send(`AUTH PLAIN ${b64(`\0${u.uid}\0${u.password}`)}`);
         assert.match(await reply(c), /^235 /m);
-        c.send(`MAIL FROM:<${u.mail}>`);
-        assert.match(await reply(c), /^250 /m);
-        c.send('RCPT TO:<someone@elsewhere.example>');
-        assert.match(await reply(c), /^250 /m);
-        c.send('DATA');
-        assert.match(await reply(c), /^354 /m);
-        c.write(`Subject: trace ${user}\r\n\r\nhello\r\n.\r\n`);
-        assert.match(await reply(c), /^250 /m);
-        c.send('QUIT');
-        await reply(c).catch(() => '');
+        await sendAndQuit(c, u.mail, 'someone@elsewhere.example', `Subject: trace ${user}\r\n\r\nhello`);
       } finally { c.close(); }
     }
     await proxy.waitForLog((l) => l.msg === 'trace' && l['protocol'] === 'submission' && l['line'] === 'QUIT', 10_000, from);

@@ -206,7 +206,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
     disconnectsTotal.inc({ protocol: spec.protocol, reason });
     // One summary record per session, as for IMAP/POP3 (transactions and AUTH outcomes have their own lines).
     const { info } = state;
-    state.log.info({ phase: 'end', summary: true, client: info.client, ...(info.user ? { user: info.user } : {}), ...(info.backend ? { backend: info.backend } : {}), reason, durationMs: clock.now() - info.startedAt }, 'session');
+    state.log.info({ phase: 'end', summary: true, client: state.conn.client.address, ...(info.user ? { user: info.user } : {}), ...(info.backend ? { backend: info.backend } : {}), reason, durationMs: clock.now() - info.startedAt }, 'session');
     try {
       spec.onClose(state);
     } catch (e) {

@@ -213,6 +213,7 @@ describe('session flows on in-memory sockets', () => {
       assert.equal(summaries[0]!['protocol'], 'submission');
       assert.equal(summaries[0]!['user'], 'alice');
       assert.equal(summaries[0]!['msg'], 'session');
+      assert.equal(summaries[0]!['client'], '192.0.2.9', 'the address alone, as in IMAP/POP3 records');
       assert.ok(Number(summaries[0]!['durationMs']) >= 250, JSON.stringify(summaries[0]));
     });
 

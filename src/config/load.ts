@@ -2,7 +2,7 @@
 // Must not start anything or keep state; callers decide what to do with a ConfigError.
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { LineCounter, parseDocument, isNode } from 'yaml';
+import { LineCounter, parseDocument, isMap, isNode, isScalar } from 'yaml';
 import { configSchema, type Config } from './schema.js';
 
 export class ConfigError extends Error {
@@ -37,11 +37,20 @@ export function parseConfigLocated(text: string, file = '<config>'): { config: C
       if (!p.length) return file;
     }
   };
+  /** Where a key itself is written (an unknown key: point at its name, not at its value). */
+  const whereKey = (path: readonly PropertyKey[]): string => {
+    const parent = path.length > 1 ? doc.getIn(path.slice(0, -1) as unknown[], true) : doc.contents;
+    const pair = isMap(parent) ? parent.items.find((i) => isScalar(i.key) && String(i.key.value) === String(path.at(-1))) : undefined;
+    const range = pair && isNode(pair.key) ? pair.key.range : undefined;
+    if (!range) return where(path);
+    const { line, col } = lineCounter.linePos(range[0]);
+    return `${file}:${line}:${col}`;
+  };
   const result = configSchema.safeParse(raw);
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {
       if (issue.code === 'unrecognized_keys') {
-        return issue.keys.map((k) => `${where([...issue.path, k])}: unknown key '${[...issue.path, k].join('.')}'`).join('\n');
+        return issue.keys.map((k) => `${whereKey([...issue.path, k])}: unknown key '${[...issue.path, k].join('.')}'`).join('\n');
       }
       const key = issue.path.join('.') || '(top level)';
       return `${where(issue.path)}: ${key}: ${issue.message}`;

@@ -40,7 +40,7 @@ describe('config schema', () => {
     const p = problems(`${MINIMAL}imap:\n  limitz: {}\n`);
     assert.equal(p.length, 1);
     assert.match(p[0]!, /^test\.yaml:\d+:\d+: unknown key 'imap\.limitz'/);
-    assert.match(p[0]!, /:8:/);
+    assert.match(p[0]!, /:8:3: /, 'the line and column of the key itself, not of its value');
   });
 
   it('rejects unknown keys inside list items and nested sections', () => {

@@ -19,9 +19,12 @@ import { Relay, type RelayResult } from './relay.js';
 import { disconnectsTotal, loginsTotal, sessionsActive, tierLimitRefusalsTotal } from '../metrics.js';
 import { SessionTrace, traceBackendLogin } from '../trace/session-trace.js';
 import { TraceTable } from '../trace/table.js';
+import { silentLogger } from '../log.js';
 
 /** Sessions of a service built without a trace table (tests) share this empty one: nothing is ever traced. */
 const NO_TRACES = new TraceTable();
+/** What a relayed session that is not being traced keeps instead of its own SessionTrace: one shared, always-off trace. */
+const OFF_TRACE = new SessionTrace(NO_TRACES, 'imap', silentLogger);
 import type { TierLogin } from '../tier/tier.js';
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
@@ -76,7 +79,7 @@ class Session implements LiveSession {
   private result = 'no login';
   private tierRegistered = false;
   /** Trace on demand: records nothing unless a trace is active (see src/trace/). */
-  private readonly trace: SessionTrace;
+  private trace: SessionTrace;
   private ended = false;
   private settle: (() => void) | undefined;
   private finishedPromise: Promise<void> | undefined;
@@ -320,6 +323,8 @@ class Session implements LiveSession {
     this.loginAbort = undefined;
     this.deadline = undefined;
     this.trace.tapRelay(this.relay, this.socket);
+    // Not traced by now: it never will be (a trace matches during login), so a held session keeps no trace state.
+    if (!this.trace.on) this.trace = OFF_TRACE;
     this.relay.start();
   }
 

@@ -33,6 +33,9 @@ class LdapFailure extends Error {
 
 const isAnswer = (e: unknown): e is ResultCodeError => e instanceof ResultCodeError && !SERVER_TROUBLE_CODES.has(e.code);
 
+/** The reason a hedged request's other attempts are told to stop (a shared value: no DOMException per request). */
+const HEDGE_SETTLED = new LeaseAborted('hedged request settled');
+
 export class LdapDirectory implements Directory {
   private readonly servers: LdapServerSet;
   private readonly pools: LdapPool[];
@@ -195,7 +198,8 @@ export class LdapDirectory implements Directory {
         done = true;
         clearTimeout(overall);
         clearTimeout(hedgeTimer);
-        abort.abort();
+        // Aborting costs 15-30 µs (an Event, and a DOMException without a reason): only when attempts are still out.
+        if (running > 0) abort.abort(HEDGE_SETTLED);
         settle();
       };
       const overall = setTimeout(() => finish(() => reject(new ProxyError('DIRECTORY_UNAVAILABLE', `no LDAP answer within ${budgetMs} ms${reasons.length ? `: ${reasons.join('; ')}` : ''}`))), budgetMs);

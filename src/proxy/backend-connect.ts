@@ -1,6 +1,6 @@
 // Owns opening a connection to a backend endpoint: TCP connect (through the injected Dial) under a deadline, optional PROXY v2 header, implicit TLS.
 // Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE.
-import { connect, type Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
 import { ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import { upgradeClient } from './starttls.js';
@@ -52,8 +52,9 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
     s.once('connect', () => {
       clock.clearTimeout(timer);
       s.off('error', onConnectError);
-      // A name (or an address of ours) that led back to one of our own listeners: refuse before it speaks.
-      if (guard?.isOwn(s.remoteAddress, s.remotePort)) {
+      // A name that led back to one of our own listeners: refuse before it speaks. An IP-literal route was checked by
+      // checkRoute already and is the peer itself (no getpeername syscall for it).
+      if (guard && !isIP(route.host) && guard.isOwn(s.remoteAddress, s.remotePort)) {
         s.destroy();
         reject(new ProxyError('ROUTE_LOOP', `backend ${route.backend} (${route.host}:${route.port}) connected to this proxy's own listener ${s.remoteAddress}:${s.remotePort}`));
         return;

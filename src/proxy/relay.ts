@@ -11,6 +11,8 @@ const FLUSH_MS = 30_000;
 /** Idle relays are looked for this often (or at a quarter of the shortest idle timeout, not under MIN_SWEEP_MS). */
 const SWEEP_MS = 1000;
 const MIN_SWEEP_MS = 10;
+/** TCP keepalive on a relayed client, armed by the sweep once the session is quiet (what the listener used to set at accept). */
+export const CLIENT_KEEPALIVE_MS = 60_000;
 
 export type ClosedBy = 'client' | 'backend' | 'proxy';
 
@@ -107,6 +109,8 @@ export class Relay implements BulkTarget {
   private countedDown = 0;
   /** Set by every chunk; the sweep turns it into `lastActive`. */
   private active = false;
+  /** TCP keepalive armed on the client (by the first sweep that finds the relay quiet). */
+  private keepAlive = false;
   private lastActive: number;
   private closed = false;
   /** The proxy ended the splice: nothing more is read from the backend. */
@@ -199,6 +203,8 @@ export class Relay implements BulkTarget {
   /** Called by the sweep; closes the relay when neither side moved a byte for idleMs. */
   checkIdle(now: number): void {
     if (this.active) { this.active = false; this.lastActive = now; return; }
+    // Keepalive costs four setsockopt calls: paid by sessions that stay (held, idle), not by short ones.
+    if (!this.keepAlive) { this.keepAlive = true; this.client.setKeepAlive(true, CLIENT_KEEPALIVE_MS); }
     if (now - this.lastActive >= this.idleMs) this.stop('IDLE_TIMEOUT', this.idleGoodbye);
   }
 

@@ -27,6 +27,13 @@ const NO_TRACES = new TraceTable();
 const OFF_TRACE = new SessionTrace(NO_TRACES, 'imap', silentLogger);
 import type { TierLogin } from '../tier/tier.js';
 
+// Client socket listeners are shared functions (the socket carries its session), not closures kept by every session.
+const SESSION = Symbol('session');
+type Owned = Socket & { [SESSION]?: Session | undefined };
+function sessionData(this: Owned, bytes: Buffer): void { this[SESSION]?.clientData(bytes); }
+function sessionError(this: Owned, e: NodeJS.ErrnoException): void { this[SESSION]?.clientError(e); }
+function sessionClose(this: Owned): void { this[SESSION]?.clientClosed(); }
+
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
 export type ProtocolServiceDeps = HandlerDeps & { module: ProtocolModule };
 
@@ -111,16 +118,18 @@ class Session implements LiveSession {
     const { deps, conn } = this;
     deps.sessions.add(this);
     this.setPhase('prelogin');
-    this.socket.on('error', this.onClientError);
-    this.socket.on('close', this.onClientClose);
+    (this.socket as Owned)[SESSION] = this;
+    this.socket.on('error', sessionError);
+    this.socket.on('close', sessionClose);
     this.deadline = deps.clock.setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
     const ctx = deps.tls();
     if (conn.listener.tls === 'implicit') {
       if (!ctx) return this.end('CONFIG_INVALID');
       try {
-        this.socket.off('close', this.onClientClose);
+        this.socket.off('close', sessionClose);
         this.socket = await upgradeServer(this.socket, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs);
-        this.socket.on('close', this.onClientClose);
+        (this.socket as Owned)[SESSION] = this;
+        this.socket.on('close', sessionClose);
         this.socket.on('error', () => undefined);
       } catch {
         return this.end('TLS_FAILED');
@@ -134,7 +143,7 @@ class Session implements LiveSession {
       ...(this.settings.greeting ? { greeting: this.settings.greeting } : {}),
       ...this.oauthOptions(),
     });
-    this.socket.on('data', this.onData);
+    this.socket.on('data', sessionData);
     this.socket.resume(); // a PROXY header reader may have paused it
     this.apply(this.dialogue.start());
   }
@@ -149,15 +158,15 @@ class Session implements LiveSession {
     };
   }
 
-  private readonly onData = (bytes: Buffer) => { this.trace.fromClient(bytes); this.feed({ kind: 'data', bytes }); };
+  clientData(bytes: Buffer): void { this.trace.fromClient(bytes); this.feed({ kind: 'data', bytes }); }
 
-  private readonly onClientError = (e: NodeJS.ErrnoException) => this.log('debug', { phase: this.phase, err: e.code ?? e.message }, 'client socket error');
+  clientError(e: NodeJS.ErrnoException): void { this.log('debug', { phase: this.phase, err: e.code ?? e.message }, 'client socket error'); }
 
-  private readonly onClientClose = () => {
+  clientClosed(): void {
     if (this.phase === 'relay' || this.phase === 'closed') return;
     this.loginAbort?.abort();
     this.finish('CLIENT_CLOSED', 'client');
-  };
+  }
 
   private feed(event: ClientEvent): void {
     if (this.phase === 'closed' || this.phase === 'relay') return;
@@ -193,14 +202,15 @@ class Session implements LiveSession {
     const ctx = this.deps.tls();
     if (!ctx) return this.end('CONFIG_INVALID');
     const raw = this.socket;
-    raw.off('data', this.onData);
-    raw.off('close', this.onClientClose);
+    raw.off('data', sessionData);
+    raw.off('close', sessionClose);
     raw.pause();
     upgradeServer(raw, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs).then((tls) => {
       this.socket = tls;
+      (tls as Owned)[SESSION] = this;
       tls.on('error', () => undefined);
-      tls.on('close', this.onClientClose);
-      tls.on('data', this.onData);
+      tls.on('close', sessionClose);
+      tls.on('data', sessionData);
       this.feed({ kind: 'tls-ready' });
     }, () => this.finish('TLS_FAILED', 'client'));
   }
@@ -305,9 +315,10 @@ class Session implements LiveSession {
     if (!loggedIn) return this.end('INTERNAL');
     this.deps.clock.clearTimeout(this.deadline);
     this.setPhase('relay');
-    this.socket.off('data', this.onData);
-    this.socket.off('close', this.onClientClose);
-    this.socket.off('error', this.onClientError);
+    this.socket.off('data', sessionData);
+    this.socket.off('close', sessionClose);
+    this.socket.off('error', sessionError);
+    (this.socket as Owned)[SESSION] = undefined;
     this.relay = new Relay(this.socket, loggedIn.socket, {
       protocol: this.deps.module.protocol,
       idleTimeoutMs: this.settings.limits.idleTimeoutMs,

@@ -266,7 +266,9 @@ class Session implements LiveSession {
     const wanted = pooled ? pooled.route : resolveRoute(config, account.host, deps.module.protocol);
     // Loop protection (Dovecot's login proxy TTL): an upstream proxy we trust says how many hops are left.
     const lp = config.loopProtection;
-    const hop = nextHop(clientId?.['x-proxy-ttl'], isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
+    const ttl = clientId?.['x-proxy-ttl'];
+    // Whether the sender is trusted only matters when it sent a hop count (a CIDR match per login otherwise).
+    const hop = nextHop(ttl, ttl !== undefined && isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
     if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (x-proxy-ttl ${hop.ttl}) for backend ${wanted.backend}`);
     // A pool member was chosen with health applied already; the gate would refuse a draining member its users' sessions.
     const route = pooled ? admit(openGate, pooled.route) : admit(deps.gate, wanted);

@@ -38,7 +38,11 @@ export interface RelayOptions {
   clock?: Clock;
   /** Called once with the result when both sides are gone (instead of, or besides, `done`). */
   onDone?: (r: RelayResult) => void;
+  /** The same as onDone for an owner object (a session): no closure kept per held relay. */
+  owner?: RelayOwner;
 }
+
+export interface RelayOwner { relayDone(r: RelayResult): void }
 
 /**
  * Live relays per clock, swept for idleness on one timer: moving a chunk only sets a flag, instead of re-arming a
@@ -123,6 +127,7 @@ export class Relay implements BulkTarget {
   private readonly protocol: string;
   private readonly idleGoodbye: string | undefined;
   private onDone: ((r: RelayResult) => void) | undefined;
+  private readonly owner: RelayOwner | undefined;
   private pending: { up?: Buffer; down?: Buffer } | undefined;
   private donePromise: Promise<RelayResult> | undefined;
   private result: RelayResult | undefined;
@@ -135,6 +140,7 @@ export class Relay implements BulkTarget {
     this.protocol = opts.protocol;
     this.idleGoodbye = opts.idleGoodbye;
     this.onDone = opts.onDone;
+    this.owner = opts.owner;
     this.pending = { ...(opts.pendingUp ? { up: opts.pendingUp } : {}), ...(opts.pendingDown ? { down: opts.pendingDown } : {}) };
   }
 
@@ -240,6 +246,7 @@ export class Relay implements BulkTarget {
     const first = this.first ?? { closedBy: 'proxy' as ClosedBy, reason: 'CLOSED' as const };
     this.result = { bytesUp: this.bytesUp, bytesDown: this.bytesDown, ...first, durationMs: Math.round(this.clock.now() - this.started) };
     this.onDone?.(this.result);
+    this.owner?.relayDone(this.result);
   }
 
   /** The proxy ends the splice: `goodbye` (already formatted) goes to the client, queued bytes are flushed, then both close. */

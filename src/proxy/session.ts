@@ -328,7 +328,7 @@ class Session implements LiveSession {
       pendingDown: loggedIn.leftover,
       idleGoodbye: idleGoodbye(this.deps.module),
       clock: this.deps.clock,
-      onDone: (r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) }),
+      owner: this,
     });
     // The relay owns both sockets from here; what only the login needed goes.
     this.dialogue = undefined;
@@ -339,6 +339,11 @@ class Session implements LiveSession {
     // Not traced by now: it never will be (a trace matches during login), so a held session keeps no trace state.
     if (!this.trace.on) this.trace = OFF_TRACE;
     this.relay.start();
+  }
+
+  /** The relay's end (both sides gone): the session's summary with its byte counts. */
+  relayDone(r: RelayResult): void {
+    this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) });
   }
 
   /** Close from outside (shutdown, kick, backend down) with the protocol's goodbye. */

@@ -17,7 +17,9 @@ import type { Route } from './directory/backends.js';
 import type { EffectiveState } from './health/backend-state.js';
 import { explainRoute } from './pools/where.js';
 import { Tier } from './tier/tier.js';
-import { attachInstance, tierAdminDeps, tierGate, type LocalActions } from './tier/attach.js';
+import { attachInstance, poolConflictSweep, tierAdminDeps, tierGate, type LocalActions } from './tier/attach.js';
+import type { PoolConflictSweep } from './pools/conflict-sweep.js';
+import type { TierViewSnapshot } from './tier/backend-view.js';
 
 /** Session protocols that hold a spliced connection to one backend protocol. */
 const SPLICED = new Set<string>(['imap', 'pop3', 'submission', 'sieve']);
@@ -44,6 +46,7 @@ export class App {
   readonly tier: Tier | undefined;
   private ops: Ops | undefined;
   private trace: TraceControl | undefined;
+  private conflictSweep: PoolConflictSweep | undefined;
   private listening = false;
   maintenance = false;
 
@@ -98,7 +101,10 @@ export class App {
 
   /** Endpoints the tier holds down, as pushed by a cluster primary (workers have no backend view of their own). */
   private tierDown = new Set<string>();
-  setTierDown(keys: readonly string[]): void { this.tierDown = new Set(keys); }
+  setTierDown(keys: readonly string[], view?: TierViewSnapshot): void {
+    this.tierDown = new Set(keys);
+    if (view) this.instance.pools.observeTier(view);
+  }
   private isTierDown(backend: string, protocol: string): boolean {
     return this.tier?.backendView ? this.tier.backendView.isDown(backend, protocol) : this.tierDown.has(`${backend}\t${protocol}`);
   }
@@ -131,13 +137,18 @@ export class App {
         if (!SPLICED.has(protocol)) return;
         kickSpread(this.instance.sessions, { backend, protocol }, new ProxyError('BACKEND_DOWN', `backend ${backend} down (tier verdict)`), this.config.health.kickWindowMs);
       },
+      viewChanged: (view) => this.instance.pools.observeTier(view),
     };
   }
 
   /** Probing, admin HTTP and agent-check: once per instance (single process, or the cluster primary). */
   async startOperations(): Promise<void> {
     this.monitor.start();
-    if (this.tier?.role === 'instance') attachInstance(this.tier, this.monitor, this.tierActions());
+    if (this.tier?.role === 'instance') {
+      attachInstance(this.tier, this.monitor, this.tierActions());
+      this.conflictSweep = poolConflictSweep(this.tier, () => this.config, (p) => this.instance.pools.memberStates(p), this.tierActions(), this.opts.logger);
+      this.conflictSweep?.start();
+    }
     const readiness = () => this.readiness();
     this.trace = new TraceControl(this.instance.traces, this.opts.logger.child({ module: 'trace' }));
     const actions = this.tierActions();
@@ -166,6 +177,7 @@ export class App {
   async drain(): Promise<void> { await this.instance.stopListening(); }
 
   async close(): Promise<void> {
+    this.conflictSweep?.stop();
     await this.tier?.close();
     this.monitor.stop();
     this.trace?.close();

@@ -17,7 +17,8 @@ import { startOps, type Ops } from './ops/start.js';
 import { countSessionsByBackend } from './ops/kick.js';
 import type { SessionInfo } from './proxy/sessions.js';
 import { Tier } from './tier/tier.js';
-import { attachInstance, tierAdminDeps, type LocalActions } from './tier/attach.js';
+import { attachInstance, poolConflictSweep, tierAdminDeps, type LocalActions } from './tier/attach.js';
+import type { TierViewSnapshot } from './tier/backend-view.js';
 import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
 import { SessionRegistry } from './proxy/sessions.js';
 import { PoolRouter } from './pools/pool-router.js';
@@ -44,7 +45,7 @@ type Ask =
 
 type ToWorker =
   | { t: 'mailproxy:config'; config: Config; gen: number; slot: number; tierInstanceId?: string }
-  | { t: 'mailproxy:tierdown'; down: string[] }
+  | { t: 'mailproxy:tierdown'; down: string[]; view?: TierViewSnapshot }
   | { t: 'mailproxy:state'; snapshot: BackendSnapshot[] }
   | { t: 'mailproxy:drain' }
   | ({ t: 'mailproxy:req'; id: number } & Ask);
@@ -97,6 +98,7 @@ class Primary {
   /** Tier (config `tier:`): the primary speaks for the instance (heartbeat, broadcast, backend view); workers do the login path. */
   private readonly tier: Tier | undefined;
   private tierDown: string[] = [];
+  private tierView: TierViewSnapshot | undefined;
 
   constructor(config: Config, private readonly file: string, private readonly log: Logger, private readonly count: number) {
     this.config = config;
@@ -120,15 +122,29 @@ class Primary {
       kickBackend: (backend, protocol) => { void this.askAll({ op: 'kickBackend', backend, protocol }); },
       verdictsChanged: (down) => {
         this.tierDown = [...down];
-        for (const w of this.workers.values()) this.send(w.worker, { t: 'mailproxy:tierdown', down: this.tierDown });
+        for (const w of this.workers.values()) this.send(w.worker, this.tierMessage());
+      },
+      viewChanged: (view) => {
+        this.tierView = view;
+        this.pools.observeTier(view);
+        for (const w of this.workers.values()) this.send(w.worker, this.tierMessage());
       },
     };
+  }
+
+  /** The tier's view for the workers: endpoints held down (gate) and the whole view (pool member conditions). */
+  private tierMessage(): ToWorker {
+    return { t: 'mailproxy:tierdown', down: this.tierDown, ...(this.tierView ? { view: this.tierView } : {}) };
   }
 
   async start(): Promise<void> {
     collectProcessMetrics();
     this.monitor.start();
-    if (this.tier) { attachInstance(this.tier, this.monitor, this.tierActions()); this.tier.start(); }
+    if (this.tier) {
+      attachInstance(this.tier, this.monitor, this.tierActions());
+      poolConflictSweep(this.tier, () => this.config, (p) => this.pools.memberStates(p), this.tierActions(), this.log)?.start();
+      this.tier.start();
+    }
     this.ops = await startOps({ config: this.config, logger: this.log, deps: this.adminDeps(), readiness: () => this.readiness() });
     cluster.on('message', (worker, m: unknown) => { if (isMessage(m)) this.onMessage(worker, m); });
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
@@ -251,7 +267,7 @@ class Primary {
       case 'mailproxy:hello':
         this.send(worker, { t: 'mailproxy:config', config: this.config, gen: this.gen, slot: w.slot, ...(this.tier ? { tierInstanceId: this.tier.instanceId } : {}) });
         this.send(worker, { t: 'mailproxy:state', snapshot: this.monitor.snapshot() });
-        if (this.tier) this.send(worker, { t: 'mailproxy:tierdown', down: this.tierDown });
+        if (this.tier) this.send(worker, this.tierMessage());
         return;
       case 'mailproxy:ready':
         w.ready = true;
@@ -426,7 +442,7 @@ export async function runWorker(): Promise<void> {
   let app: App | undefined;
   let log: Logger | undefined;
   let snapshot: BackendSnapshot[] | undefined;
-  let tierDown: string[] | undefined;
+  let tierDown: { down: string[]; view?: TierViewSnapshot } | undefined;
   let started = false;
   let stopReason: string | undefined;
   let stopping = false;
@@ -473,7 +489,7 @@ export async function runWorker(): Promise<void> {
       const m = raw as ToWorker;
       switch (m.t) {
         case 'mailproxy:config': resolve(m); return;
-        case 'mailproxy:tierdown': if (app) app.setTierDown(m.down); else tierDown = m.down; return;
+        case 'mailproxy:tierdown': if (app) app.setTierDown(m.down, m.view); else tierDown = m; return;
         case 'mailproxy:state': if (app) app.monitor.applyState(m.snapshot); else snapshot = m.snapshot; return;
         case 'mailproxy:drain': stop('SIGTERM (from primary)'); return;
         case 'mailproxy:req': {
@@ -489,7 +505,7 @@ export async function runWorker(): Promise<void> {
   try {
     app = new App(config.config, { logger: log, role: 'worker', forwardReport: (route, outcome, identity) => send({ t: 'mailproxy:report', route, outcome, ...(identity !== undefined ? { identity } : {}) }), ...(config.tierInstanceId ? { tierInstanceId: config.tierInstanceId } : {}) });
     if (snapshot) app.monitor.applyState(snapshot);
-    if (tierDown) app.setTierDown(tierDown);
+    if (tierDown) app.setTierDown(tierDown.down, tierDown.view);
     await app.start();
   } catch (e) {
     const error = (e as Error).message;

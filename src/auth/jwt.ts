@@ -6,7 +6,7 @@ import type { OAuthConfig } from '../config/schema.js';
 import { ProxyError, isProxyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { httpsRequest, safeUrl } from './https-request.js';
-import { userFromClaims, type TokenRefusal, type TokenValidator, type TokenVerdict } from './token-validator.js';
+import { userFromClaims, type TokenRefusal, type TokenValidator, type TokenVerdict } from './token.js';
 
 type JwtConfig = NonNullable<OAuthConfig['jwt']>;
 

@@ -76,6 +76,16 @@ export const tierSchema = z.strictObject({
     /** Re-read the shared view this often (changes are also pushed at once). */
     refreshMs: z.number().int().min(100).default(1000),
   }).prefault({}),
+  /**
+   * Pools: one instance at a time (a lease in Redis) walks the session registry for users with live sessions on two
+   * members of one pool and closes those on the member the choice does not keep.
+   */
+  poolSweep: z.strictObject({
+    /** One round this often (0 = no sweep). */
+    intervalMs: z.number().int().min(0).default(5000),
+    /** SCAN COUNT per round: about this many users' session sets are read per round (a full walk takes users / this rounds). */
+    keysPerRound: z.number().int().min(10).max(100_000).default(1000),
+  }).prefault({}),
 });
 
 export type TierConfig = z.output<typeof tierSchema>;

@@ -25,6 +25,29 @@ export interface MemberState {
   since: number;
 }
 
+/**
+ * The tier's shared backend view as the pool sees it (config `tier:`): whether it was read from Redis at its last refresh,
+ * the endpoints its quorum verdict holds down (`backend\tprotocol`) and the tier-wide maintenance flags (backends).
+ */
+export interface TierMemberView {
+  available: boolean;
+  down: readonly string[];
+  maintenance: readonly string[];
+}
+
+/**
+ * A member's condition from the evidence at hand. Without a tier view (no `tier:`, or Redis not read at the last refresh)
+ * this instance's own folded health decides. With one, the tier decides for every instance alike: maintenance when the
+ * tier flags it (or this instance has it in maintenance: an operator's intent, also written to the tier), down when the
+ * quorum verdict holds any of its endpoints down, else up, even when this instance's own probes fail (a local
+ * network fault must not send one user to another member than the rest of the tier does).
+ */
+export function memberCondition(backend: string, local: MemberCondition, tier: TierMemberView | undefined): MemberCondition {
+  if (!tier || !tier.available) return local;
+  if (local === 'maintenance' || tier.maintenance.includes(backend)) return 'maintenance';
+  return tier.down.some((k) => k.startsWith(`${backend}\t`)) ? 'down' : 'up';
+}
+
 export type PoolReason =
   /** The user's first choice by hash. */
   | 'hash'

@@ -7,7 +7,7 @@ import { routeForBackend, type Route, type RouteProtocol } from '../directory/ba
 import type { EffectiveState } from '../health/backend-state.js';
 import type { Logger } from '../log.js';
 import type { LiveSession, SessionRegistry } from '../proxy/sessions.js';
-import { choosePoolMember, drainFraction, normaliseUser, poolSpec, type MemberCondition, type MemberState, type MoveReason, type PoolDecision, type PoolSpec } from '../directory/pool-route.js';
+import { choosePoolMember, drainFraction, memberCondition, normaliseUser, poolSpec, type MemberCondition, type TierMemberView, type MemberState, type MoveReason, type PoolDecision, type PoolSpec } from '../directory/pool-route.js';
 import { poolMovesTotal, poolRoutesTotal, poolSessionsClosedTotal, poolUsersLive } from '../metrics.js';
 
 /** Live sessions of a user in the whole tier (the tier's session registry); `local` when Redis did not answer in time. */
@@ -49,6 +49,8 @@ export interface WhereReport {
   pendingMove?: { to: string; at: string; reason: MoveReason };
   /** Every member in hash order with its weight, condition and since. */
   order: Array<{ member: string; weight: number; condition: MemberCondition; since: string }>;
+  /** Whose view the conditions come from: the tier's shared quorum view, or this instance's own health (no tier, or Redis away). */
+  conditions: 'tier' | 'local';
   /** Where the user's live sessions are (members), and whose view that is. */
   live: { source: 'process' | 'tier' | 'local-fallback'; members: string[]; sessions: number };
   /** This user's fixed point in a drain window (0..1). */
@@ -69,6 +71,9 @@ export function conditionOf(state: EffectiveState): MemberCondition {
 
 export class PoolRouter {
   private readonly states = new Map<string, MemberState>();
+  /** This instance's own folded health per backend. */
+  private readonly local = new Map<string, MemberCondition>();
+  private tierView: TierMemberView | undefined;
   private readonly kicked = new Map<string, number>();
   /** pool NUL user → the member where this process last saw one of the user's sessions end, and when. */
   private readonly lastEnded = new Map<string, { member: string; at: number }>();
@@ -86,14 +91,32 @@ export class PoolRouter {
     });
   }
 
-  /** A backend's folded health state (initial snapshot and every change). `since` moves only when the member's condition changes. */
+  /** A backend's folded local health state (initial snapshot and every change). `since` moves only when the member's condition changes. */
   observe(backend: string, state: EffectiveState, at: number = this.now()): void {
-    const condition = conditionOf(state);
+    this.local.set(backend, conditionOf(state));
+    this.settle(backend, at);
+  }
+
+  /**
+   * The tier's shared backend view after each refresh (config `tier:`; a cluster worker gets its primary's). While it is
+   * available it decides every member's condition, so all instances agree on which members take logins; undefined or
+   * unavailable (Redis away): each instance's own health again.
+   */
+  observeTier(view: TierMemberView | undefined, at: number = this.now()): void {
+    this.tierView = view;
+    for (const backend of new Set([...this.local.keys(), ...this.states.keys()])) this.settle(backend, at);
+  }
+
+  /** Whose view decided the conditions last: the tier's, or this instance's own health. */
+  get conditionSource(): 'tier' | 'local' { return this.tierView?.available ? 'tier' : 'local'; }
+
+  private settle(backend: string, at: number): void {
+    const condition = memberCondition(backend, this.local.get(backend) ?? 'up', this.tierView);
     const prev = this.states.get(backend);
     if (prev && prev.condition === condition) return;
     this.states.set(backend, { condition, since: prev ? at : Math.min(at, this.startedAt) });
     if (!prev || !this.isMember(backend)) return;
-    this.opts.logger?.info({ event: 'pool_member_condition', member: backend, from: prev.condition, to: condition }, `pool member ${backend} ${prev.condition} -> ${condition}`);
+    this.opts.logger?.info({ event: 'pool_member_condition', member: backend, from: prev.condition, to: condition, source: this.conditionSource }, `pool member ${backend} ${prev.condition} -> ${condition} (${this.conditionSource} view)`);
   }
 
   private isMember(backend: string): boolean {
@@ -173,6 +196,7 @@ export class PoolRouter {
         const s = this.states.get(m) ?? { condition: 'up' as const, since: this.startedAt };
         return { member: m, weight: weight.get(m) ?? 1, condition: s.condition, since: new Date(s.since).toISOString() };
       }),
+      conditions: this.conditionSource,
       live,
       drainFraction: Number(drainFraction(user).toFixed(4)),
     };
@@ -221,8 +245,13 @@ export class PoolRouter {
 
   /** Member states, with members never seen before (just added by a reload) starting as up from now: their users move back under the usual rule. */
   private statesFor(spec: PoolSpec): ReadonlyMap<string, MemberState> {
-    for (const m of spec.members) if (!this.states.has(m.name)) this.states.set(m.name, { condition: 'up', since: this.now() });
+    for (const m of spec.members) if (!this.states.has(m.name)) this.states.set(m.name, { condition: memberCondition(m.name, 'up', this.tierView), since: this.now() });
     return this.states;
+  }
+
+  /** Member states of a pool as the choice sees them now (the tier's conflict sweep decides with them). */
+  memberStates(pool: string): ReadonlyMap<string, MemberState> {
+    return this.statesFor(this.spec(pool));
   }
 
   private async liveMembers(pool: string, user: string): Promise<WhereReport['live']> {

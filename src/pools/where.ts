@@ -75,5 +75,5 @@ function summaryLine(e: RouteExplanation): string {
   if (e.kind === 'none') return `${e.login}: no route (${e.reason})`;
   if (e.kind === 'backend') return `${e.login}: backend ${e.backend} (${e.via}), ${e.state}, ${e.liveSessions} live session(s)`;
   const move = e.pendingMove ? `; moves to ${e.pendingMove.to} at ${e.pendingMove.at} (${e.pendingMove.reason})` : '';
-  return `${e.login}: pool ${e.pool} → ${e.member ?? 'none now'} (${e.reason}); hash order ${e.order.map((o) => `${o.member}[${o.condition}]`).join(' > ')}; live on ${e.live.members.join(', ') || 'nothing'} (${e.live.source})${move}`;
+  return `${e.login}: pool ${e.pool} → ${e.member ?? 'none now'} (${e.reason}); hash order ${e.order.map((o) => `${o.member}[${o.condition}]`).join(' > ')} (${e.conditions} view); live on ${e.live.members.join(', ') || 'nothing'} (${e.live.source})${move}`;
 }

@@ -6,9 +6,12 @@ import { ProxyError } from '../errors.js';
 import type { BackendGate } from '../health/gate.js';
 import type { BackendSnapshot, EndpointTransition } from '../health/health.js';
 import type { AdminDeps, SessionFilter } from '../ops/http.js';
-import type { LocalEvidence } from './backend-view.js';
+import type { LocalEvidence, TierViewSnapshot } from './backend-view.js';
 import type { TierAction } from './broadcast.js';
 import type { Tier } from './tier.js';
+import type { Logger } from '../log.js';
+import { poolSpec, type MemberState } from '../directory/pool-route.js';
+import { PoolConflictSweep } from '../pools/conflict-sweep.js';
 
 /** What the tier needs from the local health monitor. */
 export interface MonitorLike {
@@ -26,6 +29,8 @@ export interface LocalActions {
   kickBackend(backend: string, protocol: string): void;
   /** The set of endpoints the tier holds down changed (a cluster primary passes it on to its workers). */
   verdictsChanged?(down: readonly string[]): void;
+  /** The shared view changed or became (un)available: pool members take their conditions from it. */
+  viewChanged?(view: TierViewSnapshot): void;
 }
 
 /** Gate that also fails fast (or uses the standby) for an endpoint the tier holds down. */
@@ -68,6 +73,7 @@ export function attachInstance(tier: Tier, monitor: MonitorLike, actions: LocalA
       if (down && monitor.stateOf(backend, protocol as RouteProtocol) !== 'down') actions.kickBackend(backend, protocol);
     },
     maintenance: (backend, enabled) => { monitor.setMaintenance(backend, enabled, `maintenance ${enabled ? 'on' : 'off'} (tier)`); },
+    changed: (snapshot) => actions.viewChanged?.(snapshot),
   });
   // A local change to or from down is published at once and the others re-read the view now (well within 1 s).
   monitor.on('transition', (t) => { if (t.to === 'down' || t.from === 'down') void view.publish(true); });
@@ -115,4 +121,27 @@ export function tierAdminDeps(inner: AdminDeps, tier: Tier, actions: LocalAction
       return { user, dropped, kicked, tier: sent };
     },
   };
+}
+
+/**
+ * The tier-wide pool conflict sweep (config tier.poolSweep): conflicting sessions are closed here at once and on the other
+ * instances through the kick broadcast (the protocol's goodbye), like an operator's kick of that user on that member.
+ * Undefined when the sweep is off.
+ */
+export function poolConflictSweep(tier: Tier, config: () => Pick<Config, 'pools'>, memberStates: (pool: string) => ReadonlyMap<string, MemberState>, actions: LocalActions, logger: Logger): PoolConflictSweep | undefined {
+  const c = tier.client.config.poolSweep;
+  if (c.intervalMs <= 0) return undefined;
+  return new PoolConflictSweep({
+    registry: tier.sessions,
+    leaseKey: tier.keys.poolSweepLease,
+    pools: () => Object.keys(config().pools).map((name) => poolSpec(config(), name)!),
+    statesOf: memberStates,
+    close: async (user, member) => {
+      await actions.kick({ user, backend: member });
+      await tier.broadcast.send({ type: 'kick', user, backend: member });
+    },
+    intervalMs: c.intervalMs,
+    keysPerRound: c.keysPerRound,
+    logger: logger.child({ module: 'pools' }),
+  });
 }

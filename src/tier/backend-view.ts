@@ -29,6 +29,16 @@ export interface BackendViewEvents {
   verdict(backend: string, protocol: string, down: boolean): void;
   /** A maintenance flag seen in the shared view (after a missed broadcast or at start). */
   maintenance(backend: string, enabled: boolean): void;
+  /** The view after a refresh, when it differs from the last one (pool members take their conditions from it). */
+  changed?(view: TierViewSnapshot): void;
+}
+
+/** The shared view as a whole: whether Redis answered the last refresh, endpoints held down, backends in maintenance. */
+export interface TierViewSnapshot {
+  available: boolean;
+  /** `backend\tprotocol` */
+  down: string[];
+  maintenance: string[];
 }
 
 const BULK_TIMEOUT_MS = BACKGROUND_TIMEOUT_MS;
@@ -41,6 +51,9 @@ export class TierBackendView {
   private refreshing = false;
   private again = false;
   private seenMaintenance = new Set<string>();
+  /** Whether the last refresh read the view from Redis. */
+  private available = false;
+  private lastSnapshot = '';
 
   constructor(
     private readonly client: TierClient,
@@ -64,7 +77,14 @@ export class TierBackendView {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    this.available = false;
     for (const key of [...this.down]) this.setVerdict(key, false);
+    this.emitSnapshot();
+  }
+
+  /** The whole view now (what pools decide member conditions from; a cluster primary sends it to its workers). */
+  snapshot(): TierViewSnapshot {
+    return { available: this.available, down: [...this.down].sort(), maintenance: [...this.seenMaintenance].sort() };
   }
 
   /** Endpoints the tier holds down, as `backend\tprotocol` (what a cluster primary sends its workers). */
@@ -98,6 +118,7 @@ export class TierBackendView {
       do {
         this.again = false;
         await this.refreshOnce();
+        this.emitSnapshot();
       } while (this.again);
     } finally {
       this.refreshing = false;
@@ -121,9 +142,11 @@ export class TierBackendView {
     const res = await this.client.run('backend_view', (r) => r.pipeline().hgetall(this.keys.backendView).hgetall(this.keys.maintenance).exec(), { timeoutMs: BULK_TIMEOUT_MS });
     const live = res ? await this.presence.live(BULK_TIMEOUT_MS) : undefined;
     if (!res || !live) {
+      this.available = false;
       for (const key of [...this.down]) this.setVerdict(key, false);
       return;
     }
+    this.available = true;
     const view = (res[0]?.[1] ?? {}) as Record<string, string>;
     const maint = (res[1]?.[1] ?? {}) as Record<string, string>;
     const byEndpoint = new Map<string, Evidence[]>();
@@ -149,6 +172,16 @@ export class TierBackendView {
     for (const backend of this.seenMaintenance) if (!flagged.has(backend)) this.events.maintenance(backend, false);
     this.seenMaintenance = flagged;
     if (stale.length) void this.client.run('backend_view', (r) => r.hdel(this.keys.backendView, ...stale), { timeoutMs: BACKGROUND_TIMEOUT_MS });
+  }
+
+  private emitSnapshot(): void {
+    const snap = this.snapshot();
+    const text = JSON.stringify(snap);
+    if (text === this.lastSnapshot) return;
+    this.lastSnapshot = text;
+    try { this.events.changed?.(snap); } catch (e) {
+      this.logger.error({ event: 'tier_view_handler_error', err: e instanceof Error ? e.message : String(e) }, 'tier view handler threw');
+    }
   }
 
   private setVerdict(key: string, down: boolean): void {

@@ -18,6 +18,10 @@ export class TierKeys {
   get instances(): string { return `${this.prefix}instances`; }
   /** SET of session members (JSON) of one user, every instance. */
   userSessions(user: string): string { return `${this.prefix}su:${namePart('user', user)}`; }
+  /** SCAN pattern of every user's session set (the prefix allows no glob characters). */
+  get userSessionsPattern(): string { return `${this.prefix}su:*`; }
+  /** STRING instanceId with a TTL: the instance doing the tier-wide pool conflict sweep this round. */
+  get poolSweepLease(): string { return `${this.prefix}pool-sweep`; }
   /** SET of `instanceId|sessionId|protocol` from one client address. */
   addressSessions(address: string): string { return `${this.prefix}sa:${namePart('addr', address)}`; }
   /** Failed-login counter of one client address / one login name. */

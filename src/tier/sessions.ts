@@ -165,6 +165,49 @@ export class TierSessions {
     return { source: 'tier', sessions: out };
   }
 
+  /**
+   * One bounded step of a walk over every user's session set (SCAN with COUNT `count`, then their members in one
+   * pipeline): the sessions of live instances, grouped per user. Cursor '0' starts a walk; the answer's cursor '0' ends
+   * it. Undefined when Redis did not answer (the walk resumes from the same cursor later).
+   */
+  async scanUsers(cursor: string, count: number): Promise<{ cursor: string; users: TierSessionView[][] } | undefined> {
+    const res = await this.client.run('sessions_scan', async (r) => {
+      const [next, keys] = await r.scan(cursor, 'MATCH', this.keys.userSessionsPattern, 'COUNT', count);
+      if (keys.length === 0) return { next, sets: [] as string[][] };
+      const p = r.pipeline();
+      for (const k of keys) p.smembers(k);
+      const out = (await p.exec()) ?? [];
+      return { next, sets: out.map(([err, v]) => (err || !Array.isArray(v) ? [] : (v as string[]))) };
+    }, { timeoutMs: BULK_TIMEOUT_MS });
+    const live = res ? await this.presence.live(BULK_TIMEOUT_MS) : undefined;
+    if (!res || !live) return undefined;
+    const users: TierSessionView[][] = [];
+    for (const set of res.sets) {
+      const list: TierSessionView[] = [];
+      for (const m of set) {
+        const v = parseMember(m);
+        if (v && live.has(v.i)) list.push({ instance: instanceNameOf(v.i), id: v.id, protocol: v.p, user: v.u, backend: v.b, client: v.c, since: new Date(v.t).toISOString() });
+      }
+      if (list.length) users.push(list);
+    }
+    return { cursor: res.next, users };
+  }
+
+  /**
+   * A lease on a tier-wide chore for `ms`: taken with SET NX PX when free, renewed when this instance holds it. True when this
+   * instance holds it now, so one instance does the chore while it lives and another takes over `ms` after it stops.
+   */
+  async lease(key: string, ms: number): Promise<boolean> {
+    const id = this.presence.instanceId;
+    const r = await this.client.run('lease', async (c) => {
+      if ((await c.set(key, id, 'PX', ms, 'NX')) === 'OK') return true;
+      if ((await c.get(key)) !== id) return false;
+      await c.pexpire(key, ms);
+      return true;
+    }, { timeoutMs: BACKGROUND_TIMEOUT_MS });
+    return r === true;
+  }
+
   /** Sessions this process has registered. */
   get size(): number { return this.local.size; }
 

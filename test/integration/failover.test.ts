@@ -52,8 +52,8 @@ describe('backend failure through the proxy (real Dovecot, real clients)', funct
         (raw['health'] as Record<string, unknown>)['hooks'] = {};
         ((raw['backends'] as Record<string, Record<string, unknown>>)['backend-a']!)['standby'] = 'backend-b';
       }));
-      await waitState(plain, 'backend-a', 'up', 5000);
-      await waitState(paired, 'backend-b', 'up', 5000);
+      await waitState(plain, 'backend-a', 'up', 15_000); // setup, not a tested bound: a loaded machine may time a first probe out
+      await waitState(paired, 'backend-b', 'up', 15_000);
     },
     onStop: async () => { await paired?.stop(); },
   });

@@ -1,4 +1,4 @@
-// Proves that every protocol of a pool user reaches the same member: IMAP, POP3, submission and inbound delivery (LMTP),
+// Proves that every protocol of a pool user reaches the same member: IMAP, POP3, submission and inbound delivery (SMTP, LMTP front-end),
 // and that maintenance on a member drains it. Evidence: each Dovecot member's own log (logins, LMTP deliveries).
 // Must not repeat the load and overlap figures (pool-affinity.test.ts).
 import assert from 'node:assert/strict';
@@ -7,6 +7,7 @@ import nodemailer from 'nodemailer';
 import { rankMembers } from '../../src/directory/pool-route.js';
 import { adminGet, startChildProxy, type ChildProxy } from './child-proxy.js';
 import { parseSessions } from './harness/dovecot-sessions.js';
+import { deliverLmtp, markerMessage } from './harness/lmtp.js';
 import { allocatePorts, pollUntil } from './harness/ports.js';
 import { startPoolWorld, type PoolWorld } from './harness/pool-world.js';
 import { holdImap, imapOnce, pop3Once, untilOk } from './pool-clients.js';
@@ -17,12 +18,12 @@ describe('pool: every protocol of a user on one member; maintenance drains', fun
   this.timeout(180_000);
   let w: PoolWorld;
   let proxy: ChildProxy;
-  const p: Record<'imap' | 'pop3' | 'submission' | 'smtp', number> = { imap: 0, pop3: 0, submission: 0, smtp: 0 };
+  const p: Record<'imap' | 'pop3' | 'submission' | 'smtp' | 'lmtp', number> = { imap: 0, pop3: 0, submission: 0, smtp: 0, lmtp: 0 };
 
   before(async () => {
     w = await startPoolWorld({ members: 3, users: 12 });
     const directory = await w.writeDirectory('store1');
-    [p.imap, p.pop3, p.submission, p.smtp] = (await allocatePorts(4)) as [number, number, number, number];
+    [p.imap, p.pop3, p.submission, p.smtp, p.lmtp] = (await allocatePorts(5)) as [number, number, number, number, number];
     proxy = await startChildProxy(w, {
       log: { level: 'info' },
       listeners: [
@@ -30,6 +31,7 @@ describe('pool: every protocol of a user on one member; maintenance drains', fun
         { protocol: 'pop3', address: '127.0.0.1', port: p.pop3, tls: 'none' },
         { protocol: 'submission', address: '127.0.0.1', port: p.submission, tls: 'none' },
         { protocol: 'smtp', address: '127.0.0.1', port: p.smtp, tls: 'none' },
+        { protocol: 'lmtp', address: '127.0.0.1', port: p.lmtp, tls: 'none' },
       ],
       imap: { requireTlsForAuth: false },
       pop3: { requireTlsForAuth: false },
@@ -54,7 +56,7 @@ describe('pool: every protocol of a user on one member; maintenance drains', fun
     return out;
   };
 
-  it('IMAP, POP3, submission and inbound delivery of each user reach the member hashing names', async () => {
+  it('IMAP, POP3, submission and inbound delivery (SMTP and the LMTP front-end) of each user reach the member hashing names', async () => {
     for (const u of w.users.slice(0, 6)) {
       await untilOk(() => imapOnce(p.imap, u.uid, u.password));
       await untilOk(() => pop3Once(p.pop3, u.uid, u.password));
@@ -62,6 +64,7 @@ describe('pool: every protocol of a user on one member; maintenance drains', fun
         .sendMail({ from: u.mail, to: 'someone@elsewhere.example', subject: 'pool', text: 'x' });
       await nodemailer.createTransport({ host: '127.0.0.1', port: p.smtp, secure: false, ignoreTLS: true })
         .sendMail({ from: 'sender@elsewhere.example', to: u.mail, subject: 'inbound', text: 'y' });
+      await deliverLmtp(p.lmtp, u.mail, markerMessage('pool', u.mail, 'via the LMTP front-end'));
     }
     await new Promise((r) => setTimeout(r, 300));
     const sessions = (await Promise.all(w.members.map(async (m) => parseSessions(m.name, await readFile(m.dovecot.logPath, 'utf8'))))).flat();
@@ -71,6 +74,8 @@ describe('pool: every protocol of a user on one member; maintenance drains', fun
       assert.deepEqual([...new Set(mine.map((s) => s.protocol))].sort(), ['imap', 'pop3', 'submission'], u.uid);
       assert.deepEqual([...new Set(mine.map((s) => s.member))], [want], `${u.uid} logins`);
       assert.deepEqual(await deliveredOn(u.uid), [want], `${u.uid} delivery`);
+      const saved = (await readFile(w.members.find((m) => m.name === want)!.dovecot.logPath, 'utf8')).split('\n').filter((l) => l.includes(`lmtp(${u.uid})`) && /saved mail to/.test(l));
+      assert.equal(saved.length, 2, `${u.uid}: one message by inbound SMTP and one by the LMTP front-end on ${want}`);
     }
   });
 

@@ -8,6 +8,7 @@ import nodemailer from 'nodemailer';
 import { simpleParser } from 'mailparser';
 import { pino } from 'pino';
 import { LineClient } from './harness/line-client.js';
+import { pollUntil } from './harness/ports.js';
 import { startWorld, type World } from './harness/world.js';
 import { serveOnListener, worldConfig, type Served } from './proxy-fixture.js';
 import { createDirectory } from '../../src/directory/create.js';
@@ -230,16 +231,14 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     const { ProxyError } = await import('../../src/errors.js');
     assert.equal(sessions.kick({ user: 'bob' }, new ProxyError('BACKEND_MAINTENANCE')), 1);
     assert.match(await smtpReply(c), /^421 /);
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(sessions.list({ user: 'bob' }).length, 0);
+    await pollUntil(() => sessions.list({ user: 'bob' }).length === 0, 3000, () => `${sessions.list({ user: 'bob' }).length} sessions of bob after the kick`);
   });
 
   it('drops a plaintext client on the implicit TLS port and forgets its session', async () => {
     const c = await LineClient.connect(implicit.port);
     c.send('EHLO plaintext.example');
     await assert.rejects(c.readLine(5000));
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(sessions.size, 0);
+    await pollUntil(() => sessions.size === 0, 3000, () => `${sessions.size} sessions left`);
   });
 
   it('uses STARTTLS towards a backend whose submission endpoint asks for it', async () => {

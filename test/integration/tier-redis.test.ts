@@ -163,7 +163,7 @@ describe('tier module against a real redis-server', function () {
     assert.deepEqual([d1, d2], [100, 200], 'the local curve goes on');
     const r = await timed(a.tier.sessions.admit(entry('during-stop')));
     assert.deepEqual(r, { ok: true, source: 'local' });
-    for (const ms of timings) assert.ok(ms < 50 + 40, `a call took ${ms.toFixed(1)} ms (deadline 50 ms)`);
+    for (const ms of timings) assert.ok(ms < 50 + 150, `a call took ${ms.toFixed(1)} ms (deadline 50 ms)`);
     assert.equal(a.tier.isUp, false);
     assert.equal(await metric('mailproxy_tier_up'), 0);
     const listedLocal = await a.tier.sessions.list('bob');

@@ -50,19 +50,25 @@ export function deliveryRoute(config: Config, host: string | null): Route {
   return protocol === 'lmtp' ? base : resolveRoute(config, host, 'smtp');
 }
 
+/**
+ * A recipient's delivery route (inbound MX and the LMTP front-end): a pool recipient goes to the member that holds (or will
+ * hold) the user's sessions (`pooled`: health already applied by the choice, so the gate is not asked again); plain hosts
+ * as deliveryRoute. Throws POOL_MOVING / BACKEND_DOWN from the pool (a temporary reply).
+ */
+export async function recipientDeliveryRoute(deps: Pick<SmtpServiceDeps, 'pools'>, config: Config, account: { host: string | null; login: string }): Promise<{ route: Route; pooled: boolean }> {
+  const pooled = await deps.pools?.resolve(config, account.host, account.login, 'lmtp');
+  if (!pooled) return { route: deliveryRoute(config, account.host), pooled: false };
+  const member = pooled.route.backend;
+  const protocol = config.backends[member]?.inboundDelivery ?? config.smtp.inboundDelivery;
+  return { route: protocol === 'lmtp' ? pooled.route : routeForBackend(config, member, 'smtp'), pooled: true };
+}
+
 export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
   const resolver = boundedResolver();
   const { gate } = deps;
   const pipeline = pipelineDeps(deps);
 
-  /** A pool recipient's delivery goes to the member that holds (or will hold) the user's sessions; plain hosts as above. */
-  const recipientRoute = async (config: Config, account: { host: string | null; login: string }): Promise<{ route: Route; pooled: boolean }> => {
-    const pooled = await deps.pools?.resolve(config, account.host, account.login, 'lmtp');
-    if (!pooled) return { route: deliveryRoute(config, account.host), pooled: false };
-    const member = pooled.route.backend;
-    const protocol = config.backends[member]?.inboundDelivery ?? config.smtp.inboundDelivery;
-    return { route: protocol === 'lmtp' ? pooled.route : routeForBackend(config, member, 'smtp'), pooled: true };
-  };
+  const recipientRoute = (config: Config, account: { host: string | null; login: string }) => recipientDeliveryRoute(deps, config, account);
 
   return createFrontend<InboundState>(deps, {
     protocol: 'smtp',

@@ -1,7 +1,8 @@
 // Owns the LMTP front-end listener (RFC 2033): an MTA delivers to the tier; each recipient is routed to its owning backend (one backend
-// transaction per backend, fanned out) and gets its own reply after DATA, in RCPT order. Must not answer 250 for a recipient its backend did not accept.
+// transaction per backend, fanned out; a pool recipient to the user's member) and gets its own reply after DATA, in RCPT order. Must not answer 250 for a recipient its backend did not accept.
 import type { SMTPServerAddress } from 'smtp-server';
 import { toProxyError } from '../../errors.js';
+import { openGate } from '../../health/gate.js';
 import { smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
 import type { Route } from '../../directory/backends.js';
 import { admit, type AdmittedRoute } from '../backend-session.js';
@@ -9,7 +10,7 @@ import { SmtpBackendClient } from './backend-client.js';
 import type { ConnectionHandler } from '../protocol.js';
 import { teeDataStream } from './data-tee.js';
 import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
-import { deliveryRoute } from './inbound.js';
+import { recipientDeliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
 import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
 import { isRepeatedRecipient, mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
@@ -36,11 +37,12 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
   };
 
   /** The leg for `route` with MAIL sent in this transaction; a reply when that is impossible. */
-  async function legFor(state: LmtpState, route: Route, session: { hostNameAppearsAs: string; secure: boolean }): Promise<Leg | ClientReply> {
+  async function legFor(state: LmtpState, route: Route, pooled: boolean, session: { hostNameAppearsAs: string; secure: boolean }): Promise<Leg | ClientReply> {
     const { config } = state;
     const txn = state.txn!;
     let admitted: AdmittedRoute;
-    try { admitted = admit(gate, route); } catch (e) {
+    // A pool member was chosen with health (or the tier's view) applied; the gate would refuse a draining member its users' mail.
+    try { admitted = admit(pooled ? openGate : gate, route); } catch (e) {
       state.log.warn({ phase: 'rcpt', backend: route.backend, reason: toProxyError(e, 'BACKEND_DOWN').spec.logReason }, 'backend not admitted');
       return REPLY.backendTemp;
     }
@@ -110,10 +112,13 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         }
         if (!account) return reject(REPLY.unknownRecipient, 'unknown');
         let route: Route;
-        try { route = deliveryRoute(state.config, account.host); } catch (e) {
-          return reject(REPLY.backendTemp, toProxyError(e, 'NO_ROUTE').spec.metricLabel);
+        let pooled = false;
+        try { ({ route, pooled } = await recipientDeliveryRoute(deps, state.config, account)); } catch (e) {
+          const err = toProxyError(e, 'NO_ROUTE');
+          state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'no backend for recipient');
+          return reject(REPLY.backendTemp, err.spec.metricLabel);
         }
-        const leg = await legFor(state, route, session);
+        const leg = await legFor(state, route, pooled, session);
         if (!('link' in leg)) return reject(leg, 'backend_unavailable');
         const step = await relayStep(leg.link, rcptCommand(to), state.config.smtp.commandTimeoutMs);
         if (!step.ok) {

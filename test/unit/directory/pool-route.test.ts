@@ -1,7 +1,7 @@
 // Proves the pure pool member choice: weighted rendezvous distribution, minimal movement on membership change, and the affinity rules.
 // Must not open sockets or read clocks; `now` and member states are plain values.
 import assert from 'node:assert/strict';
-import { choosePoolMember, drainFraction, normaliseUser, rankMembers, type MemberState, type PoolDecision, type PoolMember, type PoolSpec } from '../../../src/directory/pool-route.js';
+import { choosePoolMember, drainFraction, memberCondition, normaliseUser, rankMembers, type MemberState, type PoolDecision, type PoolMember, type PoolSpec } from '../../../src/directory/pool-route.js';
 
 const users = (n: number, prefix = 'user'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}@example.com`);
 const members = (...names: string[]): PoolMember[] => names.map((name) => ({ name, weight: 1 }));
@@ -285,6 +285,47 @@ describe('pool route: affinity rules', () => {
           }
         }
       }
+    }
+  });
+});
+
+describe('member condition: the tier view or local health', () => {
+  const view = (down: string[] = [], maintenance: string[] = [], available = true) => ({ available, down, maintenance });
+
+  it('without a tier view (no tier:) each instance\'s own health decides', () => {
+    assert.equal(memberCondition('m1', 'down', undefined), 'down');
+    assert.equal(memberCondition('m1', 'up', undefined), 'up');
+    assert.equal(memberCondition('m1', 'maintenance', undefined), 'maintenance');
+  });
+
+  it('an unavailable view (Redis away at the last refresh) falls back to local health', () => {
+    assert.equal(memberCondition('m1', 'down', view([], [], false)), 'down');
+    assert.equal(memberCondition('m1', 'up', view(['m1\timap'], ['m1'], false)), 'up');
+  });
+
+  it('with the view available, the quorum verdict decides down and up, whatever this instance probes', () => {
+    assert.equal(memberCondition('m1', 'down', view()), 'up', 'local fault alone: the tier keeps the member');
+    assert.equal(memberCondition('m1', 'up', view(['m1\tpop3'])), 'down', 'the tier holds one endpoint down: the member is down');
+    assert.equal(memberCondition('m1', 'up', view(['m10\timap', 'xm1\timap'])), 'up', 'other backends\' names do not match by prefix');
+  });
+
+  it('maintenance from the tier flags or this instance\'s own (an operator\'s intent) wins over down', () => {
+    assert.equal(memberCondition('m1', 'up', view([], ['m1'])), 'maintenance');
+    assert.equal(memberCondition('m1', 'maintenance', view()), 'maintenance');
+    assert.equal(memberCondition('m1', 'up', view(['m1\timap'], ['m1'])), 'maintenance');
+  });
+
+  it('two instances that disagree locally choose the same member for every user when they share the view', () => {
+    const shared = view(['m2\timap']);
+    const a = new Map(['m1', 'm2', 'm3'].map((m) => [m, { condition: memberCondition(m, 'up', shared), since: 0 }] as const));
+    // Instance B's own probes see m3 down and m2 up: the opposite of the tier.
+    const localB: Record<string, 'up' | 'down'> = { m1: 'up', m2: 'up', m3: 'down' };
+    const b = new Map(['m1', 'm2', 'm3'].map((m) => [m, { condition: memberCondition(m, localB[m]!, shared), since: 0 }] as const));
+    for (const user of users(300)) {
+      const da = route(choosePoolMember({ user, pool: POOL, states: a, live: [], now: 1 }));
+      const db = route(choosePoolMember({ user, pool: POOL, states: b, live: [], now: 1 }));
+      assert.equal(db.member, da.member, user);
+      assert.notEqual(da.member, 'm2');
     }
   });
 });

@@ -172,6 +172,32 @@ describe('pool router (run time)', () => {
     void r;
   });
 
+  it('takes member conditions from the tier view while it is available, and local health when it is not', async () => {
+    const { r } = make();
+    r.observeTier({ available: true, down: [], maintenance: [] }, now);
+    assert.equal(r.conditionSource, 'tier');
+    r.observe('m2', 'down', now);
+    assert.equal((await r.route('store1', user)).member, 'm2', 'local probes alone do not move the user while the tier sees m2 up');
+    now = 2_000;
+    r.observeTier({ available: true, down: ['m2\timap'], maintenance: [] }, now);
+    const c = await r.route('store1', user);
+    assert.equal(c.member, 'm1');
+    assert.equal(c.decision.reason, 'failover');
+    assert.equal((await r.where('store1', user)).conditions, 'tier');
+    // The tier says up again: since moves to that moment (the move-back clock starts when the tier agrees).
+    now = 3_000;
+    r.observe('m2', 'up', now);
+    r.observeTier({ available: true, down: [], maintenance: [] }, 4_000);
+    assert.equal(r.memberStates('store1').get('m2')!.since, 4_000);
+    // Redis away: back to local health (m2 up locally; m3 down locally).
+    r.observe('m3', 'down', 5_000);
+    assert.equal(r.memberStates('store1').get('m3')!.condition, 'up');
+    r.observeTier({ available: false, down: [], maintenance: [] }, 6_000);
+    assert.equal(r.conditionSource, 'local');
+    assert.equal(r.memberStates('store1').get('m3')!.condition, 'down');
+    assert.equal((await r.where('store1', user)).conditions, 'local');
+  });
+
   it('refuses a name that is not a pool', async () => {
     const { r } = make();
     assert.equal(r.isPool('store1'), true);

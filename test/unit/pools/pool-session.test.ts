@@ -5,18 +5,8 @@ import { rankMembers } from '../../../src/directory/pool-route.js';
 import { ProtocolService } from '../../../src/proxy/session.js';
 import { imapModule } from '../../../src/proxy/imap/index.js';
 import { FakeClock } from '../health/fake-clock.js';
-import { accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig, type Behaviour } from '../proxy/fakes.js';
+import { IMAP_BACKEND, accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig } from '../proxy/fakes.js';
 
-const IMAP_BACKEND: Behaviour = {
-  kind: 'script',
-  script: {
-    greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] backend ready\r\n',
-    reply: (line) => {
-      const [tag, cmd] = line.split(' ');
-      return cmd === 'LOGIN' ? `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n` : undefined;
-    },
-  },
-};
 const PORT: Record<string, number> = { m1: 2001, m2: 2002, m3: 2003 };
 
 describe('pool routing in a real IMAP session (in-memory)', () => {

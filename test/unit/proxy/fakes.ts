@@ -58,6 +58,20 @@ export type Script = { greeting?: string; reply(line: string): string | undefine
 
 export type Behaviour = { kind: 'refuse' } | { kind: 'silent' } | { kind: 'script'; script: Script };
 
+/** An IMAP backend that greets with LITERAL+ and ID, accepts every LOGIN and answers NOOP (whole-session tests share it). */
+export const IMAP_BACKEND: Behaviour = {
+  kind: 'script',
+  script: {
+    greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] backend ready\r\n',
+    reply: (line) => {
+      const [tag, cmd] = line.split(' ');
+      if (cmd === 'LOGIN') return `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`;
+      if (cmd === 'NOOP') return `${tag} OK NOOP from backend\r\n`;
+      return undefined;
+    },
+  },
+};
+
 /** A Dial to in-memory backends by port; records every connection's backend end. */
 export function fakeDialer(byPort: Record<number, Behaviour>): { dial: Dial; backends: FakeSocket[] } {
   const backends: FakeSocket[] = [];

@@ -8,20 +8,8 @@ import { imapModule } from '../../../src/proxy/imap/index.js';
 import { pop3Module } from '../../../src/proxy/pop3/index.js';
 import { createSubmissionService } from '../../../src/proxy/smtp/index.js';
 import { FakeClock } from '../health/fake-clock.js';
-import { PORTS, accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig, type Behaviour, type FakeSocket } from './fakes.js';
+import { IMAP_BACKEND, PORTS, accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig, type Behaviour, type FakeSocket } from './fakes.js';
 
-const IMAP_BACKEND: Behaviour = {
-  kind: 'script',
-  script: {
-    greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] backend ready\r\n',
-    reply: (line) => {
-      const [tag, cmd] = line.split(' ');
-      if (cmd === 'LOGIN') return `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`;
-      if (cmd === 'NOOP') return `${tag} OK NOOP from backend\r\n`;
-      return undefined;
-    },
-  },
-};
 const POP3_BACKEND: Behaviour = {
   kind: 'script',
   script: {

@@ -20,6 +20,7 @@ import { disconnectsTotal, loginsTotal, sessionsActive, tierLimitRefusalsTotal }
 import { SessionTrace, traceBackendLogin } from '../trace/session-trace.js';
 import { TraceTable } from '../trace/table.js';
 import { silentLogger } from '../log.js';
+import { Cancel, type CancelSignal } from '../core/cancel.js';
 
 /** Sessions of a service built without a trace table (tests) share this empty one: nothing is ever traced. */
 const NO_TRACES = new TraceTable();
@@ -80,7 +81,7 @@ class Session implements LiveSession {
   readonly info: SessionInfo;
   private readonly started: number;
   private deadline: unknown;
-  private loginAbort: AbortController | undefined;
+  private loginAbort: Cancel | undefined;
   private loggedIn: BackendSession | undefined;
   private relay: Relay | undefined;
   private result = 'no login';
@@ -220,9 +221,9 @@ class Session implements LiveSession {
     this.trace.identify(credentials.user);
     // Bytes behind the login command are for the backend: stop reading (TCP holds them) until the relay or a failure.
     this.socket.pause();
-    this.loginAbort = new AbortController();
+    this.loginAbort = new Cancel();
     const started = this.deps.clock.now();
-    this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
+    this.authenticateAndConnect(credentials, clientId, this.loginAbort).then((loggedIn) => {
       if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
       this.loggedIn = loggedIn;
       this.result = 'ok';
@@ -255,7 +256,7 @@ class Session implements LiveSession {
     });
   }
 
-  private async authenticateAndConnect(credentials: Credentials, clientId: Record<string, string> | undefined, signal: AbortSignal): Promise<BackendSession> {
+  private async authenticateAndConnect(credentials: Credentials, clientId: Record<string, string> | undefined, signal: CancelSignal): Promise<BackendSession> {
     const { deps, config } = this;
     const auth = await deps.directory().authenticate(credentials);
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');

@@ -29,9 +29,18 @@ NEEDS[/usr/lib/dovecot/managesieve]=dovecot-managesieved
 NEEDS[/usr/lib/dovecot/modules/lib90_sieve_plugin.so]=dovecot-sieve
 NEEDS[/usr/bin/sieve-connect]=sieve-connect
 
+# --check: only report (exit 1 naming what is missing), never install or touch services.
+check_only=0
+if [[ "${1:-}" == "--check" ]]; then check_only=1; fi
+
 missing=()
 for f in "${!NEEDS[@]}"; do
-  [[ -x "$f" ]] || missing+=("$f (${NEEDS[$f]})")
+  # Programs must be executable; shared objects (the Sieve plugin) are plain files (mode 644).
+  if [[ "$f" == *.so ]]; then
+    [[ -f "$f" ]] || missing+=("$f (${NEEDS[$f]})")
+  else
+    [[ -x "$f" ]] || missing+=("$f (${NEEDS[$f]})")
+  fi
 done
 
 stop_distro_services() {
@@ -51,11 +60,13 @@ stop_distro_services() {
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "ensure-packages: all integration test packages present"
+  if [[ $check_only -eq 1 ]]; then exit 0; fi
   stop_distro_services
   exit 0
 fi
 
 echo "ensure-packages: missing: ${missing[*]}"
+if [[ $check_only -eq 1 ]]; then exit 1; fi
 if [[ $(id -u) -ne 0 ]]; then
   echo "ensure-packages: run as root, or install them with:" >&2
   echo "  sudo apt-get update && sudo apt-get install -y ${PACKAGES[*]}" >&2

@@ -3,10 +3,12 @@
 import { readFileSync } from 'node:fs';
 
 export const EXIT_CODES = `exit codes:
-  0   success: config valid, user found, every backend up, trace started, stopped or listed
-  1   lookup: no such user; status: a backend suspect, unknown or in maintenance; start: failed to start
+  0   success: config valid, user found, every backend up, trace started, stopped or listed, sessions listed,
+      route invalidated
+  1   lookup, where: no such user; sessions: the user has none; status: a backend suspect, unknown or in
+      maintenance; start: failed to start
   2   status: a backend is down
-  3   status, trace: the admin API is unreachable, disabled or refused the request
+  3   status, trace, sessions, routes, where: the admin API is unreachable, disabled or refused the request
   64  usage error: unknown command or option, missing argument or -c FILE
   75  lookup: the directory is temporarily unavailable
   78  the configuration file is invalid (each problem printed as file:line:col: key: message)`;

@@ -19,7 +19,7 @@ import type { SessionInfo } from './proxy/sessions.js';
 import { Tier } from './tier/tier.js';
 import { attachInstance, poolConflictSweep, tierAdminDeps, type LocalActions } from './tier/attach.js';
 import type { TierViewSnapshot } from './tier/backend-view.js';
-import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
+import { drainApp, exitSoon, restartOnlyChanges, tryReload } from './lifecycle.js';
 import { SessionRegistry } from './proxy/sessions.js';
 import { PoolRouter } from './pools/pool-router.js';
 import { explainRoute } from './pools/where.js';
@@ -207,8 +207,7 @@ class Primary {
     if (this.phase === 'draining') return;
     const next = tryReload(this.file, this.log);
     if (!next) return;
-    if (resolveWorkers(next) !== this.count) this.log.warn({ workers: this.count, configured: next.workers }, 'a change of workers takes effect on restart');
-    if (JSON.stringify(next.admin) !== JSON.stringify(this.config.admin)) this.log.warn('admin changes take effect on restart');
+    restartOnlyChanges(this.config, next, this.log);
     this.config = next;
     const oldDirectory = this.directory;
     this.directory = undefined;

@@ -13,6 +13,18 @@ export function resolveWorkers(config: Pick<Config, 'workers'>): number {
 }
 
 /**
+ * What a SIGHUP cannot apply to a running process (worker processes, the admin listener and the Redis connection are made
+ * at start): the keys of `next` that differ from `prev` there, logged once as one warning so the operator knows to restart.
+ */
+export function restartOnlyChanges(prev: Config, next: Config, logger: Logger): string[] {
+  const keys: string[] = [];
+  if (resolveWorkers(prev) !== resolveWorkers(next)) keys.push('workers');
+  for (const k of ['admin', 'tier'] as const) if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) keys.push(k);
+  if (keys.length > 0) logger.warn({ event: 'reload_needs_restart', keys }, `changes of ${keys.join(', ')} take effect on restart`);
+  return keys;
+}
+
+/**
  * Read and validate the file again, TLS material included (a cert that does not load must not half-apply);
  * on any problem keep the old configuration and log why.
  */

@@ -3,7 +3,7 @@
 import type { Logger } from './log.js';
 import type { Config } from './config/schema.js';
 import { App } from './app.js';
-import { drainApp, exitSoon, resolveWorkers, tryReload } from './lifecycle.js';
+import { drainApp, exitSoon, resolveWorkers, restartOnlyChanges, tryReload } from './lifecycle.js';
 
 export async function runSingle(config: Config, file: string, logger: Logger): Promise<App> {
   const app = new App(config, { logger });
@@ -15,6 +15,7 @@ export async function runSingle(config: Config, file: string, logger: Logger): P
     if (stopping) return;
     const next = tryReload(file, logger);
     if (!next) return;
+    restartOnlyChanges(app.config, next, logger);
     app.reload(next).then(
       () => logger.info({ event: 'reloaded', file }, 'configuration reloaded'),
       (e) => logger.error({ event: 'reload_failed', err: (e as Error).message }, 'reload failed; old configuration stays'),

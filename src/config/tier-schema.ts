@@ -8,6 +8,7 @@ const hostPort = z.strictObject({ host: z.string().min(1), port });
 const perProtocol = z.strictObject({
   imap: z.number().int().min(0).default(0),
   pop3: z.number().int().min(0).default(0),
+  submission: z.number().int().min(0).default(0),
 }).prefault({});
 
 const tlsSchema = z.strictObject({

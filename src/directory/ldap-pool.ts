@@ -89,17 +89,10 @@ export class LdapPool {
       fresh = true;
     }
     const conn = s;
-    let released = false;
-    return {
-      ready: conn.ready,
-      fresh,
-      release: (reusable) => {
-        if (released) return;
-        released = true;
-        if (reusable) conn.used = true;
-        else this.dropService(conn);
-      },
-    };
+    return lease(conn, fresh, (reusable) => {
+      if (reusable) conn.used = true;
+      else this.dropService(conn);
+    });
   }
 
   private dropService(conn: Opened & { dropped: boolean }): void {
@@ -136,24 +129,17 @@ export class LdapPool {
   private lend(conn: Opened, fresh: boolean): Lease {
     this.lent.add(conn);
     const generation = this.generation;
-    let released = false;
-    return {
-      ready: conn.ready,
-      fresh,
-      release: (reusable) => {
-        if (released) return;
-        released = true;
-        this.lent.delete(conn);
-        if (reusable && generation === this.generation && conn.client.isConnected) {
-          const waiter = this.waiters.shift();
-          if (waiter) waiter.grant(this.lend(conn, false));
-          else this.idle.push({ conn, since: this.opts.now() });
-          return;
-        }
-        void closeQuietly(conn.client);
-        this.serveWaiters();
-      },
-    };
+    return lease(conn, fresh, (reusable) => {
+      this.lent.delete(conn);
+      if (reusable && generation === this.generation && conn.client.isConnected) {
+        const waiter = this.waiters.shift();
+        if (waiter) waiter.grant(this.lend(conn, false));
+        else this.idle.push({ conn, since: this.opts.now() });
+        return;
+      }
+      void closeQuietly(conn.client);
+      this.serveWaiters();
+    });
   }
 
   /** Room freed without a connection to hand over: open fresh ones for waiters. */
@@ -164,4 +150,18 @@ export class LdapPool {
 
 export async function closeQuietly(client: LdapClient): Promise<void> {
   try { await client.unbind(); } catch { /* already gone */ }
+}
+
+/** A lease of `conn` whose `release` runs `onRelease` once, however often it is called. */
+function lease(conn: Opened, fresh: boolean, onRelease: (reusable: boolean) => void): Lease {
+  let released = false;
+  return {
+    ready: conn.ready,
+    fresh,
+    release: (reusable) => {
+      if (released) return;
+      released = true;
+      onRelease(reusable);
+    },
+  };
 }

@@ -143,8 +143,10 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       if (progress.greeted) { if (/^(\* BYE\b|421[ -])/i.test(line)) progress.dropped = true; return; }
       progress.greeting.push(line);
       if (progress.greeting.length === 1 && /^(\* BYE\b|-ERR\b|421[ -])/i.test(line)) progress.refusedGreeting = true;
-      // RFC 5321 §4.2.1: "220-" lines continue the greeting; IMAP/POP3 greet in one line.
-      if (/^\d{3}-/.test(line)) return;
+      // RFC 5321 §4.2.1: "220-" lines continue the greeting; so do ManageSieve's quoted capability lines before its OK
+      // (RFC 5804 §1.7; the probe reads up to the OK, and a different identity here would look like a split brain).
+      // IMAP/POP3 greet in one line.
+      if (/^(\d{3}-|")/.test(line)) return;
       progress.greeted = true;
       clock.clearTimeout(greetTimer);
       greetTimer = undefined;

@@ -5,6 +5,7 @@ import { onRelayBytesCollect, relayBytesTotal } from '../metrics.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { DisconnectReason } from '../errors.js';
 import { pipeBulk, type BulkTarget } from './bulk-read.js';
+import { writeOrPause } from './backpressure.js';
 
 /** How long queued bytes may take to reach a peer after the other side is gone. */
 const FLUSH_MS = 30_000;
@@ -190,14 +191,14 @@ export class Relay implements BulkTarget {
   up(d: Buffer): void {
     this.bytesUp += d.length;
     this.active = true;
-    if (!this.backend.write(d) && this.backend.writableLength > 0) this.client.pause();
+    writeOrPause(this.backend, d, this.client);
   }
 
   /** Backend → client (the bulk path writes itself and only counts). */
   down(d: Buffer): void {
     this.bytesDown += d.length;
     this.active = true;
-    if (!this.client.write(d) && this.client.writableLength > 0) this.backend.pause();
+    writeOrPause(this.client, d, this.backend);
   }
 
   /** Bytes the bulk path wrote to the client. */

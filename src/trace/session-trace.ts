@@ -54,6 +54,13 @@ export class SessionTrace {
   /** Backend → proxy bytes of the backend login. */
   fromBackend(bytes: Buffer | string): void { if (this.state === 'tracing') for (const l of this.backend.fromServer(Buffer.from(bytes))) this.record('from-backend', l); }
 
+  /** Client bytes stop being recorded here (SMTP message data past its first KiB): the unfinished line, then `note`. */
+  cutClient(note: string): void {
+    if (!this.on) return;
+    for (const l of this.client.flush('client')) this.record('client', l);
+    this.record('client', note);
+  }
+
   /** A name the session is known by (the login name typed, then the directory's login): starts the trace on a match. */
   identify(...names: Array<string | undefined>): void {
     if (this.state === 'tracing' || this.state === 'done') return;

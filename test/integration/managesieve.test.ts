@@ -34,6 +34,17 @@ function sieveConnect(world: World, port: number, user: string, password: string
 /** Read a ManageSieve response up to its OK/NO/BYE line. */
 const reply = (c: LineClient, timeoutMs = 5000) => c.readUntil(/^(OK|NO|BYE)\b.*$/m, timeoutMs);
 
+/** Connect, STARTTLS, and read the capabilities after the handshake: a client ready to AUTHENTICATE. */
+async function tlsSession(world: World, port: number): Promise<LineClient> {
+  const c = await LineClient.connect(port);
+  await reply(c);
+  c.write('STARTTLS\r\n');
+  assert.match(await reply(c), /^OK/m);
+  const t = await c.startTls(readFileSync(world.tls.caPath));
+  await reply(t);
+  return t;
+}
+
 describe('ManageSieve proxy (real Dovecot Pigeonhole)', function () {
   this.timeout(60_000);
   const ctx = withWorldAndProxy((raw, world) => {
@@ -89,12 +100,7 @@ describe('ManageSieve proxy (real Dovecot Pigeonhole)', function () {
 
   it('raw PUTSCRIPT / SETACTIVE / LISTSCRIPTS for bob reach backend-b; a pipelined command after AUTHENTICATE is answered by the backend', async () => {
     const { world, proxy } = ctx;
-    const c = await LineClient.connect(proxy.port('sieve', 'starttls'));
-    await reply(c);
-    c.write('STARTTLS\r\n');
-    await reply(c);
-    const t = await c.startTls(readFileSync(world.tls.caPath));
-    await reply(t);
+    const t = await tlsSession(world, proxy.port('sieve', 'starttls'));
     const bob = world.users.bob;
     t.write(`AUTHENTICATE "PLAIN" "${encodePlain(bob.uid, bob.password)}"\r\nLISTSCRIPTS\r\n`);
     assert.match(await reply(t), /^OK/m);
@@ -115,12 +121,7 @@ describe('ManageSieve proxy (real Dovecot Pigeonhole)', function () {
 
   it('AUTHENTICATE OAUTHBEARER with a token (validated against the JWKS file) logs in; the token is passed on to Pigeonhole', async () => {
     const { world, proxy } = ctx;
-    const c = await LineClient.connect(proxy.port('sieve', 'starttls'));
-    await reply(c);
-    c.write('STARTTLS\r\n');
-    await reply(c);
-    const t = await c.startTls(readFileSync(world.tls.caPath));
-    await reply(t);
+    const t = await tlsSession(world, proxy.port('sieve', 'starttls'));
     const token = await world.idp!.token('alice', world.users.alice.mail);
     t.write(`AUTHENTICATE "OAUTHBEARER" "${encodeTokenResponse('OAUTHBEARER', '', token)}"\r\n`);
     assert.match(await reply(t), /^OK/m);
@@ -129,12 +130,7 @@ describe('ManageSieve proxy (real Dovecot Pigeonhole)', function () {
     t.close();
     assert.match(await world.backends.a.readLog(), /managesieve-login: Info: Login: user=<alice>, method=OAUTHBEARER/);
     const bad = await world.idp!.token('alice', world.users.alice.mail, { expiresIn: -100 });
-    const d = await LineClient.connect(proxy.port('sieve', 'starttls'));
-    await reply(d);
-    d.write('STARTTLS\r\n');
-    await reply(d);
-    const u = await d.startTls(readFileSync(world.tls.caPath));
-    await reply(u);
+    const u = await tlsSession(world, proxy.port('sieve', 'starttls'));
     u.write(`AUTHENTICATE "OAUTHBEARER" "${encodeTokenResponse('OAUTHBEARER', '', bad)}"\r\n`);
     const challenge = await u.readLine();
     assert.equal(JSON.parse(Buffer.from(challenge.replace(/"/g, ''), 'base64').toString())['status'], 'invalid_token');

@@ -1,6 +1,7 @@
 // Proves trace on demand on a real child mailproxy with workers: 2 in front of slapd + Dovecot: `mailproxy trace USER`
 // reaches every worker without a restart; that user's IMAP and POP3 sessions are logged in full detail (pre-login
-// dialogue, backend login, first KiB after login) with every credential redacted; other users are not; it turns off.
+// dialogue, backend login, first KiB after login) with every credential redacted, and so is their SMTP submission
+// session; other users are not; it turns off.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import { LineClient } from './harness/line-client.js';
 import { worldRawConfig } from './proxy-fixture.js';
 import { adminGet, startChildProxy, type ChildProxy, type LogLine } from './child-proxy.js';
 import { b64 } from './imap-helpers.js';
+import { sendAndQuit, smtpReply as reply } from './smtp-helpers.js';
 
 const MAIN = new URL('../../src/main.js', import.meta.url).pathname;
 
@@ -27,6 +29,7 @@ describe('trace on demand (child mailproxy, workers: 2)', function () {
   let file: string;
   let imap = 0;
   let pop3 = 0;
+  let submission = 0;
 
   before(async () => {
     world = await startWorld();
@@ -34,12 +37,14 @@ describe('trace on demand (child mailproxy, workers: 2)', function () {
       const raw = worldRawConfig(world, (c) => {
         c['workers'] = 2;
         c['log'] = { level: 'info' };
-        c['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }, { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'none' }];
+        c['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }, { protocol: 'pop3', address: '127.0.0.1', port: 0, tls: 'none' }, { protocol: 'submission', address: '127.0.0.1', port: 0, tls: 'none' }];
+        c['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 0, authFailureMaxDelayMs: 0 };
         c['admin'] = { enabled: true, address: '127.0.0.1', port: 0 };
       });
       proxy = await startChildProxy(world, raw, { name: 'trace', timeoutMs: 60_000 });
       imap = proxy.port('imap', 'none');
       pop3 = proxy.port('pop3', 'none');
+      submission = proxy.port('submission', 'none');
       file = join(world.dir, 'trace-cli.yaml');
       writeFileSync(file, stringify(worldRawConfig(world, (c) => { c['admin'] = { enabled: true, address: '127.0.0.1', port: proxy.adminPort }; })));
     } catch (e) { await proxy?.stop(); await world.stop(); throw e; }
@@ -90,6 +95,31 @@ describe('trace on demand (child mailproxy, workers: 2)', function () {
     assert.ok(auth.includes('client: a1 AUTHENTICATE PLAIN [redacted]'), auth.join('\n'));
     // Nothing for bob; no password anywhere in any log line.
     assert.equal(proxy.logs.slice(from).filter((l) => l['trace'] === true && l['traced'] === 'bob').length, 0);
+    const text = JSON.stringify(proxy.logs.slice(from));
+    for (const secret of [world.users.alice.password, world.users.bob.password, b64(`\0alice\0${world.users.alice.password}`)]) assert.ok(!text.includes(secret), `a credential reached the log: ${secret}`);
+  });
+
+  it('the same trace covers alice\'s SMTP submission session (AUTH redacted, backend login, message); not bob\'s', async () => {
+    const from = proxy.logs.length;
+    for (const user of ['alice', 'bob'] as const) {
+      const u = world.users[user];
+      const c = await LineClient.connect(submission);
+      try {
+        await reply(c);
+        c.send('EHLO client.example');
+        await reply(c);
+        c.send(`AUTH PLAIN ${b64(`\0${u.uid}\0${u.password}`)}`);
+        assert.match(await reply(c), /^235 /m);
+        await sendAndQuit(c, u.mail, 'someone@elsewhere.example', `Subject: trace ${user}\r\n\r\nhello`);
+      } finally { c.close(); }
+    }
+    await proxy.waitForLog((l) => l.msg === 'trace' && l['protocol'] === 'submission' && l['line'] === 'QUIT', 10_000, from);
+    const lines = render(traceLines(from).filter((l) => l['protocol'] === 'submission'));
+    for (const want of ['client: EHLO client.example', 'client: AUTH PLAIN [redacted]', 'to-backend: AUTH PLAIN [redacted]', 'client: Subject: trace alice', 'client: QUIT']) {
+      assert.ok(lines.includes(want), `${want}\n${lines.join('\n')}`);
+    }
+    assert.ok(lines.some((l) => /^from-backend: 235 /.test(l)), lines.join('\n'));
+    assert.ok(!lines.includes('client: Subject: trace bob'), 'bob\'s session is not traced');
     const text = JSON.stringify(proxy.logs.slice(from));
     for (const secret of [world.users.alice.password, world.users.bob.password, b64(`\0alice\0${world.users.alice.password}`)]) assert.ok(!text.includes(secret), `a credential reached the log: ${secret}`);
   });

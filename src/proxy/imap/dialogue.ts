@@ -4,6 +4,7 @@ import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import { PIPELINED_BACKLOG_MAX_BYTES, type ClientAction, type ClientEvent, type Dialogue, type DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge } from '../sasl.js';
 import type { Credentials, TokenMechanism } from '../../core/types.js';
+import { ActionBuffer, PreLoginCounters } from '../dialogue-kit.js';
 import { ImapCommandParser, type ImapArg, type ImapCommand, type LineResult, type ParseResult } from './parser.js';
 import { CRLF, bye, capabilities, imapText, loginDisabled, quote, tagged, taggedError } from './replies.js';
 
@@ -38,18 +39,17 @@ export function createImapDialogue(options: DialogueOptions): Dialogue {
   return new ImapDialogue(options);
 }
 
-class ImapDialogue implements Dialogue {
+class ImapDialogue extends ActionBuffer implements Dialogue {
   private phase: Phase = { kind: 'command' };
   private tls: boolean;
   private readonly parser: ImapCommandParser;
-  private actions: ClientAction[] = [];
-  private text = '';
-  private badCommands = 0;
-  private authFailures = 0;
+  private readonly counters: PreLoginCounters;
   private clientId: Record<string, string> | undefined;
 
   constructor(private readonly options: DialogueOptions) {
+    super();
     this.tls = options.tls;
+    this.counters = new PreLoginCounters(options.limits);
     this.parser = new ImapCommandParser(options.limits);
   }
 
@@ -112,7 +112,7 @@ class ImapDialogue implements Dialogue {
   private loginFailed(tag: string, code: ErrorCode): void {
     this.send(taggedError(tag, code));
     this.phase = { kind: 'command' };
-    if (++this.authFailures >= this.options.limits.maxAuthAttempts) {
+    if (this.counters.authFailure()) {
       this.close(`* ${TEXT.authBye}${CRLF}`, 'TOO_MANY_AUTH_FAILURES');
     } else {
       this.pump();
@@ -121,24 +121,6 @@ class ImapDialogue implements Dialogue {
 
   private get loginDisabled(): boolean {
     return loginDisabled({ tls: this.tls, starttls: this.options.starttls, requireTlsForAuth: this.options.requireTlsForAuth });
-  }
-
-  private send(line: string): void {
-    this.text += line;
-  }
-
-  private emit(action: ClientAction): void {
-    if (this.text) this.actions.push({ kind: 'send', bytes: this.text });
-    this.text = '';
-    this.actions.push(action);
-  }
-
-  private flush(): ClientAction[] {
-    if (this.text) this.actions.push({ kind: 'send', bytes: this.text });
-    const out = this.actions;
-    this.actions = [];
-    this.text = '';
-    return out;
   }
 
   private close(byeLine: string, reason: DisconnectReason): void {
@@ -155,7 +137,7 @@ class ImapDialogue implements Dialogue {
   /** A BAD or NO answered by the proxy itself; enough of them end the connection. */
   private reject(tag: string | null, text: string): void {
     this.send(`${tag ?? '*'} ${text}${CRLF}`);
-    if (++this.badCommands >= this.options.limits.maxBadCommands) this.closeWith('TOO_MANY_ERRORS');
+    if (this.counters.badCommand()) this.closeWith('TOO_MANY_ERRORS');
   }
 
   /**

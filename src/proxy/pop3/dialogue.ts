@@ -4,6 +4,7 @@ import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import { PIPELINED_BACKLOG_MAX_BYTES, type ClientAction, type ClientEvent, type Dialogue, type DialogueOptions } from '../protocol.js';
 import { decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, tokenErrorChallenge } from '../sasl.js';
 import type { Credentials, TokenMechanism } from '../../core/types.js';
+import { PreLoginCounters } from '../dialogue-kit.js';
 import { Pop3LineParser, type Pop3LineResult } from './parser.js';
 import * as R from './replies.js';
 
@@ -36,11 +37,11 @@ class Pop3Dialogue implements Dialogue {
   private readonly pendingLimit: number;
   /** USER given and waiting for PASS (RFC 1939 §7). */
   private user: string | null = null;
-  private badCommands = 0;
-  private authFailures = 0;
+  private readonly counters: PreLoginCounters;
 
   constructor(private readonly options: DialogueOptions) {
     this.tls = options.tls;
+    this.counters = new PreLoginCounters(options.limits);
     this.parser = new Pop3LineParser(options.limits.maxLineBytes);
     // Bytes behind USER/PASS or AUTH are post-login input (pre-login line limits do not apply); only a memory bound.
     this.pendingLimit = PIPELINED_BACKLOG_MAX_BYTES;
@@ -278,9 +279,8 @@ class Pop3Dialogue implements Dialogue {
   }
 
   private failLogin(code: ErrorCode): ClientAction[] {
-    this.authFailures++;
     const reply = send(R.catalogueLine(code));
-    if (this.authFailures >= this.options.limits.maxAuthAttempts) {
+    if (this.counters.authFailure()) {
       this.state = { name: 'done' };
       return [reply, close('TOO_MANY_AUTH_FAILURES')];
     }
@@ -290,8 +290,7 @@ class Pop3Dialogue implements Dialogue {
 
   /** A rejected command; at the limit the reply becomes the catalogue's and the connection closes. */
   private bad(reply: string): ClientAction[] {
-    this.badCommands++;
-    if (this.badCommands < this.options.limits.maxBadCommands) return [send(reply)];
+    if (!this.counters.badCommand()) return [send(reply)];
     return this.finish('TOO_MANY_ERRORS');
   }
 

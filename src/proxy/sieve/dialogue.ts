@@ -3,6 +3,7 @@
 import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge, type Credentials, type TokenMechanism } from '../sasl.js';
+import { ActionBuffer, PreLoginCounters } from '../dialogue-kit.js';
 import { SieveLineParser, type SieveParseResult, type SieveToken } from './parser.js';
 import { CRLF, NO, OK, authAllowed, bye, capabilityBlock, no, quote, type SieveCapabilityState } from './replies.js';
 
@@ -28,18 +29,17 @@ export function createSieveDialogue(options: DialogueOptions): Dialogue {
   return new SieveDialogue(options);
 }
 
-class SieveDialogue implements Dialogue {
+class SieveDialogue extends ActionBuffer implements Dialogue {
   private state: State = { kind: 'command' };
   private tls: boolean;
   private readonly parser: SieveLineParser;
   private readonly pendingLimit: number;
-  private out = '';
-  private actions: ClientAction[] = [];
-  private badCommands = 0;
-  private authFailures = 0;
+  private readonly counters: PreLoginCounters;
 
   constructor(private readonly options: DialogueOptions) {
+    super();
     this.tls = options.tls;
+    this.counters = new PreLoginCounters(options.limits);
     this.parser = new SieveLineParser(options.limits);
     this.pendingLimit = Math.max(MIN_PENDING_BYTES, options.limits.maxLineBytes + 2 * options.limits.maxLiteralBytes);
   }
@@ -111,22 +111,6 @@ class SieveDialogue implements Dialogue {
     return this.flush();
   }
 
-  private send(text: string): void { this.out += text; }
-
-  private emit(action: ClientAction): void {
-    if (this.out) this.actions.push({ kind: 'send', bytes: this.out });
-    this.out = '';
-    this.actions.push(action);
-  }
-
-  private flush(): ClientAction[] {
-    if (this.out) this.actions.push({ kind: 'send', bytes: this.out });
-    const a = this.actions;
-    this.actions = [];
-    this.out = '';
-    return a;
-  }
-
   private closeWith(code: ErrorCode, reason: DisconnectReason): void {
     this.send(bye(code));
     this.state = { kind: 'done' };
@@ -136,13 +120,13 @@ class SieveDialogue implements Dialogue {
 
   private reject(reply: string): void {
     this.send(reply);
-    if (++this.badCommands >= this.options.limits.maxBadCommands) this.closeWith('TOO_MANY_ERRORS', 'TOO_MANY_ERRORS');
+    if (this.counters.badCommand()) this.closeWith('TOO_MANY_ERRORS', 'TOO_MANY_ERRORS');
   }
 
   private authFailed(code: ErrorCode): void {
     this.send(no(code));
     this.state = { kind: 'command' };
-    if (++this.authFailures >= this.options.limits.maxAuthAttempts) return this.closeWith('AUTH_FAILED', 'TOO_MANY_AUTH_FAILURES');
+    if (this.counters.authFailure()) return this.closeWith('AUTH_FAILED', 'TOO_MANY_AUTH_FAILURES');
     this.pump();
   }
 

@@ -7,9 +7,11 @@ import type { Clock } from '../../core/clock.js';
 import { openBackendSession, type AdmittedRoute, type BackendSessionDeps, type OpenRequest } from '../backend-session.js';
 import type { Config } from '../../config/schema.js';
 import { DotStuffStream } from './dot-stuff.js';
+import { writeOrPause } from '../backpressure.js';
 import { ReplyParser } from './reply-parser.js';
 import type { BackendReply } from './reply-parser.js';
 import { SmtpBackendLogin, type SmtpBackendLoginContext } from './backend-login.js';
+import { traceBackendLogin, type SessionTrace } from '../../trace/session-trace.js';
 
 type Waiter = { resolve: (r: BackendReply) => void; reject: (e: ProxyError) => void };
 
@@ -27,13 +29,20 @@ export class SmtpBackendClient {
 
   /**
    * Open a backend session ready for MAIL through the one backend-session pipeline (connect, SmtpBackendLogin under
-   * one budget, health report, login metric); `onNote` gets what is worth a debug line.
+   * one budget, health report, login metric); `onNote` gets what is worth a debug line; a traced session's `trace`
+   * gets the backend login's lines (credentials redacted).
    */
-  static async open(deps: BackendSessionDeps, route: AdmittedRoute, bl: Config['backendLogin'], req: Omit<OpenRequest, 'login'> & { login: Omit<SmtpBackendLoginContext, 'route' | 'client'>; onNote?: (note: string) => void }): Promise<SmtpBackendClient> {
+  static async open(deps: BackendSessionDeps, route: AdmittedRoute, bl: Config['backendLogin'], req: Omit<OpenRequest, 'login'> & { login: Omit<SmtpBackendLoginContext, 'route' | 'client'>; onNote?: (note: string) => void; trace?: SessionTrace }): Promise<SmtpBackendClient> {
     let machine: SmtpBackendLogin | undefined;
+    const { trace } = req;
     const session = await openBackendSession(deps, route, bl, {
       ...req,
-      login: (r) => (machine = new SmtpBackendLogin({ ...req.login, route: r, client: req.client })),
+      login: (r) => {
+        machine = new SmtpBackendLogin({ ...req.login, route: r, client: req.client });
+        if (!trace) return machine;
+        trace.backendStart({ backend: r.backend, host: r.host, port: r.port, protocol: r.protocol });
+        return traceBackendLogin(machine, trace);
+      },
     });
     for (const note of machine?.notes ?? []) req.onNote?.(note);
     const client = new SmtpBackendClient(session.socket, machine?.lmtp ?? false, machine?.capabilities ?? new Map(), deps.clock);
@@ -154,8 +163,7 @@ export class SmtpBackendClient {
       };
       const onChunk = (chunk: Buffer): void => {
         if (socket.destroyed) return;
-        if (!socket.write(chunk)) {
-          stuff.pause();
+        if (writeOrPause(socket, chunk, stuff)) {
           this.clock.clearTimeout(stall);
           stall = this.clock.setTimeout(() => finish(new ProxyError('BACKEND_UNAVAILABLE', `backend accepted no data for ${stallTimeoutMs} ms`)), Math.max(1, stallTimeoutMs));
           socket.once('drain', onDrain);

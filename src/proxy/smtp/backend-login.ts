@@ -16,6 +16,8 @@ export interface SmtpBackendLoginContext {
   client: ClientEndpoint;
   /** Our connection id, passed as XCLIENT SESSION where offered (Dovecot logs it: one id across both logs). */
   sessionId: string;
+  /** Hops left for loop protection, passed as XCLIENT TTL where offered (Dovecot's proxy TTL); see loop-guard.ts. */
+  proxyTtl?: number | undefined;
   /** XCLIENT attributes besides ADDR/PORT/SESSION; sent only when the route trusts the proxy (native forwarding). */
   xclient?: { HELO?: string | undefined; NAME?: string | undefined; PROTO?: string | undefined; LOGIN?: string | undefined };
   /** AUTH PLAIN as this user when the backend still offers AUTH after XCLIENT (submission); with `token`, AUTH with that mechanism and bearer token instead. */
@@ -151,7 +153,8 @@ export class SmtpBackendLogin implements BackendLogin {
   /** Only attributes the backend advertised are sent; null when none is. */
   private xclientLine(): string | null {
     const { client, sessionId, xclient } = this.ctx;
-    const attrs: Record<string, string | undefined> = { ADDR: xclientAddr(client.address), PORT: String(client.port), SESSION: sessionId, ...xclient };
+    const ttl = this.ctx.proxyTtl;
+    const attrs: Record<string, string | undefined> = { ADDR: xclientAddr(client.address), PORT: String(client.port), SESSION: sessionId, ...(ttl !== undefined ? { TTL: String(ttl) } : {}), ...xclient };
     const offered = new Set((this.capabilities.get('XCLIENT') ?? []).map((a) => a.toUpperCase()));
     const parts = Object.entries(attrs)
       .filter((e): e is [string, string] => e[1] !== undefined && offered.has(e[0]))

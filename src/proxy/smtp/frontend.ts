@@ -20,6 +20,9 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { netDial, type Dial } from '../backend-connect.js';
 import type { BackendSessionDeps } from '../backend-session.js';
 import type { BackendGuard } from '../backend-guard.js';
+import { SessionTrace } from '../../trace/session-trace.js';
+import { SmtpTraceTap } from '../../trace/smtp-tap.js';
+import { TraceTable } from '../../trace/table.js';
 
 /** Default PEM pair (what smtp-server needs), plus SNI and ALPN when it is the instance's full material (src/tls). */
 export type TlsMaterial = { key: Buffer; cert: Buffer; SNICallback?: FullTls['SNICallback']; serverOptions?: FullTls['serverOptions'] };
@@ -37,13 +40,15 @@ export interface SmtpServiceDeps {
   pools?: import('../../pools/pool-router.js').PoolRouter;
   /** Failed-login penalty per client address (shared with IMAP/POP3); a private one when absent. */
   penalty?: AuthPenalty;
-  /** With `tier:`: the failed-login penalty shared by the tier (per address and per login name). */
-  tier?: Pick<TierLogin, 'penalty'>;
+  /** With `tier:`: the failed-login penalty (per address and per login name) and the session registry with limits, shared by the tier. */
+  tier?: TierLogin;
   /** Time, timers and backend dialling (fakes in unit tests); real ones when absent. */
   clock?: Clock;
   dial?: Dial;
   /** Loop protection and backend sourceAddresses (the Instance's); none when absent. */
   guard?: BackendGuard;
+  /** Users traced on demand in this process; nothing is traced when absent. */
+  traces?: TraceTable;
 }
 
 /** The backend-session pipeline's dependencies for an SMTP service. */
@@ -53,6 +58,9 @@ export function pipelineDeps(deps: SmtpServiceDeps): BackendSessionDeps {
 
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */
 export const smtpHostname = (config: Config): string => config.smtp.hostname ?? os.hostname();
+
+/** Services built without a trace table (tests) share this empty one: nothing is ever traced. */
+const NO_TRACES = new TraceTable();
 
 const read = <T>(s: Source<T>): T => (typeof s === 'function' ? (s as () => T)() : s);
 
@@ -66,6 +74,8 @@ export interface ConnState {
   tls: TlsMaterial | undefined;
   /** The service's clock (transaction timings, delays). */
   clock: Clock;
+  /** Trace on demand (src/trace/): records nothing unless this session's user is traced. */
+  trace: SessionTrace;
 }
 
 type Handler<K extends 'onMailFrom' | 'onRcptTo' | 'onData' | 'onAuth', S> =
@@ -103,6 +113,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
   const { logger, sessions } = deps;
   const clock = deps.clock ?? systemClock;
   const states = new Map<string, S>();
+  const taps = new Map<string, SmtpTraceTap>();
   /** Current smtp-server per TLS mode; older generations keep serving the connections they took. */
   const current = new Map<'plain' | 'implicit', ServerGen>();
   const generations = new Set<ServerGen>();
@@ -135,9 +146,10 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         session.disabledCommands = spec.disabledCommands(state, session.secure);
         callback();
       },
-      onSecure(_socket, session, callback) {
+      onSecure(socket, session, callback) {
         const state = stateOf(session);
         if (state) session.disabledCommands = spec.disabledCommands(state, true);
+        taps.get(session.id)?.attach(socket);
         callback();
       },
       onAuth(auth, session, callback) {
@@ -187,8 +199,14 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
     const state = states.get(id);
     if (!state) return;
     states.delete(id);
+    taps.get(id)?.close();
+    taps.delete(id);
     sessions.remove(id);
+    state.trace.event('trace: session end', { reason });
     disconnectsTotal.inc({ protocol: spec.protocol, reason });
+    // One summary record per session, as for IMAP/POP3 (transactions and AUTH outcomes have their own lines).
+    const { info } = state;
+    state.log.info({ phase: 'end', summary: true, client: state.conn.client.address, ...(info.user ? { user: info.user } : {}), ...(info.backend ? { backend: info.backend } : {}), reason, durationMs: clock.now() - info.startedAt }, 'session');
     try {
       spec.onClose(state);
     } catch (e) {
@@ -223,8 +241,12 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       }
       const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: clock.now() };
       const log = logger.child({ conn: conn.id, protocol: spec.protocol });
-      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock });
+      const trace = new SessionTrace(deps.traces ?? NO_TRACES, 'smtp', logger, { conn: conn.id, protocol: spec.protocol, client: conn.client.address });
+      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock, trace });
       states.set(conn.id, state);
+      // Before smtp-server reads: the tap's listener sees each chunk before smtp-server answers it.
+      const tap = new SmtpTraceTap(trace);
+      taps.set(conn.id, tap);
       sessions.add({ info, kick: (e) => kick(conn.id, e) });
       // Safety net: smtp-server reports every close through onClose, but a socket that dies
       // before smtp-server takes it (or while TLS is set up) must not leak registry entries.
@@ -237,10 +259,10 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         localAddress: conn.client.localAddress,
         localPort: conn.client.localPort,
       };
-      if (!implicit || !tls) { server.connect(socket, options); return; }
+      if (!implicit || !tls) { tap.attach(socket); server.connect(socket, options); return; }
       // smtp-server has no ALPN hook, so implicit TLS is the same handshake as IMAP/POP3 (SNI + ALPACA check).
       const opts = serverTlsOptions(tls, conn.listener.protocol, (r) => log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
-      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => server.connect(secure, options), () => {
+      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => { tap.attach(secure); server.connect(secure, options); }, () => {
         log.debug({ phase: 'tls' }, 'TLS handshake failed');
         finish(conn.id, 'tls_failed');
       });

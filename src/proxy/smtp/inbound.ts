@@ -14,7 +14,7 @@ import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpSe
 import { formatReceived } from './received.js';
 import { optional } from '../../core/optional.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, transactionSummary, type BackendLink } from './transaction.js';
+import { backendRequest, countedError, recipientAccount, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
 interface InboundTxn {
   from: SMTPServerAddress;
@@ -99,17 +99,11 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
         smtpRecipientsTotal.inc({ service: SERVICE, result });
         callback(count ? countedError(state, reply) : replyError(reply));
       };
-      void (async (): Promise<void> => {
+      runHandler(state.log, 'rcpt', 'inbound RCPT failed', callback, async (): Promise<void> => {
         if (txn.broken) return reject(REPLY.backendTemp, 'backend_unavailable');
-        let account;
-        try {
-          account = await state.directory.lookupRecipient(to.address);
-        } catch (e) {
-          const err = toProxyError(e, 'DIRECTORY_UNAVAILABLE');
-          state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'recipient lookup failed');
-          return reject(REPLY.directoryTemp, 'directory_unavailable');
-        }
-        if (!account) return reject(REPLY.unknownRecipient, 'unknown');
+        const found = await recipientAccount(state, to.address);
+        if (!('account' in found)) return reject(found.reply, found.result);
+        const { account } = found;
         let route: Route;
         let pooled = false;
         try {
@@ -134,14 +128,11 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
             else txn.open = false;
           }
           if (step.error) state.log.warn({ phase: 'rcpt', backend: link.route.backend, detail: step.error.detail }, 'backend failed at RCPT');
-          return reject(step.reply, step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred');
+          return reject(step.reply, refusedRcptResult(step));
         }
         txn.rcpts.push(to.address);
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
         callback();
-      })().catch((e: unknown) => {
-        state.log.error({ phase: 'rcpt', err: String(e) }, 'inbound RCPT failed');
-        callback(replyError(REPLY.backendTemp));
       });
     },
 
@@ -190,16 +181,9 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
     let link: BackendLink;
     try {
       const name = session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined;
-      link = await linkTo(state, admitted, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, admitted, config.backendLogin, {
-        client: state.conn.client,
-        clientTls: session.secure,
-        login: {
-          heloName: smtpHostname(config),
-          sessionId: state.conn.id,
-          xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
-        },
-        onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
-      }));
+      link = await linkTo(state, admitted, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, admitted, config.backendLogin, backendRequest(state, session.secure, admitted.backend, {
+        xclient: { HELO: session.hostNameAppearsAs || undefined, NAME: name ?? '[UNAVAILABLE]', PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
+      })));
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_UNAVAILABLE');
       state.log.warn({ phase: 'backend', backend: admitted.backend, reason: err.spec.logReason, detail: err.detail }, 'inbound backend unavailable');

@@ -13,7 +13,7 @@ import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpSe
 import { recipientDeliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
 import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
-import { isRepeatedRecipient, mailCommand, rcptCommand, relayData, relayStep, resetLink, sameEndpoint, type BackendLink } from './transaction.js';
+import { backendRequest, isRepeatedRecipient, recipientAccount, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
 
 /** One backend's share of the transaction: its connection and the recipients it accepted, in RCPT order. */
 interface Leg { link: BackendLink; open: boolean; broken: boolean; rcpts: string[] }
@@ -50,12 +50,9 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
     if (leg && (leg.broken || !leg.link.client.alive || !sameEndpoint(leg.link, admitted))) { dropLeg(state, route.backend); leg = undefined; }
     if (!leg) {
       try {
-        const client = await SmtpBackendClient.open(pipeline, admitted, config.backendLogin, {
-          client: state.conn.client,
-          clientTls: session.secure,
-          login: { heloName: smtpHostname(config), sessionId: state.conn.id, xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' } },
-          onNote: (note) => state.log.debug({ phase: 'backend', backend: admitted.backend }, note),
-        });
+        const client = await SmtpBackendClient.open(pipeline, admitted, config.backendLogin, backendRequest(state, session.secure, admitted.backend, {
+          xclient: { HELO: session.hostNameAppearsAs || undefined, PROTO: 'ESMTP' },
+        }));
         leg = { link: { client, route: admitted }, open: false, broken: false, rcpts: [] };
         state.legs.set(route.backend, leg);
       } catch (e) {
@@ -104,13 +101,10 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         smtpRecipientsTotal.inc({ service: SERVICE, result });
         callback(replyError(reply));
       };
-      void (async (): Promise<void> => {
-        let account;
-        try { account = await state.directory.lookupRecipient(to.address); } catch (e) {
-          state.log.warn({ phase: 'rcpt', detail: toProxyError(e, 'DIRECTORY_UNAVAILABLE').detail }, 'recipient lookup failed');
-          return reject(REPLY.directoryTemp, 'directory_unavailable');
-        }
-        if (!account) return reject(REPLY.unknownRecipient, 'unknown');
+      runHandler(state.log, 'rcpt', 'lmtp RCPT failed', callback, async (): Promise<void> => {
+        const found = await recipientAccount(state, to.address);
+        if (!('account' in found)) return reject(found.reply, found.result);
+        const { account } = found;
         let route: Route;
         let pooled = false;
         try { ({ route, pooled } = await recipientDeliveryRoute(deps, state.config, account)); } catch (e) {
@@ -123,16 +117,13 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         const step = await relayStep(leg.link, rcptCommand(to), state.config.smtp.commandTimeoutMs);
         if (!step.ok) {
           if (!leg.link.client.alive) leg.broken = true;
-          return reject(step.reply, step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred');
+          return reject(step.reply, refusedRcptResult(step));
         }
         leg.rcpts.push(to.address);
         txn.rcpts.push({ address: to.address, backend: route.backend });
         state.info.phase = 'relay';
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
         callback();
-      })().catch((e: unknown) => {
-        state.log.error({ phase: 'rcpt', err: String(e) }, 'lmtp RCPT failed');
-        callback(replyError(REPLY.backendTemp));
       });
     },
 

@@ -2,7 +2,7 @@
 // Must not deliver or queue mail itself: every reply about a message is the backend's own (or a temporary failure), never an invented 250.
 import { toProxyError } from '../../errors.js';
 import { openGate } from '../../health/gate.js';
-import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal } from '../../metrics.js';
+import { loginsTotal, smtpMessagesTotal, smtpRecipientsTotal, tierLimitRefusalsTotal } from '../../metrics.js';
 import { resolveRoute, type Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
 import type { Config } from '../../config/schema.js';
@@ -13,9 +13,9 @@ import type { ConnectionHandler } from '../protocol.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, backendCredentials, type AdmittedRoute } from '../backend-session.js';
 import { AuthPenalty } from '../auth-penalty.js';
-import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, pipelineDeps, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
-import { countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, relayAndAnswer, relayStep, transactionSummary, type BackendLink } from './transaction.js';
+import { backendRequest, countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
 export type { SmtpServiceDeps } from './frontend.js';
 
@@ -26,6 +26,10 @@ interface SubmissionState extends ConnState {
   /** A bearer-token login: the client's mechanism and token, passed on to the backend (oauth.backendLogin token). */
   token?: { mechanism: TokenMechanism; token: string } | undefined;
   errors: number;
+  /** In the tier's session registry (released when the connection closes). */
+  tierRegistered?: boolean;
+  /** The client connection is gone (onClose ran). */
+  closed?: boolean;
   link?: BackendLink;
   /** The transaction in progress; undefined between transactions. */
   txn?: { from: string; rcpts: string[]; started: number } | undefined;
@@ -79,8 +83,10 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
 
     onAuth(state, auth, _session, callback) {
       const typed = auth.method === 'PLAIN' ? auth.authcid ?? '' : auth.username ?? '';
+      state.trace.identify(typed);
       const fail = (reply: ClientReply, label: string, immediate = false): void => {
         loginsTotal.inc({ protocol: SERVICE, result: label });
+        state.trace.event('trace: login failed', { result: label });
         state.errors += 1;
         const r = state.errors >= state.config.smtp.maxErrors ? REPLY.tooManyErrors : reply;
         const send = (): void => callback(null, { responseCode: r.code, message: r.text });
@@ -106,21 +112,44 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         const data = JSON.parse(Buffer.from(tokenErrorChallenge({ status: tokenMech === 'XOAUTH2' ? '401' : 'invalid_token', ...(o?.scope ? { scope: o.scope } : {}), ...(o?.openidConfiguration ? { openidConfiguration: o.openidConfiguration } : {}) }), 'base64').toString()) as unknown;
         delayed(state, () => callback(null, { data } as never), typed);
       };
+      const authenticated = (account: Account): void => {
+        state.trace.identify(typed, account.login);
+        state.trace.event('trace: login ok', { user: account.login, mechanism: method });
+        state.trace.loggedIn();
+        state.account = account;
+        if ('password' in credentials) state.secret = credentials.password;
+        else state.token = { mechanism: credentials.mechanism, token: credentials.token };
+        state.info.user = account.login;
+        state.info.phase = 'relay';
+        loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
+        state.log.info({ phase: 'auth', user: account.login, mechanism: method }, 'smtp authenticated');
+        callback(null, { user: { username: account.login } });
+      };
       state.directory.authenticate(credentials).then((result) => {
         if (!result.ok) {
           state.log.info({ phase: 'auth', user, mechanism: method, result: 'auth_failed' }, 'smtp authentication failed');
           return tokenMech ? tokenRefused() : fail(catalogueReply('AUTH_FAILED'), 'auth_failed');
         }
-        routeFor(state.config, result.account); // NO_ROUTE: a temporary failure now beats one at every MAIL
-        if (deps.tier) deps.tier.penalty.success(state.conn.client.address, typed); else penalty.success(state.conn.client.address);
-        state.account = result.account;
-        if ('password' in credentials) state.secret = credentials.password;
-        else state.token = { mechanism: credentials.mechanism, token: credentials.token };
-        state.info.user = result.account.login;
-        state.info.phase = 'relay';
-        loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
-        state.log.info({ phase: 'auth', user: result.account.login, mechanism: method }, 'smtp authenticated');
-        callback(null, { user: { username: result.account.login } });
+        const account = result.account;
+        const route = routeFor(state.config, account); // NO_ROUTE: a temporary failure now beats one at every MAIL
+        const tier = deps.tier;
+        if (!tier) {
+          penalty.success(state.conn.client.address);
+          return authenticated(account);
+        }
+        // The tier's session registry and limits, as for IMAP/POP3; the admit call also clears the address's and name's penalty.
+        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, backend: route.backend, address: state.conn.client.address, client: state.info.client, startedAt: state.info.startedAt };
+        return tier.sessions.admit(entry, tier.penalty.clearLocal(state.conn.client.address, typed)).then((admitted) => {
+          if (!admitted.ok) {
+            tierLimitRefusalsTotal.inc({ protocol: SERVICE, limit: admitted.limit });
+            state.log.info({ phase: 'auth', user: account.login, limit: admitted.limit, count: admitted.count, source: admitted.source }, 'tier session limit reached');
+            return fail(catalogueReply('SESSION_LIMIT'), 'session_limit', true);
+          }
+          // The client went away while Redis answered: onClose has run already, so release here.
+          if (state.closed) return tier.sessions.release(state.conn.id);
+          state.tierRegistered = true;
+          authenticated(account);
+        });
       }).catch((e: unknown) => {
         const err = toProxyError(e, 'INTERNAL');
         state.log.warn({ phase: 'auth', user, reason: err.spec.logReason, detail: err.detail }, 'smtp authentication error');
@@ -140,7 +169,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       const { config } = state;
       const smtp = config.smtp;
       state.txn = undefined;
-      void (async (): Promise<void> => {
+      runHandler(state.log, 'mail', 'submission MAIL failed', callback, async (): Promise<void> => {
         let route: AdmittedRoute;
         try {
           const pooled = config.smtp.centralRelay ? undefined : await deps.pools?.resolve(config, account.host, account.login, 'submission');
@@ -154,20 +183,13 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         }
         let link: BackendLink;
         try {
-          link = await linkTo(state, route, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, route, config.backendLogin, {
-            client: state.conn.client,
-            clientTls: session.secure,
-            login: {
-              heloName: smtpHostname(config),
-              sessionId: state.conn.id,
+          link = await linkTo(state, route, smtp.commandTimeoutMs, () => SmtpBackendClient.open(pipeline, route, config.backendLogin, backendRequest(state, session.secure, route.backend, {
               xclient: { LOGIN: account.login, HELO: session.hostNameAppearsAs || undefined, PROTO: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP' },
               // A token login passes the token on (oauth.backendLogin token) or uses the master user (oauth.backendLogin master).
               credentials: state.token
                 ? (config.oauth?.backendLogin === 'master' ? backendCredentials({ ...config.backendLogin, mode: 'master' }, account.login, '') : { user: account.login, password: '', token: state.token })
                 : backendCredentials(config.backendLogin, account.login, state.secret ?? ''),
-            },
-            onNote: (note) => state.log.debug({ phase: 'backend', backend: route.backend }, note),
-          }));
+          })));
         } catch (e) {
           const err = toProxyError(e, 'INTERNAL');
           state.log.warn({ phase: 'backend', backend: route.backend, reason: err.spec.logReason, detail: err.detail }, 'submission backend unavailable');
@@ -182,9 +204,6 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         }
         state.txn = { from: from.address, rcpts: [], started: state.clock.now() };
         callback();
-      })().catch((e: unknown) => {
-        state.log.error({ phase: 'mail', err: String(e) }, 'submission MAIL failed');
-        callback(replyError(REPLY.backendTemp));
       });
     },
 
@@ -202,7 +221,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
           return callback();
         }
-        smtpRecipientsTotal.inc({ service: SERVICE, result: step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred' });
+        smtpRecipientsTotal.inc({ service: SERVICE, result: refusedRcptResult(step) });
         if (!link.client.alive) dropLink(state);
         callback(countedError(state, step.reply));
       }, (e: unknown) => {
@@ -226,6 +245,11 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     },
 
     onClose(state) {
+      state.closed = true;
+      if (state.tierRegistered) {
+        state.tierRegistered = false;
+        deps.tier?.sessions.release(state.conn.id);
+      }
       dropLink(state);
       state.secret = undefined;
       state.token = undefined;

@@ -3,6 +3,7 @@
 import type { SMTPServerAddress, SMTPServerDataStream } from 'smtp-server';
 import { isProxyError, toProxyError, type ProxyError } from '../../errors.js';
 import type { Route } from '../../directory/backends.js';
+import type { Account } from '../../directory/directory.js';
 import type { SmtpBackendClient } from './backend-client.js';
 import type { BackendReply } from './reply-parser.js';
 import type { Logger } from '../../log.js';
@@ -10,6 +11,9 @@ import type { SessionInfo } from '../sessions.js';
 import type { Clock } from '../../core/clock.js';
 import type { AdmittedRoute } from '../backend-session.js';
 import { smtpMessagesTotal } from '../../metrics.js';
+import type { SmtpBackendLoginContext } from './backend-login.js';
+import { smtpHostname, type ConnState } from './frontend.js';
+import { outboundHops } from '../loop-guard.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
 
 /** A backend session bound to a client connection, reusable across that client's transactions. */
@@ -227,4 +231,51 @@ export function countedError(state: { errors: number; config: { smtp: { maxError
 export function dropLink(state: { link?: BackendLink | undefined }): void {
   state.link?.client.quit();
   state.link = undefined;
+}
+
+/** The `mailproxy_smtp_recipients_total` result of a RCPT the backend step did not accept. */
+export function refusedRcptResult(step: StepResult & { ok: false }): 'backend_unavailable' | 'rejected' | 'deferred' {
+  return step.error ? 'backend_unavailable' : step.reply.code >= 500 ? 'rejected' : 'deferred';
+}
+
+/** Run an smtp-server handler's async body: a throw it did not expect is logged and answered with the temporary error. */
+export function runHandler(log: Logger, phase: string, message: string, callback: (err?: Error | null) => void, body: () => Promise<void>): void {
+  body().catch((e: unknown) => {
+    log.error({ phase, err: String(e) }, message);
+    callback(replyError(REPLY.backendTemp));
+  });
+}
+
+/**
+ * What every SMTP/LMTP backend session of a client connection is opened with: the client endpoint and TLS, our EHLO
+ * name, session id and hop count, debug notes and the session's trace; `login` adds XCLIENT attributes and credentials.
+ */
+export function backendRequest(state: ConnState, secure: boolean, backend: string, login: Pick<SmtpBackendLoginContext, 'xclient' | 'credentials'>) {
+  const { config } = state;
+  return {
+    client: state.conn.client,
+    clientTls: secure,
+    login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: outboundHops(config.loopProtection.proxyTtl), ...login },
+    onNote: (note: string) => state.log.debug({ phase: 'backend', backend }, note),
+    trace: state.trace,
+  };
+}
+
+/**
+ * RCPT (inbound SMTP, LMTP): the recipient's account, or the reply and metric label to refuse it with. Mail for a traced
+ * user traces the session from here on (its dialogue so far is written while any trace is active).
+ */
+export async function recipientAccount(state: ConnState, address: string): Promise<{ account: Account } | { reply: ClientReply; result: string }> {
+  let account: Account | null;
+  try {
+    account = await state.directory.lookupRecipient(address);
+  } catch (e) {
+    const err = toProxyError(e, 'DIRECTORY_UNAVAILABLE');
+    state.log.warn({ phase: 'rcpt', reason: err.spec.logReason, detail: err.detail }, 'recipient lookup failed');
+    return { reply: REPLY.directoryTemp, result: 'directory_unavailable' };
+  }
+  if (!account) return { reply: REPLY.unknownRecipient, result: 'unknown' };
+  state.trace.identify(address, account.login);
+  state.trace.event('trace: recipient', { recipient: address, user: account.login });
+  return { account };
 }

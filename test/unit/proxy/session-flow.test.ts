@@ -2,6 +2,7 @@
 // deadline, kicks, and backend failures (refused, silent) reported to health. Must not open sockets; proxy timers run on
 // the fake clock (only smtp-server's own greeting delay is real time).
 import assert from 'node:assert/strict';
+import { pino } from 'pino';
 import { ProxyError } from '../../../src/errors.js';
 import { ProtocolService } from '../../../src/proxy/session.js';
 import { imapModule } from '../../../src/proxy/imap/index.js';
@@ -159,11 +160,13 @@ describe('session flows on in-memory sockets', () => {
       const gate = recordingGate();
       const { dial, backends: opened } = fakeDialer(backends);
       const deps = handlerDeps(testConfig(), dial, clock, gate);
-      const service = createSubmissionService({ config: deps.config, directory: deps.directory, gate, sessions: deps.sessions, logger: deps.logger, penalty: deps.penalty, clock, dial });
+      const logs: Array<Record<string, unknown>> = [];
+      const logger = pino({ level: 'info' }, { write: (line: string) => { logs.push(JSON.parse(line) as Record<string, unknown>); } });
+      const service = createSubmissionService({ config: deps.config, directory: deps.directory, gate, sessions: deps.sessions, logger, penalty: deps.penalty, clock, dial });
       const [client, server] = socketPair();
       client.collect();
       service.handle(server.asSocket(), accepted('submission'));
-      return { clock, gate, client, opened };
+      return { clock, gate, client, opened, logs, sessions: deps.sessions };
     }
     /** smtp-server greets after its own 100 ms early-talker timer (real time, not ours): poll until `re` shows up. */
     async function until(s: { client: FakeSocket; clock: FakeClock }, re: RegExp): Promise<void> {
@@ -198,6 +201,20 @@ describe('session flows on in-memory sockets', () => {
       await s.clock.advance(100);
       await until(s, /535 [^\r]*\r\n$/);
       assert.equal(s.opened.length, 0);
+    });
+
+    it('one summary record per session when it ends (user, reason, duration), as for IMAP/POP3', async () => {
+      const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }));
+      await s.clock.advance(250);
+      s.client.write('QUIT\r\n');
+      for (let i = 0; i < 300 && s.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      const summaries = s.logs.filter((l) => l['summary'] === true);
+      assert.equal(summaries.length, 1, JSON.stringify(s.logs));
+      assert.equal(summaries[0]!['protocol'], 'submission');
+      assert.equal(summaries[0]!['user'], 'alice');
+      assert.equal(summaries[0]!['msg'], 'session');
+      assert.equal(summaries[0]!['client'], '192.0.2.9', 'the address alone, as in IMAP/POP3 records');
+      assert.ok(Number(summaries[0]!['durationMs']) >= 250, JSON.stringify(summaries[0]));
     });
 
     it('a refused backend: MAIL gets a temporary failure, health hears it', async () => {

@@ -51,6 +51,15 @@ describe('smtp backend login', () => {
     assert.equal(xtext('a=b+c'), 'a+3Db+2Bc');
   });
 
+  it('XCLIENT TTL carries the hop count where the backend offers it (Dovecot submission and LMTP do), never otherwise', () => {
+    const offered = machine({ proxyTtl: 4 }, { trustsProxy: true, forwardClientAddress: 'native' });
+    feed(offered, '220 b1');
+    assert.deepEqual(feed(offered, '250-b1', '250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT'), ['XCLIENT ADDR=192.0.2.7 PORT=5000 SESSION=S1 TTL=4\r\n']);
+    const notOffered = machine({ proxyTtl: 4 }, { trustsProxy: true, forwardClientAddress: 'native' });
+    feed(notOffered, '220 b1');
+    assert.deepEqual(feed(notOffered, '250-b1', '250 XCLIENT ADDR PORT'), ['XCLIENT ADDR=192.0.2.7 PORT=5000\r\n']);
+  });
+
   it('a trusted backend without XCLIENT: noted, login goes on', () => {
     const m = machine({}, { trustsProxy: true, forwardClientAddress: 'native' });
     feed(m, '220 b1');

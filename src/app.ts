@@ -129,7 +129,7 @@ export class App {
 
   /** What tier actions from other instances (and this one's admin calls) do in this process. */
   tierActions(): LocalActions {
-    const kicked = () => new ProxyError('SHUTDOWN', 'kicked by operator');
+    const kicked = () => new ProxyError('ADMIN_KICK');
     return {
       kick: async (filter) => this.instance.sessions.kick(filter, kicked()),
       invalidateRoute: async (user) => this.instance.invalidateRoute(user),

@@ -460,7 +460,7 @@ export async function runWorker(): Promise<void> {
       case 'metrics': return registry.getMetricsAsJSON();
       case 'sessions': return sessions.list(ask.filter).map((s) => s.info);
       case 'counts': return countSessionsByBackend(sessions);
-      case 'kick': return sessions.kick(ask.filter, new ProxyError('SHUTDOWN', 'kicked by operator'));
+      case 'kick': return sessions.kick(ask.filter, new ProxyError('ADMIN_KICK'));
       case 'invalidate': return app.instance.invalidateRoute(ask.user);
       case 'kickBackend': app.tierActions().kickBackend(ask.backend, ask.protocol); return true;
       case 'reload': await app.reload(ask.config); log?.info({ event: 'reloaded', gen: ask.gen }, 'worker configuration reloaded'); return true;

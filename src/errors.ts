@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'PREAUTH_TIMEOUT'
   | 'IDLE_TIMEOUT'
   | 'SHUTDOWN'
+  | 'ADMIN_KICK'
   | 'TOO_MANY_CONNECTIONS'   // a listener connection limit (total or per client address)
   | 'SESSION_LIMIT'          // a tier-wide session limit (per user or client address) is reached
   | 'PROXY_HEADER_INVALID'
@@ -68,6 +69,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   PREAUTH_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'pre-login deadline', metricLabel: 'preauth_timeout', health: 'none' },
   IDLE_TIMEOUT: { imap: 'BYE Disconnected for inactivity', pop3: '-ERR Disconnected for inactivity', smtp: '421 4.4.2 Timeout, closing connection', logReason: 'idle timeout', metricLabel: 'idle_timeout', health: 'none' },
   SHUTDOWN: { imap: 'BYE [UNAVAILABLE] Server shutting down, please reconnect', pop3: '-ERR [SYS/TEMP] Server shutting down', smtp: '421 4.3.2 Service shutting down', logReason: 'shutdown', metricLabel: 'shutdown', health: 'none' },
+  ADMIN_KICK: { imap: 'BYE [UNAVAILABLE] Session closed by the administrator, please reconnect', pop3: '-ERR [SYS/TEMP] Session closed by the administrator, please reconnect', smtp: '421 4.3.2 Session closed by the administrator, please reconnect', logReason: 'kicked by operator', metricLabel: 'admin_kick', health: 'none' },
   // RFC 5530 §3 [LIMIT]; RFC 2449 §8.1.1 [IN-USE] (POP3: the mailbox is in use elsewhere).
   SESSION_LIMIT: { imap: 'NO [LIMIT] Too many sessions for this account, please try again later', pop3: '-ERR [IN-USE] Too many sessions for this account, please try again later', smtp: '454 4.7.0 Too many sessions, please try again later', logReason: 'tier session limit reached', metricLabel: 'session_limit', health: 'none' },
   TOO_MANY_CONNECTIONS: { imap: 'BYE [UNAVAILABLE] Too many connections, please try again later', pop3: '-ERR [SYS/TEMP] Too many connections, please try again later', smtp: '421 4.7.0 Too many connections, please try again later', logReason: 'connection limit reached', metricLabel: 'too_many_connections', health: 'none' },

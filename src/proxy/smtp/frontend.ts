@@ -216,7 +216,9 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
 
   /** RFC 5321 §3.8: the server closes with 421; a transaction in progress is abandoned (the client retries it). */
   const kick = (id: string, error: ProxyError): void => {
-    const text = error.code === 'SHUTDOWN' ? shutdownReply.text : `4.3.0 Closing connection (${error.spec.logReason}), please try again later`;
+    // A catalogue reply that closes (421: shutdown, operator kick, pool move) is said as is; others name the reason.
+    const own = catalogueReply(error.code);
+    const text = own.code === 421 ? own.text : `4.3.0 Closing connection (${error.spec.logReason}), please try again later`;
     for (const { server } of generations) {
       for (const c of server.connections) {
         if (c.id !== id) continue;

@@ -112,7 +112,7 @@ describe('health/http (admin server on 127.0.0.1:0)', () => {
     assert.deepEqual(await r.json(), { kicked: 2 });
     r = await post('/sessions/kick?backend=c');
     assert.deepEqual(await r.json(), { kicked: 1 });
-    assert.deepEqual(kicked.sort(), ['s1:SHUTDOWN', 's2:SHUTDOWN', 's3:SHUTDOWN']);
+    assert.deepEqual(kicked.sort(), ['s1:ADMIN_KICK', 's2:ADMIN_KICK', 's3:ADMIN_KICK']);
   });
 
   it('unknown paths are 404, wrong methods 405, big bodies 413, and nothing crashes the server', async () => {

@@ -1,5 +1,6 @@
 // Owns the pooled connections to one LDAP server: one shared service-account connection (searches, multiplexed) and up
 // to `size` exclusive connections for user binds, kept open and reused. Must not judge server health or time requests.
+import type { CancelSignal } from '../core/cancel.js';
 import type { Client } from 'ldapts';
 
 /** The parts of an ldapts Client the directory uses (tests substitute a fake). */
@@ -41,7 +42,7 @@ export class LdapPool {
 
   constructor(private readonly opts: LdapPoolOptions) {}
 
-  acquire(kind: PoolKind, signal?: AbortSignal, forceFresh = false): Promise<Lease> {
+  acquire(kind: PoolKind, signal?: CancelSignal, forceFresh = false): Promise<Lease> {
     return kind === 'service' ? Promise.resolve(this.serviceLease(forceFresh)) : this.bindLease(signal, forceFresh);
   }
 
@@ -101,7 +102,7 @@ export class LdapPool {
     void closeQuietly(conn.client);
   }
 
-  private bindLease(signal: AbortSignal | undefined, forceFresh: boolean): Promise<Lease> {
+  private bindLease(signal: CancelSignal | undefined, forceFresh: boolean): Promise<Lease> {
     if (signal?.aborted) return Promise.reject(new LeaseAborted());
     if (!forceFresh) {
       while (this.idle.length) {

@@ -12,6 +12,7 @@ import { backendTlsOptions } from '../core/tls.js';
 import type { Account, AuthResult, Directory } from './directory.js';
 import { buildFilter, parseFilter } from './ldap-filter.js';
 import { closeQuietly, LdapPool, LeaseAborted, type LdapClient, type PoolKind } from './ldap-pool.js';
+import { Cancel, type CancelSignal } from '../core/cancel.js';
 import { LdapProbeLoop } from './ldap-probe.js';
 import { LdapServerSet, type LdapServer } from './ldap-servers.js';
 import { isAcceptableName } from './names.js';
@@ -183,7 +184,7 @@ export class LdapDirectory implements Directory {
     if (order.length === 0) {
       return Promise.reject(new ProxyError('DIRECTORY_UNAVAILABLE', `no LDAP server is up: ${this.servers.all.map((s) => `${s.url}: ${s.reason ?? 'down'}`).join('; ')}`));
     }
-    const abort = new AbortController();
+    const abort = new Cancel();
     return new Promise<T>((resolve, reject) => {
       const reasons: string[] = [];
       let next = 0;
@@ -210,7 +211,7 @@ export class LdapDirectory implements Directory {
           return;
         }
         running++;
-        this.attempt(server, kind, op, abort.signal).then((value) => { running--; finish(() => resolve(value)); }, (e: unknown) => {
+        this.attempt(server, kind, op, abort).then((value) => { running--; finish(() => resolve(value)); }, (e: unknown) => {
           running--;
           if (e instanceof LdapFailure) { reasons.push(`${server.url}: ${e.reason}`); launch(); } else if (!(e instanceof LeaseAborted)) finish(() => reject(e));
         });
@@ -225,7 +226,7 @@ export class LdapDirectory implements Directory {
    * connection is local, not the server's time). A kept connection that turns out lost is replaced once at once.
    * Rejects with LdapFailure (server marked down), ProxyError (the server answered with an error) or LeaseAborted.
    */
-  private async attempt<T>(server: LdapServer, kind: PoolKind, op: Op<T>, signal: AbortSignal): Promise<T> {
+  private async attempt<T>(server: LdapServer, kind: PoolKind, op: Op<T>, signal: CancelSignal): Promise<T> {
     const pool = this.pools[server.index]!;
     for (let round = 0; ; round++) {
       const lease = await pool.acquire(kind, signal, round > 0);

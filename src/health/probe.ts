@@ -81,6 +81,21 @@ function judgeSmtp(lines: string[]): 'more' | 'ok' | 'bad' {
  * noise (APOP timestamps, clock times, long numbers) masked, whitespace collapsed.
  */
 export function normaliseIdentity(greetingLines: string[]): string {
+  // A backend greets every login the same way: six regex passes once per distinct greeting, not once per login.
+  const raw = greetingLines.length === 1 ? greetingLines[0]! : greetingLines.join('\n');
+  let id = identities.get(raw);
+  if (id === undefined) {
+    if (identities.size >= IDENTITY_MEMO_MAX) identities.clear();
+    id = normalise(greetingLines);
+    identities.set(raw, id);
+  }
+  return id;
+}
+
+const IDENTITY_MEMO_MAX = 256;
+const identities = new Map<string, string>();
+
+function normalise(greetingLines: string[]): string {
   const text = greetingLines
     .map((l) => l.replace(/^(\* (OK|PREAUTH|BYE)|\+OK|-ERR|\d{3}[- ]?)\s*/i, ''))
     .join(' ')

@@ -1,5 +1,6 @@
 // Owns the one backend-session pipeline of every protocol: admit (health gate) → connect (PROXY v2, TLS) → the protocol's sans-I/O BackendLogin under one Budget (greeting timeout, ride-through retries) → health report (outcome, greeting identity) → login metric.
 // Must not decide anything protocol-specific; it moves lines and TLS upgrades, and hands back the logged-in socket.
+import type { CancelSignal } from '../core/cancel.js';
 import type { Socket } from 'node:net';
 import { ProxyError, toProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
@@ -36,7 +37,7 @@ export interface OpenRequest {
   /** The protocol's sans-I/O login machine for this route. */
   login(route: Route): BackendLogin;
   /** Abort (client went away, deadline passed): the outcome is then not reported to health. */
-  signal?: AbortSignal;
+  signal?: CancelSignal;
 }
 
 export interface BackendSessionDeps {
@@ -113,7 +114,7 @@ function report(gate: BackendGate, route: Route, outcome: 'ok' | 'fail' | 'hang'
 }
 
 /** Wait RIDE_THROUGH_RETRY_MS when health allows another attempt within the hold and the budget; false: fail now. */
-function rideThrough(deps: BackendSessionDeps, route: Route, budget: Budget, signal: AbortSignal | undefined): Promise<boolean> {
+function rideThrough(deps: BackendSessionDeps, route: Route, budget: Budget, signal: CancelSignal | undefined): Promise<boolean> {
   const until = deps.gate.rideThroughUntil?.(route) ?? null;
   const now = deps.clock.now();
   if (until === null || now + RIDE_THROUGH_RETRY_MS >= until || RIDE_THROUGH_RETRY_MS >= budget.left()) return Promise.resolve(false);
@@ -125,7 +126,7 @@ function rideThrough(deps: BackendSessionDeps, route: Route, budget: Budget, sig
 }
 
 /** Feed the backend's lines to `machine` and perform its send / start-tls / done / fail actions until done, within `budget`. */
-function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: AbortSignal | undefined, greetingTimeoutMs: number, progress: Progress): Promise<Omit<BackendSession, 'route' | 'attempts'>> {
+function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: CancelSignal | undefined, greetingTimeoutMs: number, progress: Progress): Promise<Omit<BackendSession, 'route' | 'attempts'>> {
   return new Promise((resolve, reject) => {
     let socket = first;
     let settled = false;

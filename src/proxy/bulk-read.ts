@@ -47,12 +47,15 @@ class BulkReader {
   }
 }
 
+/** net calls the `onread` callback on the socket: one shared function instead of a closure per connection. */
+function bulkRead(this: BulkSocket, n: number, buf: Uint8Array): boolean { return this[READER]!.onRead(n, buf as Buffer); }
+
 /** A plain TCP connection whose reads go through a BulkReader (net.connect's `onread`). */
 export function connectBulk(host: string, port: number, localAddress?: string): Socket {
   const reader = new BulkReader();
   const socket = connect({
     host, port, noDelay: true, ...(localAddress ? { localAddress } : {}),
-    onread: { buffer: () => reader.next, callback: (n: number, buf: Uint8Array) => reader.onRead(n, buf as Buffer) },
+    onread: { buffer: () => reader.next, callback: bulkRead },
   }) as BulkSocket;
   reader.socket = socket;
   socket[READER] = reader;

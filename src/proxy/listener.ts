@@ -1,6 +1,6 @@
 // Owns accepting TCP connections on one configured listener: PROXY protocol header (trusted sources only), ids, metrics.
 // Must not speak mail protocols beyond a one-line refusal; it hands each socket to the protocol's ConnectionHandler.
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { ListenerConfig } from '../config/schema.js';
@@ -10,6 +10,7 @@ import type { ConnectionHandler } from './protocol.js';
 import type { ClientEndpoint } from '../core/types.js';
 import { isTrustedSource, parseProxyHeader, plainAddress } from '../core/proxy-header.js';
 import { bye as sieveBye } from './sieve/replies.js';
+import { CLIENT_KEEPALIVE_MS } from './relay.js';
 
 const PROXY_HEADER_DEADLINE_MS = 5000;
 const PROXY_HEADER_MAX_BYTES = 16 + 65535;
@@ -42,6 +43,8 @@ export function refusal(protocol: ListenerConfig['protocol'], code: ErrorCode): 
 const COUNTED_AS = Symbol('countedAs');
 type CountedSocket = Socket & { [COUNTED_AS]?: string };
 const ignore = (): void => undefined;
+/** Protocols whose logged-in clients are spliced by a Relay (which arms their keepalive). */
+const RELAYED: ReadonlySet<string> = new Set(['imap', 'pop3', 'sieve']);
 
 export class Listener {
   readonly server: Server;
@@ -51,7 +54,8 @@ export class Listener {
   constructor(config: ListenerConfig, private readonly handler: () => ConnectionHandler, private readonly logger: Logger) {
     this.cfg = config;
     this.log = logger.child({ listener: `${config.protocol}/${config.address}:${config.port}` });
-    this.server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 }, (s) => this.accept(s));
+    // TCP keepalive: IMAP/POP3/ManageSieve clients get it from their relay once quiet (relay.ts), SMTP ones at accept.
+    this.server = createServer({ noDelay: true }, (s) => this.accept(s));
     this.server.on('error', (e) => this.log.error({ err: e.message }, 'listener error'));
   }
 
@@ -68,6 +72,8 @@ export class Listener {
 
   /** Where the socket is bound (the actual port when the config says 0); set by listen(). */
   local: { address: string; port: number } | undefined;
+  /** `local` when it is one address (not a wildcard): every accepted connection's local end. */
+  private fixedLocal: { address: string; port: number } | undefined;
 
   listen(): Promise<{ address: string; port: number }> {
     return new Promise((resolve, reject) => {
@@ -76,6 +82,8 @@ export class Listener {
         this.server.off('error', reject);
         const a = this.server.address();
         this.local = typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: this.config.address, port: this.config.port };
+        const wildcard = this.local.address === '0.0.0.0' || this.local.address === '::' || isIP(this.local.address) === 0;
+        this.fixedLocal = wildcard ? undefined : { address: plainAddress(this.local.address), port: this.local.port };
         resolve(this.local);
       });
     });
@@ -89,11 +97,13 @@ export class Listener {
 
   private accept(socket: Socket): void {
     connectionsTotal.inc({ protocol: this.config.protocol });
+    if (!RELAYED.has(this.config.protocol)) socket.setKeepAlive(true, CLIENT_KEEPALIVE_MS);
     socket.on('error', ignore);
     const id = newConnectionId();
     const client: ClientEndpoint = {
       address: plainAddress(socket.remoteAddress), port: socket.remotePort ?? 0,
-      localAddress: plainAddress(socket.localAddress), localPort: socket.localPort ?? 0,
+      // A listener bound to one address knows where every connection arrived (saves a getsockname per connection).
+      localAddress: this.fixedLocal?.address ?? plainAddress(socket.localAddress), localPort: this.fixedLocal?.port ?? socket.localPort ?? 0,
     };
     if (!this.config.proxyProtocol) return this.handOver(socket, id, client);
     if (!isTrustedSource(client.address, this.config.proxyTrustedNetworks)) {

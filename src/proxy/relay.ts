@@ -12,6 +12,8 @@ const FLUSH_MS = 30_000;
 /** Idle relays are looked for this often (or at a quarter of the shortest idle timeout, not under MIN_SWEEP_MS). */
 const SWEEP_MS = 1000;
 const MIN_SWEEP_MS = 10;
+/** TCP keepalive on a relayed client, armed by the sweep once the session is quiet (what the listener used to set at accept). */
+export const CLIENT_KEEPALIVE_MS = 60_000;
 
 export type ClosedBy = 'client' | 'backend' | 'proxy';
 
@@ -37,7 +39,11 @@ export interface RelayOptions {
   clock?: Clock;
   /** Called once with the result when both sides are gone (instead of, or besides, `done`). */
   onDone?: (r: RelayResult) => void;
+  /** The same as onDone for an owner object (a session): no closure kept per held relay. */
+  owner?: RelayOwner;
 }
+
+export interface RelayOwner { relayDone(r: RelayResult): void }
 
 /**
  * Live relays per clock, swept for idleness on one timer: moving a chunk only sets a flag, instead of re-arming a
@@ -108,6 +114,8 @@ export class Relay implements BulkTarget {
   private countedDown = 0;
   /** Set by every chunk; the sweep turns it into `lastActive`. */
   private active = false;
+  /** TCP keepalive armed on the client (by the first sweep that finds the relay quiet). */
+  private keepAlive = false;
   private lastActive: number;
   private closed = false;
   /** The proxy ended the splice: nothing more is read from the backend. */
@@ -120,6 +128,7 @@ export class Relay implements BulkTarget {
   private readonly protocol: string;
   private readonly idleGoodbye: string | undefined;
   private onDone: ((r: RelayResult) => void) | undefined;
+  private readonly owner: RelayOwner | undefined;
   private pending: { up?: Buffer; down?: Buffer } | undefined;
   private donePromise: Promise<RelayResult> | undefined;
   private result: RelayResult | undefined;
@@ -132,6 +141,7 @@ export class Relay implements BulkTarget {
     this.protocol = opts.protocol;
     this.idleGoodbye = opts.idleGoodbye;
     this.onDone = opts.onDone;
+    this.owner = opts.owner;
     this.pending = { ...(opts.pendingUp ? { up: opts.pendingUp } : {}), ...(opts.pendingDown ? { down: opts.pendingDown } : {}) };
   }
 
@@ -200,6 +210,8 @@ export class Relay implements BulkTarget {
   /** Called by the sweep; closes the relay when neither side moved a byte for idleMs. */
   checkIdle(now: number): void {
     if (this.active) { this.active = false; this.lastActive = now; return; }
+    // Keepalive costs four setsockopt calls: paid by sessions that stay (held, idle), not by short ones.
+    if (!this.keepAlive) { this.keepAlive = true; this.client.setKeepAlive(true, CLIENT_KEEPALIVE_MS); }
     if (now - this.lastActive >= this.idleMs) this.stop('IDLE_TIMEOUT', this.idleGoodbye);
   }
 
@@ -235,6 +247,7 @@ export class Relay implements BulkTarget {
     const first = this.first ?? { closedBy: 'proxy' as ClosedBy, reason: 'CLOSED' as const };
     this.result = { bytesUp: this.bytesUp, bytesDown: this.bytesDown, ...first, durationMs: Math.round(this.clock.now() - this.started) };
     this.onDone?.(this.result);
+    this.owner?.relayDone(this.result);
   }
 
   /** The proxy ends the splice: `goodbye` (already formatted) goes to the client, queued bytes are flushed, then both close. */

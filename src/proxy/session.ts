@@ -19,10 +19,21 @@ import { Relay, type RelayResult } from './relay.js';
 import { disconnectsTotal, loginsTotal, sessionsActive, tierLimitRefusalsTotal } from '../metrics.js';
 import { SessionTrace, traceBackendLogin } from '../trace/session-trace.js';
 import { TraceTable } from '../trace/table.js';
+import { silentLogger } from '../log.js';
+import { Cancel, type CancelSignal } from '../core/cancel.js';
 
 /** Sessions of a service built without a trace table (tests) share this empty one: nothing is ever traced. */
 const NO_TRACES = new TraceTable();
+/** What a relayed session that is not being traced keeps instead of its own SessionTrace: one shared, always-off trace. */
+const OFF_TRACE = new SessionTrace(NO_TRACES, 'imap', silentLogger);
 import type { TierLogin } from '../tier/tier.js';
+
+// Client socket listeners are shared functions (the socket carries its session), not closures kept by every session.
+const SESSION = Symbol('session');
+type Owned = Socket & { [SESSION]?: Session | undefined };
+function sessionData(this: Owned, bytes: Buffer): void { this[SESSION]?.clientData(bytes); }
+function sessionError(this: Owned, e: NodeJS.ErrnoException): void { this[SESSION]?.clientError(e); }
+function sessionClose(this: Owned): void { this[SESSION]?.clientClosed(); }
 
 /** What a session needs: the shared handler deps (minus raw TLS material) and its protocol module. */
 export type ProtocolServiceDeps = HandlerDeps & { module: ProtocolModule };
@@ -70,13 +81,13 @@ class Session implements LiveSession {
   readonly info: SessionInfo;
   private readonly started: number;
   private deadline: unknown;
-  private loginAbort: AbortController | undefined;
+  private loginAbort: Cancel | undefined;
   private loggedIn: BackendSession | undefined;
   private relay: Relay | undefined;
   private result = 'no login';
   private tierRegistered = false;
   /** Trace on demand: records nothing unless a trace is active (see src/trace/). */
-  private readonly trace: SessionTrace;
+  private trace: SessionTrace;
   private ended = false;
   private settle: (() => void) | undefined;
   private finishedPromise: Promise<void> | undefined;
@@ -108,16 +119,18 @@ class Session implements LiveSession {
     const { deps, conn } = this;
     deps.sessions.add(this);
     this.setPhase('prelogin');
-    this.socket.on('error', this.onClientError);
-    this.socket.on('close', this.onClientClose);
+    (this.socket as Owned)[SESSION] = this;
+    this.socket.on('error', sessionError);
+    this.socket.on('close', sessionClose);
     this.deadline = deps.clock.setTimeout(() => this.feed({ kind: 'deadline' }), this.settings.limits.preAuthDeadlineMs);
     const ctx = deps.tls();
     if (conn.listener.tls === 'implicit') {
       if (!ctx) return this.end('CONFIG_INVALID');
       try {
-        this.socket.off('close', this.onClientClose);
+        this.socket.off('close', sessionClose);
         this.socket = await upgradeServer(this.socket, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs);
-        this.socket.on('close', this.onClientClose);
+        (this.socket as Owned)[SESSION] = this;
+        this.socket.on('close', sessionClose);
         this.socket.on('error', () => undefined);
       } catch {
         return this.end('TLS_FAILED');
@@ -131,7 +144,7 @@ class Session implements LiveSession {
       ...(this.settings.greeting ? { greeting: this.settings.greeting } : {}),
       ...this.oauthOptions(),
     });
-    this.socket.on('data', this.onData);
+    this.socket.on('data', sessionData);
     this.socket.resume(); // a PROXY header reader may have paused it
     this.apply(this.dialogue.start());
   }
@@ -146,15 +159,15 @@ class Session implements LiveSession {
     };
   }
 
-  private readonly onData = (bytes: Buffer) => { this.trace.fromClient(bytes); this.feed({ kind: 'data', bytes }); };
+  clientData(bytes: Buffer): void { this.trace.fromClient(bytes); this.feed({ kind: 'data', bytes }); }
 
-  private readonly onClientError = (e: NodeJS.ErrnoException) => this.log('debug', { phase: this.phase, err: e.code ?? e.message }, 'client socket error');
+  clientError(e: NodeJS.ErrnoException): void { this.log('debug', { phase: this.phase, err: e.code ?? e.message }, 'client socket error'); }
 
-  private readonly onClientClose = () => {
+  clientClosed(): void {
     if (this.phase === 'relay' || this.phase === 'closed') return;
     this.loginAbort?.abort();
     this.finish('CLIENT_CLOSED', 'client');
-  };
+  }
 
   private feed(event: ClientEvent): void {
     if (this.phase === 'closed' || this.phase === 'relay') return;
@@ -190,14 +203,15 @@ class Session implements LiveSession {
     const ctx = this.deps.tls();
     if (!ctx) return this.end('CONFIG_INVALID');
     const raw = this.socket;
-    raw.off('data', this.onData);
-    raw.off('close', this.onClientClose);
+    raw.off('data', sessionData);
+    raw.off('close', sessionClose);
     raw.pause();
     upgradeServer(raw, this.tlsOptions(ctx), this.settings.limits.preAuthDeadlineMs).then((tls) => {
       this.socket = tls;
+      (tls as Owned)[SESSION] = this;
       tls.on('error', () => undefined);
-      tls.on('close', this.onClientClose);
-      tls.on('data', this.onData);
+      tls.on('close', sessionClose);
+      tls.on('data', sessionData);
       this.feed({ kind: 'tls-ready' });
     }, () => this.finish('TLS_FAILED', 'client'));
   }
@@ -207,9 +221,9 @@ class Session implements LiveSession {
     this.trace.identify(credentials.user);
     // Bytes behind the login command are for the backend: stop reading (TCP holds them) until the relay or a failure.
     this.socket.pause();
-    this.loginAbort = new AbortController();
+    this.loginAbort = new Cancel();
     const started = this.deps.clock.now();
-    this.authenticateAndConnect(credentials, clientId, this.loginAbort.signal).then((loggedIn) => {
+    this.authenticateAndConnect(credentials, clientId, this.loginAbort).then((loggedIn) => {
       if (this.phase === 'closed') { loggedIn.socket.destroy(); return; }
       this.loggedIn = loggedIn;
       this.result = 'ok';
@@ -242,7 +256,7 @@ class Session implements LiveSession {
     });
   }
 
-  private async authenticateAndConnect(credentials: Credentials, clientId: Record<string, string> | undefined, signal: AbortSignal): Promise<BackendSession> {
+  private async authenticateAndConnect(credentials: Credentials, clientId: Record<string, string> | undefined, signal: CancelSignal): Promise<BackendSession> {
     const { deps, config } = this;
     const auth = await deps.directory().authenticate(credentials);
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
@@ -253,7 +267,9 @@ class Session implements LiveSession {
     const wanted = pooled ? pooled.route : resolveRoute(config, account.host, deps.module.protocol);
     // Loop protection (Dovecot's login proxy TTL): an upstream proxy we trust says how many hops are left.
     const lp = config.loopProtection;
-    const hop = nextHop(clientId?.['x-proxy-ttl'], isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
+    const ttl = clientId?.['x-proxy-ttl'];
+    // Whether the sender is trusted only matters when it sent a hop count (a CIDR match per login otherwise).
+    const hop = nextHop(ttl, ttl !== undefined && isTrustedSource(this.conn.client.address, lp.trustedNetworks), lp.proxyTtl);
     if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (x-proxy-ttl ${hop.ttl}) for backend ${wanted.backend}`);
     // A pool member was chosen with health applied already; the gate would refuse a draining member its users' sessions.
     const route = pooled ? admit(openGate, pooled.route) : admit(deps.gate, wanted);
@@ -302,9 +318,10 @@ class Session implements LiveSession {
     if (!loggedIn) return this.end('INTERNAL');
     this.deps.clock.clearTimeout(this.deadline);
     this.setPhase('relay');
-    this.socket.off('data', this.onData);
-    this.socket.off('close', this.onClientClose);
-    this.socket.off('error', this.onClientError);
+    this.socket.off('data', sessionData);
+    this.socket.off('close', sessionClose);
+    this.socket.off('error', sessionError);
+    (this.socket as Owned)[SESSION] = undefined;
     this.relay = new Relay(this.socket, loggedIn.socket, {
       protocol: this.deps.module.protocol,
       idleTimeoutMs: this.settings.limits.idleTimeoutMs,
@@ -312,7 +329,7 @@ class Session implements LiveSession {
       pendingDown: loggedIn.leftover,
       idleGoodbye: idleGoodbye(this.deps.module),
       clock: this.deps.clock,
-      onDone: (r: RelayResult) => this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) }),
+      owner: this,
     });
     // The relay owns both sockets from here; what only the login needed goes.
     this.dialogue = undefined;
@@ -320,7 +337,14 @@ class Session implements LiveSession {
     this.loginAbort = undefined;
     this.deadline = undefined;
     this.trace.tapRelay(this.relay, this.socket);
+    // Not traced by now: it never will be (a trace matches during login), so a held session keeps no trace state.
+    if (!this.trace.on) this.trace = OFF_TRACE;
     this.relay.start();
+  }
+
+  /** The relay's end (both sides gone): the session's summary with its byte counts. */
+  relayDone(r: RelayResult): void {
+    this.finish(r.reason, r.closedBy, { bytesUp: r.bytesUp, bytesDown: r.bytesDown, ...(r.detail ? { detail: r.detail } : {}) });
   }
 
   /** Close from outside (shutdown, kick, backend down) with the protocol's goodbye. */

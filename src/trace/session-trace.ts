@@ -24,15 +24,17 @@ export class SessionTrace {
   private entry: TraceEntry | undefined;
   private buffered: Pending[] = [];
   private dropped = 0;
-  readonly client: TraceRedactor;
-  private backend: TraceRedactor;
+  // Redactors are made when first needed: a session that is not traced (nearly all) never allocates them.
+  private clientRedactor: TraceRedactor | undefined;
+  private backendRedactor: TraceRedactor | undefined;
   private traceLog: Logger | undefined;
 
   constructor(private readonly table: TraceTable, private readonly protocol: TraceProtocol, private readonly sessionLog: Logger, private readonly bindings: Record<string, unknown> = {}) {
     this.state = table.any ? 'buffering' : 'off';
-    this.client = new TraceRedactor(protocol);
-    this.backend = new TraceRedactor(protocol);
   }
+
+  get client(): TraceRedactor { return (this.clientRedactor ??= new TraceRedactor(this.protocol)); }
+  private get backend(): TraceRedactor { return (this.backendRedactor ??= new TraceRedactor(this.protocol)); }
 
   /** Trace records are written whatever log.level says (the operator asked for them); made only for traced sessions. */
   private get log(): Logger {
@@ -78,7 +80,7 @@ export class SessionTrace {
   /** A backend login attempt starts (a fresh dialogue for the redactor). */
   backendStart(fields: Record<string, unknown>): void {
     if (this.state !== 'tracing') return;
-    this.backend = new TraceRedactor(this.protocol);
+    this.backendRedactor = new TraceRedactor(this.protocol);
     this.event('trace: backend login', fields);
   }
 

@@ -22,7 +22,7 @@ export function createImapBackendLogin(ctx: BackendLoginContext): BackendLogin {
 
 class ImapBackendLogin implements BackendLogin {
   private phase: Phase = 'greeting';
-  private caps: Set<string> | null = null;
+  private caps: ReadonlySet<string> | null = null;
   private tlsDone = false;
   private tagCount = 0;
   private readonly tags = new Map<string, Purpose>();
@@ -223,7 +223,17 @@ class ImapBackendLogin implements BackendLogin {
   }
 }
 
-function parseCaps(text: string): Set<string> {
-  return new Set(text.trim().split(/\s+/).filter(Boolean).map((c) => c.toUpperCase()));
+/** Capability lists seen (a backend sends the same one to every login); the sets are only read, so they are shared. */
+const capsSeen = new Map<string, ReadonlySet<string>>();
+const CAPS_MEMO_MAX = 256;
+
+function parseCaps(text: string): ReadonlySet<string> {
+  let caps = capsSeen.get(text);
+  if (caps === undefined) {
+    if (capsSeen.size >= CAPS_MEMO_MAX) capsSeen.clear();
+    caps = new Set(text.trim().split(/\s+/).filter(Boolean).map((c) => c.toUpperCase()));
+    capsSeen.set(text, caps);
+  }
+  return caps;
 }
 

@@ -77,13 +77,15 @@ export class BackendState {
     if (outcome.ok) {
       this.failRun = 0;
       this.okRun++;
-      this.failingSince = null;
       this.hung = false;
       this.hangRun = 0;
       this.seenOk = true;
       const wasDown = this.health === 'down';
       // A real login that worked is proof enough: no need to wait for `rise` probes.
       if (!wasDown || this.okRun >= this.opts.rise || outcome.source === 'passive') this.health = 'up';
+      // The failure run ends when the backend serves again, not at the first good probe of `rise`: until then a login
+      // may still ride through (it would otherwise be refused in the gap between the first good probe and the rise).
+      if (this.health === 'up') this.failingSince = null;
       return this.settle(before, now, wasDown ? `${what} (${this.okRun}/${this.opts.rise})` : what);
     }
     this.okRun = 0;

@@ -72,6 +72,19 @@ describe('health/backend-state', () => {
     assert.match(m.record(pfail, 6)!.reason, /^passive failed/);
   });
 
+  it('ride-through: between the first good probe and the rise, a login may still ride through (a 5 s failover gap)', () => {
+    const m = machine(2, 2);
+    m.record(ok, 1000);
+    m.record(fail, 2000);
+    m.record(fail, 2500);
+    assert.equal(m.state, 'down');
+    m.record(ok, 7000);
+    assert.equal(m.state, 'down');
+    assert.equal(m.rideThroughUntil(7000, 12_000), 14_000, 'not refused while the backend answers probes again');
+    m.record({ ok: true, source: 'passive' }, 7010);
+    assert.equal(m.state, 'up', 'a real login that worked');
+  });
+
   it('ride-through: failingSince starts at the first failure of a run; logins may retry until it + hold, never when hung', () => {
     const m = machine(2, 2);
     m.record(ok, 1000);
@@ -86,6 +99,10 @@ describe('health/backend-state', () => {
     assert.equal(m.rideThroughUntil(14_000, 12_000), null, 'failing longer than the hold: fail fast');
     assert.equal(m.rideThroughUntil(9000, 0), null, 'ride-through off');
     m.record(ok, 15_000);
+    assert.equal(m.state, 'down', 'one good probe of rise 2');
+    assert.equal(m.view().failingSince, 2000, 'the failure run ends when the backend serves again');
+    m.record(ok, 15_500);
+    assert.equal(m.state, 'up');
     assert.equal(m.view().failingSince, null);
     m.record({ ok: false, source: 'probe', hang: true }, 16_000);
     assert.equal(m.view().hung, false, 'one hang alone can be a server closing its listener on the way down');

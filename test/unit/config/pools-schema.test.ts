@@ -3,14 +3,9 @@
 import assert from 'node:assert/strict';
 import { ConfigError, parseConfig } from '../../../src/config/load.js';
 import { poolSpec } from '../../../src/directory/pool-route.js';
+import { MINIMAL_YAML } from './minimal.js';
 
-const BASE = `
-listeners:
-  - { protocol: imap, port: 143, tls: none }
-directory:
-  type: static
-  static: { file: users.yaml }
-backends:
+const BASE = `${MINIMAL_YAML}backends:
   be1: { host: 10.0.0.1 }
   be2: { host: 10.0.0.2 }
   be3: { host: 10.0.0.3 }

@@ -5,14 +5,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig } from '../../../src/config/load.js';
+import { MINIMAL_YAML } from './minimal.js';
 
-const MINIMAL = `
-listeners:
-  - { protocol: imap, port: 143, tls: none }
-directory:
-  type: static
-  static: { file: users.yaml }
-`;
+const MINIMAL = MINIMAL_YAML;
 
 function problems(text: string): string[] {
   try { parseConfig(text, 'test.yaml'); } catch (e) {

@@ -4,14 +4,9 @@ import assert from 'node:assert/strict';
 import { parseConfig } from '../../../src/config/load.js';
 import { restartOnlyChanges } from '../../../src/lifecycle.js';
 import type { Logger } from '../../../src/log.js';
+import { MINIMAL_YAML } from '../config/minimal.js';
 
-const BASE = `
-listeners:
-  - { protocol: imap, port: 143, tls: none }
-directory:
-  type: static
-  static: { file: users.yaml }
-`;
+const BASE = MINIMAL_YAML;
 
 function recorder(): { logger: Logger; warnings: Array<Record<string, unknown>> } {
   const warnings: Array<Record<string, unknown>> = [];

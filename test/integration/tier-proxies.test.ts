@@ -183,10 +183,13 @@ describe('three mailproxy instances behind HAProxy sharing a tier on Redis', fun
     assert.equal((JSON.parse(inv.body) as { tier: boolean }).tier, true);
     for (const o of open) assert.ok(await closedWithin(o.c, 1000) < 1000, 'sessions of the moved user are kicked everywhere');
     for (const n of nodes) {
-      const from = n.proxy.logs.length;
+      // A child's log lines arrive over its stdout a little late: the earlier logins' "login ok" may come in after this
+      // point, so match this login by its time, not by the log's length.
+      const t0 = Date.now();
       const r = await login(n.direct, uid, password);
       assert.ok(r.ok, r.reply);
-      const ok = await n.proxy.waitForLog((l) => l['msg'] === 'login ok' && l['user'] === uid, 2000, from);
+      const at = (l: Record<string, unknown>) => (typeof l['time'] === 'number' ? l['time'] : Date.parse(String(l['time'])));
+      const ok = await n.proxy.waitForLog((l) => l['msg'] === 'login ok' && l['user'] === uid && at(l) >= t0, 2000, 0);
       assert.equal(ok['backend'], 'backend-a', `${n.name} routes bob to the new backend`);
       r.c.close();
     }

@@ -29,11 +29,12 @@ export function parseConfigLocated(text: string, file = '<config>'): { config: C
     throw new ConfigError(`invalid YAML in ${file}`, [`${file}:${pos.line}:${pos.col}: ${message}`]);
   }
   const raw = doc.toJS() ?? {};
+  const at = (offset: number): string => { const { line, col } = lineCounter.linePos(offset); return `${file}:${line}:${col}`; };
   const where: Locate = (path) => {
     for (let p = [...path]; ; p = p.slice(0, -1)) {
       const node = p.length ? doc.getIn(p as unknown[], true) : doc.contents;
       const range = isNode(node) ? node.range : undefined;
-      if (range) { const { line, col } = lineCounter.linePos(range[0]); return `${file}:${line}:${col}`; }
+      if (range) return at(range[0]);
       if (!p.length) return file;
     }
   };
@@ -42,9 +43,7 @@ export function parseConfigLocated(text: string, file = '<config>'): { config: C
     const parent = path.length > 1 ? doc.getIn(path.slice(0, -1) as unknown[], true) : doc.contents;
     const pair = isMap(parent) ? parent.items.find((i) => isScalar(i.key) && String(i.key.value) === String(path.at(-1))) : undefined;
     const range = pair && isNode(pair.key) ? pair.key.range : undefined;
-    if (!range) return where(path);
-    const { line, col } = lineCounter.linePos(range[0]);
-    return `${file}:${line}:${col}`;
+    return range ? at(range[0]) : where(path);
   };
   const result = configSchema.safeParse(raw);
   if (!result.success) {

@@ -119,8 +119,10 @@ export async function startPoolWorld(o: PoolWorldOptions): Promise<PoolWorld> {
       addMember,
       async stopMember(name, opts = {}) {
         const m = find(name);
-        m.stops.push(Date.now());
         await m.dovecot.stop(opts);
+        // Stamped once Dovecot is gone: its log process stamps lines as it reads them, so a login just before the stop
+        // may carry a later time than the stop's start. Sessions without an end line end here (later, never earlier).
+        m.stops.push(Date.now());
       },
       startMember: (name) => find(name).dovecot.start(),
       async sessions() {

@@ -56,3 +56,18 @@ export function pssKiB(pid: number): number {
 export function treePssKiB(pid: number): number {
   return processTree(pid).reduce((sum, p) => sum + pssKiB(p), 0);
 }
+
+/** PSS in KiB split by mapping kind, from /proc/PID/smaps: `brk` (glibc's main arena), `anon` (V8 pages, other arenas, thread stacks), `file`. */
+export function pssByKind(pid: number): { brk: number; anon: number; file: number } {
+  const out = { brk: 0, anon: 0, file: 0 };
+  try {
+    let kind: keyof typeof out = 'anon';
+    for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+      if (head) { const name = head[1] ?? ''; kind = name === '[heap]' ? 'brk' : name.startsWith('/') ? 'file' : 'anon'; continue; }
+      const m = /^Pss:\s+(\d+) kB/.exec(line);
+      if (m) out[kind] += Number(m[1]);
+    }
+  } catch { /* gone */ }
+  return out;
+}

@@ -57,6 +57,7 @@ export function formatTable(names: string[], s: Record<string, Summary>): string
     ['Dovecot CPU µs per session', (x) => fmt(x.dovecotCpuUsPerSession), undefined],
     ['held idle logged-in session, KiB (PSS growth, full GC before and after)', (x) => fmt(x.heldKiBPerSession, 1), undefined],
     ['held idle logged-in session, KiB (PSS growth, 3 s settled, no GC forced)', (x) => fmt(x.heldSettledKiBPerSession, 1), undefined],
+    ['held session split, KiB: V8 heap (young gen, live JS) / external / native (glibc brk)', (x) => { const m = x.held?.split; return m ? `${fmt(m.v8Heap, 1)} (${fmt(m.youngGen, 1)}, ${fmt(m.liveJs, 1)}) / ${fmt(m.external, 1)} / ${fmt(m.native, 1)} (${fmt(m.brk, 1)})` : '–'; }, undefined],
     ['held sessions alive / opened in s', (x) => (x.held ? `${x.held.held} / ${fmt(x.held.openSecs, 1)}` : '–'), undefined],
   ];
   const head = ['figure', 'direct', ...proxies.flatMap((p) => [p, 'vs direct'])];

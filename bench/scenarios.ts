@@ -1,7 +1,8 @@
 // Owns the benchmark's measurements against one IMAP port: FETCH throughput, login rate with CPU per session, NOOP
 // round trips, held idle sessions. Must not know whether the port is the proxy or Dovecot; the caller passes the pids to watch.
 import { ImapConn, openLoggedIn } from './imap-client.js';
-import { processTree, treeCpuMicros, treePssKiB } from './procstat.js';
+import { readFileSync } from 'node:fs';
+import { processTree, pssByKind, pssKiB, treeCpuMicros, treePssKiB } from './procstat.js';
 
 export interface Account { user: string; password: string }
 
@@ -123,6 +124,36 @@ export interface HeldFigures {
   settledPerSessionKiB: number;
   pssBeforeKiB: number;
   pssHeldKiB: number;
+  /** Where the growth per held session is, KiB (after the full GC): see `MemSplit`; absent without BENCH_MEM_DIR. */
+  split?: MemSplit;
+}
+
+/**
+ * The held-sessions growth per session, KiB, split: V8's heap pages (`v8Heap`, of which `youngGen` is the new space and
+ * `liveJs` what the full GC kept), `external` (Buffers and ArrayBuffers V8 knows of), and the PSS growth outside V8's heap
+ * (`native` = PSS − V8 heap: malloc'd memory of libuv, sockets, OpenSSL; `brk` the part in glibc's main arena).
+ */
+export interface MemSplit { v8Heap: number; youngGen: number; liveJs: number; external: number; native: number; brk: number }
+
+interface MemSample { pss: number; brk: number; v8Heap: number; youngGen: number; liveJs: number; external: number }
+
+/** The proxy tree's figures right after a full GC: PSS from /proc, V8's own from the files bench/gc-signal.ts writes. */
+function memSample(pid: number): MemSample | undefined {
+  const dir = process.env['BENCH_MEM_DIR'];
+  if (!dir) return undefined;
+  const s: MemSample = { pss: 0, brk: 0, v8Heap: 0, youngGen: 0, liveJs: 0, external: 0 };
+  for (const p of processTree(pid)) {
+    s.pss += pssKiB(p);
+    s.brk += pssByKind(p).brk;
+    try {
+      const m = JSON.parse(readFileSync(`${dir}/mem-${p}.json`, 'utf8')) as { usage: NodeJS.MemoryUsage; heap: { total_physical_size: number }; spaces: Record<string, { physical: number }> };
+      s.v8Heap += m.heap.total_physical_size / 1024;
+      s.youngGen += (m.spaces['new_space']?.physical ?? 0) / 1024;
+      s.liveJs += m.usage.heapUsed / 1024;
+      s.external += m.usage.external / 1024;
+    } catch { /* not written: no preload in this process */ }
+  }
+  return s;
 }
 
 /** Ask every process of the proxy for a full GC (bench/gc-signal.ts) and let it finish. */
@@ -135,6 +166,7 @@ async function fullGc(pid: number): Promise<void> {
 export async function heldSessions(port: number, acct: Account, count: number, concurrency: number, proxyPid: number | undefined): Promise<HeldFigures> {
   if (proxyPid) await fullGc(proxyPid);
   const before = proxyPid ? treePssKiB(proxyPid) : NaN;
+  const mem0 = proxyPid ? memSample(proxyPid) : undefined;
   const conns: ImapConn[] = [];
   let next = 0;
   const t0 = performance.now();
@@ -147,8 +179,11 @@ export async function heldSessions(port: number, acct: Account, count: number, c
     const settled = proxyPid ? treePssKiB(proxyPid) : NaN;
     if (proxyPid) await fullGc(proxyPid);
     const held = proxyPid ? treePssKiB(proxyPid) : NaN;
+    const mem1 = proxyPid ? memSample(proxyPid) : undefined;
     const alive = conns.filter((c) => !c.closed).length;
-    return { held: alive, openSecs, pssBeforeKiB: before, pssHeldKiB: held, pssPerSessionKiB: (held - before) / count, settledPerSessionKiB: (settled - before) / count };
+    const per = (k: keyof MemSample) => (mem1![k] - mem0![k]) / count;
+    const split = mem0 && mem1 ? { v8Heap: per('v8Heap'), youngGen: per('youngGen'), liveJs: per('liveJs'), external: per('external'), native: per('pss') - per('v8Heap'), brk: per('brk') } : undefined;
+    return { held: alive, openSecs, pssBeforeKiB: before, pssHeldKiB: held, pssPerSessionKiB: (held - before) / count, settledPerSessionKiB: (settled - before) / count, ...(split ? { split } : {}) };
   } finally {
     for (const c of conns) c.close();
     await sleep(1000);

@@ -87,6 +87,7 @@ async function main(argv: string[]): Promise<number> {
       return runInvalidate(config(), rest[1]);
     }
     case 'start': {
+      (await import('./heap.js')).capYoungGeneration();
       // node:cluster runs this same command line in each worker; a worker takes its config from the primary over IPC.
       if (cluster.isWorker) {
         const { runWorker } = await import('./cluster.js');

@@ -4,6 +4,7 @@
 // Must not test the state machine's details (unit tests do).
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startForwarder, type Forwarder } from './harness/alternating-forwarder.js';
@@ -95,14 +96,16 @@ describe('backend faults as clients see them (real Dovecot, default health setti
     await waitFor('backend-b up again', () => state(p, 'backend-b') === 'up', 5000);
   });
 
-  it('SIGSTOP of a backend under a login stream: no login waits longer than greetingTimeoutMs + 1 s', async () => {
+  it('SIGSTOP of a backend under a login stream: no login waits longer than replyTimeoutMs + 1.5 s', async () => {
     const p = await proxyWith();
     await waitFor('backend-b up', () => state(p, 'backend-b') === 'up', 5000);
     try {
       const results = await loginStream({ port: p.port('imap', 'starttls'), users: [bob()], perSecond: 10, durationMs: 5000, at: [{ afterMs: 1000, run: () => world.backends.b.pause() }] });
       const s = summarize(results);
       console.log(`      SIGSTOP under load: ${describeSummary(s)}`);
-      assert.ok(s.max <= 2000 + 1000, `slowest login ${s.max} ms`);
+      // A stop before a login's greeting costs it greetingTimeoutMs (2 s); one landing between the greeting and the login
+      // reply costs replyTimeoutMs (5 s; the next test makes that case happen every time).
+      assert.ok(s.max <= 5000 + 1500, `slowest login ${s.max} ms`);
       assert.ok(results.every((r) => r.cls === 'ok' || r.cls === 'unavailable'), 'only OK or the temporary error');
       const tail = results.slice(-10);
       // The bound is 250 ms; the margin is for a loaded test machine (a hang would cost greetingTimeoutMs, 2 s).
@@ -111,6 +114,35 @@ describe('backend faults as clients see them (real Dovecot, default health setti
       world.backends.b.resume();
     }
     await waitFor('backend-b up again', () => state(p, 'backend-b') === 'up', 3000);
+  });
+
+  it('a backend that greets and then goes silent (a stop between greeting and login reply): the temporary error within replyTimeoutMs, not the 15 s budget', async () => {
+    // A real TCP server stands in for the backend here: a SIGSTOP has to land inside a ~3 ms Dovecot login to hit this.
+    const held: Socket[] = [];
+    let heard = '';
+    const silent: Server = createServer((c) => {
+      held.push(c);
+      c.on('data', (d) => { heard += d.toString('latin1'); }).on('error', () => undefined);
+      c.write('* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] silent ready\r\n');
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const port = (silent.address() as { port: number }).port;
+      const p = await proxyWith((raw) => {
+        (raw['backends'] as Record<string, Record<string, unknown>>)['backend-b']!['imap'] = { port, tls: 'none' };
+        raw['health'] = { enabled: false }; // probes would mark it down and the login would fail at once: this is about the login's own bound
+        raw['backendLogin'] = { backendLoginBudgetMs: 15_000 }; // the default budget, stated: the bound must come from replyTimeoutMs
+      });
+      const r = await imapLogin(p.port('imap', 'starttls'), bob().user, bob().password);
+      console.log(`      greeted, then silent: ${r.cls} after ${Math.round(r.ms)} ms (replyTimeoutMs 5000)`);
+      assert.match(heard, /LOGIN/, 'the backend got the login command (the stop landed after the greeting)');
+      assert.equal(r.cls, 'unavailable', r.answer);
+      assert.ok(r.ms >= 4900 && r.ms <= 5000 + 2000, `answered after ${Math.round(r.ms)} ms`);
+      assert.equal(held.length, 1, 'not retried (the backend may have acted on the login)');
+    } finally {
+      for (const c of held) c.destroy();
+      await new Promise((r) => silent.close(r));
+    }
   });
 
   it('SIGSTOP of a backend: marked down within 3 s with the default health settings', async () => {

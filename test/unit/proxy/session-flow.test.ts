@@ -194,6 +194,16 @@ describe('session flows on in-memory sockets', () => {
       assert.match(s.opened[0]!.text, /^EHLO \S+\r\nAUTH PLAIN \S+\r\nMAIL FROM:<alice@example.org>\r\n$/);
     });
 
+    it('a MAIL FROM with malformed UTF-8 is refused 553 5.1.7 before any backend is dialled; a good one then works', async () => {
+      const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }));
+      s.client.write(Buffer.concat([Buffer.from('MAIL FROM:<al'), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('ce@example.org>\r\n')]));
+      await until(s, /553 5\.1\.7 [^\r]*\r\n$/);
+      assert.equal(s.opened.length, 0, 'no backend dialled');
+      s.client.write('MAIL FROM:<alice@example.org>\r\n');
+      await until(s, /553 [^\r]*\r\n250 [^\r]*\r\n$/);
+      assert.match(s.opened[0]!.text, /MAIL FROM:<alice@example.org>\r\n$/);
+    });
+
     it('a wrong password is answered after the failure delay on the injected clock; no backend is dialled', async () => {
       const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }), 'wrong');
       for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));

@@ -1,13 +1,14 @@
 // Proves whole IMAP, POP3 and submission sessions on in-memory sockets and a fake clock: login and relay, the pre-login
-// deadline, kicks, and backend failures (refused, silent) reported to health. Must not open sockets; proxy timers run on
-// the fake clock (only smtp-server's own greeting delay is real time).
+// deadline, kicks, and backend failures (refused, silent) reported to health; the SMTP/LMTP greeting name. Must not open
+// sockets; proxy timers run on the fake clock (only smtp-server's own greeting delay is real time).
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { ProxyError } from '../../../src/errors.js';
 import { ProtocolService } from '../../../src/proxy/session.js';
 import { imapModule } from '../../../src/proxy/imap/index.js';
 import { pop3Module } from '../../../src/proxy/pop3/index.js';
-import { createSubmissionService } from '../../../src/proxy/smtp/index.js';
+import { createInboundService, createLmtpService, createSubmissionService } from '../../../src/proxy/smtp/index.js';
+import os from 'node:os';
 import { FakeClock } from '../health/fake-clock.js';
 import { IMAP_BACKEND, PORTS, accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig, type Behaviour, type FakeSocket } from './fakes.js';
 
@@ -232,6 +233,30 @@ describe('session flows on in-memory sockets', () => {
       s.client.write('MAIL FROM:<alice@example.org>\r\n');
       await until(s, /\r\n4\d\d [^\r]*\r\n$/);
       assert.deepEqual(s.gate.reports, [['b1', 'fail']]);
+    });
+  });
+
+  describe('SMTP and LMTP greetings', () => {
+    /** The 220 line a service greets with (smtp-server greets after its own 100 ms early-talker timer, real time). */
+    async function greeting(create: typeof createLmtpService, protocol: 'smtp' | 'submission', config = testConfig()): Promise<string> {
+      const clock = new FakeClock();
+      const deps = handlerDeps(config, fakeDialer({}).dial, clock);
+      const service = create({ config: deps.config, directory: deps.directory, gate: deps.gate, sessions: deps.sessions, logger: pino({ level: 'silent' }), clock, dial: fakeDialer({}).dial });
+      const [client, server] = socketPair();
+      client.collect();
+      service.handle(server.asSocket(), accepted(protocol));
+      for (let i = 0; i < 300 && !/\r\n/.test(client.text); i++) await new Promise((r) => setTimeout(r, 10));
+      client.destroy();
+      return client.text.split('\r\n')[0]!;
+    }
+
+    it('LMTP greets with the name the SMTP listeners use: smtp.hostname, else the machine\'s host name', async () => {
+      assert.equal(await greeting(createLmtpService, 'smtp'), `220 ${os.hostname()} LMTP`);
+      assert.equal(await greeting(createInboundService, 'smtp'), `220 ${os.hostname()} ESMTP`);
+      assert.equal(await greeting(createSubmissionService, 'submission'), `220 ${os.hostname()} ESMTP`);
+      const named = testConfig({ smtp: { hostname: 'mx.proxy.test' } });
+      assert.equal(await greeting(createLmtpService, 'smtp', named), '220 mx.proxy.test LMTP');
+      assert.equal(await greeting(createInboundService, 'smtp', named), '220 mx.proxy.test ESMTP');
     });
   });
 });

@@ -1,12 +1,15 @@
 // Proves whole IMAP, POP3 and submission sessions on in-memory sockets and a fake clock: login and relay, the pre-login
-// deadline, kicks, and backend failures (refused, silent) reported to health; the SMTP/LMTP greeting name. Must not open
-// sockets; proxy timers run on the fake clock (only smtp-server's own greeting delay is real time).
+// deadline, kicks, backend failures (refused, silent) reported to health, the OAuth error challenge's timing (IMAP,
+// ManageSieve); the SMTP/LMTP greeting name. Must not open sockets; proxy timers run on the fake clock (only
+// smtp-server's own greeting delay is real time).
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { ProxyError } from '../../../src/errors.js';
 import { ProtocolService } from '../../../src/proxy/session.js';
 import { imapModule } from '../../../src/proxy/imap/index.js';
 import { pop3Module } from '../../../src/proxy/pop3/index.js';
+import { sieveModule } from '../../../src/proxy/sieve/index.js';
+import { encodeTokenResponse } from '../../../src/proxy/sasl.js';
 import { createInboundService, createLmtpService, createSubmissionService } from '../../../src/proxy/smtp/index.js';
 import os from 'node:os';
 import { FakeClock } from '../health/fake-clock.js';
@@ -258,5 +261,33 @@ describe('session flows on in-memory sockets', () => {
       assert.equal(await greeting(createLmtpService, 'smtp', named), '220 mx.proxy.test LMTP');
       assert.equal(await greeting(createInboundService, 'smtp', named), '220 mx.proxy.test ESMTP');
     });
+  });
+
+  describe('OAuth: a refused token', () => {
+    // The RFC 7628 error challenge is itself the verdict, so it waits out the failure delay like any failure answer (a
+    // client that read it at once could hang up and retry without ever waiting); the final failure then comes at once.
+    const cases = [
+      ['IMAP', imapModule, 'imap', (t: string) => `a1 AUTHENTICATE OAUTHBEARER ${t}`, /\+ eyJ[^\r]*\r\n$/, 'AQ==', /a1 NO \[AUTHENTICATIONFAILED\] [^\r]*\r\n$/],
+      ['ManageSieve', sieveModule, 'sieve', (t: string) => `AUTHENTICATE "OAUTHBEARER" "${t}"`, /"eyJ[^\r]*"\r\n$/, '"AQ=="', /NO "Authentication failed[^\r]*\r\n$/],
+    ] as const;
+    for (const [name, module, protocol, command, challenge, answer, failure] of cases) {
+      it(`${name}: the error challenge after the failure delay, the final failure right after the client's answer`, async () => {
+        const clock = new FakeClock();
+        const settings = { requireTlsForAuth: false, limits: { authFailureDelayMs: 100, authFailureMaxDelayMs: 100, preAuthDeadlineMs: 30_000 } };
+        const config = testConfig({ sieve: settings, oauth: { jwt: { jwksFile: '/nonexistent', issuer: 'i', audience: 'a' } } });
+        const service = new ProtocolService({ ...handlerDeps(config, fakeDialer({}).dial, clock), module });
+        const [client, server] = socketPair();
+        client.collect();
+        service.handle(server.asSocket(), accepted(protocol as 'imap'));
+        await clock.advance(0);
+        await say(clock, client, command(encodeTokenResponse('OAUTHBEARER', 'alice', 'not-a-valid-token')));
+        await clock.advance(99);
+        assert.doesNotMatch(client.text, challenge, 'nothing before the delay');
+        await clock.advance(1);
+        assert.match(client.text, challenge);
+        await say(clock, client, answer);
+        assert.match(client.text, failure);
+      });
+    }
   });
 });

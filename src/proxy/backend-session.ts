@@ -2,6 +2,7 @@
 // Must not decide anything protocol-specific; it moves lines and TLS upgrades, and hands back the logged-in socket.
 import type { CancelSignal } from '../core/cancel.js';
 import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import { ProxyError, toProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import type { BackendGate } from '../health/gate.js';
@@ -209,7 +210,11 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
           case 'done': {
             settled = true;
             detach();
-            socket.pause();
+            // Hold what the backend sends next in the stream until the relay (or SMTP client) takes over, without
+            // stopping the kernel reads: Socket.pause() would readStop a bulk socket and the relay's resume readStart
+            // it, two epoll_ctl calls per login for a pause that lasts a few microtasks. The stream's high-water mark
+            // still bounds what is buffered (a full stream stops the reads itself).
+            Duplex.prototype.pause.call(socket);
             resolve({ socket, text: a.text, leftover: reader.rest() });
             return;
           }

@@ -139,21 +139,19 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
     let upgrading = false;
     const reader = new LineReader(MAX_BACKEND_LINE);
     const timer = clock.setTimeout(() => fail(new ProxyError('BACKEND_UNAVAILABLE', `backend login did not finish within ${budget.ms} ms`)), budget.timer());
-    // A backend that accepted the connection and says nothing is hung: fail after greetingTimeoutMs, not the whole budget.
-    let greetTimer: unknown = clock.setTimeout(() => {
-      progress.hung = true;
-      fail(new ProxyError('BACKEND_UNAVAILABLE', `accepted, but no greeting within ${limits.greetingMs} ms`));
-    }, limits.greetingMs);
-    // After the greeting: the backend may stay silent for at most replyMs while the proxy waits for it. One timer for the
-    // whole login, moved on lazily: each line (or finished TLS handshake) only stamps `heard`.
-    let heard = 0;
-    let replyTimer: unknown;
-    const checkReply = () => {
+    // One timer bounds the backend's silence, not the whole budget. Before the greeting: greetingMs, then it is hung.
+    // After it: replyMs since the backend last spoke while the proxy waits for a reply. Lines (and a finished TLS
+    // handshake) only stamp `heard`; the timer moves on when it fires, so a normal login arms and clears this one timer.
+    let heard = clock.now();
+    const onSilence = () => {
+      const limit = progress.greeted ? limits.replyMs : limits.greetingMs;
       const quiet = clock.now() - heard;
-      if (quiet < limits.replyMs) { replyTimer = clock.setTimeout(checkReply, limits.replyMs - quiet); return; }
-      progress.silent = true;
-      fail(new ProxyError('BACKEND_UNAVAILABLE', `greeted, but no reply within ${limits.replyMs} ms`));
+      if (quiet < limit) { silenceTimer = clock.setTimeout(onSilence, limit - quiet); return; }
+      if (progress.greeted) progress.silent = true;
+      else progress.hung = true;
+      fail(new ProxyError('BACKEND_UNAVAILABLE', progress.greeted ? `greeted, but no reply within ${limit} ms` : `accepted, but no greeting within ${limit} ms`));
     };
+    let silenceTimer = clock.setTimeout(onSilence, Math.min(limits.greetingMs, limits.replyMs));
     const greeted = (line: string) => {
       // After the greeting, an untagged BYE (IMAP) or a 421 (SMTP) is the server closing on its way down, not an answer.
       if (progress.greeted) { heard = clock.now(); if (/^(\* BYE\b|421[ -])/i.test(line)) progress.dropped = true; return; }
@@ -164,18 +162,14 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       // IMAP/POP3 greet in one line.
       if (/^(\d{3}-|")/.test(line)) return;
       progress.greeted = true;
-      clock.clearTimeout(greetTimer);
-      greetTimer = undefined;
       heard = clock.now();
-      replyTimer = clock.setTimeout(checkReply, limits.replyMs);
     };
     const onAbort = () => fail(new ProxyError('BACKEND_UNAVAILABLE', 'aborted'));
     signal?.addEventListener('abort', onAbort, { once: true });
 
     const detach = () => {
       clock.clearTimeout(timer);
-      if (greetTimer !== undefined) clock.clearTimeout(greetTimer);
-      if (replyTimer !== undefined) clock.clearTimeout(replyTimer);
+      clock.clearTimeout(silenceTimer);
       signal?.removeEventListener('abort', onAbort);
       socket.off('data', onData);
       socket.off('close', onClose);

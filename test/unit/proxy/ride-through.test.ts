@@ -9,18 +9,22 @@ import { RIDE_THROUGH_RETRY_MS } from '../../../src/proxy/backend-session.js';
 import { FakeClock } from '../health/fake-clock.js';
 import { PORTS, accepted, fakeDialer, handlerDeps, socketPair, testConfig, type Behaviour } from './fakes.js';
 
-const BACKEND: Behaviour = {
-  kind: 'script',
-  script: {
-    greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] node2 ready\r\n',
-    reply: (line) => {
-      const tag = line.split(' ')[0];
-      if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
-      if (/^\S+ LOGIN /.test(line)) return `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`;
-      return undefined;
+/** An IMAP backend greeting with `name` that answers ID; a LOGIN gets `onLogin(tag)` (undefined: no answer). */
+function imapBackend(name: string, onLogin: (tag: string) => string | undefined): Behaviour {
+  return {
+    kind: 'script',
+    script: {
+      greeting: `* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] ${name}\r\n`,
+      reply: (line) => {
+        const tag = line.split(' ')[0] ?? '';
+        if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
+        if (/^\S+ LOGIN /.test(line)) return onLogin(tag);
+        return undefined;
+      },
     },
-  },
-};
+  };
+}
+const BACKEND = imapBackend('node2 ready', (tag) => `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`);
 
 /** A gate whose ride-through window the test sets; records reports with their identity. */
 function gate(clock: FakeClock, holdUntil: () => number | null) {
@@ -105,18 +109,7 @@ describe('ride-through in the backend-session pipeline', () => {
   it('a login answered with a temporary refusal (another proxy that cut a loop) is final, not retried', async () => {
     const s = setup((clock) => clock.now() + 10_000);
     let logins = 0;
-    s.byPort[PORTS.imap] = {
-      kind: 'script',
-      script: {
-        greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] proxy ready\r\n',
-        reply: (line) => {
-          const tag = line.split(' ')[0];
-          if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
-          if (/^\S+ LOGIN /.test(line)) { logins++; return `${tag} NO [UNAVAILABLE] Route loops back\r\n`; }
-          return undefined;
-        },
-      },
-    };
+    s.byPort[PORTS.imap] = imapBackend('proxy ready', (tag) => { logins++; return `${tag} NO [UNAVAILABLE] Route loops back\r\n`; });
     await s.clock.advance(0);
     await s.login();
     await s.clock.advance(RIDE_THROUGH_RETRY_MS * 5);
@@ -128,18 +121,7 @@ describe('ride-through in the backend-session pipeline', () => {
     /** Greets, answers ID at once, and holds every LOGIN (the test answers it, or not, through `answer`). */
     function greetsThenHolds(s: ReturnType<typeof setup>) {
       const held: string[] = [];
-      s.byPort[PORTS.imap] = {
-        kind: 'script',
-        script: {
-          greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] node2 ready\r\n',
-          reply: (line) => {
-            const tag = line.split(' ')[0];
-            if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
-            if (/^\S+ LOGIN /.test(line)) held.push(tag ?? '');
-            return undefined;
-          },
-        },
-      };
+      s.byPort[PORTS.imap] = imapBackend('node2 ready', (tag) => { held.push(tag); return undefined; });
       return { held, answer: (text: string) => s.opened.at(-1)!.write(`${held.at(-1)} ${text}\r\n`) };
     }
     const longBudget = () => testConfig({ backendLogin: { backendLoginBudgetMs: 15_000, connectTimeoutMs: 1000 } });

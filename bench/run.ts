@@ -29,23 +29,26 @@ const before = args.find((a) => a.startsWith('--before='))?.slice(9);
 
 const P = quick
   ? { rounds: 1, fetches: 5, logins: 400, concurrency: 16, noops: 500, held: 1000, warm: 100 }
-  : { rounds: 3, fetches: 10, logins: 1000, concurrency: 16, noops: 2000, held: 5000, warm: 300 };
+  : { rounds: 3, fetches: 10, logins: 1000, concurrency: 16, noops: 2000, held: 5000, warm: 3000 };
+// `warm`: logins per target before measuring, so that V8 has compiled the login path (steady state, not start-up JIT).
 // `--set=noops=20000,warm=0`: override parameters (profiling one scenario).
 for (const kv of args.find((a) => a.startsWith('--set='))?.slice(6).split(',') ?? []) {
   const [k, v] = kv.split('=');
   if (k && k in P && v !== undefined) (P as Record<string, number>)[k] = Number(v);
 }
 
-interface Variant { name: string; workers: number; cache: boolean; mainJs: string }
+interface Variant { name: string; workers: number; cache: boolean; mainJs: string; floor?: boolean }
 const mainJs = join(root, 'dist/src/main.js');
 const BASE: Variant[] = [
   { name: 'mailproxy', workers: 1, cache: true, mainJs },
   { name: 'cache off', workers: 1, cache: false, mainJs },
   { name: 'workers 2', workers: 2, cache: true, mainJs },
 ].filter((v) => !only || only.includes(v.name.replace(' ', '-')));
-const VARIANTS: Variant[] = before
-  ? BASE.flatMap((v) => [{ ...v, name: `before ${v.name}`, mainJs: join(before, 'dist/src/main.js') }, v])
-  : BASE;
+const FLOOR: Variant = { name: 'node floor', workers: 1, cache: false, mainJs: join(root, 'dist/bench/floor-proxy.js'), floor: true };
+const VARIANTS: Variant[] = [
+  ...(before ? BASE.flatMap((v) => [{ ...v, name: `before ${v.name}`, mainJs: join(before, 'dist/src/main.js') }, v]) : BASE),
+  ...(!only || only.includes('node-floor') ? [FLOOR] : []),
+];
 
 interface Target { name: string; port: number; pid: number | undefined; proc?: ChildProcess }
 
@@ -58,6 +61,7 @@ async function attempt<T>(what: string, fn: () => Promise<T>): Promise<T | undef
 
 async function startProxy(world: World, v: Variant, profDir: string): Promise<Target> {
   const [port] = await allocatePorts(1);
+  if (v.floor) return startChild(v, port!, [v.mainJs, String(port), String(world.backends.a.ports.imap)]);
   const raw = worldRawConfig(world, (c) => {
     c['log'] = { level: 'info' };
     c['workers'] = v.workers;
@@ -69,12 +73,16 @@ async function startProxy(world: World, v: Variant, profDir: string): Promise<Ta
   const file = join(world.dir, `bench-${v.name.replaceAll(' ', '-')}.yaml`);
   writeFileSync(file, stringify(raw));
   // A full GC on SIGURG (bench/gc-signal.ts) lets the held-sessions run measure PSS at the same point of V8's GC cycle.
-  const node = ['--expose-gc', `--import=${join(root, 'dist/bench/gc-signal.js')}`, ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
-  const proc = spawn(process.execPath, [...node, v.mainJs, 'start', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return startChild(v, port!, [v.mainJs, 'start', '-c', file], profDir);
+}
+
+async function startChild(v: Variant, port: number, argv: string[], profDir?: string): Promise<Target> {
+  const node = ['--expose-gc', `--import=${join(root, 'dist/bench/gc-signal.js')}`, ...(cpuProf && profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
+  const proc = spawn(process.execPath, [...node, ...argv], { stdio: ['ignore', 'ignore', 'inherit'] });
   proc.once('exit', (code, signal) => { if (!stopping) process.stderr.write(`proxy ${v.name} exited (${code ?? signal})\n`); });
   // Cluster mode on a loaded machine can take a while (primary, then workers, then the shared listener).
   for (const until = Date.now() + 60_000; Date.now() < until && proc.exitCode === null;) {
-    try { (await ImapConn.open(port!, 1000)).close(); return { name: v.name, port: port!, pid: proc.pid, proc }; } catch { await sleep(100); }
+    try { (await ImapConn.open(port, 1000)).close(); return { name: v.name, port, pid: proc.pid, proc }; } catch { await sleep(100); }
   }
   throw new Error(`proxy ${v.name} did not come up on ${port}`);
 }

@@ -282,6 +282,8 @@ const backendLoginSchema = z.strictObject({
   connectTimeoutMs: ms(3000),
   /** A backend that accepted the connection but has not greeted within this is hung: the login fails (no ride-through). */
   greetingTimeoutMs: z.number().int().min(50).default(2000),
+  /** After the greeting, a backend silent this long while the proxy waits for a reply is failed (no ride-through); above the backend's auth-failure delay (Dovecot: 2 s). */
+  replyTimeoutMs: z.number().int().min(50).default(5000),
 });
 
 const healthSchema = z.strictObject({

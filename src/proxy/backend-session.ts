@@ -2,6 +2,7 @@
 // Must not decide anything protocol-specific; it moves lines and TLS upgrades, and hands back the logged-in socket.
 import type { CancelSignal } from '../core/cancel.js';
 import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import { ProxyError, toProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import type { BackendGate } from '../health/gate.js';
@@ -57,6 +58,7 @@ interface Progress {
   greeting: string[]; greeted: boolean; hung: boolean;
   /** The greeting itself said "not now" (a server shutting down). */ refusedGreeting?: boolean;
   /** The connection closed or reset before the login reply (not: the backend answered the login with a refusal). */ dropped?: boolean;
+  /** Greeted, then silent for replyTimeoutMs while the proxy waited for a reply (STARTTLS, ID/XCLIENT, login). */ silent?: boolean;
 }
 
 /** The name and password the proxy logs in to the backend with: the user's own, or `login<sep>master` (built here only). */
@@ -76,6 +78,10 @@ export function admit(gate: BackendGate, wanted: Route): AdmittedRoute {
  * reached before greeting, and health says it has been failing for less than rideThroughMs, the login tries again every
  * RIDE_THROUGH_RETRY_MS within its budget and succeeds as soon as the backend answers. A hang (accepted, no greeting
  * within greetingTimeoutMs) or anything after the greeting fails at once. Every attempt is reported to health.
+ * After the greeting, each backend reply must come within replyTimeoutMs (above the backend's own auth-failure delay).
+ * Its expiry is reported to health as a failure, not a hang (a slow passdb behind a live backend looks the same; probes
+ * confirm a real hang), and is never retried: the backend may have acted on the command, and in a chain of proxies
+ * each hop retrying the next one's wait would multiply it.
  */
 export async function openBackendSession(deps: BackendSessionDeps, route: AdmittedRoute, bl: Config['backendLogin'], req: OpenRequest): Promise<BackendSession> {
   const budget = new Budget(deps.clock, bl.backendLoginBudgetMs);
@@ -90,7 +96,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
         ...(proxyFor ? { proxyFor, clientTls: req.clientTls } : {}),
         ...(deps.guard ? { guard: deps.guard } : {}),
       });
-      const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, Math.min(bl.greetingTimeoutMs, budget.timer()), progress);
+      const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, { greetingMs: Math.min(bl.greetingTimeoutMs, budget.timer()), replyMs: bl.replyTimeoutMs }, progress);
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
       report(deps.gate, route, 'ok', progress);
       return { route, ...done, attempts };
@@ -100,7 +106,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       // Refused, reset, unreachable, closed before the login reply, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR",
       // SMTP 421): a server on its way down. The login never completed, so trying again cannot log in twice.
       // A login *answered* with a temporary refusal (NO [UNAVAILABLE] from a proxy that cut a loop, 454) is final.
-      const refused = !progress.hung && ((!progress.greeted && err.code === 'BACKEND_UNAVAILABLE') || progress.dropped === true || progress.refusedGreeting === true);
+      const refused = !progress.hung && !progress.silent && ((!progress.greeted && err.code === 'BACKEND_UNAVAILABLE') || progress.dropped === true || progress.refusedGreeting === true);
       if (refused && !req.signal?.aborted && (await rideThrough(deps, route, budget, req.signal))) continue;
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: err.spec.metricLabel }, budget.elapsed() / 1000);
       throw attempts > 1 ? new ProxyError(err.code, `${err.detail ?? err.spec.logReason} (after ${attempts} attempts in ${budget.elapsed()} ms)`, { cause: err }) : err;
@@ -126,21 +132,29 @@ function rideThrough(deps: BackendSessionDeps, route: Route, budget: Budget, sig
 }
 
 /** Feed the backend's lines to `machine` and perform its send / start-tls / done / fail actions until done, within `budget`. */
-function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: CancelSignal | undefined, greetingTimeoutMs: number, progress: Progress): Promise<Omit<BackendSession, 'route' | 'attempts'>> {
+function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: CancelSignal | undefined, limits: { greetingMs: number; replyMs: number }, progress: Progress): Promise<Omit<BackendSession, 'route' | 'attempts'>> {
   return new Promise((resolve, reject) => {
     let socket = first;
     let settled = false;
     let upgrading = false;
     const reader = new LineReader(MAX_BACKEND_LINE);
     const timer = clock.setTimeout(() => fail(new ProxyError('BACKEND_UNAVAILABLE', `backend login did not finish within ${budget.ms} ms`)), budget.timer());
-    // A backend that accepted the connection and says nothing is hung: fail after greetingTimeoutMs, not the whole budget.
-    let greetTimer: unknown = clock.setTimeout(() => {
-      progress.hung = true;
-      fail(new ProxyError('BACKEND_UNAVAILABLE', `accepted, but no greeting within ${greetingTimeoutMs} ms`));
-    }, greetingTimeoutMs);
+    // One timer bounds the backend's silence, not the whole budget. Before the greeting: greetingMs, then it is hung.
+    // After it: replyMs since the backend last spoke while the proxy waits for a reply. Lines (and a finished TLS
+    // handshake) only stamp `heard`; the timer moves on when it fires, so a normal login arms and clears this one timer.
+    let heard = clock.now();
+    const onSilence = () => {
+      const limit = progress.greeted ? limits.replyMs : limits.greetingMs;
+      const quiet = clock.now() - heard;
+      if (quiet < limit) { silenceTimer = clock.setTimeout(onSilence, limit - quiet); return; }
+      if (progress.greeted) progress.silent = true;
+      else progress.hung = true;
+      fail(new ProxyError('BACKEND_UNAVAILABLE', progress.greeted ? `greeted, but no reply within ${limit} ms` : `accepted, but no greeting within ${limit} ms`));
+    };
+    let silenceTimer = clock.setTimeout(onSilence, Math.min(limits.greetingMs, limits.replyMs));
     const greeted = (line: string) => {
       // After the greeting, an untagged BYE (IMAP) or a 421 (SMTP) is the server closing on its way down, not an answer.
-      if (progress.greeted) { if (/^(\* BYE\b|421[ -])/i.test(line)) progress.dropped = true; return; }
+      if (progress.greeted) { heard = clock.now(); if (/^(\* BYE\b|421[ -])/i.test(line)) progress.dropped = true; return; }
       progress.greeting.push(line);
       if (progress.greeting.length === 1 && /^(\* BYE\b|-ERR\b|421[ -])/i.test(line)) progress.refusedGreeting = true;
       // RFC 5321 §4.2.1: "220-" lines continue the greeting; so do ManageSieve's quoted capability lines before its OK
@@ -148,15 +162,14 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       // IMAP/POP3 greet in one line.
       if (/^(\d{3}-|")/.test(line)) return;
       progress.greeted = true;
-      clock.clearTimeout(greetTimer);
-      greetTimer = undefined;
+      heard = clock.now();
     };
     const onAbort = () => fail(new ProxyError('BACKEND_UNAVAILABLE', 'aborted'));
     signal?.addEventListener('abort', onAbort, { once: true });
 
     const detach = () => {
       clock.clearTimeout(timer);
-      if (greetTimer !== undefined) clock.clearTimeout(greetTimer);
+      clock.clearTimeout(silenceTimer);
       signal?.removeEventListener('abort', onAbort);
       socket.off('data', onData);
       socket.off('close', onClose);
@@ -191,7 +204,11 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
           case 'done': {
             settled = true;
             detach();
-            socket.pause();
+            // Hold what the backend sends next in the stream until the relay (or SMTP client) takes over, without
+            // stopping the kernel reads: Socket.pause() would readStop a bulk socket and the relay's resume readStart
+            // it, two epoll_ctl calls per login for a pause that lasts a few microtasks. The stream's high-water mark
+            // still bounds what is buffered (a full stream stops the reads itself).
+            Duplex.prototype.pause.call(socket);
             resolve({ socket, text: a.text, leftover: reader.rest() });
             return;
           }
@@ -206,6 +223,7 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
                 socket.off('error', onError);
                 socket = tls;
                 upgrading = false;
+                heard = clock.now();
                 socket.on('data', onData).on('close', onClose).on('error', onError);
                 run(machine.step({ kind: 'tls-ready' }));
               }, fail);

@@ -35,8 +35,8 @@ export type ClientEvent =
   | { kind: 'login-failed'; error: ProxyError }
   /** The pre-login deadline passed. */
   | { kind: 'deadline' }
-  /** The process is shutting down before login completed. */
-  | { kind: 'shutdown' };
+  /** Closed from outside before login completed (shutdown, operator kick, backend down): say `error`'s own goodbye. */
+  | { kind: 'kick'; error: ProxyError };
 
 /** What a client dialogue asks the Session to do, in order. */
 export type ClientAction =

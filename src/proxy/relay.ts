@@ -100,8 +100,11 @@ function clientData(this: Spliced, d: Buffer): void { this[RELAY]?.up(d); }
 function backendData(this: Spliced, d: Buffer): void { this[RELAY]?.down(d); }
 function clientDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.backend.resume(); }
 function backendDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.client.resume(); }
-function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); } }
-function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); if (!r.client.writableEnded) r.client.end(); } }
+// A side that sent its FIN is closed at once when nothing is queued towards it: net would otherwise shut its write
+// side down first (allowHalfOpen is off), a shutdown syscall and a callback per socket for a FIN that close() sends too.
+function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); closeIfFlushed(this); } }
+function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); closeIfFlushed(this); } }
+function closeIfFlushed(s: Socket): void { if (s.writableLength === 0 && !s.destroyed) s.destroy(); }
 function clientClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); r.flushThenClose(r.backend); r.closedOne(); } }
 function backendClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); r.closedOne(); } }
 function clientError(this: Spliced, e: NodeJS.ErrnoException): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_ERROR', e.code ?? e.message); r.destroyBoth(); } }
@@ -227,6 +230,8 @@ export class Relay implements BulkTarget {
   /** End `s` after its queued bytes are written; destroy it if the peer does not take them within FLUSH_MS. */
   flushThenClose(s: Socket): void {
     if (s.destroyed) return;
+    // Nothing queued: close() sends the FIN (no shutdown first).
+    if (s.writableLength === 0 && !s.connecting) { s.destroy(); return; }
     if (!s.writableEnded) s.end();
     if (s.writableFinished) { s.destroy(); return; }
     const timer = this.clock.setTimeout(() => s.destroy(), FLUSH_MS);

@@ -172,7 +172,7 @@ class Session implements LiveSession {
   private feed(event: ClientEvent): void {
     if (this.phase === 'closed' || this.phase === 'relay') return;
     // The deadline can pass during an implicit-TLS handshake, before any dialogue exists.
-    if (!this.dialogue) return this.end(event.kind === 'deadline' ? 'PREAUTH_TIMEOUT' : 'CLOSED');
+    if (!this.dialogue) return this.end(event.kind === 'deadline' ? 'PREAUTH_TIMEOUT' : event.kind === 'kick' ? event.error.code : 'CLOSED');
     let actions: ClientAction[];
     try { actions = this.dialogue.step(event); } catch (e) {
       this.log('error', { err: (e as Error).message }, 'dialogue failed');
@@ -351,7 +351,7 @@ class Session implements LiveSession {
   kick(error: ProxyError): void {
     if (this.phase === 'closed') return;
     if (this.relay) return this.relay.stop(error.code, this.deps.module.goodbye(error));
-    this.feed({ kind: error.code === 'SHUTDOWN' ? 'shutdown' : 'deadline' });
+    this.feed({ kind: 'kick', error });
   }
 
   private end(reason: DisconnectReason): void {

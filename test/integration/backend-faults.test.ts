@@ -1,12 +1,15 @@
 // Proves backend faults as IMAP clients see them through the proxy, with real Dovecot and default health settings:
-// a failover gap ridden through, a real outage failing fast, a hung backend (SIGSTOP), two nodes answering in turn
-// behind one address (split brain); and the metrics-only listener.
+// a failover gap ridden through, a real outage failing fast, a hung backend (SIGSTOP; one that greets and then goes
+// silent, also kicked by the operator mid-login), two nodes answering in turn behind one address (split brain); and
+// the metrics-only listener.
 // Must not test the state machine's details (unit tests do).
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startForwarder, type Forwarder } from './harness/alternating-forwarder.js';
+import { LineClient } from './harness/line-client.js';
 import { startWorld, type World } from './harness/world.js';
 import { describeSummary, imapLogin, loginStream, summarize } from './login-stream.js';
 import { startProxy, worldConfig, type RawConfig, type RunningProxy } from './proxy-fixture.js';
@@ -28,6 +31,7 @@ describe('backend faults as clients see them (real Dovecot, default health setti
   let world: World;
   const proxies: RunningProxy[] = [];
   const forwarders: Forwarder[] = [];
+  const closers: Array<() => Promise<void>> = [];
 
   /** A proxy in front of the world with health on and its defaults (only what the test names is changed). */
   async function proxyWith(mutate: (raw: RawConfig) => void = () => undefined): Promise<RunningProxy> {
@@ -51,6 +55,7 @@ describe('backend faults as clients see them (real Dovecot, default health setti
     world?.backends.b.resume();
     await Promise.allSettled(proxies.map((p) => p.stop()));
     await Promise.allSettled(forwarders.map((f) => f.close()));
+    await Promise.allSettled(closers.map((c) => c()));
     await world?.stop();
   });
 
@@ -95,14 +100,16 @@ describe('backend faults as clients see them (real Dovecot, default health setti
     await waitFor('backend-b up again', () => state(p, 'backend-b') === 'up', 5000);
   });
 
-  it('SIGSTOP of a backend under a login stream: no login waits longer than greetingTimeoutMs + 1 s', async () => {
+  it('SIGSTOP of a backend under a login stream: no login waits longer than replyTimeoutMs + 1.5 s', async () => {
     const p = await proxyWith();
     await waitFor('backend-b up', () => state(p, 'backend-b') === 'up', 5000);
     try {
       const results = await loginStream({ port: p.port('imap', 'starttls'), users: [bob()], perSecond: 10, durationMs: 5000, at: [{ afterMs: 1000, run: () => world.backends.b.pause() }] });
       const s = summarize(results);
       console.log(`      SIGSTOP under load: ${describeSummary(s)}`);
-      assert.ok(s.max <= 2000 + 1000, `slowest login ${s.max} ms`);
+      // A stop before a login's greeting costs it greetingTimeoutMs (2 s); one landing between the greeting and the login
+      // reply costs replyTimeoutMs (5 s; the next test makes that case happen every time).
+      assert.ok(s.max <= 5000 + 1500, `slowest login ${s.max} ms`);
       assert.ok(results.every((r) => r.cls === 'ok' || r.cls === 'unavailable'), 'only OK or the temporary error');
       const tail = results.slice(-10);
       // The bound is 250 ms; the margin is for a loaded test machine (a hang would cost greetingTimeoutMs, 2 s).
@@ -111,6 +118,58 @@ describe('backend faults as clients see them (real Dovecot, default health setti
       world.backends.b.resume();
     }
     await waitFor('backend-b up again', () => state(p, 'backend-b') === 'up', 3000);
+  });
+
+  /**
+   * An IMAP "backend" that greets and then never answers (what a SIGSTOP between greeting and login reply looks like; a
+   * real stop has to land inside a ~3 ms Dovecot login to hit this), as backend-b's IMAP endpoint of a proxy. Health is
+   * off: probes would mark it down and logins would fail at once, and this is about the login's own bound.
+   */
+  async function greetsThenSilent(mutate: (raw: RawConfig) => void = () => undefined) {
+    const held: Socket[] = [];
+    let heard = '';
+    const server: Server = createServer((c) => {
+      held.push(c);
+      c.on('data', (d) => { heard += d.toString('latin1'); }).on('error', () => undefined);
+      c.write('* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] silent ready\r\n');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    closers.push(async () => { for (const c of held) c.destroy(); await new Promise((r) => server.close(r)); });
+    const port = (server.address() as { port: number }).port;
+    const p = await proxyWith((raw) => {
+      (raw['backends'] as Record<string, Record<string, unknown>>)['backend-b']!['imap'] = { port, tls: 'none' };
+      raw['health'] = { enabled: false };
+      raw['backendLogin'] = { backendLoginBudgetMs: 15_000 }; // the default budget, stated: the bound must come from replyTimeoutMs
+      mutate(raw);
+    });
+    return { p, held, heard: () => heard };
+  }
+
+  it('a backend that greets and then goes silent (a stop between greeting and login reply): the temporary error within replyTimeoutMs, not the 15 s budget', async () => {
+    const { p, held, heard } = await greetsThenSilent();
+    const r = await imapLogin(p.port('imap', 'starttls'), bob().user, bob().password);
+    console.log(`      greeted, then silent: ${r.cls} after ${Math.round(r.ms)} ms (replyTimeoutMs 5000)`);
+    assert.match(heard(), /LOGIN/, 'the backend got the login command (the stop landed after the greeting)');
+    assert.equal(r.cls, 'unavailable', r.answer);
+    assert.ok(r.ms >= 4900 && r.ms <= 5000 + 2000, `answered after ${Math.round(r.ms)} ms`);
+    assert.equal(held.length, 1, 'not retried (the backend may have acted on the login)');
+  });
+
+  it('an operator kick of a session whose login is still waiting on the backend: the administrator\'s goodbye, not the inactivity one', async () => {
+    const { p, heard } = await greetsThenSilent((raw) => { raw['admin'] = { enabled: true, address: '127.0.0.1', port: 0, token: 'sekrit' }; });
+    const c = await LineClient.connect(p.port('imap', 'starttls'));
+    try {
+      await c.readLine();
+      c.send(`a LOGIN ${bob().user} ${bob().password}`);
+      await waitFor('the login reached the backend', () => /LOGIN/.test(heard()), 3000);
+      assert.equal(p.app.instance.sessions.list({ user: bob().user })[0]?.info.phase, 'login');
+      const res = await fetch(`http://127.0.0.1:${p.app.admin!.port}/sessions/kick?user=${bob().user}`, { method: 'POST', headers: { authorization: 'Bearer sekrit' } });
+      assert.deepEqual(await res.json(), { kicked: 1 });
+      assert.equal(await c.readLine(), '* BYE [UNAVAILABLE] Session closed by the administrator, please reconnect');
+      await waitFor('client connection closed', () => c.isClosed, 3000);
+    } finally {
+      c.close();
+    }
   });
 
   it('SIGSTOP of a backend: marked down within 3 s with the default health settings', async () => {

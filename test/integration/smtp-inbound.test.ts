@@ -149,6 +149,18 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     c.close();
   });
 
+  it('refuses a MAIL FROM with malformed UTF-8 (553 5.1.7): no transaction opened, so no MAIL goes to a backend at RCPT', async () => {
+    const c = await session();
+    c.write(Buffer.concat([Buffer.from('MAIL FROM:<s'), Buffer.from([0xff, 0xfe]), Buffer.from('@elsewhere.example>\r\n')]));
+    assert.match(await reply(c), /^553 5\.1\.7 /);
+    c.send(`RCPT TO:<${world.users.alice.mail}>`);
+    assert.match(await reply(c), /^503 /, 'no transaction was opened');
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /, 'the session goes on');
+    c.send('QUIT');
+    c.close();
+  });
+
   it('defers (451 4.3.0) recipients on a dead backend and while the directory is unreachable', async () => {
     const c = await session();
     c.send('MAIL FROM:<sender@elsewhere.example>');

@@ -98,8 +98,8 @@ class ImapDialogue extends ActionBuffer implements Dialogue {
       case 'deadline':
         this.closeWith('PREAUTH_TIMEOUT');
         break;
-      case 'shutdown':
-        this.closeWith('SHUTDOWN');
+      case 'kick':
+        this.closeWith(event.error.code);
         break;
     }
     return this.flush();

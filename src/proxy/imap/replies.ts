@@ -33,8 +33,11 @@ export function quote(text: string): string {
 
 /** Printable-ASCII quoted string, for values of unknown origin sent to a backend that may not accept UTF-8 (RFC 3501 §4.3). */
 export function quoteAscii(text: string): string {
+  // Most values (addresses, ports, ids) need no escaping: one test instead of three replaces.
+  if (PLAIN_QUOTABLE.test(text)) return `"${text}"`;
   return quote(text.replace(/[^\x20-\x7e]/g, '?'));
 }
+const PLAIN_QUOTABLE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
 export function tagged(tag: string, text: string): string {
   return `${tag} ${text}${CRLF}`;

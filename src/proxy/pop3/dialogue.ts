@@ -69,8 +69,8 @@ class Pop3Dialogue implements Dialogue {
         return this.onLoginFailed(event.error.code);
       case 'deadline':
         return this.finish('PREAUTH_TIMEOUT');
-      case 'shutdown':
-        return this.finish('SHUTDOWN');
+      case 'kick':
+        return this.finish(event.error.code);
     }
   }
 

@@ -104,8 +104,8 @@ class SieveDialogue extends ActionBuffer implements Dialogue {
       case 'deadline':
         this.closeWith('PREAUTH_TIMEOUT', 'PREAUTH_TIMEOUT');
         break;
-      case 'shutdown':
-        this.closeWith('SHUTDOWN', 'SHUTDOWN');
+      case 'kick':
+        this.closeWith(event.error.code, event.error.code);
         break;
     }
     return this.flush();

@@ -22,6 +22,8 @@ export const REPLY = {
   tooLarge: { code: 552, text: '5.3.4 Message size exceeds fixed maximum message size' },
   tooManyErrors: { code: 421, text: '4.7.0 Too many errors, closing connection' },
   noValidRecipients: { code: 554, text: '5.5.1 No valid recipients' },
+  /** RFC 5321 §4.2.2 553 (mailbox syntax incorrect) with RFC 3463 X.1.7 (bad sender's mailbox address syntax). */
+  badSenderSyntax: { code: 553, text: '5.1.7 Sender address is not valid UTF-8' },
 } as const satisfies Record<string, ClientReply>;
 
 /** A catalogue entry's SMTP reply split into code and text. */

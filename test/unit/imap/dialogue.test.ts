@@ -269,8 +269,15 @@ describe('imap dialogue', () => {
     it('shutdown says BYE [UNAVAILABLE], also while a login runs', () => {
       const { feed, step } = dialogue();
       feed('a LOGIN u p\r\n');
-      assert.deepEqual(step({ kind: 'shutdown' }), [{ kind: 'send', bytes: '* BYE [UNAVAILABLE] Server shutting down, please reconnect\r\n' }, { kind: 'close', reason: 'SHUTDOWN' }]);
+      assert.deepEqual(step({ kind: 'kick', error: new ProxyError('SHUTDOWN') }), [{ kind: 'send', bytes: '* BYE [UNAVAILABLE] Server shutting down, please reconnect\r\n' }, { kind: 'close', reason: 'SHUTDOWN' }]);
       assert.deepEqual(step({ kind: 'login-ok', text: 'OK' }), []);
+    });
+
+    it('a kick before login says the kicking error\'s own goodbye (operator, internal), not the inactivity one', () => {
+      assert.deepEqual(dialogue().step({ kind: 'kick', error: new ProxyError('ADMIN_KICK') }), [{ kind: 'send', bytes: '* BYE [UNAVAILABLE] Session closed by the administrator, please reconnect\r\n' }, { kind: 'close', reason: 'ADMIN_KICK' }]);
+      const { feed, step } = dialogue();
+      feed('a LOGIN u p\r\n');
+      assert.deepEqual(step({ kind: 'kick', error: new ProxyError('INTERNAL') }), [{ kind: 'send', bytes: '* BYE [UNAVAILABLE] Temporary failure, please try again later\r\n' }, { kind: 'close', reason: 'INTERNAL' }]);
     });
 
     it('never echoes client input other than the tag', () => {

@@ -228,8 +228,14 @@ describe('pop3 dialogue', () => {
       assert.deepEqual(run(options(), [{ kind: 'deadline' }, data('CAPA\r\n')]), [
         GREETING, { send: '-ERR Disconnected for inactivity\r\n' }, { close: 'PREAUTH_TIMEOUT' },
       ]);
-      assert.deepEqual(run(options(), [{ kind: 'shutdown' }]), [
+      assert.deepEqual(run(options(), [{ kind: 'kick', error: new ProxyError('SHUTDOWN') }]), [
         GREETING, { send: '-ERR [SYS/TEMP] Server shutting down\r\n' }, { close: 'SHUTDOWN' },
+      ]);
+    });
+
+    it('a kick before login says the kicking error\'s own goodbye, not the inactivity one', () => {
+      assert.deepEqual(run(options({ tls: true }), [data('USER alice\r\n'), { kind: 'kick', error: new ProxyError('ADMIN_KICK') }]), [
+        GREETING, { send: '+OK\r\n' }, { send: '-ERR [SYS/TEMP] Session closed by the administrator, please reconnect\r\n' }, { close: 'ADMIN_KICK' },
       ]);
     });
 

@@ -9,18 +9,22 @@ import { RIDE_THROUGH_RETRY_MS } from '../../../src/proxy/backend-session.js';
 import { FakeClock } from '../health/fake-clock.js';
 import { PORTS, accepted, fakeDialer, handlerDeps, socketPair, testConfig, type Behaviour } from './fakes.js';
 
-const BACKEND: Behaviour = {
-  kind: 'script',
-  script: {
-    greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] node2 ready\r\n',
-    reply: (line) => {
-      const tag = line.split(' ')[0];
-      if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
-      if (/^\S+ LOGIN /.test(line)) return `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`;
-      return undefined;
+/** An IMAP backend greeting with `name` that answers ID; a LOGIN gets `onLogin(tag)` (undefined: no answer). */
+function imapBackend(name: string, onLogin: (tag: string) => string | undefined): Behaviour {
+  return {
+    kind: 'script',
+    script: {
+      greeting: `* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] ${name}\r\n`,
+      reply: (line) => {
+        const tag = line.split(' ')[0] ?? '';
+        if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
+        if (/^\S+ LOGIN /.test(line)) return onLogin(tag);
+        return undefined;
+      },
     },
-  },
-};
+  };
+}
+const BACKEND = imapBackend('node2 ready', (tag) => `${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`);
 
 /** A gate whose ride-through window the test sets; records reports with their identity. */
 function gate(clock: FakeClock, holdUntil: () => number | null) {
@@ -33,17 +37,17 @@ function gate(clock: FakeClock, holdUntil: () => number | null) {
   return { g, reports, clock };
 }
 
-function setup(holdUntil: (clock: FakeClock) => number | null) {
+function setup(holdUntil: (clock: FakeClock) => number | null, config = testConfig()) {
   const clock = new FakeClock();
   const byPort: Record<number, Behaviour> = {};
   const { g, reports } = gate(clock, () => holdUntil(clock));
-  const { dial } = fakeDialer(byPort);
-  const service = new ProtocolService({ ...handlerDeps(testConfig(), dial, clock, g), module: imapModule });
+  const { dial, backends: opened } = fakeDialer(byPort);
+  const service = new ProtocolService({ ...handlerDeps(config, dial, clock, g), module: imapModule });
   const [client, server] = socketPair();
   client.collect();
   service.handle(server.asSocket(), accepted('imap'));
   const login = async () => { client.write('a1 LOGIN alice secret\r\n'); await clock.advance(0); };
-  return { clock, byPort, reports, client, login };
+  return { clock, byPort, reports, client, login, opened };
 }
 
 describe('ride-through in the backend-session pipeline', () => {
@@ -105,22 +109,73 @@ describe('ride-through in the backend-session pipeline', () => {
   it('a login answered with a temporary refusal (another proxy that cut a loop) is final, not retried', async () => {
     const s = setup((clock) => clock.now() + 10_000);
     let logins = 0;
-    s.byPort[PORTS.imap] = {
-      kind: 'script',
-      script: {
-        greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] proxy ready\r\n',
-        reply: (line) => {
-          const tag = line.split(' ')[0];
-          if (/^\S+ ID /.test(line)) return `* ID NIL\r\n${tag} OK ID completed\r\n`;
-          if (/^\S+ LOGIN /.test(line)) { logins++; return `${tag} NO [UNAVAILABLE] Route loops back\r\n`; }
-          return undefined;
-        },
-      },
-    };
+    s.byPort[PORTS.imap] = imapBackend('proxy ready', (tag) => { logins++; return `${tag} NO [UNAVAILABLE] Route loops back\r\n`; });
     await s.clock.advance(0);
     await s.login();
     await s.clock.advance(RIDE_THROUGH_RETRY_MS * 5);
     assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
     assert.equal(logins, 1, 'one login attempt only');
+  });
+
+  describe('a backend silent after its greeting (backendLogin.replyTimeoutMs, default 5000)', () => {
+    /** Greets, answers ID at once, and holds every LOGIN (the test answers it, or not, through `answer`). */
+    function greetsThenHolds(s: ReturnType<typeof setup>) {
+      const held: string[] = [];
+      s.byPort[PORTS.imap] = imapBackend('node2 ready', (tag) => { held.push(tag); return undefined; });
+      return { held, answer: (text: string) => s.opened.at(-1)!.write(`${held.at(-1)} ${text}\r\n`) };
+    }
+    const longBudget = () => testConfig({ backendLogin: { backendLoginBudgetMs: 15_000, connectTimeoutMs: 1000 } });
+
+    it('no login reply within replyTimeoutMs: the temporary error then (not at the 15 s budget), reported as a failure (not a hang), not retried', async () => {
+      const s = setup((clock) => clock.now() + 10_000, longBudget());
+      const b = greetsThenHolds(s);
+      await s.clock.advance(0);
+      await s.login();
+      assert.equal(b.held.length, 1, 'the login reached the backend');
+      await s.clock.advance(4990);
+      assert.doesNotMatch(s.client.text, /a1 /);
+      await s.clock.advance(10);
+      assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+      assert.deepEqual(s.reports, [['fail', 'node2 ready']], 'one attempt, a failure with the greeting identity');
+      await s.clock.advance(RIDE_THROUGH_RETRY_MS * 3);
+      assert.equal(s.opened.length, 1, 'no second connection although health would allow a ride-through');
+    });
+
+    it('a reply slower than greetingTimeoutMs but within replyTimeoutMs (the backend\'s auth-failure delay) is the answer', async () => {
+      const s = setup(() => null, longBudget());
+      const b = greetsThenHolds(s);
+      await s.clock.advance(0);
+      await s.login();
+      await s.clock.advance(2500);
+      b.answer('NO [AUTHENTICATIONFAILED] Authentication failed.');
+      await s.clock.advance(100); // the proxy's own failure delay (testConfig: 100 ms)
+      assert.match(s.client.text, /a1 NO \[AUTHENTICATIONFAILED\] /);
+      assert.deepEqual(s.reports, [['ok', 'node2 ready']], 'an answered refusal shows a live backend');
+    });
+
+    it('the bound is per reply: each line the backend sends restarts it', async () => {
+      const s = setup(() => null, longBudget());
+      const b = greetsThenHolds(s);
+      await s.clock.advance(0);
+      await s.login();
+      await s.clock.advance(4000);
+      s.opened[0]!.write('* OK still working\r\n');
+      await s.clock.advance(4000);
+      assert.doesNotMatch(s.client.text, /a1 /, '8 s after the login, but only 4 s since the backend last spoke');
+      b.answer('OK [CAPABILITY IMAP4rev1 IDLE] Logged in');
+      await s.clock.advance(0);
+      assert.match(s.client.text, /a1 OK /);
+    });
+
+    it('the key is read from the config', async () => {
+      const s = setup(() => null, testConfig({ backendLogin: { backendLoginBudgetMs: 15_000, connectTimeoutMs: 1000, replyTimeoutMs: 800 } }));
+      greetsThenHolds(s);
+      await s.clock.advance(0);
+      await s.login();
+      await s.clock.advance(790);
+      assert.doesNotMatch(s.client.text, /a1 /);
+      await s.clock.advance(10);
+      assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /);
+    });
   });
 });

@@ -1,13 +1,17 @@
 // Proves whole IMAP, POP3 and submission sessions on in-memory sockets and a fake clock: login and relay, the pre-login
-// deadline, kicks, and backend failures (refused, silent) reported to health. Must not open sockets; proxy timers run on
-// the fake clock (only smtp-server's own greeting delay is real time).
+// deadline, kicks, backend failures (refused, silent) reported to health, the OAuth error challenge's timing (IMAP,
+// ManageSieve); the SMTP/LMTP greeting name. Must not open sockets; proxy timers run on the fake clock (only
+// smtp-server's own greeting delay is real time).
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { ProxyError } from '../../../src/errors.js';
 import { ProtocolService } from '../../../src/proxy/session.js';
 import { imapModule } from '../../../src/proxy/imap/index.js';
 import { pop3Module } from '../../../src/proxy/pop3/index.js';
-import { createSubmissionService } from '../../../src/proxy/smtp/index.js';
+import { sieveModule } from '../../../src/proxy/sieve/index.js';
+import { encodeTokenResponse } from '../../../src/proxy/sasl.js';
+import { createInboundService, createLmtpService, createSubmissionService } from '../../../src/proxy/smtp/index.js';
+import os from 'node:os';
 import { FakeClock } from '../health/fake-clock.js';
 import { IMAP_BACKEND, PORTS, accepted, fakeDialer, handlerDeps, recordingGate, socketPair, testConfig, type Behaviour, type FakeSocket } from './fakes.js';
 
@@ -194,6 +198,16 @@ describe('session flows on in-memory sockets', () => {
       assert.match(s.opened[0]!.text, /^EHLO \S+\r\nAUTH PLAIN \S+\r\nMAIL FROM:<alice@example.org>\r\n$/);
     });
 
+    it('a MAIL FROM with malformed UTF-8 is refused 553 5.1.7 before any backend is dialled; a good one then works', async () => {
+      const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }));
+      s.client.write(Buffer.concat([Buffer.from('MAIL FROM:<al'), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('ce@example.org>\r\n')]));
+      await until(s, /553 5\.1\.7 [^\r]*\r\n$/);
+      assert.equal(s.opened.length, 0, 'no backend dialled');
+      s.client.write('MAIL FROM:<alice@example.org>\r\n');
+      await until(s, /553 [^\r]*\r\n250 [^\r]*\r\n$/);
+      assert.match(s.opened[0]!.text, /MAIL FROM:<alice@example.org>\r\n$/);
+    });
+
     it('a wrong password is answered after the failure delay on the injected clock; no backend is dialled', async () => {
       const s = await authenticated(smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND }), 'wrong');
       for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
@@ -223,5 +237,57 @@ describe('session flows on in-memory sockets', () => {
       await until(s, /\r\n4\d\d [^\r]*\r\n$/);
       assert.deepEqual(s.gate.reports, [['b1', 'fail']]);
     });
+  });
+
+  describe('SMTP and LMTP greetings', () => {
+    /** The 220 line a service greets with (smtp-server greets after its own 100 ms early-talker timer, real time). */
+    async function greeting(create: typeof createLmtpService, protocol: 'smtp' | 'submission', config = testConfig()): Promise<string> {
+      const clock = new FakeClock();
+      const deps = handlerDeps(config, fakeDialer({}).dial, clock);
+      const service = create({ config: deps.config, directory: deps.directory, gate: deps.gate, sessions: deps.sessions, logger: pino({ level: 'silent' }), clock, dial: fakeDialer({}).dial });
+      const [client, server] = socketPair();
+      client.collect();
+      service.handle(server.asSocket(), accepted(protocol));
+      for (let i = 0; i < 300 && !/\r\n/.test(client.text); i++) await new Promise((r) => setTimeout(r, 10));
+      client.destroy();
+      return client.text.split('\r\n')[0]!;
+    }
+
+    it('LMTP greets with the name the SMTP listeners use: smtp.hostname, else the machine\'s host name', async () => {
+      assert.equal(await greeting(createLmtpService, 'smtp'), `220 ${os.hostname()} LMTP`);
+      assert.equal(await greeting(createInboundService, 'smtp'), `220 ${os.hostname()} ESMTP`);
+      assert.equal(await greeting(createSubmissionService, 'submission'), `220 ${os.hostname()} ESMTP`);
+      const named = testConfig({ smtp: { hostname: 'mx.proxy.test' } });
+      assert.equal(await greeting(createLmtpService, 'smtp', named), '220 mx.proxy.test LMTP');
+      assert.equal(await greeting(createInboundService, 'smtp', named), '220 mx.proxy.test ESMTP');
+    });
+  });
+
+  describe('OAuth: a refused token', () => {
+    // The RFC 7628 error challenge is itself the verdict, so it waits out the failure delay like any failure answer (a
+    // client that read it at once could hang up and retry without ever waiting); the final failure then comes at once.
+    const cases = [
+      ['IMAP', imapModule, 'imap', (t: string) => `a1 AUTHENTICATE OAUTHBEARER ${t}`, /\+ eyJ[^\r]*\r\n$/, 'AQ==', /a1 NO \[AUTHENTICATIONFAILED\] [^\r]*\r\n$/],
+      ['ManageSieve', sieveModule, 'sieve', (t: string) => `AUTHENTICATE "OAUTHBEARER" "${t}"`, /"eyJ[^\r]*"\r\n$/, '"AQ=="', /NO "Authentication failed[^\r]*\r\n$/],
+    ] as const;
+    for (const [name, module, protocol, command, challenge, answer, failure] of cases) {
+      it(`${name}: the error challenge after the failure delay, the final failure right after the client's answer`, async () => {
+        const clock = new FakeClock();
+        const settings = { requireTlsForAuth: false, limits: { authFailureDelayMs: 100, authFailureMaxDelayMs: 100, preAuthDeadlineMs: 30_000 } };
+        const config = testConfig({ sieve: settings, oauth: { jwt: { jwksFile: '/nonexistent', issuer: 'i', audience: 'a' } } });
+        const service = new ProtocolService({ ...handlerDeps(config, fakeDialer({}).dial, clock), module });
+        const [client, server] = socketPair();
+        client.collect();
+        service.handle(server.asSocket(), accepted(protocol as 'imap'));
+        await clock.advance(0);
+        await say(clock, client, command(encodeTokenResponse('OAUTHBEARER', 'alice', 'not-a-valid-token')));
+        await clock.advance(99);
+        assert.doesNotMatch(client.text, challenge, 'nothing before the delay');
+        await clock.advance(1);
+        assert.match(client.text, challenge);
+        await say(clock, client, answer);
+        assert.match(client.text, failure);
+      });
+    }
   });
 });

@@ -125,6 +125,15 @@ describe('ManageSieve dialogue', () => {
     const l = dialogue().feed('LOGOUT\r\n');
     assert.deepEqual(others(l), [{ kind: 'close', reason: 'LOGOUT' }]);
   });
+
+  it('a kick before login says the kicking error\'s own goodbye (operator, shutdown), not the inactivity one', () => {
+    const kicked = dialogue().d.step({ kind: 'kick', error: new ProxyError('ADMIN_KICK') });
+    assert.equal(text(kicked), 'BYE (TRYLATER) "Session closed by the administrator, please reconnect"\r\n');
+    assert.deepEqual(others(kicked), [{ kind: 'close', reason: 'ADMIN_KICK' }]);
+    const down = dialogue().d.step({ kind: 'kick', error: new ProxyError('SHUTDOWN') });
+    assert.equal(text(down), 'BYE (TRYLATER) "Server shutting down, please reconnect"\r\n');
+    assert.deepEqual(others(down), [{ kind: 'close', reason: 'SHUTDOWN' }]);
+  });
 });
 
 const ROUTE: Route = { backend: 'a', protocol: 'sieve', host: '127.0.0.1', port: 4190, tls: 'none', tlsVerify: true, servername: 'a', trustsProxy: true, forwardClientAddress: 'native' };

@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { createLogger, scrubSecrets } from '../../../src/log.js';
+
+function capture(): { stream: Writable; lines: () => string[] } {
+  const chunks: string[] = [];
+  const stream = new Writable({ write(c: Buffer, _e, cb) { chunks.push(c.toString()); cb(); } });
+  return { stream, lines: () => chunks.join('').split('\n').filter(Boolean) };
+}
+
+describe('log: secrets never reach a line', () => {
+  it('top-level and nested secret keys are censored, everything else is kept', () => {
+    const { stream, lines } = capture();
+    const log = createLogger('info', stream);
+    log.info({ user: 'alice', password: 's3cret-1', credentials: { user: 'alice', password: 's3cret-2' }, ldap: { bindPassword: 's3cret-3', url: 'ldap://x' }, authorization: 'Bearer s3cret-4', a: { b: { token: 's3cret-5' } } }, 'login');
+    log.child({ masterPassword: 's3cret-6', conn: 'c1' }).info({ pass: 's3cret-7' }, 'child');
+    const out = lines().join('\n');
+    for (let i = 1; i <= 7; i++) assert.ok(!out.includes(`s3cret-${i}`), `secret ${i} logged: ${out}`);
+    const first = JSON.parse(lines()[0]!) as Record<string, Record<string, unknown> | string>;
+    assert.equal(first['password'], '[redacted]');
+    assert.deepEqual(first['credentials'], { user: 'alice', password: '[redacted]' });
+    assert.deepEqual(first['ldap'], { bindPassword: '[redacted]', url: 'ldap://x' });
+    assert.equal(first['user'], 'alice');
+    const second = JSON.parse(lines()[1]!) as Record<string, unknown>;
+    assert.equal(second['masterPassword'], '[redacted]');
+    assert.equal(second['conn'], 'c1');
+  });
+
+  it('a record without secrets is passed on as is (no copy), the caller\'s object is never changed', () => {
+    const plain = { conn: 'c1', user: 'alice', nested: { ms: 3 } };
+    assert.equal(scrubSecrets(plain), plain);
+    const secret = { conn: 'c1', nested: { password: 'x' } };
+    const scrubbed = scrubSecrets(secret);
+    assert.notEqual(scrubbed, secret);
+    assert.equal(secret.nested.password, 'x');
+    assert.deepEqual(scrubbed, { conn: 'c1', nested: { password: '[redacted]' } });
+  });
+});

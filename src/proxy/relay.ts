@@ -192,6 +192,8 @@ export class Relay implements BulkTarget {
     sweep.add(this);
     client.resume();
     backend.resume();
+    // The client half-closed during the login (its 'end' came before the splice): pass its FIN on after the pending bytes.
+    if (client.readableEnded) clientEnd.call(client);
   }
 
   /** Client → backend. Reading pauses only while the backend has not taken a write that went over its high-water mark. */

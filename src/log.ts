@@ -33,9 +33,16 @@ export function scrubSecrets(obj: Record<string, unknown>, depth = 0): Record<st
     const v = obj[key];
     let clean = v;
     if (SECRET_KEYS.has(key)) { if (v !== undefined) clean = CENSOR; } else if (depth < SCRUB_DEPTH && isPlainObject(v)) clean = scrubSecrets(v, depth + 1);
-    if (clean !== v) { out ??= { ...obj }; out[key] = clean; }
+    if (clean !== v) { out ??= shallowCopy(obj); out[key] = clean; }
   }
   return out ?? obj;
+}
+
+/** A copy to censor in; an Error stays an Error with its message, stack and cause (own but not enumerable), so pino's err serializer still shows them. */
+function shallowCopy(obj: Record<string, unknown>): Record<string, unknown> {
+  if (!(obj instanceof Error)) return { ...obj };
+  const e = obj as Error & Record<string, unknown>;
+  return Object.assign(Object.create(Object.getPrototypeOf(e) as object) as Record<string, unknown>, e, { message: e.message, stack: e.stack, ...(e.cause !== undefined ? { cause: e.cause } : {}) });
 }
 
 export function createLogger(level = 'info', destination?: NodeJS.WritableStream): Logger {

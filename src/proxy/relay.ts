@@ -100,9 +100,11 @@ function clientData(this: Spliced, d: Buffer): void { this[RELAY]?.up(d); }
 function backendData(this: Spliced, d: Buffer): void { this[RELAY]?.down(d); }
 function clientDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.backend.resume(); }
 function backendDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.stopped) r.client.resume(); }
-// A side that sent its FIN is closed at once when nothing is queued towards it: net would otherwise shut its write
+// A client's FIN (a script that pipes its commands and closes its sending side) goes on to the backend; the client
+// stays open for the replies until the backend closes (backendEnd), as with a direct connection to the backend.
+// A backend that sent its FIN is closed at once when nothing is queued towards it: net would otherwise shut its write
 // side down first (allowHalfOpen is off), a shutdown syscall and a callback per socket for a FIN that close() sends too.
-function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); closeIfFlushed(this); } }
+function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); } }
 function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); closeIfFlushed(this); } }
 function closeIfFlushed(s: Socket): void { if (s.writableLength === 0 && !s.destroyed) s.destroy(); }
 function clientClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); r.flushThenClose(r.backend); r.closedOne(); } }
@@ -177,6 +179,8 @@ export class Relay implements BulkTarget {
     backend.on('drain', backendDrain);
     // A half-close is passed on. When one side is gone, what is queued towards the other is still flushed before it
     // closes (a slow client still gets the tail of a FETCH and the LOGOUT reply); errors close both at once.
+    // The client's write side stays open after its FIN (net would end it: listeners accept with allowHalfOpen off).
+    (client as { allowHalfOpen: boolean }).allowHalfOpen = true;
     client.on('end', clientEnd);
     backend.on('end', backendEnd);
     client.on('close', clientClose);
@@ -188,6 +192,8 @@ export class Relay implements BulkTarget {
     sweep.add(this);
     client.resume();
     backend.resume();
+    // The client half-closed during the login (its 'end' came before the splice): pass its FIN on after the pending bytes.
+    if (client.readableEnded) clientEnd.call(client);
   }
 
   /** Client → backend. Reading pauses only while the backend has not taken a write that went over its high-water mark. */

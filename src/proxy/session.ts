@@ -221,6 +221,9 @@ class Session implements LiveSession {
     this.trace.identify(credentials.user);
     // Bytes behind the login command are for the backend: stop reading (TCP holds them) until the relay or a failure.
     this.socket.pause();
+    // A client that sent its commands and half-closed (`printf … | nc -N`) still gets the login reply and what follows:
+    // its FIN no longer ends our side (net's default); the relay passes it on, a failed login closes after its reply.
+    (this.socket as { allowHalfOpen: boolean }).allowHalfOpen = true;
     this.loginAbort = new Cancel();
     const started = this.deps.clock.now();
     this.authenticateAndConnect(credentials, clientId, this.loginAbort).then((loggedIn) => {
@@ -251,7 +254,13 @@ class Session implements LiveSession {
       this.trace.event('trace: login failed', { code: err.code, ...(err.detail ? { detail: err.detail } : {}) });
       if (this.phase === 'closed') return;
       this.setPhase('prelogin');
-      const deliver = () => { this.feed({ kind: 'login-failed', error: err }); if (this.phase === 'prelogin') this.socket.resume(); };
+      const deliver = () => {
+        this.feed({ kind: 'login-failed', error: err });
+        if (this.phase !== 'prelogin') return;
+        (this.socket as { allowHalfOpen: boolean }).allowHalfOpen = false;
+        // The client's FIN came during the login: nothing more will come, close after the reply.
+        if (this.socket.readableEnded) this.socket.end(); else this.socket.resume();
+      };
       if (delay > 0) this.deps.clock.setTimeout(deliver, delay); else deliver();
     });
   }

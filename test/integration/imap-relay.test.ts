@@ -1,4 +1,5 @@
-// Proves the post-login splice: IDLE updates pass through, a 10 MiB FETCH is byte-identical to a direct one, APPEND literals, session summary.
+// Proves the post-login splice: IDLE updates pass through, a 10 MiB FETCH is byte-identical to a direct one, APPEND literals,
+// replies to a half-closed client, session summary.
 // Must not test login forms or failure answers.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -70,6 +71,17 @@ describe('IMAP relay after login (real Dovecot)', function () {
     assert.match(await c.readLine(), /^\+/);
     c.write(`${msg}\r\n`);
     assert.match(await c.readUntil(/^ap (OK|NO|BAD)/), /^ap OK/m);
+    c.close();
+  });
+
+  it('delivers the replies to a client that half-closes after piping its commands (as a direct connection does)', async () => {
+    const c = await login('alice');
+    c.write('s SELECT INBOX\r\nz LOGOUT\r\n');
+    c.socket.end();
+    const replies = await c.readUntil(/^z (OK|NO|BAD)/, 10_000);
+    assert.match(replies, /^s OK/m);
+    assert.match(replies, /^\* BYE/m);
+    assert.match(replies, /^z OK/m);
     c.close();
   });
 

@@ -26,6 +26,22 @@ describe('log: secrets never reach a line', () => {
     assert.equal(second['conn'], 'c1');
   });
 
+  it('an error holding a secret keeps its type, message and stack in the line', () => {
+    const { stream, lines } = capture();
+    const log = createLogger('info', stream);
+    class DirectoryError extends Error {}
+    const err = Object.assign(new DirectoryError('bind rejected'), { bindPassword: 's3cret-8' });
+    log.error({ err }, 'failed');
+    const out = lines().join('\n');
+    assert.ok(!out.includes('s3cret-8'), out);
+    const e = (JSON.parse(lines()[0]!) as { err: Record<string, unknown> }).err;
+    assert.equal(e['type'], 'DirectoryError');
+    assert.equal(e['message'], 'bind rejected');
+    assert.match(String(e['stack']), /bind rejected/);
+    assert.equal(e['bindPassword'], '[redacted]');
+    assert.equal(err.bindPassword, 's3cret-8', 'the caller\'s error is not changed');
+  });
+
   it('a record without secrets is passed on as is (no copy), the caller\'s object is never changed', () => {
     const plain = { conn: 'c1', user: 'alice', nested: { ms: 3 } };
     assert.equal(scrubSecrets(plain), plain);

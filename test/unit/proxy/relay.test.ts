@@ -1,5 +1,6 @@
 // Proves the relay on in-memory sockets and a fake clock: bytes both ways, the swept idle timeout (traffic in either
-// direction keeps it open, silence closes it with the goodbye), batched byte counters, the result when both sides close.
+// direction keeps it open, silence closes it with the goodbye), batched byte counters, the result when both sides close,
+// a client half-close passed on with the replies still delivered.
 import assert from 'node:assert/strict';
 import { Relay, type RelayResult } from '../../../src/proxy/relay.js';
 import { registry } from '../../../src/metrics.js';
@@ -60,6 +61,23 @@ describe('relay', () => {
     assert.equal(s.results.length, 0, 'traffic every 5 s keeps a 10 s idle timeout from firing');
     await s.clock.advance(20_000);
     assert.equal(s.results.length, 1);
+  });
+
+  it('passes a client half-close on and still delivers the backend replies to it until the backend closes', async () => {
+    const s = setup(60_000);
+    s.backend.allowHalfOpen = true; // like Dovecot: answers what it read before the FIN, then closes
+    s.client.write('b SELECT INBOX\r\nc LOGOUT\r\n');
+    s.client.end();
+    await s.clock.advance(0);
+    assert.equal(s.backend.text, 'b SELECT INBOX\r\nc LOGOUT\r\n');
+    assert.equal(s.results.length, 0, 'the client side stays open for the replies');
+    s.backend.write('b OK selected\r\n* BYE bye\r\nc OK done\r\n');
+    s.backend.end();
+    await s.clock.advance(0);
+    assert.equal(s.client.text, '* early\r\nb OK selected\r\n* BYE bye\r\nc OK done\r\n');
+    assert.equal(s.results.length, 1);
+    assert.equal(s.results[0]!.closedBy, 'client');
+    assert.equal(s.results[0]!.reason, 'CLIENT_CLOSED');
   });
 
   it('adds byte counts to mailproxy_relay_bytes_total while the splice runs', async () => {

@@ -1,6 +1,6 @@
 // Proves whole IMAP, POP3 and submission sessions on in-memory sockets and a fake clock: login and relay, the pre-login
-// deadline, kicks, backend failures (refused, silent) reported to health, the OAuth error challenge's timing (IMAP,
-// ManageSieve); the SMTP/LMTP greeting name. Must not open sockets; proxy timers run on the fake clock (only
+// deadline, kicks, a client half-closing during its login, backend failures (refused, silent) reported to health, the
+// OAuth error challenge's timing (IMAP, ManageSieve); the SMTP/LMTP greeting name. Must not open sockets; proxy timers run on the fake clock (only
 // smtp-server's own greeting delay is real time).
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
@@ -67,6 +67,48 @@ describe('session flows on in-memory sockets', () => {
       await say(s.clock, s.client, 'a2 NOOP');
       assert.match(s.client.text, /a2 OK NOOP from backend\r\n$/);
       assert.match(s.opened[0]!.text, /a2 NOOP\r\n$/, 'the backend got the command byte for byte');
+    });
+
+    it('a client that pipes LOGIN and commands and half-closes during the login gets every reply, then both sides close', async () => {
+      // The backend answers LOGIN when the test says so (below), NOOP at once.
+      const slowLogin: Behaviour = {
+        kind: 'script',
+        script: {
+          greeting: '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] backend ready\r\n',
+          reply: (line) => { const [tag, cmd] = line.split(' '); return cmd === 'NOOP' ? `${tag} OK NOOP from backend\r\n` : undefined; },
+        },
+      };
+      const s = setup('imap', { [PORTS.imap]: slowLogin });
+      await s.clock.advance(0);
+      s.client.write('a1 LOGIN alice secret\r\na2 NOOP\r\n');
+      s.client.end();
+      await s.clock.advance(0);
+      // net reads the FIN while the session is paused for the login and emits 'end' at once (read(0)); so does this.
+      s.client.peer.read(0);
+      await s.clock.advance(0);
+      assert.equal(s.deps.sessions.list({})[0]?.info.phase, 'login', 'the FIN came while the backend login runs');
+      const tag = /^(\S+) LOGIN /m.exec(s.opened[0]!.text)![1]!;
+      s.opened[0]!.write(`${tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n`);
+      await s.clock.advance(0);
+      assert.match(s.client.text, /a1 OK \[CAPABILITY IMAP4rev1 IDLE\] Logged in\r\na2 OK NOOP from backend\r\n$/);
+      assert.ok(s.opened[0]!.text.endsWith('a2 NOOP\r\n'), 'the pipelined command reached the backend');
+      assert.ok(s.ended, 'the client\'s FIN went on to the backend, which closed; then the proxy closed');
+    });
+
+    it('a client that half-closes during the failure delay of a refused login gets the refusal, then the session closes', async () => {
+      const s = setup('imap', { [PORTS.imap]: IMAP_BACKEND });
+      await s.clock.advance(0);
+      s.client.write('a1 LOGIN alice wrong\r\n');
+      await s.clock.advance(0);
+      s.client.end();
+      await s.clock.advance(0);
+      s.client.peer.read(0);
+      await s.clock.advance(0);
+      assert.ok(!s.ended && !s.client.text.includes('a1 NO'), 'still in the failure delay');
+      await s.clock.advance(5_000);
+      assert.match(s.client.text, /a1 NO \[AUTHENTICATIONFAILED\] [^\r]*\r\n$/);
+      assert.ok(s.ended);
+      assert.equal(s.deps.sessions.size, 0);
     });
 
     it('says BYE at the pre-login deadline and closes', async () => {

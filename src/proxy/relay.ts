@@ -106,7 +106,14 @@ function backendDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.
 // side down first (allowHalfOpen is off), a shutdown syscall and a callback per socket for a FIN that close() sends too.
 function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); } }
 function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); closeIfFlushed(this); } }
-function closeIfFlushed(s: Socket): void { if (s.writableLength === 0 && !s.destroyed) s.destroy(); }
+function closeIfFlushed(s: Socket): void { if (closesPlainly(s)) s.destroy(); }
+/**
+ * A plain TCP socket with nothing queued can be closed without shutting its write side down first. A TLS socket is
+ * ended instead: its end sends the close_notify alert, without which clients report a truncated connection.
+ */
+function closesPlainly(s: Socket): boolean {
+  return s.writableLength === 0 && !s.destroyed && !s.connecting && (s as { encrypted?: boolean }).encrypted !== true;
+}
 function clientClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); r.flushThenClose(r.backend); r.closedOne(); } }
 function backendClose(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); r.closedOne(); } }
 function clientError(this: Spliced, e: NodeJS.ErrnoException): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_ERROR', e.code ?? e.message); r.destroyBoth(); } }
@@ -236,8 +243,8 @@ export class Relay implements BulkTarget {
   /** End `s` after its queued bytes are written; destroy it if the peer does not take them within FLUSH_MS. */
   flushThenClose(s: Socket): void {
     if (s.destroyed) return;
-    // Nothing queued: close() sends the FIN (no shutdown first).
-    if (s.writableLength === 0 && !s.connecting) { s.destroy(); return; }
+    // Nothing queued on plain TCP: close() sends the FIN (no shutdown first).
+    if (closesPlainly(s)) { s.destroy(); return; }
     if (!s.writableEnded) s.end();
     if (s.writableFinished) { s.destroy(); return; }
     const timer = this.clock.setTimeout(() => s.destroy(), FLUSH_MS);

@@ -105,8 +105,7 @@ function backendDrain(this: Spliced): void { const r = this[RELAY]; if (r && !r.
 // A backend that sent its FIN is closed at once when nothing is queued towards it: net would otherwise shut its write
 // side down first (allowHalfOpen is off), a shutdown syscall and a callback per socket for a FIN that close() sends too.
 function clientEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('client', 'CLIENT_CLOSED'); if (!r.backend.writableEnded) r.backend.end(); } }
-function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); closeIfFlushed(this); } }
-function closeIfFlushed(s: Socket): void { if (closesPlainly(s)) s.destroy(); }
+function backendEnd(this: Spliced): void { const r = this[RELAY]; if (r) { r.note('backend', 'BACKEND_CLOSED'); r.flushThenClose(r.client); if (closesPlainly(this)) this.destroy(); } }
 /**
  * A plain TCP socket with nothing queued can be closed without shutting its write side down first. A TLS socket is
  * ended instead: its end sends the close_notify alert, without which clients report a truncated connection.
@@ -187,7 +186,7 @@ export class Relay implements BulkTarget {
     // A half-close is passed on. When one side is gone, what is queued towards the other is still flushed before it
     // closes (a slow client still gets the tail of a FETCH and the LOGOUT reply); errors close both at once.
     // The client's write side stays open after its FIN (net would end it: listeners accept with allowHalfOpen off).
-    (client as { allowHalfOpen: boolean }).allowHalfOpen = true;
+    client.allowHalfOpen = true;
     client.on('end', clientEnd);
     backend.on('end', backendEnd);
     client.on('close', clientClose);

@@ -223,7 +223,7 @@ class Session implements LiveSession {
     this.socket.pause();
     // A client that sent its commands and half-closed (`printf … | nc -N`) still gets the login reply and what follows:
     // its FIN no longer ends our side (net's default); the relay passes it on, a failed login closes after its reply.
-    (this.socket as { allowHalfOpen: boolean }).allowHalfOpen = true;
+    this.socket.allowHalfOpen = true;
     this.loginAbort = new Cancel();
     const started = this.deps.clock.now();
     this.authenticateAndConnect(credentials, clientId, this.loginAbort).then((loggedIn) => {
@@ -257,7 +257,7 @@ class Session implements LiveSession {
       const deliver = () => {
         this.feed({ kind: 'login-failed', error: err });
         if (this.phase !== 'prelogin') return;
-        (this.socket as { allowHalfOpen: boolean }).allowHalfOpen = false;
+        this.socket.allowHalfOpen = false;
         // The client's FIN came during the login: nothing more will come, close after the reply.
         if (this.socket.readableEnded) this.socket.end(); else this.socket.resume();
       };

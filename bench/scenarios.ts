@@ -2,7 +2,7 @@
 // round trips, held idle sessions. Must not know whether the port is the proxy or Dovecot; the caller passes the pids to watch.
 import { ImapConn, openLoggedIn } from './imap-client.js';
 import { readFileSync } from 'node:fs';
-import { processTree, pssByKind, pssKiB, treeCpuMicros, treePssKiB } from './procstat.js';
+import { processTree, pssByKind, treeCpuMicros, treePssKiB } from './procstat.js';
 
 export interface Account { user: string; password: string }
 
@@ -135,15 +135,14 @@ export interface HeldFigures {
  */
 export interface MemSplit { v8Heap: number; youngGen: number; liveJs: number; external: number; native: number; brk: number }
 
-interface MemSample { pss: number; brk: number; v8Heap: number; youngGen: number; liveJs: number; external: number }
+interface MemSample { brk: number; v8Heap: number; youngGen: number; liveJs: number; external: number }
 
-/** The proxy tree's figures right after a full GC: PSS from /proc, V8's own from the files bench/gc-signal.ts writes. */
+/** The proxy tree's figures right after a full GC: glibc's arena from /proc, V8's own from the files bench/gc-signal.ts writes. */
 function memSample(pid: number): MemSample | undefined {
   const dir = process.env['BENCH_MEM_DIR'];
   if (!dir) return undefined;
-  const s: MemSample = { pss: 0, brk: 0, v8Heap: 0, youngGen: 0, liveJs: 0, external: 0 };
+  const s: MemSample = { brk: 0, v8Heap: 0, youngGen: 0, liveJs: 0, external: 0 };
   for (const p of processTree(pid)) {
-    s.pss += pssKiB(p);
     s.brk += pssByKind(p).brk;
     try {
       const m = JSON.parse(readFileSync(`${dir}/mem-${p}.json`, 'utf8')) as { usage: NodeJS.MemoryUsage; heap: { total_physical_size: number }; spaces: Record<string, { physical: number }> };
@@ -182,7 +181,7 @@ export async function heldSessions(port: number, acct: Account, count: number, c
     const mem1 = proxyPid ? memSample(proxyPid) : undefined;
     const alive = conns.filter((c) => !c.closed).length;
     const per = (k: keyof MemSample) => (mem1![k] - mem0![k]) / count;
-    const split = mem0 && mem1 ? { v8Heap: per('v8Heap'), youngGen: per('youngGen'), liveJs: per('liveJs'), external: per('external'), native: per('pss') - per('v8Heap'), brk: per('brk') } : undefined;
+    const split = mem0 && mem1 ? { v8Heap: per('v8Heap'), youngGen: per('youngGen'), liveJs: per('liveJs'), external: per('external'), native: (held - before) / count - per('v8Heap'), brk: per('brk') } : undefined;
     return { held: alive, openSecs, pssBeforeKiB: before, pssHeldKiB: held, pssPerSessionKiB: (held - before) / count, settledPerSessionKiB: (settled - before) / count, ...(split ? { split } : {}) };
   } finally {
     for (const c of conns) c.close();

@@ -30,7 +30,8 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'INTERNAL'
   | 'POOL_MOVE'              // pool affinity: this session is closed so its user can move to another pool member
-  | 'POOL_MOVING';           // pool affinity: the user's sessions on the old member are being closed; log in again shortly
+  | 'POOL_MOVING'            // pool affinity: the user's sessions on the old member are being closed; log in again shortly
+  | 'CLIENT_GONE';           // the client closed while its login ran: the login is abandoned (not a backend failure)
 
 export type HealthSignal = 'none' | 'backend-failure' | 'backend-alive';
 
@@ -79,6 +80,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   INTERNAL: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: '451 4.3.0 Internal error, please try again later', logReason: 'internal error', metricLabel: 'internal', health: 'none' },
   POOL_MOVE: { imap: 'BYE [UNAVAILABLE] Your mailbox is moving to another server, please reconnect', pop3: '-ERR [SYS/TEMP] Your mailbox is moving to another server, please reconnect', smtp: '421 4.3.2 Mailbox moving to another server, please reconnect', logReason: 'pool move', metricLabel: 'pool_move', health: 'none' },
   POOL_MOVING: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'pool move in progress', metricLabel: 'pool_moving', health: 'none' },
+  CLIENT_GONE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'client left during the login', metricLabel: 'client_gone', health: 'none' },
 };
 
 /** Ends of a session that are not failures; with the error codes they are every disconnect reason (log text and metric label). */

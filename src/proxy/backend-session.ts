@@ -87,6 +87,8 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
   const budget = new Budget(deps.clock, bl.backendLoginBudgetMs);
   let attempts = 0;
   for (;;) {
+    // A client that left (during the directory lookup, or a ride-through wait) gets no backend login on its behalf.
+    if (req.signal?.aborted) throw new ProxyError('CLIENT_GONE', attempts > 0 ? `after ${attempts} attempts` : undefined);
     attempts++;
     const progress: Progress = { greeting: [], greeted: false, hung: false };
     try {
@@ -164,7 +166,7 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       progress.greeted = true;
       heard = clock.now();
     };
-    const onAbort = () => fail(new ProxyError('BACKEND_UNAVAILABLE', 'aborted'));
+    const onAbort = () => fail(new ProxyError('CLIENT_GONE'));
     signal?.addEventListener('abort', onAbort, { once: true });
 
     const detach = () => {
@@ -233,5 +235,7 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       }
     };
     socket.on('data', onData).on('close', onClose).on('error', onError);
+    // The client left while the proxy was connecting: the listener added above never runs, and the login would go on.
+    if (signal?.aborted) onAbort();
   });
 }

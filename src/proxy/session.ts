@@ -269,6 +269,8 @@ class Session implements LiveSession {
     const { deps, config } = this;
     const auth = await deps.directory().authenticate(credentials);
     if (!auth.ok) throw new ProxyError('AUTH_FAILED');
+    // The client left during the lookup: no route, tier registration or backend login on its behalf.
+    if (signal.aborted) throw new ProxyError('CLIENT_GONE', 'during the directory lookup');
     const account = auth.account;
     this.info.user = account.login;
     this.trace.identify(credentials.user, account.login);

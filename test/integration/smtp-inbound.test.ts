@@ -135,6 +135,19 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     assert.ok(summaries.some((l) => l['backend'] === 'backend-b' && l['rcpts'] === 1));
   });
 
+  it('a client that pipelines a whole transaction and half-closes gets every reply; the message is stored (as from Postfix)', async () => {
+    // `printf 'EHLO…\r\n.\r\n' | nc -N mx 25`: net used to end our side at the client's FIN, and smtp-server answers
+    // nothing on a 'writeOnly' socket: the client saw the EHLO reply only and the message was dropped.
+    const marker = `halfclose-${randomBytes(4).toString('hex')}`;
+    const c = await LineClient.connect(port);
+    assert.match(await reply(c), /^220 /);
+    c.write(`EHLO mta.elsewhere.example\r\nMAIL FROM:<sender@elsewhere.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n${message(marker, 'alice@example.test')}.\r\nQUIT\r\n`);
+    c.socket.end();
+    const all = await c.readUntil(/^221 /, 10_000);
+    assert.match(all, /^250 [^\r]*\r\n354 [^\r]*\r\n250 [^\r]*\r\n221 /m, all);
+    assert.equal((await stored(world, 'a', 'alice', marker)).length, 1, 'stored once on backend-a');
+  });
+
   it('rejects an unknown recipient at RCPT with 550 5.1.1 and accepts the known one', async () => {
     const c = await session();
     c.send('MAIL FROM:<sender@elsewhere.example>');

@@ -134,6 +134,26 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
     assert.ok(!logText.includes(world.users.alice.password), 'password never logged');
   });
 
+  it('after STARTTLS, a client that pipelines AUTH and a transaction and half-closes gets every reply; the message is relayed', async () => {
+    const marker = `halfclose-${randomBytes(4).toString('hex')}`;
+    const before = world.sink.messages.length;
+    const c = await LineClient.connect(starttls.port);
+    await smtpReply(c);
+    c.send('EHLO client.example');
+    await smtpReply(c);
+    c.send('STARTTLS');
+    assert.match(await smtpReply(c), /^220 /);
+    const t = await c.startTls(ca);
+    const auth = Buffer.from(`\0alice\0${world.users.alice.password}`).toString('base64');
+    t.write(`EHLO client.example\r\nAUTH PLAIN ${auth}\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<halfclose@elsewhere.example>\r\nDATA\r\nSubject: ${marker}\r\n\r\nbody\r\n.\r\nQUIT\r\n`);
+    t.socket.end();
+    const all = await t.readUntil(/^221 /, 10_000);
+    assert.match(all, /^235 [^\r]*\r\n250 [^\r]*\r\n250 [^\r]*\r\n354 [^\r]*\r\n250 [^\r]*\r\n221 /m, all);
+    await world.sink.waitFor(before + 1, 10_000);
+    assert.ok(world.sink.messages.some((m) => m.raw.includes(marker)), 'relayed to the sink');
+    await pollUntil(() => sessions.size === 0, 5000, () => `${sessions.size} sessions left`);
+  });
+
   it('refuses mail without AUTH (530 5.7.0) and offers AUTH only after TLS', async () => {
     const c = await LineClient.connect(starttls.port);
     assert.match(await smtpReply(c), /^220 proxy\.example\.test ESMTP/);

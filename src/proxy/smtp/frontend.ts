@@ -2,6 +2,7 @@
 // Must not know about directories, routes or backends; the services plug their handlers in through FrontendSpec.
 import os from 'node:os';
 import type net from 'node:net';
+import type { Duplex, Writable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { ProxyError } from '../../errors.js';
 import { disconnectsTotal } from '../../metrics.js';
@@ -108,6 +109,29 @@ function replyErr(code: number, text: string): Error {
   return Object.assign(new Error(text), { responseCode: code });
 }
 
+/** What answerBeforeEnd reads of smtp-server's connection (not in its types): the socket it talks on, its command parser. */
+type ServerConnection = { id: string; _socket?: unknown; _parser?: Writable | false; close(): void };
+
+/**
+ * A client that sends its commands and half-closes (`printf 'EHLO…QUIT\r\n' | nc -N host 587`) gets every reply, as
+ * from Postfix: net would end our side at its FIN (the listeners accept with allowHalfOpen off), before smtp-server
+ * answered what it had read (and smtp-server writes only to a socket whose readyState is 'open', not 'writeOnly').
+ * Our side ends once smtp-server's parser has run every command it read (its 'finish'). After STARTTLS, the same
+ * for the TLS socket (onSecure); the plain one under it just ends.
+ */
+function answerBeforeEnd(server: SMTPServer, id: string, socket: net.Socket | Duplex): void {
+  socket.allowHalfOpen = true;
+  socket.once('end', () => {
+    const c = [...(server.connections as Set<unknown> as Set<ServerConnection>)].find((x) => x.id === id);
+    const parser = c?._parser;
+    if (!c || !parser || c._socket !== socket || parser.writableFinished) { socket.end(); return; }
+    // smtp-server writes a reply only while readyState is 'open'; after the client's FIN net says 'writeOnly'.
+    Object.defineProperty(socket, 'readyState', { configurable: true, get: () => (socket.writable ? 'open' : 'closed') });
+    // 'finish' follows the last command's reply; a final line without CRLF runs in that same event, so wait a turn.
+    parser.once('finish', () => setImmediate(() => c.close()));
+  });
+}
+
 /** A ConnectionHandler running smtp-server dialogues on sockets the listener accepted. */
 export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec: FrontendSpec<S>): ConnectionHandler {
   const { logger, sessions } = deps;
@@ -150,6 +174,8 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         const state = stateOf(session);
         if (state) session.disabledCommands = spec.disabledCommands(state, true);
         taps.get(session.id)?.attach(socket);
+        // The TLS socket inherited allowHalfOpen from the plain one: it needs the same end handling.
+        answerBeforeEnd(server, session.id, socket);
         callback();
       },
       onAuth(auth, session, callback) {
@@ -264,10 +290,10 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         localAddress: conn.client.localAddress,
         localPort: conn.client.localPort,
       };
-      if (!implicit || !tls) { tap.attach(socket); server.connect(socket, options); return; }
+      if (!implicit || !tls) { tap.attach(socket); answerBeforeEnd(server, conn.id, socket); server.connect(socket, options); return; }
       // smtp-server has no ALPN hook, so implicit TLS is the same handshake as IMAP/POP3 (SNI + ALPACA check).
       const opts = serverTlsOptions(tls, conn.listener.protocol, (r) => log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
-      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => { tap.attach(secure); server.connect(secure, options); }, () => {
+      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => { tap.attach(secure); answerBeforeEnd(server, conn.id, secure); server.connect(secure, options); }, () => {
         log.debug({ phase: 'tls' }, 'TLS handshake failed');
         finish(conn.id, 'tls_failed');
       });

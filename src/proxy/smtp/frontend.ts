@@ -23,6 +23,8 @@ import type { BackendGuard } from '../backend-guard.js';
 import { SessionTrace } from '../../trace/session-trace.js';
 import { SmtpTraceTap } from '../../trace/smtp-tap.js';
 import { TraceTable } from '../../trace/table.js';
+import { isTrustedSource } from '../../core/proxy-header.js';
+import { acceptUpstreamXclient, connectionById, type UpstreamInfo } from './upstream-xclient.js';
 
 /** Default PEM pair (what smtp-server needs), plus SNI and ALPN when it is the instance's full material (src/tls). */
 export type TlsMaterial = { key: Buffer; cert: Buffer; SNICallback?: FullTls['SNICallback']; serverOptions?: FullTls['serverOptions'] };
@@ -76,6 +78,13 @@ export interface ConnState {
   clock: Clock;
   /** Trace on demand (src/trace/): records nothing unless this session's user is traced. */
   trace: SessionTrace;
+  /** Only for a client in loopProtection.trustedNetworks (an upstream proxy): what its XCLIENT said (hop count, client). */
+  upstream?: UpstreamInfo;
+}
+
+/** A trusted upstream may use XCLIENT (upstream-xclient.ts); everyone else never sees it. */
+function withUpstream(state: ConnState, disabled: string[]): string[] {
+  return state.upstream ? disabled.filter((c) => c !== 'XCLIENT') : disabled;
 }
 
 type Handler<K extends 'onMailFrom' | 'onRcptTo' | 'onData' | 'onAuth', S> =
@@ -139,16 +148,18 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       // RFC 5321 §4.5.3.1.4 allows 512 octets per command; extensions (AUTH PLAIN, SIZE, BODY) need some room.
       maxCommandLength: 4096,
       disabledCommands: ['STARTTLS', 'AUTH', 'XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'],
+      // Switched on per session, for trusted upstream proxies only (withUpstream).
+      useXClient: true,
       ...spec.options(config),
       onConnect(session, callback) {
         const state = stateOf(session);
         if (!state || closing) return callback(replyErr(shutdownReply.code, shutdownReply.text));
-        session.disabledCommands = spec.disabledCommands(state, session.secure);
+        session.disabledCommands = withUpstream(state, spec.disabledCommands(state, session.secure));
         callback();
       },
       onSecure(socket, session, callback) {
         const state = stateOf(session);
-        if (state) session.disabledCommands = spec.disabledCommands(state, true);
+        if (state) session.disabledCommands = withUpstream(state, spec.disabledCommands(state, true));
         taps.get(session.id)?.attach(socket);
         callback();
       },
@@ -247,7 +258,8 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: clock.now() };
       const log = logger.child({ conn: conn.id, protocol: spec.protocol });
       const trace = new SessionTrace(deps.traces ?? NO_TRACES, 'smtp', logger, { conn: conn.id, protocol: spec.protocol, client: conn.client.address });
-      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock, trace });
+      const upstream = isTrustedSource(conn.client.address, config.loopProtection.trustedNetworks);
+      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock, trace, ...(upstream ? { upstream: {} } : {}) });
       states.set(conn.id, state);
       // Before smtp-server reads: the tap's listener sees each chunk before smtp-server answers it.
       const tap = new SmtpTraceTap(trace);
@@ -264,10 +276,15 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         localAddress: conn.client.localAddress,
         localPort: conn.client.localPort,
       };
-      if (!implicit || !tls) { tap.attach(socket); server.connect(socket, options); return; }
+      const start = (s: net.Socket): void => {
+        tap.attach(s);
+        server.connect(s, options);
+        if (state.upstream) acceptUpstreamXclient(connectionById(server.connections, conn.id), state.upstream);
+      };
+      if (!implicit || !tls) { start(socket); return; }
       // smtp-server has no ALPN hook, so implicit TLS is the same handshake as IMAP/POP3 (SNI + ALPACA check).
       const opts = serverTlsOptions(tls, conn.listener.protocol, (r) => log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
-      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => { tap.attach(secure); server.connect(secure, options); }, () => {
+      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then(start, () => {
         log.debug({ phase: 'tls' }, 'TLS handshake failed');
         finish(conn.id, 'tls_failed');
       });

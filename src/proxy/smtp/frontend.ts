@@ -3,6 +3,7 @@
 import os from 'node:os';
 import type net from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { TLS_SOCKET_OPTIONS } from 'smtp-server/lib/smtp-connection.js';
 import { ProxyError } from '../../errors.js';
 import { disconnectsTotal } from '../../metrics.js';
 import type { Logger } from '../../log.js';
@@ -60,6 +61,10 @@ export function pipelineDeps(deps: SmtpServiceDeps): BackendSessionDeps {
 
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */
 export const smtpHostname = (config: Config): string => config.smtp.hostname ?? os.hostname();
+
+// smtp-server builds its STARTTLS socket from the server options named in this exported list only; ALPNCallback is not
+// among them, so without this a STARTTLS handshake would never see the ALPN check (ALPACA) that implicit TLS gets.
+if (!TLS_SOCKET_OPTIONS.includes('ALPNCallback')) TLS_SOCKET_OPTIONS.push('ALPNCallback');
 
 /** Services built without a trace table (tests) share this empty one: nothing is ever traced. */
 const NO_TRACES = new TraceTable();
@@ -133,8 +138,12 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
 
   const buildServer = (mode: 'plain' | 'implicit', config: Config, material: TlsMaterial | undefined): SMTPServer => {
     const tls = material ? { key: material.key, cert: material.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}), ...(material.SNICallback ? { SNICallback: material.SNICallback } : {}) } : {};
+    // STARTTLS: the same ALPN check as implicit TLS and IMAP/POP3 (src/tls/certificates.ts; off with tls.strictAlpn false).
+    // Called per handshake without the connection, so the refusal is logged without its conn id (the session's end line has it).
+    const alpn = mode === 'plain' ? material?.serverOptions?.(spec.protocol, (r) => logger.info({ phase: 'tls', protocol: spec.protocol, alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol')).ALPNCallback : undefined;
     const server = new SMTPServer({
       ...tls,
+      ...(alpn ? { ALPNCallback: alpn } : {}),
       // Implicit TLS (RFC 8314 §3.3): handle() completes the handshake (SNI, ALPN check) before handing the socket over.
       ...(mode === 'implicit' ? { secure: true } : {}),
       name: smtpHostname(config),

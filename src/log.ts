@@ -45,13 +45,36 @@ function shallowCopy(obj: Record<string, unknown>): Record<string, unknown> {
   return Object.assign(Object.create(Object.getPrototypeOf(e) as object) as Record<string, unknown>, e, { message: e.message, stack: e.stack, ...(e.cause !== undefined ? { cause: e.cause } : {}) });
 }
 
+/** What flushWhenPending needs of a sonic-boom destination. `_len` (bytes buffered or being written) has no public getter. */
+export interface Flushable { flush(): void; readonly destroyed?: boolean; readonly _len?: number }
+
+/**
+ * Flush `dest` every `ms` while it holds something. sonic-boom's own periodicFlush writes even when nothing is buffered
+ * (an empty write through the thread pool and its wake-up, four times a second on an idle proxy). Without `_len` (a
+ * sonic-boom that no longer has it) it flushes every time, as periodicFlush did.
+ */
+export function flushWhenPending(dest: Flushable, ms: number): NodeJS.Timeout {
+  const timer = setInterval(() => {
+    if (dest.destroyed === true) { clearInterval(timer); return; }
+    if (dest._len === undefined || dest._len > 0) dest.flush();
+  }, ms);
+  timer.unref();
+  return timer;
+}
+
+function stdoutDestination(): pino.DestinationStream {
+  const dest = pino.destination({ dest: 1, sync: false, minLength: LOG_BATCH_BYTES });
+  flushWhenPending(dest as unknown as Flushable, LOG_FLUSH_MS);
+  return dest;
+}
+
 export function createLogger(level = 'info', destination?: NodeJS.WritableStream): Logger {
   const root = pino({
     level,
     base: { pid: process.pid },
     formatters: { log: scrubSecrets, bindings: scrubSecrets },
     timestamp: pino.stdTimeFunctions.isoTime,
-  }, (destination ?? pino.destination({ dest: 1, sync: false, minLength: LOG_BATCH_BYTES, periodicFlush: LOG_FLUSH_MS })) as pino.DestinationStream);
+  }, (destination ?? stdoutDestination()) as pino.DestinationStream);
   // pino applies the bindings formatter to the root only; children (which inherit from the root) get theirs scrubbed here.
   type ChildFn = (this: unknown, bindings: pino.Bindings, options?: pino.ChildLoggerOptions) => Logger;
   const rootChild = root.child as unknown as ChildFn;

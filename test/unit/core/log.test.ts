@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { createLogger, scrubSecrets } from '../../../src/log.js';
+import { createLogger, flushWhenPending, scrubSecrets } from '../../../src/log.js';
 
 function capture(): { stream: Writable; lines: () => string[] } {
   const chunks: string[] = [];
@@ -50,5 +50,32 @@ describe('log: secrets never reach a line', () => {
     assert.notEqual(scrubbed, secret);
     assert.equal(secret.nested.password, 'x');
     assert.deepEqual(scrubbed, { conn: 'c1', nested: { password: '[redacted]' } });
+  });
+});
+
+describe('log: the stdout destination is flushed only while it holds something', () => {
+  const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('flushes every interval while bytes are pending, never while empty, and stops once destroyed', async () => {
+    const dest = { flushes: 0, _len: 0, destroyed: false, flush() { this.flushes++; this._len = 0; } };
+    const timer = flushWhenPending(dest, 10);
+    try {
+      await tick(60);
+      assert.equal(dest.flushes, 0, 'an idle destination was flushed (an empty write and a thread-pool wake-up each time)');
+      dest._len = 120;
+      await tick(60);
+      assert.equal(dest.flushes, 1, 'pending bytes were flushed once, then nothing was pending');
+      dest._len = 10; dest.destroyed = true;
+      await tick(60);
+      assert.equal(dest.flushes, 1, 'a destroyed destination was flushed');
+    } finally { clearInterval(timer); }
+  });
+
+  it('without the private length (another sonic-boom) it flushes every interval, as periodicFlush did', async () => {
+    const dest = { flushes: 0, flush() { this.flushes++; } };
+    const timer = flushWhenPending(dest, 10);
+    await tick(60);
+    clearInterval(timer);
+    assert.ok(dest.flushes >= 2, `flushed ${dest.flushes} times`);
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { createLogger, flushWhenPending, scrubSecrets } from '../../../src/log.js';
+import { LineBatch, createLogger, scrubSecrets } from '../../../src/log.js';
 
 function capture(): { stream: Writable; lines: () => string[] } {
   const chunks: string[] = [];
@@ -53,29 +53,46 @@ describe('log: secrets never reach a line', () => {
   });
 });
 
-describe('log: the stdout destination is flushed only while it holds something', () => {
+describe('log: lines are batched in front of the stdout stream', () => {
   const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const sink = () => ({ writes: [] as string[], syncs: 0, destroyed: false, write(t: string) { this.writes.push(t); }, flushSync() { this.syncs++; } });
 
-  it('flushes every interval while bytes are pending, never while empty, and stops once destroyed', async () => {
-    const dest = { flushes: 0, _len: 0, destroyed: false, flush() { this.flushes++; this._len = 0; } };
-    const timer = flushWhenPending(dest, 10);
+  it('writes one string once minBytes are waiting, in order, and nothing before', () => {
+    const out = sink();
+    const batch = new LineBatch(out, 20, 60_000);
     try {
-      await tick(60);
-      assert.equal(dest.flushes, 0, 'an idle destination was flushed (an empty write and a thread-pool wake-up each time)');
-      dest._len = 120;
-      await tick(60);
-      assert.equal(dest.flushes, 1, 'pending bytes were flushed once, then nothing was pending');
-      dest._len = 10; dest.destroyed = true;
-      await tick(60);
-      assert.equal(dest.flushes, 1, 'a destroyed destination was flushed');
-    } finally { clearInterval(timer); }
+      batch.write('{"a":1}\n'); batch.write('{"b":2}\n');
+      assert.deepEqual(out.writes, [], 'written before the batch was full');
+      batch.write('{"c":3}\n');
+      assert.deepEqual(out.writes, ['{"a":1}\n{"b":2}\n{"c":3}\n']);
+      assert.equal(batch.pending, 0);
+    } finally { batch.stop(); }
   });
 
-  it('without the private length (another sonic-boom) it flushes every interval, as periodicFlush did', async () => {
-    const dest = { flushes: 0, flush() { this.flushes++; } };
-    const timer = flushWhenPending(dest, 10);
-    await tick(60);
-    clearInterval(timer);
-    assert.ok(dest.flushes >= 2, `flushed ${dest.flushes} times`);
+  it('the timer writes what waits, and never writes when nothing waits', async () => {
+    const out = sink();
+    const batch = new LineBatch(out, 4096, 10);
+    try {
+      await tick(50);
+      assert.deepEqual(out.writes, [], 'an idle batch wrote (an empty write and a thread-pool wake-up each time)');
+      batch.write('one\n');
+      await tick(50);
+      assert.deepEqual(out.writes, ['one\n']);
+    } finally { batch.stop(); }
+  });
+
+  it('flushSync writes what waits and syncs the stream; once the stream has ended it is left alone', () => {
+    const out = sink();
+    const batch = new LineBatch(out, 4096, 60_000);
+    try {
+      batch.write('last\n');
+      batch.flushSync();
+      assert.deepEqual(out.writes, ['last\n']);
+      assert.equal(out.syncs, 1);
+      out.destroyed = true;
+      assert.doesNotThrow(() => batch.flushSync());
+      assert.equal(out.syncs, 1, 'a destroyed stream was synced');
+      assert.equal(out.writes.length, 1, 'a destroyed stream was written to');
+    } finally { batch.stop(); }
   });
 });

@@ -3,15 +3,18 @@
 // Must not test the tier's other shared state (tier-proxies.test.ts) nor the pure replay rules (unit tests).
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startWorld, type World } from './harness/world.js';
 import { LineClient } from './harness/line-client.js';
 import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
 import { startTcpLink, type TcpLink } from './harness/tcp-link.js';
 import { allocatePorts } from './harness/ports.js';
+import { runCommand } from './harness/processes.js';
 import { worldRawConfig } from './proxy-fixture.js';
 import { adminGet, metricValue, startChildProxy, type ChildProxy, type LogLine } from './child-proxy.js';
 
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'main.js');
 const PASSWORD = 'tier-kick-secret';
 const CHECK_MS = 500;
 const BYE = /^\* BYE \[UNAVAILABLE\] Session closed by the administrator/;
@@ -80,7 +83,8 @@ describe('kicks reach every proxy of the tier after Redis or a proxy\'s link to 
     const onB = await login(b, uid, password);
     const fromB = b.logs.length;
     const replayedBefore = await kicksTotal(b, 'replayed');
-    assert.equal((await kick(a, uid)).tier, 'sent');
+    const cli = await runCommand(process.execPath, [MAIN, 'kick', uid, '-c', a.file], { timeoutMs: 30_000 });
+    assert.match(cli, /^closed 0 sessions of alice here; sent to every instance of the tier$/m, cli);
     assert.match(await onB.readUntil(BYE, 5000), BYE);
     await appliedOnB(uid, fromB);
     await sleep(CHECK_MS * 4); // B reads the stream past this kick meanwhile

@@ -288,7 +288,10 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       const start = (s: net.Socket): void => {
         tap.attach(s);
         server.connect(s, options);
-        if (state.upstream) acceptUpstreamXclient(connectionById(server.connections, conn.id), state.upstream);
+        if (!state.upstream) return;
+        const c = connectionById(server.connections, conn.id);
+        // smtp-server adds the connection synchronously in connect(); without it XCLIENT simply stays switched off.
+        if (c) acceptUpstreamXclient(c, state.upstream); else { log.warn({ phase: 'smtp' }, 'smtp-server connection not found: XCLIENT not offered'); delete state.upstream; }
       };
       if (!implicit || !tls) { start(socket); return; }
       // smtp-server has no ALPN hook, so implicit TLS is the same handshake as IMAP/POP3 (SNI + ALPACA check).

@@ -1,7 +1,5 @@
 // Owns XCLIENT from trusted upstream proxies on the SMTP/LMTP listeners: the hop count (TTL=, Dovecot's proxy TTL) and client address they pass in.
 // Must not decide who is trusted or refuse a route; the frontend enables it per connection, transaction.ts counts the hop down.
-import { ProxyError } from '../../errors.js';
-
 /**
  * What our listeners advertise to a trusted upstream (EHLO/LHLO `XCLIENT …`). smtp-server itself knows NAME ADDR PORT
  * PROTO HELO LOGIN; TTL is taken out here before it sees the command. LOGIN is not offered: a login goes through AUTH
@@ -93,8 +91,8 @@ export function acceptUpstreamXclient(connection: XclientConnection, info: Upstr
   };
 }
 
-/** smtp-server's connection for `id` in `connections` (its `connections` set), or a ProxyError when it is not there. */
-export function connectionById(connections: Iterable<{ id: string }>, id: string): XclientConnection {
+/** smtp-server's connection for `id` in `connections` (its `connections` set); undefined when it is not there. */
+export function connectionById(connections: Iterable<{ id: string }>, id: string): XclientConnection | undefined {
   for (const c of connections) if (c.id === id) return c as unknown as XclientConnection;
-  throw new ProxyError('INTERNAL', `smtp-server connection ${id} not found`);
+  return undefined;
 }

@@ -15,6 +15,9 @@ export interface TargetResult {
   cpu: number[];
   ldap: number[];
   dovecot: number[];
+  /** Interleaved login run: CPU µs per session, and its ratio to the first proxy in the same round. */
+  mixCpu: number[];
+  mixRatio: number[];
   held?: HeldFigures;
 }
 
@@ -31,6 +34,9 @@ export interface Summary {
   proxyCpuUsPerSession: number;
   ldapCpuUsPerSession: number;
   dovecotCpuUsPerSession: number;
+  interleavedCpuUsPerSession: number;
+  interleavedRatio: number;
+  interleavedRatioRange: number[];
   heldKiBPerSession: number;
   heldSettledKiBPerSession: number;
   held: HeldFigures | undefined;
@@ -53,6 +59,7 @@ export function formatTable(names: string[], s: Record<string, Summary>): string
     ['proxy CPU µs per NOOP round trip', (x) => fmt(x.proxyCpuUsPerNoop, 1), undefined],
     ['IMAP sessions/s (LOGIN+SELECT+LOGOUT, 16 concurrent)', (x) => fmt(x.sessionsPerSec), (x) => `${fmt(x.sessionsPerSec / d.sessionsPerSec, 2)}×`],
     ['proxy CPU µs per session (process tree)', (x) => fmt(x.proxyCpuUsPerSession), undefined],
+    ['proxy CPU µs per session, all proxies at once, interleaved session by session (beside: ratio to the first proxy, median and range of rounds)', (x) => fmt(x.interleavedCpuUsPerSession), (x) => (x.interleavedRatioRange.length ? `${fmt(x.interleavedRatio, 2)}× (${fmt(x.interleavedRatioRange[0]!, 2)}–${fmt(x.interleavedRatioRange[1]!, 2)})` : '')],
     ['LDAP server CPU µs per session', (x) => fmt(x.ldapCpuUsPerSession), undefined],
     ['Dovecot CPU µs per session', (x) => fmt(x.dovecotCpuUsPerSession), undefined],
     ['held idle logged-in session, KiB (PSS growth, full GC before and after)', (x) => fmt(x.heldKiBPerSession, 1), undefined],

@@ -1,7 +1,7 @@
 // Owns the benchmark run: starts the test world (slapd + Dovecot tuned for load) and mailproxy child processes, measures
 // every figure directly and through each proxy variant in one interleaved run, prints the table, keeps the JSON.
 // Must not assert anything: it reports. `--quick` for a short run; for profiling `--cpu-prof` (profiles of the proxies in
-// bench/profiles), `--only=mailproxy,cache-off,workers-2` and `--scenarios=fetch,noop,login,held`.
+// bench/profiles), `--only=mailproxy,cache-off,workers-2` and `--scenarios=fetch,noop,login,mix,held`.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -14,7 +14,7 @@ import { worldRawConfig } from '../test/integration/proxy-fixture.js';
 import { allocatePorts } from '../test/integration/harness/ports.js';
 import { ImapConn, openLoggedIn } from './imap-client.js';
 import { processTree } from './procstat.js';
-import { fetchThroughput, heldSessions, loginRun, median, noopSeries, type Account } from './scenarios.js';
+import { fetchThroughput, heldSessions, interleavedLoginRun, loginRun, median, noopSeries, type Account } from './scenarios.js';
 import { formatTable, type TargetResult } from './report.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -22,15 +22,16 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const cpuProf = args.includes('--cpu-prof');
 const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',');
-const scenarios = args.find((a) => a.startsWith('--scenarios='))?.slice(12).split(',') ?? ['fetch', 'noop', 'login', 'held'];
+const scenarios = args.find((a) => a.startsWith('--scenarios='))?.slice(12).split(',') ?? ['fetch', 'noop', 'login', 'mix', 'held'];
 const doing = (s: string) => scenarios.includes(s);
 /** `--before=DIR`: a checkout of an earlier commit with its dist built; each variant also runs from it, same run. */
 const before = args.find((a) => a.startsWith('--before='))?.slice(9);
 
 const P = quick
-  ? { rounds: 1, fetches: 5, logins: 400, concurrency: 16, noops: 500, held: 1000, warm: 100 }
-  : { rounds: 3, fetches: 10, logins: 1000, concurrency: 16, noops: 2000, held: 5000, warm: 3000 };
+  ? { rounds: 1, fetches: 5, logins: 400, concurrency: 16, noops: 500, held: 1000, warm: 100, mixRounds: 2, mixLogins: 300 }
+  : { rounds: 3, fetches: 10, logins: 1000, concurrency: 16, noops: 2000, held: 5000, warm: 3000, mixRounds: 7, mixLogins: 1000 };
 // `warm`: logins per target before measuring, so that V8 has compiled the login path (steady state, not start-up JIT).
+// `mixRounds` × `mixLogins`: the interleaved login run (all proxies at once, session by session), for CPU ratios.
 // `--set=noops=20000,warm=0`: override parameters (profiling one scenario).
 for (const kv of args.find((a) => a.startsWith('--set='))?.slice(6).split(',') ?? []) {
   const [k, v] = kv.split('=');
@@ -139,7 +140,7 @@ async function main(): Promise<void> {
     targets.push(direct);
     for (const v of VARIANTS) targets.push(await startProxy(world, v, profDir));
     const ldapPid = world.ldap.pid();
-    const res = new Map<string, TargetResult>(targets.map((t) => [t.name, { fetch: [], fetchBest: [], clientMBps: [], fetchCpu: [], backendFetchCpu: [], noopP50: [], noopP99: [], noopCpu: [], rate: [], cpu: [], ldap: [], dovecot: [] }]));
+    const res = new Map<string, TargetResult>(targets.map((t) => [t.name, { fetch: [], fetchBest: [], clientMBps: [], fetchCpu: [], backendFetchCpu: [], noopP50: [], noopP99: [], noopCpu: [], rate: [], cpu: [], ldap: [], dovecot: [], mixCpu: [], mixRatio: [] }]));
     const r = (t: Target) => res.get(t.name)!;
 
     for (const t of targets) if (P.warm > 0) await loginRun(t.port, acct, P.warm, P.concurrency, undefined, undefined);
@@ -157,6 +158,13 @@ async function main(): Promise<void> {
         if (l) { r(t).rate.push(l.sessionsPerSec); r(t).cpu.push(l.proxyCpuUs); r(t).ldap.push(l.ldapCpuUs); r(t).dovecot.push(l.backendCpuUs); }
       }
     }
+    // CPU ratios between the proxies with the machine's swings taken out: all of them at once, session by session.
+    const proxies = targets.filter((t): t is Target & { pid: number } => t.pid !== undefined);
+    for (let round = 0; doing('mix') && proxies.length > 1 && round < P.mixRounds; round++) {
+      process.stderr.write(`interleaved logins ${round + 1}/${P.mixRounds}\n`);
+      const cpu = await attempt('interleaved logins', () => interleavedLoginRun(proxies, acct, P.mixLogins, P.concurrency));
+      if (cpu) proxies.forEach((t, k) => { r(t).mixCpu.push(cpu[k]!); r(t).mixRatio.push(cpu[k]! / cpu[0]!); });
+    }
     for (const t of targets) {
       if (!doing('held')) break;
       process.stderr.write(`held ${P.held}: ${t.name}\n`);
@@ -168,7 +176,7 @@ async function main(): Promise<void> {
       const x = r(t);
       return [t.name, {
         fetchMBps: median(x.fetch), fetchBestMBps: Math.max(...x.fetchBest), clientCeilingMBps: median(x.clientMBps), proxyCpuUsPerMB: median(x.fetchCpu), dovecotCpuUsPerMB: median(x.backendFetchCpu), proxyCpuUsPerNoop: median(x.noopCpu), noopP50Us: median(x.noopP50), noopP99Us: median(x.noopP99),
-        sessionsPerSec: median(x.rate), proxyCpuUsPerSession: median(x.cpu), ldapCpuUsPerSession: median(x.ldap), dovecotCpuUsPerSession: median(x.dovecot),
+        sessionsPerSec: median(x.rate), proxyCpuUsPerSession: median(x.cpu), interleavedCpuUsPerSession: median(x.mixCpu), interleavedRatio: median(x.mixRatio), interleavedRatioRange: x.mixRatio.length ? [Math.min(...x.mixRatio), Math.max(...x.mixRatio)] : [], ldapCpuUsPerSession: median(x.ldap), dovecotCpuUsPerSession: median(x.dovecot),
         heldKiBPerSession: x.held?.pssPerSessionKiB ?? NaN, heldSettledKiBPerSession: x.held?.settledPerSessionKiB ?? NaN, held: x.held, raw: x,
       }];
     }));
@@ -178,7 +186,7 @@ async function main(): Promise<void> {
       commit: commit(), date: new Date().toISOString(), quick, node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model,
       params: P, variants: VARIANTS, before: before ?? null, seconds: Math.round((Date.now() - t0) / 1000), summary, table,
     };
-    if (only || scenarios.length < 4 || cpuProf) { console.log('partial or profiled run: not saved'); return; }
+    if (only || !['fetch', 'noop', 'login', 'held'].every(doing) || cpuProf) { console.log('partial or profiled run: not saved'); return; }
     const dir = join(root, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `${result.date.replace(/[:.]/g, '-')}-${result.commit.slice(0, 10)}${quick ? '-quick' : ''}.json`);

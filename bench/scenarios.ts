@@ -72,6 +72,27 @@ async function oneSession(port: number, acct: Account): Promise<void> {
   } finally { c.close(); }
 }
 
+/**
+ * `perTarget` sessions on each of `targets` at once, interleaved session by session (session i goes to target i mod n,
+ * `concurrency` in flight): every target sees the same machine at the same moments, so the ratio of two targets' CPU per
+ * session holds within a few per cent on a VM whose absolute figure swings 2× between consecutive runs. Proxy CPU
+ * (process tree) per completed session, µs, per target; absolute values are higher than loginRun's (each proxy idles
+ * between its sessions and pays more wake-ups), so compare them only with each other.
+ */
+export async function interleavedLoginRun(targets: Array<{ port: number; pid: number }>, acct: Account, perTarget: number, concurrency: number): Promise<number[]> {
+  let next = 0;
+  const done = targets.map(() => 0);
+  const cpu0 = targets.map((t) => treeCpuMicros(t.pid));
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    for (let i = next++; i < perTarget * targets.length; i = next++) {
+      const k = i % targets.length;
+      await oneSession(targets[k]!.port, acct).then(() => { done[k]!++; }, () => undefined);
+    }
+  }));
+  await sleep(200);
+  return targets.map((t, k) => (treeCpuMicros(t.pid) - cpu0[k]!) / Math.max(1, done[k]!));
+}
+
 /** `total` LOGIN+SELECT+LOGOUT sessions, `concurrency` at a time; CPU of the proxy tree and slapd per session. */
 export async function loginRun(port: number, acct: Account, total: number, concurrency: number, proxyPid: number | undefined, ldapPid: number | undefined, backendPid?: number): Promise<LoginFigures> {
   let next = 0;

@@ -4,11 +4,11 @@ import { readFileSync } from 'node:fs';
 
 export const EXIT_CODES = `exit codes:
   0   success: config valid, user found, every backend up, trace started, stopped or listed, sessions listed,
-      route invalidated
+      sessions kicked (also while pending tier-wide), route invalidated
   1   lookup, where: no such user; sessions: the user has none; status: a backend suspect, unknown or in
       maintenance; start: failed to start
   2   status: a backend is down
-  3   status, trace, sessions, routes, where: the admin API is unreachable, disabled or refused the request
+  3   status, trace, sessions, kick, routes, where: the admin API is unreachable, disabled or refused the request
   64  usage error: unknown command or option, missing argument or -c FILE
   75  lookup: the directory is temporarily unavailable
   78  the configuration file is invalid (each problem printed as file:line:col: key: message)`;
@@ -25,6 +25,9 @@ commands:
                          0 stops) on every worker of the running proxy; without USER: list active traces
   schema                 print the configuration's JSON Schema (editor completion and checks)
   sessions USER -c FILE  list USER's sessions (on every instance of the tier, with tier:)
+  kick USER -c FILE [--backend NAME]
+                         close USER's sessions (or all on backend NAME) with the protocol's goodbye, tier-wide
+                         (with tier:, also pending until Redis answers)
   routes invalidate USER -c FILE
                          drop USER's cached route and verdict and close their sessions (tier-wide)
   where USER -c FILE     which backend (pool member) serves USER now and why, from the running instance
@@ -33,6 +36,7 @@ options:
   -c, --config FILE      the configuration file (default: the MAILPROXY_CONFIG environment variable)
   -h, --help             print this help and exit 0
   -m, --minutes N        trace: how long (minutes, at most 1440)
+  -b, --backend NAME     kick: only sessions on this backend
   -V, --version          print the version and exit 0
 
 ${EXIT_CODES}`;

@@ -410,7 +410,7 @@ class Primary {
       },
       listSessions: async (filter) => (await this.values<SessionInfo[]>({ op: 'sessions', filter }))
         .flatMap((r) => r.value.map((s) => ({ ...s, worker: r.slot.slot, pid: r.slot.worker.process.pid ?? 0 }))),
-      kickSessions: async (filter) => (await this.values<number>({ op: 'kick', filter })).reduce((n, r) => n + r.value, 0),
+      kickSessions: async (filter) => ({ kicked: (await this.values<number>({ op: 'kick', filter })).reduce((n, r) => n + r.value, 0) }),
       setTrace: (user, minutes) => this.trace.set(user, minutes),
       listTraces: async () => this.trace.list(),
       routeOf: (user) => explainRoute({

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Owns the command line: start, check-config, lookup, status, schema, trace, sessions, routes invalidate, where; and process signals.
+// Owns the command line: start, check-config, lookup, status, schema, trace, sessions, kick, routes invalidate, where; and process signals.
 // Must not hold protocol or health logic; it loads config and composes the modules (see server.ts, runtime.ts).
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
@@ -10,12 +10,12 @@ import { createLogger, silentLogger } from './log.js';
 import { isProxyError } from './errors.js';
 import { reportTlsFiles } from './tls/check.js';
 
-const COMMANDS = ['check-config', 'lookup', 'status', 'start', 'schema', 'trace', 'sessions', 'routes', 'where'];
+const COMMANDS = ['check-config', 'lookup', 'status', 'start', 'schema', 'trace', 'sessions', 'kick', 'routes', 'where'];
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' }, minutes: { type: 'string', short: 'm' } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' }, minutes: { type: 'string', short: 'm' }, backend: { type: 'string', short: 'b' } } });
   } catch (e) { console.error(`mailproxy: ${(e as Error).message}\n${USAGE}`); return 64; }
   const { values, positionals } = parsed;
   const [command, ...rest] = positionals;
@@ -80,6 +80,11 @@ async function main(argv: string[]): Promise<number> {
       if (!rest[0]) { console.error('sessions needs a USER'); return 64; }
       const { runSessions } = await import('./tier/cli.js');
       return runSessions(config(), rest[0]);
+    }
+    case 'kick': {
+      if (!rest[0] && !values.backend) { console.error('usage: mailproxy kick USER [--backend NAME] -c FILE (or kick --backend NAME)'); return 64; }
+      const { runKick } = await import('./tier/cli.js');
+      return runKick(config(), { ...(rest[0] ? { user: rest[0] } : {}), ...(values.backend ? { backend: values.backend } : {}) });
     }
     case 'routes': {
       if (rest[0] !== 'invalidate' || !rest[1]) { console.error('usage: mailproxy routes invalidate USER -c FILE'); return 64; }

@@ -355,9 +355,9 @@ export const configSchema = z.strictObject({
   shutdown: z.strictObject({ drainDeadlineMs: ms(30_000) }).prefault({}),
   /** A login must never come back into the tier: own listeners as backends are refused, hops are counted. */
   loopProtection: z.strictObject({
-    /** Hops a login may take through proxies (Dovecot x-proxy-ttl in IMAP ID, TTL in POP3 XCLIENT); at 1 or less it is refused. */
+    /** Hops a login may take through proxies (Dovecot x-proxy-ttl in IMAP ID, TTL= in XCLIENT); at 1 or less it is refused. */
     proxyTtl: z.number().int().min(1).max(100).default(5),
-    /** Client addresses (upstream proxies) whose x-proxy-ttl is believed; from others it is ignored. */
+    /** Client addresses (upstream proxies) whose x-proxy-ttl (IMAP ID) or XCLIENT (SMTP/LMTP, ManageSieve: TTL, ADDR) is believed; others cannot send them. */
     trustedNetworks: cidrList,
     /** More addresses that lead into this tier (a load balancer VIP in front of it), like Dovecot's auth_proxy_self: a backend there is a loop, whatever the port. */
     selfAddresses: z.array(z.string().refine((v) => isIP(v) !== 0, 'must be an IP address')).default([]),

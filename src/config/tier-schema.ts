@@ -87,6 +87,20 @@ export const tierSchema = z.strictObject({
     /** SCAN COUNT per round: about this many users' session sets are read per round (a full walk takes users / this rounds). */
     keysPerRound: z.number().int().min(10).max(100_000).default(1000),
   }).prefault({}),
+  /**
+   * Kicks that must reach every instance although Redis, or one instance's link to it, was away when they were issued:
+   * kept here until Redis answers, and in a bounded recent-kicks stream in Redis that instances read after a reconnect.
+   */
+  kicks: z.strictObject({
+    /** Kicks issued while Redis is unreachable are kept (this many at most; the oldest are dropped) and sent when it answers. */
+    maxPending: z.number().int().min(1).max(100_000).default(1000),
+    /** A kick older than this is neither sent late nor applied from the stream (also the stream's TTL). */
+    maxAgeMs: z.number().int().min(1000).max(86_400_000).default(600_000),
+    /** Entries kept in the recent-kicks stream (XADD MAXLEN): an instance cut off for more kicks than this misses the oldest. */
+    streamLength: z.number().int().min(10).max(100_000).default(1000),
+    /** Read the stream this often besides every reconnect (catches a broadcast lost for any other reason). */
+    checkIntervalMs: z.number().int().min(100).default(5000),
+  }).prefault({}),
 });
 
 export type TierConfig = z.output<typeof tierSchema>;

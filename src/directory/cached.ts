@@ -1,6 +1,6 @@
 // Owns caching in front of any Directory: routes (positive and negative), positive password verdicts, coalescing, stale-if-error.
 // Must not cache temporary failures nor ever hold a plaintext password; it knows nothing about LDAP or files.
-import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { CacheConfig } from '../config/schema.js';
 import { isProxyError } from '../errors.js';
@@ -32,8 +32,9 @@ type LookupKind = 'lookup' | 'recipient';
  * While the inner directory throws DIRECTORY_UNAVAILABLE, the last good account is served for up to `maxStaleMs`
  * past its expiry (stale-if-error); negative results are never served stale.
  *
- * Verdicts: a successful `authenticate` is remembered for `ttlMs` under HMAC-SHA256(per-process random key,
- * user NUL password); neither the password nor an unkeyed hash of it is stored, and failed verdicts are not cached.
+ * Verdicts: a successful `authenticate` is remembered for `ttlMs` under SHA3-256(per-process random key, user NUL
+ * password), a keyed hash (see verdictKey); neither the password nor an unkeyed hash of it is stored, and failed
+ * verdicts are not cached.
  * Consequences operators must accept when the cache is enabled:
  *  - after a password change the old password keeps working on this process for up to `ttlMs`;
  *  - while the directory is unavailable, a credential verified within `ttlMs + maxStaleMs` is still accepted
@@ -44,8 +45,8 @@ export class CachedDirectory implements Directory {
   private readonly routes: LRUCache<string, Entry<Account | null>>;
   private readonly verdicts: LRUCache<string, Entry<Account>>;
   private readonly inflight = new Map<string, Promise<unknown>>();
-  /** A KeyObject: createHmac does not convert a raw key on every login (3.5 -> 2.3 µs). */
-  private readonly hmacKey = createSecretKey(randomBytes(32));
+  /** The verdict key's secret prefix: 32 random bytes of this process (base64). */
+  private readonly verdictSecret = randomBytes(32).toString('base64');
   private readonly now: () => number;
   private readonly logger: Logger;
 
@@ -171,8 +172,14 @@ export class CachedDirectory implements Directory {
     this.verdicts.set(key, { value: account, freshUntil, staleUntil: freshUntil + this.config.maxStaleMs });
   }
 
+  /**
+   * SHA3-256 over secret ‖ user ‖ NUL ‖ password, in one call. SHA-3 has no length extension, so a secret prefix makes
+   * it a MAC (the construction KMAC builds on); NUL cannot occur in an IMAP, POP3 or SASL PLAIN user name or password,
+   * so the split is unambiguous. An HMAC-SHA256 object per login (createHmac, two updates, digest) was 3.4 % of a
+   * cached login's proxy CPU in the interleaved benchmark.
+   */
   private verdictKey(c: PasswordCredentials): string {
-    return createHmac('sha256', this.hmacKey).update(c.user, 'utf8').update('\0').update(c.password, 'utf8').digest('base64');
+    return hash('sha3-256', `${this.verdictSecret}${c.user}\0${c.password}`, 'base64');
   }
 }
 

@@ -35,7 +35,7 @@ export function localAdminDeps(o: LocalAdminOptions): AdminDeps {
       return snapshot().find((b) => b.backend === backend);
     },
     listSessions: async (filter) => o.sessions.list(filter).map((s) => s.info),
-    kickSessions: async (filter) => o.sessions.kick(filter, o.kickError?.() ?? new ProxyError('ADMIN_KICK')),
+    kickSessions: async (filter) => ({ kicked: o.sessions.kick(filter, o.kickError?.() ?? new ProxyError('ADMIN_KICK')) }),
     ...traceDeps(o.trace),
   };
 }

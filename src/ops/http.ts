@@ -20,7 +20,11 @@ export interface Readiness {
   maintenance?: boolean;
 }
 
-export interface SessionFilter { user?: string; backend?: string }
+/** `startedBefore` (ms): only sessions started at or before it (a kick that reaches this instance late); never from the API. */
+export interface SessionFilter { user?: string; backend?: string; startedBefore?: number }
+
+/** A kick's answer: sessions closed here, and with a tier whether the others were told now or will be once Redis answers. */
+export interface KickAnswer { kicked: number; tier?: 'sent' | 'pending'; message?: string }
 
 export interface AdminDeps {
   readiness(): Readiness | Promise<Readiness>;
@@ -30,7 +34,7 @@ export interface AdminDeps {
   setMaintenance(backend: string, enabled: boolean): Promise<BackendSnapshot | undefined>;
   listSessions(filter: SessionFilter): Promise<SessionInfo[]>;
   /** How many sessions were kicked. */
-  kickSessions(filter: SessionFilter): Promise<number>;
+  kickSessions(filter: SessionFilter): Promise<KickAnswer>;
   /** Trace on demand: log `user`'s sessions in full detail for `minutes` (0 stops) on every process. */
   setTrace?(user: string, minutes: number): Promise<TraceAnswer>;
   /** The active traces. */
@@ -142,9 +146,9 @@ export function createAdminHandler(opts: AdminServerOptions): (req: http.Incomin
       const body = await readJson(req, maxBody);
       const filter = filterFrom(url.searchParams.get('user') ?? body.user, url.searchParams.get('backend') ?? body.backend);
       if (!filter.user && !filter.backend) throw new HttpError(400, 'give user or backend');
-      const kicked = await opts.deps.kickSessions(filter);
-      log.warn({ event: 'admin_kick', ...filter, kicked }, `kicked ${kicked} sessions`);
-      return sendJson(res, 200, { kicked });
+      const answer = await opts.deps.kickSessions(filter);
+      log.warn({ event: 'admin_kick', ...filter, kicked: answer.kicked, ...(answer.tier ? { tier: answer.tier } : {}) }, `kicked ${answer.kicked} sessions`);
+      return sendJson(res, 200, answer);
     }
     if (path === '/trace') {
       const { setTrace, listTraces } = opts.deps;

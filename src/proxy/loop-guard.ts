@@ -51,12 +51,3 @@ export function nextHop(received: string | undefined, trusted: boolean, initial:
   if (trusted && received !== undefined && /^\d{1,4}$/.test(received.trim())) ttl = Math.min(Number(received.trim()), initial);
   return ttl <= 1 ? { ok: false, ttl } : { ok: true, next: ttl - 1 };
 }
-
-/**
- * Hops left to announce to an SMTP/LMTP backend (XCLIENT `TTL=`, which Dovecot submission and LMTP accept): the SMTP
- * front-ends take no hop count from upstream, so the budget starts at `initial` here; undefined when none is left.
- */
-export function outboundHops(initial: number): number | undefined {
-  const hop = nextHop(undefined, false, initial);
-  return hop.ok ? hop.next : undefined;
-}

@@ -70,6 +70,8 @@ export interface DialogueOptions {
   oauthChallenge?: { scope?: string; openidConfiguration?: string };
   /** ManageSieve: the SIEVE capability announced before login (the backend's own list is served after it). */
   sieveExtensions?: string;
+  /** ManageSieve: the client is in loopProtection.trustedNetworks (an upstream proxy), so XCLIENT is offered (as Pigeonhole does). */
+  trustedUpstream?: boolean;
 }
 
 export interface BackendLoginContext {
@@ -87,7 +89,7 @@ export interface BackendLoginContext {
   forwardClient: boolean;
   /** Parameters the client sent in IMAP ID, to pass on. */
   clientId?: Record<string, string>;
-  /** Hops left for the next proxy (loop protection): IMAP ID `x-proxy-ttl`, POP3 XCLIENT `TTL=`, with the client address. */
+  /** Hops left for the next proxy (loop protection): IMAP ID `x-proxy-ttl`, POP3/ManageSieve XCLIENT `TTL=`, with the client address. */
   proxyTtl?: number;
 }
 

@@ -143,6 +143,8 @@ class Session implements LiveSession {
       limits: this.settings.limits,
       ...(this.settings.greeting ? { greeting: this.settings.greeting } : {}),
       ...this.oauthOptions(),
+      // ManageSieve takes the hop count from a trusted upstream's XCLIENT (IMAP's comes in ID, judged at login).
+      ...(deps.module.protocol === 'sieve' && isTrustedSource(conn.client.address, this.config.loopProtection.trustedNetworks) ? { trustedUpstream: true } : {}),
     });
     this.socket.on('data', sessionData);
     this.socket.resume(); // a PROXY header reader may have paused it

@@ -16,6 +16,8 @@ export interface SessionInfo {
   startedAt: number;
 }
 
+export interface SessionMatch { user?: string; backend?: string; startedBefore?: number }
+
 export interface LiveSession {
   info: SessionInfo;
   /** Close with the protocol's goodbye for this error. */
@@ -37,11 +39,13 @@ export class SessionRegistry {
   /** Called with each session's info when it leaves the registry (pool affinity notes where a user was last served). */
   onRemove(fn: (info: SessionInfo) => void): void { this.removeListeners.push(fn); }
   get size(): number { return this.live.size; }
-  list(filter: { user?: string; backend?: string } = {}): LiveSession[] {
-    return [...this.live.values()].filter((s) => (!filter.user || s.info.user === filter.user) && (!filter.backend || s.info.backend === filter.backend));
+  /** `startedBefore`: only sessions that started at or before that time (ms), e.g. a kick replayed late. */
+  list(filter: SessionMatch = {}): LiveSession[] {
+    return [...this.live.values()].filter((s) => (!filter.user || s.info.user === filter.user) && (!filter.backend || s.info.backend === filter.backend)
+      && (filter.startedBefore === undefined || s.info.startedAt <= filter.startedBefore));
   }
   /** Kick matching sessions; returns how many. */
-  kick(filter: { user?: string; backend?: string }, error: ProxyError): number {
+  kick(filter: SessionMatch, error: ProxyError): number {
     const hits = this.list(filter);
     for (const s of hits) s.kick(error);
     return hits.length;

@@ -8,6 +8,7 @@ import type { BackendSnapshot, EndpointTransition } from '../health/health.js';
 import type { AdminDeps, SessionFilter } from '../ops/http.js';
 import type { LocalEvidence, TierViewSnapshot } from './backend-view.js';
 import type { TierAction } from './broadcast.js';
+import { kickFilter } from './kick-replay.js';
 import type { Tier } from './tier.js';
 import type { Logger } from '../log.js';
 import { poolSpec, type MemberState } from '../directory/pool-route.js';
@@ -77,10 +78,12 @@ export function attachInstance(tier: Tier, monitor: MonitorLike, actions: LocalA
   });
   // A local change to or from down is published at once and the others re-read the view now (well within 1 s).
   monitor.on('transition', (t) => { if (t.to === 'down' || t.from === 'down') void view.publish(true); });
-  tier.broadcast.onAction((a: TierAction) => void apply(a));
-  async function apply(a: TierAction): Promise<void> {
+  // A kick (live or read late from the recent-kicks stream) closes only sessions that started before it, once.
+  tier.kicks.onKick((k) => actions.kick(kickFilter(k)));
+  tier.broadcast.onAction((a: TierAction, from: string) => void apply(a, from));
+  async function apply(a: TierAction, from: string): Promise<void> {
     switch (a.type) {
-      case 'kick': if (a.user || a.backend) await actions.kick({ ...(a.user ? { user: a.user } : {}), ...(a.backend ? { backend: a.backend } : {}) }); break;
+      case 'kick': if (a.user || a.backend) await tier.kicks.receive(a, from); break;
       case 'maintenance': monitor.setMaintenance(a.backend, a.enabled, `maintenance ${a.enabled ? 'on' : 'off'} (tier)`); break;
       case 'invalidate': await actions.invalidateRoute(a.user); await actions.kick({ user: a.user }); break;
       case 'view': break;
@@ -105,9 +108,12 @@ export function tierAdminDeps(inner: AdminDeps, tier: Tier, actions: LocalAction
       return r.sessions.map((s) => ({ instance: s.instance, id: s.id, protocol: s.protocol, client: s.client, user: s.user, backend: s.backend, phase: 'relay' as const, startedAt: Date.parse(s.since), since: s.since }));
     },
     kickSessions: async (filter) => {
-      const n = await inner.kickSessions(filter);
-      if (filter.user || filter.backend) await tier.broadcast.send({ type: 'kick', ...(filter.user ? { user: filter.user } : {}), ...(filter.backend ? { backend: filter.backend } : {}) });
-      return n;
+      const answer = await inner.kickSessions(filter);
+      if (!filter.user && !filter.backend) return answer;
+      const sent = await tier.kicks.issue({ ...(filter.user ? { user: filter.user } : {}), ...(filter.backend ? { backend: filter.backend } : {}) });
+      if (sent === 'sent') return { ...answer, tier: sent };
+      const c = tier.client.config.kicks;
+      return { ...answer, tier: sent, message: `closed ${answer.kicked} sessions here; Redis is unreachable, so the kick is pending tier-wide: it goes to the other instances when Redis answers (kept up to ${Math.round(c.maxAgeMs / 1000)} s) and closes their sessions that started before it` };
     },
     setMaintenance: async (backend, enabled) => {
       const r = await inner.setMaintenance(backend, enabled);
@@ -138,7 +144,7 @@ export function poolConflictSweep(tier: Tier, config: () => Pick<Config, 'pools'
     statesOf: memberStates,
     close: async (user, member) => {
       await actions.kick({ user, backend: member });
-      await tier.broadcast.send({ type: 'kick', user, backend: member });
+      await tier.kicks.issue({ user, backend: member });
     },
     intervalMs: c.intervalMs,
     keysPerRound: c.keysPerRound,

@@ -8,7 +8,8 @@ import type { TierKeys } from './keys.js';
 
 const name = z.string().min(1).max(512);
 const actionSchema = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('kick'), user: name.optional(), backend: name.optional() }),
+  // id and at (issue time) since kicks are replayed: applied once per instance, to sessions started before `at`.
+  z.strictObject({ type: z.literal('kick'), user: name.optional(), backend: name.optional(), id: z.string().min(1).max(64).optional(), at: z.number().int().nonnegative().optional() }),
   z.strictObject({ type: z.literal('maintenance'), backend: name, enabled: z.boolean() }),
   z.strictObject({ type: z.literal('invalidate'), user: name }),
   z.strictObject({ type: z.literal('view') }),
@@ -29,9 +30,12 @@ export class TierBroadcast {
     this.client.subscribe(this.keys.channel, (text) => this.receive(text));
   }
 
+  /** The message text of an action from this instance. */
+  encode(action: TierAction): string { return JSON.stringify({ from: this.instanceId, at: Date.now(), action }); }
+
   /** Publish to the other instances; false when Redis did not take it (the caller already acted locally). */
   async send(action: TierAction): Promise<boolean> {
-    const text = JSON.stringify({ from: this.instanceId, at: Date.now(), action });
+    const text = this.encode(action);
     const n = await this.client.run('broadcast', (r) => r.publish(this.keys.channel, text), { timeoutMs: BACKGROUND_TIMEOUT_MS, evenIfDown: true });
     if (n === undefined) return false;
     tierBroadcastsTotal.inc({ type: action.type, direction: 'sent' });

@@ -1,4 +1,4 @@
-// Owns `mailproxy sessions USER` and `mailproxy routes invalidate USER`: ask the running instance's admin API (which answers
+// Owns `mailproxy sessions USER`, `mailproxy kick USER` and `mailproxy routes invalidate USER`: ask the running instance's admin API (which answers
 // for the whole tier when `tier:` is set) and print the result. Must not talk to Redis or the directory itself.
 import type { Config } from '../config/schema.js';
 import { adminBaseUrl } from '../ops/status.js';
@@ -50,5 +50,20 @@ export async function runInvalidate(config: Pick<Config, 'admin'>, user: string,
   if (!r.ok) { print(`mailproxy routes invalidate: ${r.message}`); return 3; }
   const b = r.body as { dropped?: number; kicked?: number; tier?: boolean };
   print(`route of ${user} invalidated here (${b.dropped ?? 0} cache entries, ${b.kicked ?? 0} sessions closed); ${b.tier ? 'sent to every instance of the tier' : 'this instance only (no tier, or Redis unreachable)'}`);
+  return 0;
+}
+
+/** Close USER's (or a backend's) sessions here and, with a tier, everywhere. Exit 0 done (also while pending tier-wide), 3 when the API fails. */
+export async function runKick(config: Pick<Config, 'admin'>, filter: { user?: string; backend?: string }, o: CliOptions = {}): Promise<number> {
+  const print = o.print ?? ((l: string) => console.log(l));
+  const q = new URLSearchParams({ ...(filter.user ? { user: filter.user } : {}), ...(filter.backend ? { backend: filter.backend } : {}) });
+  const r = await call(config, 'POST', `/sessions/kick?${q.toString()}`, o);
+  if (!r.ok) { print(`mailproxy kick: ${r.message}`); return 3; }
+  const b = r.body as { kicked?: number; tier?: string };
+  const what = `${filter.user ? ` of ${filter.user}` : ''}${filter.backend ? ` on ${filter.backend}` : ''}`;
+  const where = b.tier === 'sent' ? 'sent to every instance of the tier'
+    : b.tier === 'pending' ? 'pending tier-wide: Redis is unreachable; the other instances get the kick when it answers (sessions started before now)'
+      : 'this instance only (no tier)';
+  print(`closed ${b.kicked ?? 0} sessions${what} here; ${where}`);
   return 0;
 }

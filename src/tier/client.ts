@@ -78,6 +78,7 @@ export class TierClient {
   private retryTimer: NodeJS.Timeout | undefined;
   private checking = false;
   private readonly upListeners: Array<() => void> = [];
+  private readonly subscribedListeners: Array<() => void> = [];
   private readonly scripts = new Map<string, string>();
 
   constructor(private readonly opts: TierClientOptions) {
@@ -140,11 +141,15 @@ export class TierClient {
     }
   }
 
+  /** Called every time the subscription connection is (re)established: messages sent while it was down were lost. */
+  onSubscribed(fn: () => void): void { this.subscribedListeners.push(fn); }
+
   /** Subscribe to a channel on a dedicated connection (re-subscribed after every reconnect). */
   subscribe(channel: string, onMessage: (text: string) => void): void {
     if (!this.sub) {
       this.sub = this.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, connectionName: `${this.opts.name}-sub`, lazyConnect: true } as RedisOptions & { replyMapping?: never });
       this.sub.on('error', () => undefined);
+      this.sub.on('ready', () => { for (const fn of this.subscribedListeners) fn(); });
       this.sub.on('message', (ch: string, text: string) => {
         if (ch !== channel) return;
         try { onMessage(text); } catch (e) { this.opts.logger.error({ event: 'tier_message_error', err: e instanceof Error ? e.message : String(e) }, 'tier message handler threw'); }

@@ -8,6 +8,7 @@ import { TierBackendView, type BackendViewEvents, type BackendViewSource } from 
 import { TierBroadcast } from './broadcast.js';
 import { TierClient } from './client.js';
 import { TierKeys } from './keys.js';
+import { TierKicks } from './kicks.js';
 import { TierPenalty } from './penalty.js';
 import { makeInstanceId, TierPresence } from './presence.js';
 import { TierSessions } from './sessions.js';
@@ -40,6 +41,7 @@ export class Tier {
   readonly penalty: TierPenalty;
   readonly sessions: TierSessions;
   readonly broadcast: TierBroadcast;
+  readonly kicks: TierKicks;
   readonly instanceId: string;
   private view: TierBackendView | undefined;
   private readonly log: Logger;
@@ -53,6 +55,7 @@ export class Tier {
     this.penalty = new TierPenalty(this.client, this.keys, new AuthPenalty());
     this.sessions = new TierSessions(this.client, this.keys, this.presence);
     this.broadcast = new TierBroadcast(this.client, this.keys, this.instanceId, this.log);
+    this.kicks = new TierKicks(this.client, this.keys, this.broadcast, this.instanceId, this.log);
   }
 
   get role(): TierOptions['role'] { return this.opts.role; }
@@ -71,6 +74,7 @@ export class Tier {
     if (this.opts.role === 'instance') {
       this.presence.start();
       this.broadcast.start();
+      this.kicks.start();
       this.view?.start();
     }
     this.log.info({ event: 'tier_start', instance: this.instanceId, role: this.opts.role, redis: describeRedis(this.opts.config) }, 'tier starting');
@@ -78,6 +82,7 @@ export class Tier {
 
   async close(): Promise<void> {
     this.view?.stop();
+    this.kicks.stop();
     this.sessions.stop();
     if (this.opts.role === 'instance') await this.presence.stop();
     await this.client.close();

@@ -1,7 +1,7 @@
 // Proves backend faults as IMAP clients see them through the proxy, with real Dovecot and default health settings:
 // a failover gap ridden through, a real outage failing fast, a hung backend (SIGSTOP; one that greets and then goes
-// silent, also kicked by the operator mid-login), two nodes answering in turn behind one address (split brain); and
-// the metrics-only listener.
+// silent, also kicked by the operator mid-login; one silent after a STARTTLS upgrade), two nodes answering in turn
+// behind one address (split brain); and the metrics-only listener.
 // Must not test the state machine's details (unit tests do).
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startForwarder, type Forwarder } from './harness/alternating-forwarder.js';
+import { descendantsOf } from './harness/processes.js';
 import { LineClient } from './harness/line-client.js';
 import { startWorld, type World } from './harness/world.js';
 import { describeSummary, imapLogin, loginStream, summarize } from './login-stream.js';
@@ -153,6 +154,60 @@ describe('backend faults as clients see them (real Dovecot, default health setti
     assert.equal(r.cls, 'unavailable', r.answer);
     assert.ok(r.ms >= 4900 && r.ms <= 5000 + 2000, `answered after ${Math.round(r.ms)} ms`);
     assert.equal(held.length, 1, 'not retried (the backend may have acted on the login)');
+  });
+
+  it('reply timeout over STARTTLS: backend-b upgraded, then silent (its auth process stopped): IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP], submission 451 within replyTimeoutMs', async () => {
+    const replyTimeoutMs = 1500;
+    const b = world.backends.b;
+    const p = await proxyWith((raw) => {
+      const backend = (raw['backends'] as Record<string, Record<string, unknown>>)['backend-b']!;
+      Object.assign(backend, { imap: { port: b.ports.imap, tls: 'starttls' }, pop3: { port: b.ports.pop3, tls: 'starttls' }, submission: { port: b.ports.submission, tls: 'starttls' }, tlsVerify: true, tlsCa: readFileSync(world.tls.caPath, 'utf8') });
+      raw['listeners'] = [...(raw['listeners'] as unknown[]), { protocol: 'submission', address: '127.0.0.1', port: 0, tls: 'none' }];
+      raw['smtp'] = { requireTlsForAuth: false };
+      raw['health'] = { enabled: false }; // probes would mark it down; this is about the login's own bound
+      raw['backendLogin'] = { replyTimeoutMs, backendLoginBudgetMs: 15_000 }; // the default budget: the bound must come from replyTimeoutMs
+    });
+    const { password } = world.users.bob;
+    // Dovecot's long-lived login processes (this world's tuning) greet and answer STARTTLS, CAPABILITY and ID
+    // themselves; the login then waits on the auth process, which is stopped: the backend is silent after the upgrade.
+    const cmdline = (pid: number) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '); } catch { return ''; } };
+    const r0 = await imapLogin(p.port('imap', 'starttls'), bob().user, password);
+    assert.equal(r0.cls, 'ok', `the path works while nothing is stopped: ${r0.answer}`);
+    const tree = descendantsOf(b.pid()!);
+    const auth = tree.filter((pid) => /\/auth( |$)/.test(cmdline(pid)));
+    assert.ok(auth.length > 0, `backend-b's auth process among ${tree.map(cmdline).join(' | ')}`);
+    const timed = async (run: () => Promise<string>) => { const t0 = Date.now(); const r = await run(); return { r, ms: Date.now() - t0 }; };
+    const results: Record<string, { r: string; ms: number }> = {};
+    const logFrom = (await b.readLog()).length;
+    for (const pid of auth) process.kill(pid, 'SIGSTOP');
+    try {
+      const imap = await imapLogin(p.port('imap', 'starttls'), bob().user, password);
+      results['imap'] = { r: imap.answer, ms: imap.ms };
+      const pop3 = await LineClient.connect(p.port('pop3', 'starttls'));
+      await pop3.readLine();
+      pop3.send('USER bob'); await pop3.readLine();
+      results['pop3'] = await timed(async () => { pop3.send(`PASS ${password}`); return pop3.readLine(15_000); });
+      pop3.close();
+      const smtp = await LineClient.connect(p.port('submission', 'none'));
+      await smtp.readLine();
+      smtp.send('EHLO client.example'); await smtp.readUntil(/^250 /m);
+      smtp.send(`AUTH PLAIN ${Buffer.from(`\0bob\0${password}`).toString('base64')}`);
+      assert.match(await smtp.readLine(10_000), /^235 /);
+      results['submission'] = await timed(async () => { smtp.send(`MAIL FROM:<${world.users.bob.mail}>`); return smtp.readLine(15_000); });
+      smtp.close();
+    } finally {
+      for (const pid of auth) { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }
+    }
+    console.log(`      silent after STARTTLS: ${Object.entries(results).map(([k, v]) => `${k} ${Math.round(v.ms)} ms`).join(', ')} (replyTimeoutMs ${replyTimeoutMs})`);
+    assert.match(results['imap']!.r, /NO \[UNAVAILABLE\]/);
+    assert.match(results['pop3']!.r, /^-ERR \[SYS\/TEMP\]/);
+    assert.match(results['submission']!.r, /^451 4\.3\.0 /);
+    for (const [k, v] of Object.entries(results)) assert.ok(v.ms >= replyTimeoutMs - 100 && v.ms <= replyTimeoutMs + 3000, `${k}: ${Math.round(v.ms)} ms`);
+    // Those connections had been upgraded before the silence: Dovecot logs each one's end as TLS, with the user it waited on.
+    const upgraded = (log: string) => ['imap-login', 'pop3-login', 'submission-login'].filter((svc) => new RegExp(`${svc}: .*user=<bob>.*\\bTLS\\b`).test(log.slice(logFrom)));
+    let log = '';
+    for (let i = 0; i < 50 && upgraded(log).length < 3; i++) { await sleep(100); log = await b.readLog(); }
+    assert.deepEqual(upgraded(log), ['imap-login', 'pop3-login', 'submission-login'], log.slice(-2500));
   });
 
   it('an operator kick of a session whose login is still waiting on the backend: the administrator\'s goodbye, not the inactivity one', async () => {

@@ -1,4 +1,4 @@
-// Proves loop protection (own listener by name/port/SMTP, x-proxy-ttl ring of two proxies) and sourceAddresses (Dovecot rip=) with real Dovecot.
+// Proves loop protection (own listener by name/port/SMTP, x-proxy-ttl and LMTP XCLIENT TTL rings of two proxies) and sourceAddresses (Dovecot rip=) with real Dovecot.
 // Must not test routing or health beyond that.
 import assert from 'node:assert/strict';
 import { startWorld, type World } from './harness/world.js';
@@ -12,6 +12,19 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function imapConnections(): Promise<number> {
   const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'mailproxy_connections_total');
   return m?.values.filter((v) => v.labels['protocol'] === 'imap').reduce((a, v) => a + v.value, 0) ?? 0;
+}
+
+async function lmtpConnections(): Promise<number> {
+  const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'mailproxy_connections_total');
+  return m?.values.filter((v) => v.labels['protocol'] === 'lmtp').reduce((a, v) => a + v.value, 0) ?? 0;
+}
+
+/** LHLO on an LMTP listener; the 250 reply's lines. */
+async function lhlo(port: number): Promise<{ c: LineClient; caps: string }> {
+  const c = await LineClient.connect(port);
+  assert.match(await c.readLine(), /^220 /);
+  c.send('LHLO upstream.example');
+  return { c, caps: await c.readUntil(/^250 /m) };
 }
 
 async function login(port: number, user: { uid: string; password: string }, pre?: string): Promise<{ c: LineClient; reply: string }> {
@@ -122,6 +135,103 @@ describe('loop protection and source addresses (real Dovecot, in-process proxies
     const loops = [...a.logs.slice(fromA), ...b.logs.slice(fromB)].filter((l) => l['code'] === 'ROUTE_LOOP');
     assert.equal(loops.length, 1, 'one proxy refused; the others failed on its temporary error');
     ring.c.close();
+  });
+
+  it('SMTP/LMTP XCLIENT TTL: offered to trusted upstreams only, counted down, a ring of two LMTP listeners stops after proxyTtl hops', async () => {
+    const [pa, pb, pu] = await allocatePorts(3);
+    const trusted = { proxyTtl: 5, trustedNetworks: ['127.0.0.0/8'] };
+    const lmtpOnly = (port: number) => [{ protocol: 'lmtp', address: '127.0.0.1', port, tls: 'none' }];
+    const lmtpAt = (port: number) => ({ host: '127.0.0.1', lmtp: { port }, trustsProxy: true, forwardClientAddress: 'native' });
+    const rcpt = async (c: LineClient) => {
+      c.send('MAIL FROM:<sender@elsewhere.example>');
+      assert.match(await c.readLine(10_000), /^250 /);
+      c.send(`RCPT TO:<${world.users.alice.mail}>`);
+      return c.readLine(15_000);
+    };
+    // B delivers to Dovecot; A sends backend-a mail to B (whose listener trusts A and advertises TTL to it).
+    const b = await start((raw) => { raw['listeners'] = lmtpOnly(pb!); raw['loopProtection'] = trusted; });
+    const a = await start((raw) => {
+      raw['listeners'] = lmtpOnly(pa!); raw['loopProtection'] = trusted;
+      (raw['backends'] as Record<string, unknown>)['backend-a'] = lmtpAt(pb!);
+    });
+    const chain = await lhlo(pa!);
+    assert.match(chain.caps, /^250[- ]XCLIENT NAME ADDR PORT PROTO HELO TTL\b/m, 'a trusted client is offered XCLIENT with TTL');
+    assert.match(await rcpt(chain.c), /^250 /, 'A → B → Dovecot LMTP works');
+    chain.c.close();
+
+    // An upstream that says one hop is left: XCLIENT is taken (220, new greeting), the recipient refused with 451.
+    const last = await lhlo(pb!);
+    last.c.send('XCLIENT ADDR=192.0.2.7 PORT=4711 TTL=1');
+    assert.match(await last.c.readLine(), /^220 /);
+    last.c.send('LHLO upstream.example');
+    await last.c.readUntil(/^250 /m);
+    assert.match(await rcpt(last.c), /^451 4\.3\.0 /);
+    last.c.close();
+    // A malformed TTL is a syntax error; nothing changes.
+    const bad = await lhlo(pb!);
+    bad.c.send('XCLIENT TTL=lots');
+    assert.match(await bad.c.readLine(), /^501 /);
+    bad.c.close();
+
+    // An untrusted client is not offered XCLIENT and cannot use it.
+    await start((raw) => { raw['listeners'] = lmtpOnly(pu!); });
+    const untrusted = await lhlo(pu!);
+    assert.doesNotMatch(untrusted.caps, /XCLIENT/);
+    untrusted.c.send('XCLIENT TTL=1');
+    assert.match(await untrusted.c.readLine(), /^5\d\d /);
+    assert.match(await rcpt(untrusted.c), /^250 /, 'its TTL did nothing');
+    untrusted.c.close();
+
+    // Ring: B sends backend-a mail back to A. A(5→4) → B(4→3) → A(3→2) → B(2→1) → A refuses at RCPT.
+    await b.app.reload(worldConfig(world, (raw) => {
+      raw['log'] = { level: 'info' };
+      raw['listeners'] = lmtpOnly(pb!); raw['loopProtection'] = trusted;
+      (raw['backends'] as Record<string, unknown>)['backend-a'] = lmtpAt(pa!);
+    }));
+    const before = await lmtpConnections();
+    const [fromA, fromB] = [a.logs.length, b.logs.length];
+    const ring = await lhlo(pa!);
+    assert.match(await rcpt(ring.c), /^451 /);
+    await sleep(500);
+    assert.equal(await lmtpConnections() - before, 5, 'client + 4 hops, then the loop is cut');
+    const loops = [...a.logs.slice(fromA), ...b.logs.slice(fromB)].filter((l) => /hop count spent \(XCLIENT TTL 1\)/.test(String(l['detail'])));
+    assert.equal(loops.length, 1, 'one proxy refused; the others failed on its temporary error');
+    ring.c.close();
+  });
+
+  it('submission: a trusted upstream\'s spent XCLIENT TTL is refused at MAIL with 451', async () => {
+    const [port] = await allocatePorts(1);
+    await start((raw) => {
+      raw['listeners'] = [{ protocol: 'submission', address: '127.0.0.1', port, tls: 'none' }];
+      raw['smtp'] = { requireTlsForAuth: false };
+      raw['loopProtection'] = { trustedNetworks: ['127.0.0.1/32'] };
+    });
+    const { alice } = world.users;
+    const session = async (xclient?: string) => {
+      const c = await LineClient.connect(port!);
+      assert.match(await c.readLine(), /^220 /);
+      c.send('EHLO upstream.example');
+      assert.match(await c.readUntil(/^250 /m), /^250[- ]XCLIENT .*\bTTL\b/m);
+      if (xclient) {
+        c.send(xclient);
+        assert.match(await c.readLine(), /^220 /);
+        c.send('EHLO upstream.example');
+        await c.readUntil(/^250 /m);
+      }
+      c.send(`AUTH PLAIN ${Buffer.from(`\0${alice.uid}\0${alice.password}`).toString('base64')}`);
+      assert.match(await c.readLine(10_000), /^235 /);
+      c.send(`MAIL FROM:<${alice.mail}>`);
+      const r = await c.readLine(10_000);
+      c.close();
+      return r;
+    };
+    assert.match(await session('XCLIENT ADDR=192.0.2.7 PORT=4711 TTL=1'), /^451 4\.3\.0 /);
+    assert.match(await session('XCLIENT ADDR=192.0.2.7 PORT=4711 TTL=3'), /^250 /, 'hops left: Dovecot submission takes it');
+    // The client the upstream forwarded is the one Dovecot hears of (XCLIENT ADDR from us), not the upstream's address.
+    let log = '';
+    for (let i = 0; i < 40 && !/user=<alice>.*rip=192\.0\.2\.7/.test(log); i++) { await sleep(100); log = await world.backends.a.readLog(); }
+    assert.match(log, /user=<alice>.*rip=192\.0\.2\.7/, log.slice(-1500));
+    assert.match(await session(), /^250 /);
   });
 
   it('an untrusted client cannot shorten the hop count (x-proxy-ttl ignored)', async () => {

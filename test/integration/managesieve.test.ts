@@ -1,5 +1,6 @@
 // Proves the ManageSieve proxy against real Dovecot Pigeonhole: sieve-connect (a real client) uploads, activates and lists a script through the proxy
-// (STARTTLS, AUTHENTICATE PLAIN), the script is read back from the backend's sieve directory; raw pre-login refusals, OAUTHBEARER, routing, health probe.
+// (STARTTLS, AUTHENTICATE PLAIN), the script is read back from the backend's sieve directory; raw pre-login refusals, OAUTHBEARER, routing, health probe;
+// hop count (XCLIENT TTL) from trusted upstreams and towards Pigeonhole, a ring of two proxies cut.
 // Must not test OAuth validation details (oauth-login.test.ts) nor IMAP/POP3.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -7,7 +8,9 @@ import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LineClient } from './harness/line-client.js';
 import type { World } from './harness/world.js';
-import { withWorldAndProxy } from './proxy-fixture.js';
+import { startProxy, withWorldAndProxy, worldConfig, type RawConfig, type RunningProxy } from './proxy-fixture.js';
+import { allocatePorts } from './harness/ports.js';
+import { registry } from '../../src/metrics.js';
 import { routeForBackend } from '../../src/directory/backends.js';
 import { probeOnce } from '../../src/health/probe.js';
 import { systemClock } from '../../src/core/clock.js';
@@ -137,6 +140,61 @@ describe('ManageSieve proxy (real Dovecot Pigeonhole)', function () {
     u.write('"AQ=="\r\n');
     assert.match(await reply(u), /^NO "Authentication failed"/m);
     u.close();
+  });
+
+  it('XCLIENT TTL: taken from trusted upstreams, counted down, sent to Pigeonhole with the forwarded client; a ring of two proxies stops after 4 hops', async () => {
+    const { world } = ctx;
+    const [pa, pb] = await allocatePorts(2);
+    const trusted = { proxyTtl: 5, trustedNetworks: ['127.0.0.0/8'] };
+    const proxies: RunningProxy[] = [];
+    const sieveAt = (port: number) => ({ host: '127.0.0.1', sieve: { port, tls: 'none' }, trustsProxy: true, forwardClientAddress: 'native' });
+    const configFor = (port: number, backendA?: number) => worldConfig(world, (raw: RawConfig) => {
+      raw['log'] = { level: 'info' };
+      raw['listeners'] = [{ protocol: 'sieve', address: '127.0.0.1', port, tls: 'none' }];
+      raw['sieve'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 100, authFailureMaxDelayMs: 100 } };
+      raw['loopProtection'] = trusted;
+      const backends = raw['backends'] as Record<string, Record<string, unknown>>;
+      backends['backend-a'] = backendA === undefined ? { ...backends['backend-a'], sieve: { port: world.backends.a.ports.sieve, tls: 'none' } } : sieveAt(backendA);
+    });
+    const sieveConnections = async () => (await registry.getMetricsAsJSON()).find((x) => x.name === 'mailproxy_connections_total')
+      ?.values.filter((v) => v.labels['protocol'] === 'sieve').reduce((a, v) => a + v.value, 0) ?? 0;
+    const { alice } = world.users;
+    const login = async (port: number, xclient?: string) => {
+      const c = await LineClient.connect(port);
+      const caps = await reply(c);
+      if (xclient) { c.write(`${xclient}\r\n`); assert.match(await reply(c), /^OK "Updated"/m); }
+      c.write(`AUTHENTICATE "PLAIN" "${encodePlain(alice.uid, alice.password)}"\r\n`);
+      const r = await reply(c, 15_000);
+      c.close();
+      return { caps, r };
+    };
+    try {
+      const b = await startProxy(configFor(pb!));
+      proxies.push(b);
+      const a = await startProxy(configFor(pa!, pb!));
+      proxies.push(a);
+      const chain = await login(pa!);
+      assert.match(chain.caps, /^"XCLIENT"$/m, 'a trusted client is offered XCLIENT');
+      assert.match(chain.r, /^OK/m, 'A → B → Pigeonhole works (A sent XCLIENT TTL to B)');
+      // An upstream that names its client: Pigeonhole hears of that client (rip=), one hop less.
+      assert.match((await login(pb!, 'XCLIENT ADDR=192.0.2.7 PORT=4711 TTL=3')).r, /^OK/m);
+      let log = '';
+      for (let i = 0; i < 40 && !/managesieve-login: Info: Login: user=<alice>, .*rip=192\.0\.2\.7/.test(log); i++) { await new Promise((r) => setTimeout(r, 100)); log = await world.backends.a.readLog(); }
+      assert.match(log, /managesieve-login: Info: Login: user=<alice>, .*rip=192\.0\.2\.7/, log.slice(-1500));
+      // One hop left: refused with the temporary error.
+      assert.match((await login(pb!, 'XCLIENT TTL=1')).r, /^NO \(TRYLATER\)/m);
+
+      // Ring: B sends backend-a logins back to A. A(5→4) → B(4→3) → A(3→2) → B(2→1) → A refuses.
+      await b.app.reload(configFor(pb!, pa!));
+      const before = await sieveConnections();
+      const [fromA, fromB] = [a.logs.length, b.logs.length];
+      assert.match((await login(pa!)).r, /^NO/m);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(await sieveConnections() - before, 5, 'client + 4 hops, then the loop is cut');
+      assert.equal([...a.logs.slice(fromA), ...b.logs.slice(fromB)].filter((l) => l['code'] === 'ROUTE_LOOP').length, 1);
+    } finally {
+      for (const p of proxies) await p.stop().catch(() => undefined);
+    }
   });
 
   it('the health probe reads Pigeonhole\'s capability greeting on the sieve port', async () => {

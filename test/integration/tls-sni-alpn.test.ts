@@ -101,12 +101,14 @@ describe('TLS: SNI certificates, ALPN (ALPACA), SIGHUP rotation (openssl s_clien
   });
 
   it('ALPN: an offer without the listener protocol is refused in the handshake; its own protocol or no ALPN is accepted', async () => {
-    const cases: Array<{ port: number; own: string; starttls?: 'imap' | 'pop3' }> = [
+    const cases: Array<{ port: number; own: string; starttls?: 'imap' | 'pop3' | 'smtp' }> = [
       { port: proxy.port('imap', 'implicit'), own: 'imap' },
       { port: proxy.port('pop3', 'implicit'), own: 'pop3' },
       { port: proxy.port('submission', 'implicit'), own: 'smtp' },
       { port: proxy.port('imap', 'starttls'), own: 'imap', starttls: 'imap' },
       { port: proxy.port('pop3', 'starttls'), own: 'pop3', starttls: 'pop3' },
+      // smtp-server's own STARTTLS (frontend.ts adds ALPNCallback to the options it copies to the TLS socket).
+      { port: proxy.port('submission', 'starttls'), own: 'smtp', starttls: 'smtp' },
     ];
     for (const { port, own, starttls } of cases) {
       const s = starttls ? { starttls } : {};

@@ -84,10 +84,15 @@ class SieveBackendLogin implements BackendLogin {
     }
     // Pigeonhole offers XCLIENT to its login_trusted_networks only; its proxy sends the same fields.
     if (this.ctx.forwardClient && this.caps.has('XCLIENT')) {
-      const { address, port } = this.ctx.client;
+      // A trusted upstream's XCLIENT (sieve dialogue) named the client; otherwise it is the connection's.
+      const up = this.ctx.clientId;
+      const address = up?.['x-originating-ip'] ?? this.ctx.client.address;
+      const port = up?.['x-originating-port'] ?? String(this.ctx.client.port);
       const session = xclientValue(this.ctx.sessionId, 64);
+      const ttl = this.ctx.proxyTtl;
       this.phase = 'xclient';
-      return [{ kind: 'send', bytes: `XCLIENT ADDR=${xclientValue(plainAddress(address))} PORT=${port}${session ? ` SESSION=${session}` : ''}${CRLF}` }];
+      // Same fields as Pigeonhole's managesieve proxy (ADDR PORT SESSION TTL); TTL is the hop count (loop-guard.ts).
+      return [{ kind: 'send', bytes: `XCLIENT ADDR=${xclientValue(plainAddress(address))} PORT=${port}${session ? ` SESSION=${session}` : ''}${ttl !== undefined ? ` TTL=${ttl}` : ''}${CRLF}` }];
     }
     return this.authenticate();
   }

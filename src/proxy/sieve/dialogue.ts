@@ -1,5 +1,6 @@
-// Owns the client side of ManageSieve before login (RFC 5804): capability greeting, CAPABILITY/NOOP/LOGOUT/STARTTLS, AUTHENTICATE PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 → one Credentials.
+// Owns the client side of ManageSieve before login (RFC 5804): capability greeting, CAPABILITY/NOOP/LOGOUT/STARTTLS, XCLIENT from trusted upstreams, AUTHENTICATE PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 → one Credentials.
 // Must not do I/O, consult the directory or backends, or echo client input (passwords, tokens) in a reply.
+import { isIP } from 'node:net';
 import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge, type Credentials, type TokenMechanism } from '../sasl.js';
@@ -35,6 +36,8 @@ class SieveDialogue extends ActionBuffer implements Dialogue {
   private readonly parser: SieveLineParser;
   private readonly pendingLimit: number;
   private readonly counters: PreLoginCounters;
+  /** What a trusted upstream's XCLIENT said, in IMAP ID names (the session reads x-proxy-ttl, the backend login the address). */
+  private upstream: Record<string, string> | undefined;
 
   constructor(private readonly options: DialogueOptions) {
     super();
@@ -52,6 +55,7 @@ class SieveDialogue extends ActionBuffer implements Dialogue {
       tokenMechanisms: this.options.tokenMechanisms ?? [],
       implementation: 'mailproxy',
       sieveExtensions: this.options.sieveExtensions ?? DEFAULT_SIEVE_EXTENSIONS,
+      xclient: this.options.trustedUpstream === true,
     };
   }
 
@@ -181,6 +185,8 @@ class SieveDialogue extends ActionBuffer implements Dialogue {
         return this.emit({ kind: 'start-tls' });
       case 'AUTHENTICATE':
         return this.onAuthenticate(args);
+      case 'XCLIENT':
+        return this.onXclient(args);
       default:
         return this.reject(AUTHENTICATED_COMMANDS.has(name) ? NO('Authenticate first') : NO('Unknown command'));
     }
@@ -230,8 +236,50 @@ class SieveDialogue extends ActionBuffer implements Dialogue {
     this.login(r.credentials);
   }
 
+  /**
+   * Pigeonhole's XCLIENT for trusted proxies (its managesieve proxy sends ADDR PORT SESSION TTL): TTL is the hop count,
+   * ADDR/PORT the client to tell the backend. Others get NO, as from Pigeonhole. Values are checked; nothing is echoed.
+   */
+  private onXclient(args: SieveToken[]): void {
+    if (!this.options.trustedUpstream) return this.reject(NO('You are not from trusted IP'));
+    const fields = parseSieveXclient(args);
+    if (!fields) return this.reject(NO('Invalid XCLIENT parameters'));
+    this.upstream = { ...this.upstream, ...fields };
+    this.send(OK('Updated'));
+  }
+
   private login(credentials: Credentials): void {
     this.state = { kind: 'login-wait', mech: isTokenCredentials(credentials) ? credentials.mechanism : credentials.mechanism === 'PLAIN' ? 'PLAIN' : 'LOGIN' };
-    this.emit({ kind: 'login', credentials });
+    this.emit(this.upstream ? { kind: 'login', credentials, clientId: this.upstream } : { kind: 'login', credentials });
   }
+}
+
+/**
+ * XCLIENT KEY=value atoms → IMAP ID names (x-proxy-ttl, x-originating-ip, x-originating-port, x-session-id); null when
+ * an argument is not an atom, a value is malformed, or nothing is there. FORWARD and unknown keys are ignored.
+ */
+export function parseSieveXclient(args: readonly SieveToken[]): Record<string, string> | null {
+  if (!args.length) return null;
+  const out: Record<string, string> = {};
+  for (const a of args) {
+    if (a.type !== 'atom') return null;
+    const eq = a.value.indexOf('=');
+    if (eq <= 0) return null;
+    const key = a.value.slice(0, eq).toUpperCase();
+    const value = a.value.slice(eq + 1);
+    if (key === 'TTL') {
+      if (!/^\d{1,4}$/.test(value)) return null;
+      out['x-proxy-ttl'] = value;
+    } else if (key === 'ADDR') {
+      if (isIP(value) === 0) return null;
+      out['x-originating-ip'] = value;
+    } else if (key === 'PORT') {
+      if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) return null;
+      out['x-originating-port'] = value;
+    } else if (key === 'SESSION') {
+      if (value.length > 64) return null;
+      out['x-session-id'] = value;
+    }
+  }
+  return out;
 }

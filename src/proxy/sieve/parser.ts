@@ -18,7 +18,8 @@ export interface SieveParserLimits {
   maxLiteralBytes: number;
 }
 
-const ATOM_RE = /^[A-Za-z0-9_.:-]+/;
+/** A subset of RFC 5804's ATOM-CHAR: enough for command names, mechanisms and XCLIENT's KEY=value (base64 FORWARD too). */
+const ATOM_RE = /^[A-Za-z0-9_.:=+/-]+/;
 
 /** ManageSieve's token grammar on top of the shared line + literal framer (`literal-framer.ts`); no literal waits for a continuation. */
 export class SieveLineParser extends FramedParser {

@@ -17,6 +17,8 @@ export interface SieveCapabilityState {
   tokenMechanisms: readonly TokenMechanism[];
   implementation: string;
   sieveExtensions: string;
+  /** Offer XCLIENT (to trusted upstream proxies only). */
+  xclient?: boolean;
 }
 
 export function authAllowed(s: SieveCapabilityState): boolean {
@@ -33,6 +35,7 @@ export function capabilityBlock(s: SieveCapabilityState, okText: string): string
     // RFC 5804 §1.7: NOTIFY (the enotify methods) must be announced when the enotify extension is.
     ...(/(^|\s)enotify(\s|$)/.test(s.sieveExtensions) ? [`${quote('NOTIFY')} ${quote('mailto')}`] : []),
     ...(s.starttls && !s.tls ? [quote('STARTTLS')] : []),
+    ...(s.xclient ? [quote('XCLIENT')] : []),
     `${quote('VERSION')} ${quote('1.0')}`,
     `OK ${quote(okText)}`,
   ];

@@ -4,6 +4,7 @@ import os from 'node:os';
 import type net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { TLS_SOCKET_OPTIONS } from 'smtp-server/lib/smtp-connection.js';
 import { ProxyError } from '../../errors.js';
 import { disconnectsTotal } from '../../metrics.js';
 import type { Logger } from '../../log.js';
@@ -24,6 +25,8 @@ import type { BackendGuard } from '../backend-guard.js';
 import { SessionTrace } from '../../trace/session-trace.js';
 import { SmtpTraceTap } from '../../trace/smtp-tap.js';
 import { TraceTable } from '../../trace/table.js';
+import { isTrustedSource } from '../../core/proxy-header.js';
+import { acceptUpstreamXclient, connectionById, type UpstreamInfo } from './upstream-xclient.js';
 
 /** Default PEM pair (what smtp-server needs), plus SNI and ALPN when it is the instance's full material (src/tls). */
 export type TlsMaterial = { key: Buffer; cert: Buffer; SNICallback?: FullTls['SNICallback']; serverOptions?: FullTls['serverOptions'] };
@@ -60,6 +63,10 @@ export function pipelineDeps(deps: SmtpServiceDeps): BackendSessionDeps {
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */
 export const smtpHostname = (config: Config): string => config.smtp.hostname ?? os.hostname();
 
+// smtp-server builds its STARTTLS socket from the server options named in this exported list only; ALPNCallback is not
+// among them, so without this a STARTTLS handshake would never see the ALPN check (ALPACA) that implicit TLS gets.
+if (!TLS_SOCKET_OPTIONS.includes('ALPNCallback')) TLS_SOCKET_OPTIONS.push('ALPNCallback');
+
 /** Services built without a trace table (tests) share this empty one: nothing is ever traced. */
 const NO_TRACES = new TraceTable();
 
@@ -77,6 +84,13 @@ export interface ConnState {
   clock: Clock;
   /** Trace on demand (src/trace/): records nothing unless this session's user is traced. */
   trace: SessionTrace;
+  /** Only for a client in loopProtection.trustedNetworks (an upstream proxy): what its XCLIENT said (hop count, client). */
+  upstream?: UpstreamInfo;
+}
+
+/** A trusted upstream may use XCLIENT (upstream-xclient.ts); everyone else never sees it. */
+function withUpstream(state: ConnState, disabled: string[]): string[] {
+  return state.upstream ? disabled.filter((c) => c !== 'XCLIENT') : disabled;
 }
 
 type Handler<K extends 'onMailFrom' | 'onRcptTo' | 'onData' | 'onAuth', S> =
@@ -122,7 +136,7 @@ type ServerConnection = { id: string; _socket?: unknown; _parser?: Writable | fa
 function answerBeforeEnd(server: SMTPServer, id: string, socket: net.Socket | Duplex): void {
   socket.allowHalfOpen = true;
   socket.once('end', () => {
-    const c = [...(server.connections as Set<unknown> as Set<ServerConnection>)].find((x) => x.id === id);
+    const c = connectionById(server.connections, id) as ServerConnection | undefined;
     const parser = c?._parser;
     if (!c || !parser || c._socket !== socket || parser.writableFinished) { socket.end(); return; }
     // smtp-server writes a reply only while readyState is 'open'; after the client's FIN net says 'writeOnly'.
@@ -148,8 +162,12 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
 
   const buildServer = (mode: 'plain' | 'implicit', config: Config, material: TlsMaterial | undefined): SMTPServer => {
     const tls = material ? { key: material.key, cert: material.cert, minVersion: config.tls?.minVersion ?? 'TLSv1.2', ...(config.tls?.ciphers ? { ciphers: config.tls.ciphers } : {}), ...(material.SNICallback ? { SNICallback: material.SNICallback } : {}) } : {};
+    // STARTTLS: the same ALPN check as implicit TLS and IMAP/POP3 (src/tls/certificates.ts; off with tls.strictAlpn false).
+    // Called per handshake without the connection, so the refusal is logged without its conn id (the session's end line has it).
+    const alpn = mode === 'plain' ? material?.serverOptions?.(spec.protocol, (r) => logger.info({ phase: 'tls', protocol: spec.protocol, alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol')).ALPNCallback : undefined;
     const server = new SMTPServer({
       ...tls,
+      ...(alpn ? { ALPNCallback: alpn } : {}),
       // Implicit TLS (RFC 8314 §3.3): handle() completes the handshake (SNI, ALPN check) before handing the socket over.
       ...(mode === 'implicit' ? { secure: true } : {}),
       name: smtpHostname(config),
@@ -163,16 +181,18 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       // RFC 5321 §4.5.3.1.4 allows 512 octets per command; extensions (AUTH PLAIN, SIZE, BODY) need some room.
       maxCommandLength: 4096,
       disabledCommands: ['STARTTLS', 'AUTH', 'XCLIENT', 'XFORWARD', 'WIZ', 'SHELL', 'KILL'],
+      // Switched on per session, for trusted upstream proxies only (withUpstream).
+      useXClient: true,
       ...spec.options(config),
       onConnect(session, callback) {
         const state = stateOf(session);
         if (!state || closing) return callback(replyErr(shutdownReply.code, shutdownReply.text));
-        session.disabledCommands = spec.disabledCommands(state, session.secure);
+        session.disabledCommands = withUpstream(state, spec.disabledCommands(state, session.secure));
         callback();
       },
       onSecure(socket, session, callback) {
         const state = stateOf(session);
-        if (state) session.disabledCommands = spec.disabledCommands(state, true);
+        if (state) session.disabledCommands = withUpstream(state, spec.disabledCommands(state, true));
         taps.get(session.id)?.attach(socket);
         // The TLS socket inherited allowHalfOpen from the plain one: it needs the same end handling.
         answerBeforeEnd(server, session.id, socket);
@@ -273,7 +293,8 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: clock.now() };
       const log = logger.child({ conn: conn.id, protocol: spec.protocol });
       const trace = new SessionTrace(deps.traces ?? NO_TRACES, 'smtp', logger, { conn: conn.id, protocol: spec.protocol, client: conn.client.address });
-      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock, trace });
+      const upstream = isTrustedSource(conn.client.address, config.loopProtection.trustedNetworks);
+      const state = spec.createState({ conn, info, log, config, directory: read(deps.directory), tls, clock, trace, ...(upstream ? { upstream: {} } : {}) });
       states.set(conn.id, state);
       // Before smtp-server reads: the tap's listener sees each chunk before smtp-server answers it.
       const tap = new SmtpTraceTap(trace);
@@ -290,10 +311,19 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         localAddress: conn.client.localAddress,
         localPort: conn.client.localPort,
       };
-      if (!implicit || !tls) { tap.attach(socket); answerBeforeEnd(server, conn.id, socket); server.connect(socket, options); return; }
+      const start = (s: net.Socket): void => {
+        tap.attach(s);
+        answerBeforeEnd(server, conn.id, s);
+        server.connect(s, options);
+        if (!state.upstream) return;
+        const c = connectionById(server.connections, conn.id);
+        // smtp-server adds the connection synchronously in connect(); without it XCLIENT simply stays switched off.
+        if (c) acceptUpstreamXclient(c, state.upstream); else { log.warn({ phase: 'smtp' }, 'smtp-server connection not found: XCLIENT not offered'); delete state.upstream; }
+      };
+      if (!implicit || !tls) { start(socket); return; }
       // smtp-server has no ALPN hook, so implicit TLS is the same handshake as IMAP/POP3 (SNI + ALPACA check).
       const opts = serverTlsOptions(tls, conn.listener.protocol, (r) => log.info({ phase: 'tls', alpnOffered: r.offered.slice(0, 8).map((p) => p.slice(0, 32)), alpnWanted: r.wanted }, 'TLS handshake refused: ALPN offer without this protocol'));
-      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then((secure) => { tap.attach(secure); answerBeforeEnd(server, conn.id, secure); server.connect(secure, options); }, () => {
+      upgradeServer(socket, opts, config.smtp.commandTimeoutMs).then(start, () => {
         log.debug({ phase: 'tls' }, 'TLS handshake failed');
         finish(conn.id, 'tls_failed');
       });

@@ -1,7 +1,7 @@
 // Owns relaying one mail transaction's commands to an open backend session: MAIL/RCPT lines, RSET for reuse, and DATA with its verdict.
 // Must not open connections, look anything up or answer the client; it returns ClientReply values for the services to send.
 import type { SMTPServerAddress, SMTPServerDataStream } from 'smtp-server';
-import { isProxyError, toProxyError, type ProxyError } from '../../errors.js';
+import { ProxyError, isProxyError, toProxyError } from '../../errors.js';
 import type { Route } from '../../directory/backends.js';
 import type { Account } from '../../directory/directory.js';
 import type { SmtpBackendClient } from './backend-client.js';
@@ -13,7 +13,7 @@ import type { AdmittedRoute } from '../backend-session.js';
 import { smtpMessagesTotal } from '../../metrics.js';
 import type { SmtpBackendLoginContext } from './backend-login.js';
 import { smtpHostname, type ConnState } from './frontend.js';
-import { outboundHops } from '../loop-guard.js';
+import { nextHop } from '../loop-guard.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
 
 /** A backend session bound to a client connection, reusable across that client's transactions. */
@@ -249,13 +249,18 @@ export function runHandler(log: Logger, phase: string, message: string, callback
 /**
  * What every SMTP/LMTP backend session of a client connection is opened with: the client endpoint and TLS, our EHLO
  * name, session id and hop count, debug notes and the session's trace; `login` adds XCLIENT attributes and credentials.
+ * Loop protection: the hop count a trusted upstream sent (XCLIENT TTL=), else loopProtection.proxyTtl; at 1 or less
+ * this throws ROUTE_LOOP (the callers answer the temporary error), as IMAP/POP3 logins do. The client endpoint is the
+ * one a trusted upstream forwarded (XCLIENT ADDR/PORT), else the connection's.
  */
 export function backendRequest(state: ConnState, secure: boolean, backend: string, login: Pick<SmtpBackendLoginContext, 'xclient' | 'credentials'>) {
-  const { config } = state;
+  const { config, upstream } = state;
+  const hop = nextHop(upstream?.ttl, upstream?.ttl !== undefined, config.loopProtection.proxyTtl);
+  if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (XCLIENT TTL ${hop.ttl}) for backend ${backend}`);
   return {
-    client: state.conn.client,
+    client: upstream?.client ? { ...state.conn.client, ...upstream.client } : state.conn.client,
     clientTls: secure,
-    login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: outboundHops(config.loopProtection.proxyTtl), ...login },
+    login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: hop.next, ...login },
     onNote: (note: string) => state.log.debug({ phase: 'backend', backend }, note),
     trace: state.trace,
   };

@@ -8,7 +8,7 @@ import { allocatePorts, pollUntil, waitListening } from './ports.js';
 import { pauseTree, runCommand, signalTree, spawnFixture, stopFixture, type Spawned } from './processes.js';
 
 /** The ACL the README documents for the proxies (keys and channels under the prefix, only the commands used). */
-export const TIER_ACL_RULES = 'resetkeys ~mailproxy:* resetchannels &mailproxy:* -@all +ping +info +role +select +client|setname +hello +incr +incrby +pexpire +del +mget +sadd +srem +smembers +zadd +zrem +zscore +zrangebyscore +zremrangebyscore +hset +hdel +hgetall +scan +set +get +publish +subscribe +unsubscribe +evalsha +eval';
+export const TIER_ACL_RULES = 'resetkeys ~mailproxy:* resetchannels &mailproxy:* -@all +ping +info +role +select +client|setname +hello +incr +incrby +pexpire +del +mget +sadd +srem +smembers +zadd +zrem +zscore +zrangebyscore +zremrangebyscore +hset +hdel +hgetall +scan +set +get +publish +subscribe +unsubscribe +evalsha +eval +xadd +xrange';
 
 /** redis-server's path; throws naming the Debian package when missing (never a silent skip). */
 export function requireRedis(): { server: string; cli: string } {

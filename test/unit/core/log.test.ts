@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { createLogger, scrubSecrets } from '../../../src/log.js';
+import { LineBatch, createLogger, scrubSecrets } from '../../../src/log.js';
 
 function capture(): { stream: Writable; lines: () => string[] } {
   const chunks: string[] = [];
@@ -50,5 +50,49 @@ describe('log: secrets never reach a line', () => {
     assert.notEqual(scrubbed, secret);
     assert.equal(secret.nested.password, 'x');
     assert.deepEqual(scrubbed, { conn: 'c1', nested: { password: '[redacted]' } });
+  });
+});
+
+describe('log: lines are batched in front of the stdout stream', () => {
+  const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const sink = () => ({ writes: [] as string[], syncs: 0, destroyed: false, write(t: string) { this.writes.push(t); }, flushSync() { this.syncs++; } });
+
+  it('writes one string once minBytes are waiting, in order, and nothing before', () => {
+    const out = sink();
+    const batch = new LineBatch(out, 20, 60_000);
+    try {
+      batch.write('{"a":1}\n'); batch.write('{"b":2}\n');
+      assert.deepEqual(out.writes, [], 'written before the batch was full');
+      batch.write('{"c":3}\n');
+      assert.deepEqual(out.writes, ['{"a":1}\n{"b":2}\n{"c":3}\n']);
+      assert.equal(batch.pending, 0);
+    } finally { batch.stop(); }
+  });
+
+  it('the timer writes what waits, and never writes when nothing waits', async () => {
+    const out = sink();
+    const batch = new LineBatch(out, 4096, 10);
+    try {
+      await tick(50);
+      assert.deepEqual(out.writes, [], 'an idle batch wrote (an empty write and a thread-pool wake-up each time)');
+      batch.write('one\n');
+      await tick(50);
+      assert.deepEqual(out.writes, ['one\n']);
+    } finally { batch.stop(); }
+  });
+
+  it('flushSync writes what waits and syncs the stream; once the stream has ended it is left alone', () => {
+    const out = sink();
+    const batch = new LineBatch(out, 4096, 60_000);
+    try {
+      batch.write('last\n');
+      batch.flushSync();
+      assert.deepEqual(out.writes, ['last\n']);
+      assert.equal(out.syncs, 1);
+      out.destroyed = true;
+      assert.doesNotThrow(() => batch.flushSync());
+      assert.equal(out.syncs, 1, 'a destroyed stream was synced');
+      assert.equal(out.writes.length, 1, 'a destroyed stream was written to');
+    } finally { batch.stop(); }
   });
 });

@@ -137,7 +137,7 @@ describe('health/http (admin server on 127.0.0.1:0)', () => {
       backends: async () => [],
       setMaintenance: async () => undefined,
       listSessions: async () => [],
-      kickSessions: async () => 0,
+      kickSessions: async () => ({ kicked: 0 }),
     };
     const s = await startAdminServer({ deps: boom, address: '127.0.0.1', port: 0 });
     try {

@@ -78,7 +78,7 @@ describe('health/status', () => {
 
   it('runStatus asks /backends with the token and returns 0 / 2; 3 when unreachable or refused', async () => {
     let snap: BackendSnapshot[] = [backend('a', 'up')];
-    const deps: AdminDeps = { readiness: () => ({ ready: true, reasons: [] }), metrics: async () => ({ contentType: 'text/plain', body: '' }), backends: async () => snap, setMaintenance: async () => undefined, listSessions: async () => [], kickSessions: async () => 0 };
+    const deps: AdminDeps = { readiness: () => ({ ready: true, reasons: [] }), metrics: async () => ({ contentType: 'text/plain', body: '' }), backends: async () => snap, setMaintenance: async () => undefined, listSessions: async () => [], kickSessions: async () => ({ kicked: 0 }) };
     const srv = await startAdminServer({ deps, token: 'tok', address: '127.0.0.1', port: 0 });
     const out: string[] = [];
     const print = (l: string) => out.push(l);

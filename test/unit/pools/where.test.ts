@@ -67,7 +67,7 @@ describe('pools: where USER', () => {
       backends: async () => [],
       setMaintenance: async () => undefined,
       listSessions: async () => [],
-      kickSessions: async () => 0,
+      kickSessions: async () => ({ kicked: 0 }),
       routeOf: (u: string) => explainRoute(deps, u),
     };
     const server = await startAdminServer({ deps: admin, token: 't', address: '127.0.0.1', port: 0 });

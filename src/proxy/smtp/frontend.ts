@@ -6,7 +6,7 @@ import type { Duplex, Writable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { TLS_SOCKET_OPTIONS } from 'smtp-server/lib/smtp-connection.js';
 import { ProxyError } from '../../errors.js';
-import { disconnectsTotal } from '../../metrics.js';
+import { disconnectsTotal, sessionsActive } from '../../metrics.js';
 import type { Logger } from '../../log.js';
 import type { Config } from '../../config/schema.js';
 import type { Directory } from '../../directory/directory.js';
@@ -121,6 +121,15 @@ function clientLabel(conn: AcceptedConnection): string {
 
 function replyErr(code: number, text: string): Error {
   return Object.assign(new Error(text), { responseCode: code });
+}
+
+/** Moves an SMTP/LMTP session to `phase`, keeping mailproxy_sessions_active in step (session.ts does so for IMAP/POP3). */
+export function setPhase(state: ConnState, phase: SessionInfo['phase']): void {
+  const { info } = state;
+  if (info.phase === phase) return;
+  sessionsActive.dec({ protocol: info.protocol, phase: info.phase });
+  sessionsActive.inc({ protocol: info.protocol, phase });
+  info.phase = phase;
 }
 
 /** What answerBeforeEnd reads of smtp-server's connection (not in its types): the socket it talks on, its command parser. */
@@ -253,6 +262,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
     sessions.remove(id);
     state.trace.event('trace: session end', { reason });
     disconnectsTotal.inc({ protocol: spec.protocol, reason });
+    sessionsActive.dec({ protocol: spec.protocol, phase: state.info.phase });
     // One summary record per session, as for IMAP/POP3 (transactions and AUTH outcomes have their own lines).
     const { info } = state;
     state.log.info({ phase: 'end', summary: true, client: state.conn.client.address, ...(info.user ? { user: info.user } : {}), ...(info.backend ? { backend: info.backend } : {}), reason, durationMs: clock.now() - info.startedAt }, 'session');
@@ -291,6 +301,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         return;
       }
       const info: SessionInfo = { id: conn.id, protocol: spec.protocol, client: clientLabel(conn), phase: 'prelogin', startedAt: clock.now() };
+      sessionsActive.inc({ protocol: spec.protocol, phase: info.phase });
       const log = logger.child({ conn: conn.id, protocol: spec.protocol });
       const trace = new SessionTrace(deps.traces ?? NO_TRACES, 'smtp', logger, { conn: conn.id, protocol: spec.protocol, client: conn.client.address });
       const upstream = isTrustedSource(conn.client.address, config.loopProtection.trustedNetworks);

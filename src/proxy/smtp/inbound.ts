@@ -10,7 +10,7 @@ import type { ConnectionHandler } from '../protocol.js';
 import type { Config } from '../../config/schema.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, type AdmittedRoute } from '../backend-session.js';
-import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, pipelineDeps, setPhase, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { formatReceived } from './received.js';
 import { optional } from '../../core/optional.js';
 import { REPLY, replyError, type ClientReply } from './replies.js';
@@ -197,7 +197,7 @@ export function createInboundService(deps: SmtpServiceDeps): ConnectionHandler {
     }
     txn.open = true;
     txn.backend = route.backend;
-    state.info.phase = 'relay';
+    setPhase(state, 'relay');
     return null;
   }
 }

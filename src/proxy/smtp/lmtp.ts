@@ -9,7 +9,7 @@ import { admit, type AdmittedRoute } from '../backend-session.js';
 import { SmtpBackendClient } from './backend-client.js';
 import type { ConnectionHandler } from '../protocol.js';
 import { teeDataStream } from './data-tee.js';
-import { createFrontend, pipelineDeps, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, pipelineDeps, setPhase, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { recipientDeliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
 import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
@@ -121,7 +121,7 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         }
         leg.rcpts.push(to.address);
         txn.rcpts.push({ address: to.address, backend: route.backend });
-        state.info.phase = 'relay';
+        setPhase(state, 'relay');
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
         callback();
       });

@@ -13,7 +13,7 @@ import type { ConnectionHandler } from '../protocol.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, backendCredentials, type AdmittedRoute } from '../backend-session.js';
 import { AuthPenalty } from '../auth-penalty.js';
-import { createFrontend, pipelineDeps, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { createFrontend, pipelineDeps, setPhase, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
 import { backendRequest, countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
@@ -120,7 +120,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         if ('password' in credentials) state.secret = credentials.password;
         else state.token = { mechanism: credentials.mechanism, token: credentials.token };
         state.info.user = account.login;
-        state.info.phase = 'relay';
+        setPhase(state, 'relay');
         loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
         state.log.info({ phase: 'auth', user: account.login, mechanism: method }, 'smtp authenticated');
         callback(null, { user: { username: account.login } });

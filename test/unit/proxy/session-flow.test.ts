@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { ProxyError } from '../../../src/errors.js';
+import { registry } from '../../../src/metrics.js';
 import { ProtocolService } from '../../../src/proxy/session.js';
 import { imapModule } from '../../../src/proxy/imap/index.js';
 import { pop3Module } from '../../../src/proxy/pop3/index.js';
@@ -271,6 +272,18 @@ describe('session flows on in-memory sockets', () => {
       assert.equal(summaries[0]!['msg'], 'session');
       assert.equal(summaries[0]!['client'], '192.0.2.9', 'the address alone, as in IMAP/POP3 records');
       assert.ok(Number(summaries[0]!['durationMs']) >= 250, JSON.stringify(summaries[0]));
+    });
+
+    it('mailproxy_sessions_active counts submission sessions: prelogin, relay after AUTH, none after QUIT', async () => {
+      const active = async (phase: string): Promise<number> => (await registry.getSingleMetric('mailproxy_sessions_active')!.get()).values.find((v) => v.labels['protocol'] === 'submission' && v.labels['phase'] === phase)?.value ?? 0;
+      const [pre0, relay0] = [await active('prelogin'), await active('relay')];
+      const setup = smtpSetup({ [PORTS.submission]: SUBMISSION_BACKEND });
+      assert.equal(await active('prelogin'), pre0 + 1);
+      const s = await authenticated(setup);
+      assert.deepEqual([await active('prelogin'), await active('relay')], [pre0, relay0 + 1]);
+      s.client.write('QUIT\r\n');
+      for (let i = 0; i < 300 && s.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual([await active('prelogin'), await active('relay')], [pre0, relay0]);
     });
 
     it('a refused backend: MAIL gets a temporary failure, health hears it', async () => {

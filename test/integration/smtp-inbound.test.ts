@@ -10,6 +10,7 @@ import vm from 'node:vm';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { LineClient } from './harness/line-client.js';
+import { pollUntil } from './harness/ports.js';
 import { startWorld, type World } from './harness/world.js';
 import { serveOnListener, worldConfig } from './proxy-fixture.js';
 import { createDirectory } from '../../src/directory/create.js';
@@ -146,6 +147,17 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     const all = await c.readUntil(/^221 /, 10_000);
     assert.match(all, /^250 [^\r]*\r\n354 [^\r]*\r\n250 [^\r]*\r\n221 /m, all);
     assert.equal((await stored(world, 'a', 'alice', marker)).length, 1, 'stored once on backend-a');
+  });
+
+  it('a client that half-closes in the middle of DATA is closed at once (not at the command timeout); nothing is stored', async () => {
+    const marker = `halfdata-${randomBytes(4).toString('hex')}`;
+    const c = await session();
+    c.write('MAIL FROM:<sender@elsewhere.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n');
+    assert.match(await c.readUntil(/^354 /, 10_000), /^250 [^\r]*\r\n250 [^\r]*\r\n354 /);
+    c.write(message(marker, 'alice@example.test', 'half a message'));
+    c.socket.end();
+    await pollUntil(() => c.isClosed, 5000, () => 'the proxy kept the half-closed connection open');
+    assert.equal((await stored(world, 'a', 'alice', marker)).length, 0);
   });
 
   it('rejects an unknown recipient at RCPT with 550 5.1.1 and accepts the known one', async () => {

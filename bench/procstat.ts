@@ -31,18 +31,27 @@ export function cpuMicros(pid: number): number {
   } catch { return statCpuMicros(pid); }
 }
 
-function statCpuMicros(pid: number): number {
+/** Ticks of /proc/PID/stat fields `first` and `first + 1` (1-based field numbers), in µs. */
+function statPairMicros(pid: number, first: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may contain spaces) start at ") "; utime and stime are fields 14 and 15.
+    // Fields after the command name (which may contain spaces) start at ") ", i.e. with field 3.
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(rest[11]) + Number(rest[12])) * 1e6) / CLK_TCK;
+    return ((Number(rest[first - 3]) + Number(rest[first - 2])) * 1e6) / CLK_TCK;
   } catch { return 0; }
 }
 
-/** CPU time of a process tree (the proxy with its workers) in µs. */
+/** utime + stime (fields 14 and 15). */
+function statCpuMicros(pid: number): number { return statPairMicros(pid, 14); }
+
+/**
+ * CPU time of a process tree (the proxy with its workers; Dovecot with its imap processes) in µs: the live processes'
+ * own time, plus what children that already exited used (cutime + cstime, fields 16 and 17, counted by the parent
+ * that reaped them). Without the second part a tree whose processes come and go (Dovecot restarting an imap process
+ * after service_count clients) loses their time and its figure can even go down.
+ */
 export function treeCpuMicros(pid: number): number {
-  return processTree(pid).reduce((sum, p) => sum + cpuMicros(p), 0);
+  return processTree(pid).reduce((sum, p) => sum + cpuMicros(p) + statPairMicros(p, 16), 0);
 }
 
 /** Proportional set size in KiB, from /proc/PID/smaps_rollup. */

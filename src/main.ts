@@ -92,7 +92,8 @@ async function main(argv: string[]): Promise<number> {
       return runInvalidate(config(), rest[1]);
     }
     case 'start': {
-      (await import('./heap.js')).capYoungGeneration();
+      const heap = await import('./heap.js');
+      heap.capYoungGeneration(cluster.isWorker ? heap.WORKER_NEW_SPACE_CAP : heap.NEW_SPACE_CAP);
       // node:cluster runs this same command line in each worker; a worker takes its config from the primary over IPC.
       if (cluster.isWorker) {
         const { runWorker } = await import('./cluster.js');

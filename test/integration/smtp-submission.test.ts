@@ -26,6 +26,17 @@ async function smtpReply(c: LineClient, timeoutMs = 10_000): Promise<string> {
   return c.readUntil(/^\d{3} /, timeoutMs);
 }
 
+/** Connect, read the greeting, EHLO, STARTTLS: the TLS client, before its second EHLO. */
+async function overStartTls(port: number, ca: Buffer, opts: { localAddress?: string } = {}): Promise<LineClient> {
+  const c = await LineClient.connect(port, opts);
+  await smtpReply(c);
+  c.send('EHLO client.example');
+  await smtpReply(c);
+  c.send('STARTTLS');
+  assert.match(await smtpReply(c), /^220 /);
+  return c.startTls(ca);
+}
+
 describe('SMTP submission (real Dovecot submission + sink)', function () {
   this.timeout(60_000);
   let world: World;
@@ -105,13 +116,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
   });
 
   it('forwards the client address with XCLIENT and logs one transaction summary without the password', async () => {
-    const c = await LineClient.connect(starttls.port, { localAddress: '127.0.0.3' });
-    await smtpReply(c);
-    c.send('EHLO client.example');
-    await smtpReply(c);
-    c.send('STARTTLS');
-    assert.match(await smtpReply(c), /^220 /);
-    const t = await c.startTls(ca);
+    const t = await overStartTls(starttls.port, ca, { localAddress: '127.0.0.3' });
     t.send('EHLO client.example');
     assert.match(await smtpReply(t), /AUTH PLAIN LOGIN/);
     t.send(`AUTH PLAIN ${Buffer.from(`\0alice\0${world.users.alice.password}`).toString('base64')}`);
@@ -137,13 +142,7 @@ describe('SMTP submission (real Dovecot submission + sink)', function () {
   it('after STARTTLS, a client that pipelines AUTH and a transaction and half-closes gets every reply; the message is relayed', async () => {
     const marker = `halfclose-${randomBytes(4).toString('hex')}`;
     const before = world.sink.messages.length;
-    const c = await LineClient.connect(starttls.port);
-    await smtpReply(c);
-    c.send('EHLO client.example');
-    await smtpReply(c);
-    c.send('STARTTLS');
-    assert.match(await smtpReply(c), /^220 /);
-    const t = await c.startTls(ca);
+    const t = await overStartTls(starttls.port, ca);
     const auth = Buffer.from(`\0alice\0${world.users.alice.password}`).toString('base64');
     t.write(`EHLO client.example\r\nAUTH PLAIN ${auth}\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<halfclose@elsewhere.example>\r\nDATA\r\nSubject: ${marker}\r\n\r\nbody\r\n.\r\nQUIT\r\n`);
     t.socket.end();

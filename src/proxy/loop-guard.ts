@@ -41,6 +41,11 @@ export function isOwnListener(address: string, port: number, listeners: readonly
 
 export type HopCheck = { ok: true; next: number } | { ok: false; ttl: number };
 
+/** A hop count as proxies send it (IMAP ID `x-proxy-ttl`, XCLIENT `TTL=`): a small decimal number. */
+export function isHopCount(value: string): boolean {
+  return /^\d{1,4}$/.test(value);
+}
+
 /**
  * The hop count for the next proxy (Dovecot `x-proxy-ttl` in IMAP ID, `TTL=` in XCLIENT): the one a trusted client
  * (an upstream proxy) sent, else `initial`; at 1 or below this login would go around once more: refuse. The next hop
@@ -48,6 +53,6 @@ export type HopCheck = { ok: true; next: number } | { ok: false; ttl: number };
  */
 export function nextHop(received: string | undefined, trusted: boolean, initial: number): HopCheck {
   let ttl = initial;
-  if (trusted && received !== undefined && /^\d{1,4}$/.test(received.trim())) ttl = Math.min(Number(received.trim()), initial);
+  if (trusted && received !== undefined && isHopCount(received.trim())) ttl = Math.min(Number(received.trim()), initial);
   return ttl <= 1 ? { ok: false, ttl } : { ok: true, next: ttl - 1 };
 }

@@ -1,6 +1,7 @@
 // Owns the client side of ManageSieve before login (RFC 5804): capability greeting, CAPABILITY/NOOP/LOGOUT/STARTTLS, XCLIENT from trusted upstreams, AUTHENTICATE PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 → one Credentials.
 // Must not do I/O, consult the directory or backends, or echo client input (passwords, tokens) in a reply.
 import { isIP } from 'node:net';
+import { isHopCount } from '../loop-guard.js';
 import type { DisconnectReason, ErrorCode } from '../../errors.js';
 import type { ClientAction, ClientEvent, Dialogue, DialogueOptions } from '../protocol.js';
 import { LOGIN_CHALLENGE_PASS, LOGIN_CHALLENGE_USER, decodeLoginStep, decodePlain, decodeTokenResponse, isTokenCredentials, tokenErrorChallenge, type Credentials, type TokenMechanism } from '../sasl.js';
@@ -268,7 +269,7 @@ export function parseSieveXclient(args: readonly SieveToken[]): Record<string, s
     const key = a.value.slice(0, eq).toUpperCase();
     const value = a.value.slice(eq + 1);
     if (key === 'TTL') {
-      if (!/^\d{1,4}$/.test(value)) return null;
+      if (!isHopCount(value)) return null;
       out['x-proxy-ttl'] = value;
     } else if (key === 'ADDR') {
       if (isIP(value) === 0) return null;

@@ -1,5 +1,7 @@
 // Owns XCLIENT from trusted upstream proxies on the SMTP/LMTP listeners: the hop count (TTL=, Dovecot's proxy TTL) and client address they pass in.
 // Must not decide who is trusted or refuse a route; the frontend enables it per connection, transaction.ts counts the hop down.
+import { isHopCount } from '../loop-guard.js';
+
 /**
  * What our listeners advertise to a trusted upstream (EHLO/LHLO `XCLIENT …`). smtp-server itself knows NAME ADDR PORT
  * PROTO HELO LOGIN; TTL is taken out here before it sees the command. LOGIN is not offered: a login goes through AUTH
@@ -33,7 +35,7 @@ export function splitXclient(line: string): XclientSplit {
     const key = p.slice(0, eq).toUpperCase();
     if (key === 'TTL') {
       const v = p.slice(eq + 1);
-      if (!/^\d{1,4}$/.test(v)) return { ok: false, reason: 'TTL is not a number' };
+      if (!isHopCount(v)) return { ok: false, reason: 'TTL is not a number' };
       ttl = v;
     } else if (PASSED.has(key)) {
       kept.push(p);

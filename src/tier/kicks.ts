@@ -160,6 +160,8 @@ export class TierKicks {
     if (how === 'replay') {
       tierKicksTotal.inc({ outcome: 'replayed' });
       this.logger.warn({ event: 'tier_kick_replayed', ...describe(k), lateMs: this.now() - k.at, kicked }, `kick missed while cut off from the tier applied late (${kicked} sessions closed)`);
+    } else {
+      this.logger.info({ event: 'tier_kick_applied', ...describe(k), kicked }, `kick from another instance applied (${kicked} sessions closed)`);
     }
   }
 }

@@ -73,10 +73,10 @@ describe('kicks reach every proxy of the tier after Redis or a proxy\'s link to 
   };
   const tierState = (p: ChildProxy, to: 'up' | 'down', from: number) => p.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === to, 15_000, from);
   const kicksTotal = async (p: ChildProxy, outcome: string) => metricValue((await adminGet(p.adminPort!, '/metrics')).body, `mailproxy_tier_kicks_total{outcome="${outcome}"}`) ?? 0;
-  /** B carried out a kick of `user` (heard live, or read late from the stream). */
-  const appliedOnB = (user: string, from: number) => b.waitForLog((l: LogLine) =>
-    (l['event'] === 'tier_action' && (l['action'] as { type?: string; user?: string } | undefined)?.user === user)
-    || (l['event'] === 'tier_kick_replayed' && l['user'] === user), 20_000, from);
+  /** B carried out a kick of `user`: heard live (tier_kick_applied) or read late from the stream (tier_kick_replayed).
+   *  Receiving the broadcast (tier_action) is no application: a kick already replayed is received and then ignored. */
+  const isApplied = (user: string) => (l: LogLine) => (l['event'] === 'tier_kick_applied' || l['event'] === 'tier_kick_replayed') && l['user'] === user;
+  const appliedOnB = (user: string, from: number) => b.waitForLog(isApplied(user), 20_000, from);
 
   it('applies a kick heard live once: the stream read that follows does not apply it again', async () => {
     const { uid, password } = world.users.alice;
@@ -88,6 +88,7 @@ describe('kicks reach every proxy of the tier after Redis or a proxy\'s link to 
     assert.match(await onB.readUntil(BYE, 5000), BYE);
     await appliedOnB(uid, fromB);
     await sleep(CHECK_MS * 4); // B reads the stream past this kick meanwhile
+    assert.equal(b.logs.slice(fromB).filter(isApplied(uid)).length, 1, 'applied once, live (never replayed)');
     assert.equal(b.logs.slice(fromB).filter((l) => l['event'] === 'tier_kick_replayed').length, 0);
     assert.equal(await kicksTotal(b, 'replayed'), replayedBefore);
   });
@@ -119,7 +120,7 @@ describe('kicks reach every proxy of the tier after Redis or a proxy\'s link to 
     // Later reads of the stream (every 500 ms) do not apply it again.
     await sleep(CHECK_MS * 4);
     assert.match(await newOnB.command('m', 'NOOP'), /^m OK/m);
-    const applied = b.logs.slice(fromB2).filter((l) => (l['event'] === 'tier_action' && (l['action'] as { user?: string }).user === uid) || (l['event'] === 'tier_kick_replayed' && l['user'] === uid));
+    const applied = b.logs.slice(fromB2).filter(isApplied(uid));
     assert.equal(applied.length, 1, JSON.stringify(applied));
     newOnB.close();
   });
@@ -150,7 +151,7 @@ describe('kicks reach every proxy of the tier after Redis or a proxy\'s link to 
     await sleep(CHECK_MS * 4);
     assert.match(await newOnB.command('m', 'NOOP'), /^m OK/m);
     assert.equal(await kicksTotal(b, 'replayed'), replayedBefore + 1, 'replayed once, counted');
-    assert.equal(b.logs.slice(fromB2).filter((l) => l['event'] === 'tier_kick_replayed').length, 1);
+    assert.equal(b.logs.slice(fromB2).filter(isApplied(uid)).length, 1, 'applied once, by the replay');
     newOnB.close();
   });
 });

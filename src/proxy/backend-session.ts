@@ -104,7 +104,8 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       return { route, ...done, attempts };
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
-      if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
+      // Not reported: a loop (the backend was never reached) and this host out of descriptors or ports (its fault, not the backend's).
+      if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP' && err.code !== 'LOCAL_RESOURCES') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
       // Refused, reset, unreachable, closed before the login reply, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR",
       // SMTP 421): a server on its way down. The login never completed, so trying again cannot log in twice.
       // A login *answered* with a temporary refusal (NO [UNAVAILABLE] from a proxy that cut a loop, 454) is final.

@@ -38,11 +38,16 @@ export interface ChildProxy {
   stop(graceMs?: number): Promise<void>;
 }
 
-export async function startChildProxy(world: Pick<World, 'dir'>, raw: RawConfig, opts: { name?: string; timeoutMs?: number } = {}): Promise<ChildProxy> {
+/** `fdLimit`: start the proxy under `ulimit -n` (RLIMIT_NOFILE) of this many descriptors. */
+export async function startChildProxy(world: Pick<World, 'dir'>, raw: RawConfig, opts: { name?: string; timeoutMs?: number; fdLimit?: number } = {}): Promise<ChildProxy> {
   const file = join(world.dir, `${opts.name ?? 'child-proxy'}.yaml`);
   const write = (r: RawConfig | string) => writeFileSync(file, typeof r === 'string' ? r : stringify(r));
   write(raw);
-  const proc = spawn(process.execPath, [MAIN, 'start', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = [MAIN, 'start', '-c', file];
+  // The shell execs node, so the pid (signals, stop) stays the proxy's.
+  const proc = opts.fdLimit === undefined
+    ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('/bin/sh', ['-c', `ulimit -n ${opts.fdLimit} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   const other: string[] = [];
   const waiters = new Set<() => void>();

@@ -29,6 +29,8 @@ export interface BackendSession {
   text: string;
   /** Backend bytes received after that reply. */
   leftover: Buffer;
+  /** The greeting's identity (normalised): which node behind the backend's address this session is on. */
+  identity?: string;
 }
 
 export interface OpenRequest {
@@ -101,7 +103,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, { greetingMs: Math.min(bl.greetingTimeoutMs, budget.timer()), replyMs: bl.replyTimeoutMs }, progress);
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
       report(deps.gate, route, 'ok', progress);
-      return { route, ...done, attempts };
+      return { route, ...done, attempts, ...(progress.greeted ? { identity: normaliseIdentity(progress.greeting) } : {}) };
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
       // Not reported: a loop (the backend was never reached) and this host out of descriptors or ports (its fault, not the backend's).

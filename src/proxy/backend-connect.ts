@@ -1,5 +1,5 @@
 // Owns opening a connection to a backend endpoint: TCP connect (through the injected Dial) under a deadline, optional PROXY v2 header, implicit TLS.
-// Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE.
+// Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE (LOCAL_RESOURCES when this host is out of descriptors or ports).
 import { connect, isIP, type Socket } from 'node:net';
 import { isLocalResourceError, ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';

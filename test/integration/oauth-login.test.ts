@@ -171,6 +171,22 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
     assert.match(await world.backends.b.readLog(), /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);
   });
 
+  it('submission: a refused token gets its challenge, then 535 5.7.8 (README), for OAUTHBEARER and XOAUTH2 alike', async () => {
+    const { world, proxy } = ctx;
+    const bad = await world.idp!.token('bob', world.users.bob.mail, { audience: 'someone-else' });
+    for (const mech of ['OAUTHBEARER', 'XOAUTH2'] as const) {
+      const c = await LineClient.connect(proxy.port('submission', 'starttls'));
+      await c.readUntil(/^220 /m);
+      c.write('EHLO client.example\r\n');
+      await c.readUntil(/^250 /m);
+      c.write(`AUTH ${mech} ${encodeTokenResponse(mech, world.users.bob.mail, bad)}\r\n`);
+      assert.match(await c.readUntil(/^\d{3} /m), /^334 /m, mech);
+      c.write(mech === 'OAUTHBEARER' ? 'AQ==\r\n' : '\r\n');
+      assert.match(await c.readUntil(/^\d{3} /m), /^535 5\.7\.8 /m, mech);
+      c.close();
+    }
+  });
+
   it('the proxy fetched the JWKS once for all of these logins (cached for jwksCacheMs)', () => {
     assert.equal(ctx.world.idp!.counts.jwks, 1);
   });

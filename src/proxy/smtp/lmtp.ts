@@ -12,7 +12,7 @@ import { teeDataStream } from './data-tee.js';
 import { createFrontend, pipelineDeps, setPhase, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { recipientDeliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
-import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
+import { REPLY, partialRecipientReplies, perRecipientReplies, replyError, type ClientReply } from './replies.js';
 import { backendRequest, isRepeatedRecipient, recipientAccount, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
 
 /** One backend's share of the transaction: its connection and the recipients it accepted, in RCPT order. */
@@ -156,7 +156,8 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         const res = await relayData(leg.link, branches[i]!, { prefix: received, recipients: leg.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs });
         leg.open = false;
         if (!leg.link.client.alive) leg.broken = true;
-        const replies = res.tooLarge ? leg.rcpts.map(() => REPLY.tooLarge) : res.replies ? perRecipientReplies(res.replies, leg.rcpts) : leg.rcpts.map(() => res.verdict.reply);
+        const replies = res.tooLarge ? leg.rcpts.map(() => REPLY.tooLarge) : res.replies ? perRecipientReplies(res.replies, leg.rcpts)
+          : res.partial ? partialRecipientReplies(res.partial, leg.rcpts, res.verdict.reply) : leg.rcpts.map(() => res.verdict.reply);
         state.log[res.verdict.outcome === 'delivered' ? 'info' : 'warn']({ phase: 'transaction', service: SERVICE, backend: name, from: txn.from.address, rcpts: leg.rcpts.length, result: res.verdict.outcome, size: res.bytes, ms: Date.now() - txn.started, ...(res.error ? { detail: res.error.detail } : {}), ...(res.verdict.failures.length ? { failures: res.verdict.failures.slice(0, 20) } : {}) }, 'lmtp transaction');
         smtpMessagesTotal.inc({ service: SERVICE, result: res.tooLarge ? 'too_large' : res.verdict.outcome });
         return new Map(leg.rcpts.map((r, j) => [r.toLowerCase(), replies[j]!] as const));

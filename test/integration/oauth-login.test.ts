@@ -171,6 +171,29 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
     assert.match(await world.backends.b.readLog(), /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);
   });
 
+  it('submission: a token of common size (2 KB: Keycloak or Entra ID with groups) is passed on to Dovecot submission, which takes at most 1 KB per AUTH line', async () => {
+    const { world, proxy } = ctx;
+    const groups = Array.from({ length: 60 }, (_x, i) => `/mail/group-${String(i).padStart(3, '0')}`);
+    const token = await world.idp!.token('bob', world.users.bob.mail, { claims: { groups } });
+    assert.ok(token.length > 1800, `token of ${token.length} characters`);
+    for (const mech of ['XOAUTH2', 'OAUTHBEARER'] as const) {
+      const c = await LineClient.connect(proxy.port('submission', 'starttls'));
+      await c.readUntil(/^220 /m);
+      c.write('EHLO client.example\r\n');
+      await c.readUntil(/^250 /m);
+      c.write(`AUTH ${mech} ${encodeTokenResponse(mech, world.users.bob.mail, token)}\r\n`);
+      assert.match(await c.readUntil(/^\d{3} /m, 10_000), /^235 /m, mech);
+      // The backend login comes with the first transaction.
+      c.write(`MAIL FROM:<${world.users.bob.mail}>\r\n`);
+      assert.match(await c.readUntil(/^\d{3} /m, 10_000), /^250 /m, mech);
+      c.write('QUIT\r\n');
+      c.close();
+    }
+    const log = await world.backends.b.readLog();
+    assert.match(log, /submission-login: Info: Login: user=<bob>, method=XOAUTH2/);
+    assert.match(log, /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);
+  });
+
   it('submission: a refused token gets its challenge, then 535 5.7.8 (README), for OAUTHBEARER and XOAUTH2 alike', async () => {
     const { world, proxy } = ctx;
     const bad = await world.idp!.token('bob', world.users.bob.mail, { audience: 'someone-else' });

@@ -171,12 +171,15 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
     assert.match(await world.backends.b.readLog(), /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);
   });
 
-  it('submission: a token of common size (2 KB: Keycloak or Entra ID with groups) is passed on to Dovecot submission, which takes at most 1 KB per AUTH line', async () => {
+  it('submission: tokens of common size (2 KB, Keycloak; 5 KB, Entra ID with groups) are taken and passed on to Dovecot submission, which takes at most 1 KB per AUTH line', async () => {
     const { world, proxy } = ctx;
-    const groups = Array.from({ length: 60 }, (_x, i) => `/mail/group-${String(i).padStart(3, '0')}`);
-    const token = await world.idp!.token('bob', world.users.bob.mail, { claims: { groups } });
-    assert.ok(token.length > 1800, `token of ${token.length} characters`);
-    for (const mech of ['XOAUTH2', 'OAUTHBEARER'] as const) {
+    const groups = (n: number) => Array.from({ length: n }, (_x, i) => `/mail/group-${String(i).padStart(3, '0')}`);
+    const common = await world.idp!.token('bob', world.users.bob.mail, { claims: { groups: groups(60) } });
+    assert.ok(common.length > 1800, `token of ${common.length} characters`);
+    // Entra ID with many groups: the AUTH line passes 4 KB (the submission command line limit without oauth).
+    const large = await world.idp!.token('bob', world.users.bob.mail, { claims: { groups: groups(200) } });
+    assert.ok(encodeTokenResponse('XOAUTH2', world.users.bob.mail, large).length > 6000, `token of ${large.length} characters`);
+    for (const [mech, token] of [['XOAUTH2', common], ['OAUTHBEARER', common], ['XOAUTH2', large]] as const) {
       const c = await LineClient.connect(proxy.port('submission', 'starttls'));
       await c.readUntil(/^220 /m);
       c.write('EHLO client.example\r\n');

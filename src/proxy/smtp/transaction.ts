@@ -12,7 +12,7 @@ import type { Clock } from '../../core/clock.js';
 import type { AdmittedRoute } from '../backend-session.js';
 import { smtpMessagesTotal } from '../../metrics.js';
 import type { SmtpBackendLoginContext } from './backend-login.js';
-import { smtpHostname, type ConnState } from './frontend.js';
+import { clientOf, smtpHostname, type ConnState } from './frontend.js';
 import { nextHop } from '../loop-guard.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
 
@@ -262,7 +262,7 @@ export function backendRequest(state: ConnState, secure: boolean, backend: strin
   const hop = nextHop(upstream?.ttl, upstream?.ttl !== undefined, config.loopProtection.proxyTtl);
   if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (XCLIENT TTL ${hop.ttl}) for backend ${backend}`);
   return {
-    client: upstream?.client ? { ...state.conn.client, ...upstream.client } : state.conn.client,
+    client: clientOf(state),
     clientTls: secure,
     login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: hop.next, ...login },
     onNote: (note: string) => state.log.debug({ phase: 'backend', backend }, note),

@@ -178,6 +178,8 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
     assert.ok(common.length > 1800, `token of ${common.length} characters`);
     // Entra ID with many groups: the AUTH line passes 4 KB (the submission command line limit without oauth).
     const large = await world.idp!.token('bob', world.users.bob.mail, { claims: { groups: groups(200) } });
+    // Traced: the token sent after the backend's empty 334 is redacted like one sent with AUTH.
+    proxy.instance.traces.set(world.users.bob.uid, 5);
     assert.ok(encodeTokenResponse('XOAUTH2', world.users.bob.mail, large).length > 6000, `token of ${large.length} characters`);
     for (const [mech, token] of [['XOAUTH2', common], ['OAUTHBEARER', common], ['XOAUTH2', large]] as const) {
       const c = await LineClient.connect(proxy.port('submission', 'starttls'));
@@ -192,6 +194,9 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
       c.write('QUIT\r\n');
       c.close();
     }
+    proxy.instance.traces.set(world.users.bob.uid, 0);
+    assert.ok(proxy.logs.some((l) => l['trace'] === true && l['dir'] === 'to-backend' && /^\[redacted \d+ bytes\]$/.test(String(l['line']))), 'the traced backend login was recorded');
+    for (const t of [common, large]) assert.ok(!proxy.logText().includes(t.split('.')[2]!), 'no token signature in the log (traced)');
     const log = await world.backends.b.readLog();
     assert.match(log, /submission-login: Info: Login: user=<bob>, method=XOAUTH2/);
     assert.match(log, /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);

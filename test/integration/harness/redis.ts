@@ -54,9 +54,13 @@ export interface RedisOptions {
 
 export interface Credentials { user: string; password: string }
 
+/** TLS towards other nodes (replication, Sentinel links), verified with the CA; no client certificates asked. */
+function tlsClientLines(t: TlsFiles): string[] {
+  return [`tls-cert-file ${t.certPath}`, `tls-key-file ${t.keyPath}`, `tls-ca-cert-file ${t.caPath}`, 'tls-auth-clients no', 'tls-replication yes'];
+}
+
 function tlsLines(port: number, t: TlsFiles): string[] {
-  return ['port 0', `tls-port ${port}`, `tls-cert-file ${t.certPath}`, `tls-key-file ${t.keyPath}`, `tls-ca-cert-file ${t.caPath}`,
-    'tls-auth-clients no', 'tls-replication yes'];
+  return ['port 0', `tls-port ${port}`, ...tlsClientLines(t)];
 }
 
 export async function startRedis(o: RedisOptions): Promise<RedisNode> {
@@ -140,7 +144,7 @@ export interface SentinelSet {
   sentinels: RedisNode[];
   /** Present with `acl: true`. */
   users?: SentinelSetUsers;
-  /** Present with `tls: true`: the certificate every node serves (also the CA clients trust). */
+  /** Present with `tls`: the certificate every TLS node serves (also the CA clients trust). */
   tls?: TlsFiles;
   /** The primary's port as the Sentinels report it now. */
   currentPrimaryPort(): Promise<number>;
@@ -159,8 +163,11 @@ export interface SentinelSetOptions {
    * user, and `sentinel sentinel-user/sentinel-pass` between Sentinels.
    */
   acl?: boolean;
-  /** Data nodes and Sentinels on TLS ports only (a self-signed certificate for localhost / 127.0.0.1). */
-  tls?: boolean;
+  /**
+   * Data nodes and Sentinels on TLS ports only (a self-signed certificate for localhost / 127.0.0.1); 'data': only the
+   * data nodes, the Sentinels serve clients on a plain port (their peers and the data nodes talk TLS).
+   */
+  tls?: boolean | 'data';
 }
 
 const credentials = (user: string): Credentials => ({ user, password: randomBytes(12).toString('hex') });
@@ -181,6 +188,7 @@ export async function startSentinelSet(o: SentinelSetOptions): Promise<SentinelS
     replication: credentials('replication'), peer: credentials('sentinel-peer'), admin: credentials('admin'),
   } : undefined;
   const common = { ...(tls ? { tls } : {}), ...(users ? { cliAuth: users.admin } : {}) };
+  const sentinelCommon = { ...(tls && o.tls === true ? { tls } : {}), ...(users ? { cliAuth: users.admin } : {}) };
   const dataExtra = [
     ...(users ? [
       'user default off',
@@ -201,8 +209,11 @@ export async function startSentinelSet(o: SentinelSetOptions): Promise<SentinelS
     sentinels.push(await startRedis({
       dir: join(o.dir, `sentinel${i}`),
       sentinel: true,
-      ...common,
+      ...sentinelCommon,
       extra: [
+        // Sentinel talks TLS to every node it links to (tls-replication), its peers too: they need a TLS port besides
+        // the plain one the clients use (a Sentinel announces its TLS port to its peers then).
+        ...(tls && o.tls === 'data' ? [`tls-port ${(await allocatePorts(1))[0]!}`, ...tlsClientLines(tls)] : []),
         `sentinel monitor ${masterName} 127.0.0.1 ${primary.port} 2`,
         `sentinel down-after-milliseconds ${masterName} 1000`,
         `sentinel failover-timeout ${masterName} 3000`,

@@ -32,10 +32,10 @@ const redisSchema = z.strictObject({
     username: z.string().optional(),
     password: z.string().optional(),
     passwordFile: z.string().optional(),
-    /** Talk TLS to the Sentinels too (uses redis.tls). */
+    /** Talk TLS to the Sentinels too (CA of redis.tls; system CAs without it). */
     tls: z.boolean().default(false),
   }).optional(),
-  /** TLS towards Redis; absent = plain TCP. */
+  /** TLS towards Redis (with sentinel: the data nodes it names); absent = plain TCP. */
   tls: tlsSchema.optional(),
   /** Redis 6 ACL user; absent = the default user. */
   username: z.string().optional(),

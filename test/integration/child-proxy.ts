@@ -38,16 +38,13 @@ export interface ChildProxy {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** `fdLimit`: start the proxy under `ulimit -n` (RLIMIT_NOFILE) of this many descriptors. */
-export async function startChildProxy(world: Pick<World, 'dir'>, raw: RawConfig, opts: { name?: string; timeoutMs?: number; fdLimit?: number } = {}): Promise<ChildProxy> {
+/** `wrap`: a command prefix the proxy runs under (e.g. a sandbox that then execs node). */
+export async function startChildProxy(world: Pick<World, 'dir'>, raw: RawConfig, opts: { name?: string; timeoutMs?: number; wrap?: string[] } = {}): Promise<ChildProxy> {
   const file = join(world.dir, `${opts.name ?? 'child-proxy'}.yaml`);
   const write = (r: RawConfig | string) => writeFileSync(file, typeof r === 'string' ? r : stringify(r));
   write(raw);
-  const args = [MAIN, 'start', '-c', file];
-  // The shell execs node, so the pid (signals, stop) stays the proxy's.
-  const proc = opts.fdLimit === undefined
-    ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn('/bin/sh', ['-c', `ulimit -n ${opts.fdLimit} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const command = [...(opts.wrap ?? []), process.execPath, MAIN, 'start', '-c', file];
+  const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   const other: string[] = [];
   const waiters = new Set<() => void>();

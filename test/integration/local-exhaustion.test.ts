@@ -42,7 +42,8 @@ describe('proxy out of file descriptors (real Dovecot and slapd, child proxy und
       r['health'] = { enabled: true, intervalMs: 200, fastIntervalMs: 100, timeoutMs: 2000, rise: 2, fall: 2 };
       (r['directory'] as { cache: unknown })['cache'] = { ttlMs: 120_000 };
     });
-    proxy = await startChildProxy(world, raw, { name: 'fd-limit', fdLimit: 256 });
+    // The shell execs node under the limit, so the pid (signals, stop) stays the proxy's.
+    proxy = await startChildProxy(world, raw, { name: 'fd-limit', wrap: ['/bin/sh', '-c', 'ulimit -n 256 && exec "$0" "$@"'] });
     const port = proxy.port('imap', 'none');
     const upLogged = (backend: string) => proxy!.waitForLog((l) => l['event'] === 'backend_state' && l['backend'] === backend && l['to'] === 'up');
     await Promise.all([upLogged('backend-a'), upLogged('backend-b')]);

@@ -71,6 +71,9 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       size: smtp.maxMessageBytes,
       maxRecipients: smtp.maxRecipients,
       disableReverseLookup: true,
+      // RFC 4954 §4: a server takes its mechanisms' largest responses; an access token with group claims runs to 4–8 KB
+      // (XOAUTH2 line with it: up to ~11 KB), past the 4 KB command line kept otherwise.
+      ...(config.oauth ? { maxCommandLength: 16 * 1024 } : {}),
     }),
     createState: (base) => ({ ...base, errors: 0 }),
     disabledCommands: (state, secure) => {

@@ -45,7 +45,7 @@ describe('proxy out of file descriptors (real Dovecot and slapd, child proxy und
     // The shell execs node under the limit, so the pid (signals, stop) stays the proxy's.
     proxy = await startChildProxy(world, raw, { name: 'fd-limit', wrap: ['/bin/sh', '-c', 'ulimit -n 256 && exec "$0" "$@"'] });
     const port = proxy.port('imap', 'none');
-    const upLogged = (backend: string) => proxy!.waitForLog((l) => l['event'] === 'backend_state' && l['backend'] === backend && l['to'] === 'up');
+    const upLogged = (backend: string) => proxy!.waitForLog((l) => l['event'] === 'backend_state' && l['backend'] === backend && l['to'] === 'up', 30_000);
     await Promise.all([upLogged('backend-a'), upLogged('backend-b')]);
     // alice's credentials in the cache: the LDAP probe fails too while descriptors are out.
     assert.equal((await imapLogin(port, 'alice', world.users.alice.password)).cls, 'ok');
@@ -56,14 +56,15 @@ describe('proxy out of file descriptors (real Dovecot and slapd, child proxy und
     await sleep(2500);
     const during = proxy.logs.slice(from);
     assert.ok(during.some((l) => /EMFILE/.test(JSON.stringify(l))), 'the flood exhausted the proxy\'s descriptors (an EMFILE was logged)');
-    // A slow greeting under the flood may make one probe fail for real (suspect); none may fail for want of a socket.
-    const down = during.filter((l) => (l['event'] === 'backend_state' || l['event'] === 'backend_endpoint_state') && (l['to'] === 'down' || /EMFILE/.test(String(l['reason']))));
+    // On a loaded machine a slow greeting may fail a probe for real; none may fail for want of a socket.
+    const down = during.filter((l) => (l['event'] === 'backend_state' || l['event'] === 'backend_endpoint_state') && /EMFILE|ENFILE/.test(String(l['reason'])));
     assert.deepEqual(down.map((l) => `${String(l['backend'])} ${String(l['protocol'] ?? '')} -> ${String(l['to'])}: ${String(l['reason'])}`), []);
     assert.ok(during.some((l) => l['event'] === 'probe_skipped_local'), 'probes that could not open a socket were logged as skipped');
 
     for (const s of flood.splice(0)) s.destroy();
-    await sleep(300);
-    const after = await imapLogin(port, 'alice', world.users.alice.password, 5000);
+    // The proxy closes its ends as it reads the FINs; then logins work (a loaded machine may take a moment).
+    let after = await imapLogin(port, 'alice', world.users.alice.password, 5000);
+    for (let i = 0; i < 20 && after.cls !== 'ok'; i++) { await sleep(250); after = await imapLogin(port, 'alice', world.users.alice.password, 5000); }
     assert.equal(after.cls, 'ok', after.answer);
   });
 });

@@ -49,7 +49,7 @@ describe('failover faster than down detection (real Dovecot, a moving address)',
     }));
     const app = proxy.app;
     const identity = () => app.monitor.snapshot().find((b) => b.backend === 'backend-a')?.endpoints.find((e) => e.protocol === 'imap')?.lastProbe?.identity;
-    for (let i = 0; i < 100 && identity() === undefined; i++) await sleep(50);
+    for (let i = 0; i < 300 && identity() === undefined; i++) await sleep(50);
     assert.match(identity() ?? '', /backend-a/);
     const port = proxy.port('imap', 'starttls');
     const onOld = await Promise.all([idling(port), idling(port)]);

@@ -102,7 +102,16 @@ function normalise(greetingLines: string[]): string {
     .join(' ')
     .replace(/\[[^\]]*\]/g, ' ')
     .replace(/<[^>]*>/g, ' ')
-    .replace(/\b\d{1,2}:\d{2}(:\d{2})?\b/g, '#')
+    .replace(/\b\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?/g, '#')
+    .replace(/\b\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\b/g, '#')
+    // Dates (RFC 5322; ISO 8601 above) and zone offsets: a greeting that names the day (UW IMAP, Sendmail) must not look
+    // like another node at midnight (an identity change ends the sessions on the old one).
+    .replace(/\b(Mon|Tues?|Wed(nes)?|Thu(rs)?|Fri|Sat(ur)?|Sun)(day)?,?\s/gi, '')
+    .replace(/\b\d{1,2}[ -](Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*[ -]\d{2,4}\b/gi, '#')
+    .replace(/\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\s+\d{1,2}(,?\s+\d{4})?\b/gi, '#')
+    .replace(/(^|\s)[+-]\d{4}\b|\b(UTC|GMT|[A-Z]{1,2}[SD]T)\b/g, ' ')
+    .replace(/\(\s*\)/g, ' ')
+    .replace(/#(\s*#)+/g, '#')
     .replace(/\b\d{6,}\b/g, '#')
     .replace(/\s+/g, ' ')
     .trim();

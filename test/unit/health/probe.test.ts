@@ -113,7 +113,20 @@ describe('health/probe', () => {
 
   it('normaliseIdentity strips status words, response codes and per-connection noise', () => {
     assert.equal(normaliseIdentity(['* OK [CAPABILITY IMAP4rev1 ID] imap.example.org Cyrus IMAP v3.4 server ready']), 'imap.example.org Cyrus IMAP v3.4 server ready');
-    assert.equal(normaliseIdentity(['220 mx ESMTP Sendmail 8.15; Mon, 1 Jan 2024 10:11:12 +0100']), 'mx ESMTP Sendmail 8.15; Mon, 1 Jan 2024 # +0100');
+    assert.equal(normaliseIdentity(['220 mx ESMTP Sendmail 8.15; Mon, 1 Jan 2024 10:11:12 +0100']), 'mx ESMTP Sendmail 8.15; #');
+    // The day changes, the identity does not (a changed identity ends the sessions on the old node).
+    const days = [
+      ['* OK [CAPABILITY IMAP4rev1] host IMAP4rev1 2007f.404 at Sun, 6 Dec 2026 23:59:59 -0500 (EST)', '* OK [CAPABILITY IMAP4rev1] host IMAP4rev1 2007f.404 at Mon, 7 Dec 2026 00:00:01 -0500 (EST)'],
+      ['220 mx ESMTP ready 2026-12-06T23:59:59.123Z', '220 mx ESMTP ready 2026-12-07T00:00:00.001Z'],
+      ['+OK pop ready Dec 6 2026 23:59', '+OK pop ready Dec 7 2026 00:00'],
+      ['220 mx ESMTP Postfix (Debian) 6-Dec-2026', '220 mx ESMTP Postfix (Debian) 7-Dec-2026'],
+    ];
+    for (const [before, after] of days) assert.equal(normaliseIdentity([after!]), normaliseIdentity([before!]), before);
+    assert.equal(normaliseIdentity(['* OK host IMAP4rev1 2007f.404 at Sun, 6 Dec 2026 23:59:59 -0500 (EST)']), 'host IMAP4rev1 2007f.404 at #');
+    assert.equal(normaliseIdentity(['* OK SunOS Monitor Saturn ready']), 'SunOS Monitor Saturn ready', 'words that start like a day stay');
+    // Names and versions stay apart.
+    assert.notEqual(normaliseIdentity(['* OK node-a Dovecot ready.']), normaliseIdentity(['* OK node-b Dovecot ready.']));
+    assert.notEqual(normaliseIdentity(['* OK mail Cyrus IMAP v3.4 ready']), normaliseIdentity(['* OK mail Cyrus IMAP v3.6 ready']));
     assert.equal(normaliseIdentity(['+OK POP3 ready <1896.697170952@dbc.mtview.ca.us>']), 'POP3 ready');
     assert.equal(normaliseIdentity(['* OK \u0001weird\u00ff']), '?weird?');
   });

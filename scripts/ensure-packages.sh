@@ -8,6 +8,8 @@ PACKAGES=(slapd ldap-utils dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sub
 PACKAGES+=(dovecot-managesieved dovecot-sieve sieve-connect)
 # deploy/ checks: promtool (alert rules) and systemd-analyze (the unit); prometheus' own server is not wanted running.
 PACKAGES+=(prometheus systemd)
+# the unit's seccomp sandbox test (deploy-unit-sandbox) loads the filters with python3 ctypes + libseccomp2 (systemd's).
+PACKAGES+=(python3)
 # file -> package that provides it
 declare -A NEEDS=(
   [/usr/sbin/slapd]=slapd
@@ -24,6 +26,7 @@ declare -A NEEDS=(
   [/usr/bin/redis-cli]=redis-tools
   [/usr/bin/promtool]=prometheus
   [/usr/bin/systemd-analyze]=systemd
+  [/usr/bin/python3]=python3
 )
 NEEDS[/usr/lib/dovecot/managesieve]=dovecot-managesieved
 NEEDS[/usr/lib/dovecot/modules/lib90_sieve_plugin.so]=dovecot-sieve

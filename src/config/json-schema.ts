@@ -66,7 +66,7 @@ export function patternOf(root: JsonSchema, path: readonly string[]): string | u
 
 /** The zod schema as JSON Schema (input side: keys with defaults are optional), without descriptions. */
 export function bareJsonSchema(): JsonSchema {
-  const generated = z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
+  const generated = z.toJSONSchema(configSchema, { target: 'draft-07', io: 'input', unrepresentable: 'any' }) as JsonSchema;
   return JSON.parse(JSON.stringify(generated)) as JsonSchema;
 }
 

@@ -328,7 +328,7 @@ const adminSchema = z.strictObject({
 
 export const configSchema = z.strictObject({
   instanceName: z.string().default('mailproxy'),
-  workers: z.union([z.literal('auto'), z.number().int().min(1)]).default(1),
+  workers: z.union([z.literal('auto'), z.number().int().min(1)], { error: 'must be "auto" or a whole number of workers, 1 or more' }).default(1),
   /** Cluster mode: a worker that does not answer the primary's heartbeat for this long (event loop stuck) is killed and replaced; 0 = never. */
   workerHangTimeoutMs: ms(10_000),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).prefault({}),

@@ -32,10 +32,10 @@ const redisSchema = z.strictObject({
     username: z.string().optional(),
     password: z.string().optional(),
     passwordFile: z.string().optional(),
-    /** Talk TLS to the Sentinels too (uses redis.tls). */
+    /** Talk TLS to the Sentinels too (CA of redis.tls; system CAs without it). */
     tls: z.boolean().default(false),
   }).optional(),
-  /** TLS towards Redis; absent = plain TCP. */
+  /** TLS towards Redis (with sentinel: the data nodes it names); absent = plain TCP. */
   tls: tlsSchema.optional(),
   /** Redis 6 ACL user; absent = the default user. */
   username: z.string().optional(),
@@ -71,7 +71,7 @@ export const tierSchema = z.strictObject({
      * Down votes needed before the tier calls a backend endpoint down: 'majority' (of the live instances that have
      * fresh probe evidence about it) or a fixed number.
      */
-    downQuorum: z.union([z.literal('majority'), z.number().int().min(1)]).default('majority'),
+    downQuorum: z.union([z.literal('majority'), z.number().int().min(1)], { error: 'must be "majority" or a whole number of votes, 1 or more' }).default('majority'),
     /** A probe result older than this is no evidence (an instance with a long probe interval abstains). */
     evidenceMaxAgeMs: z.number().int().min(100).default(15_000),
     /** Re-read the shared view this often (changes are also pushed at once). */

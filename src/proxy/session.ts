@@ -86,6 +86,8 @@ class Session implements LiveSession {
   private relay: Relay | undefined;
   private result = 'no login';
   private tierRegistered = false;
+  /** Whose failed logins count (penalty, tier entry): a trusted ManageSieve upstream's XCLIENT ADDR, else the peer. */
+  private origin: string;
   /** Trace on demand: records nothing unless a trace is active (see src/trace/). */
   private trace: SessionTrace;
   private ended = false;
@@ -94,6 +96,7 @@ class Session implements LiveSession {
 
   constructor(private readonly deps: ProtocolServiceDeps, socket: Socket, private readonly conn: AcceptedConnection, private readonly live: Set<Session>) {
     this.socket = socket;
+    this.origin = conn.client.address;
     this.config = deps.config();
     this.started = deps.clock.now();
     this.info = { id: conn.id, protocol: deps.module.protocol, client: `${conn.client.address}:${conn.client.port}`, phase: 'prelogin', startedAt: this.started };
@@ -220,6 +223,8 @@ class Session implements LiveSession {
 
   private login(credentials: Credentials, clientId?: Record<string, string>): void {
     this.setPhase('login');
+    // Only the sieve dialogue's XCLIENT (offered to trusted upstreams alone) names the client; an IMAP ID's x- fields never count.
+    this.origin = (this.deps.module.protocol === 'sieve' ? clientId?.['x-originating-ip'] : undefined) ?? this.conn.client.address;
     this.trace.identify(credentials.user);
     // Bytes behind the login command are for the backend: stop reading (TCP holds them) until the relay or a failure.
     this.socket.pause();
@@ -233,7 +238,7 @@ class Session implements LiveSession {
       this.loggedIn = loggedIn;
       this.result = 'ok';
       // With the tier, the session admit already cleared the penalty (in the same Redis call).
-      if (!this.deps.tier) this.deps.penalty.success(this.conn.client.address);
+      if (!this.deps.tier) this.deps.penalty.success(this.origin);
       loginsTotal.inc({ protocol: this.deps.module.protocol, result: 'ok' });
       this.log('info', { phase: 'login', user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism, ms: Math.round(this.deps.clock.now() - started) }, 'login ok');
       this.trace.event('trace: login ok', { user: this.info.user, backend: this.info.backend, mechanism: credentials.mechanism });
@@ -249,8 +254,8 @@ class Session implements LiveSession {
       let delay = 0;
       if (guess && this.phase !== 'closed') {
         delay = tier
-          ? await tier.penalty.failure(this.conn.client.address, credentials.user, limits.authFailureDelayMs, limits.authFailureMaxDelayMs)
-          : this.deps.penalty.failure(this.conn.client.address, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
+          ? await tier.penalty.failure(this.origin, credentials.user, limits.authFailureDelayMs, limits.authFailureMaxDelayMs)
+          : this.deps.penalty.failure(this.origin, limits.authFailureDelayMs, limits.authFailureMaxDelayMs);
       }
       this.log('info', { phase: 'login', user: this.info.user ?? credentials.user.slice(0, 256), backend: this.info.backend, code: err.code, detail: err.detail, ...(delay ? { delayMs: delay } : {}) }, 'login failed');
       this.trace.event('trace: login failed', { code: err.code, ...(err.detail ? { detail: err.detail } : {}) });
@@ -312,8 +317,8 @@ class Session implements LiveSession {
   /** The tier's session registry and limits (tier-wide, or this process's own while Redis is away). */
   private async registerInTier(tier: TierLogin, user: string, backend: string, typedUser: string): Promise<void> {
     // The password was right: the penalty of this address and name is cleared in the same call (locally at once).
-    const clear = tier.penalty.clearLocal(this.conn.client.address, typedUser);
-    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user, backend, address: this.conn.client.address, client: this.info.client, startedAt: this.started }, clear);
+    const clear = tier.penalty.clearLocal(this.origin, typedUser);
+    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user, backend, address: this.origin, client: this.info.client, startedAt: this.started }, clear);
     if (!r.ok) {
       tierLimitRefusalsTotal.inc({ protocol: this.deps.module.protocol, limit: r.limit });
       throw new ProxyError('SESSION_LIMIT', `tier session limit per ${r.limit} reached (${r.count}, ${r.source})`);

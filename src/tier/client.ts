@@ -1,7 +1,7 @@
 // Owns the Redis connections of the tier (ioredis, the only importer): a deadline on every call, up/down state, the
 // tier metrics, reconnection, pub/sub. Must not know what the keys mean (the typed operations do) nor ever throw to callers.
 import { createHash } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 import type { TierConfig } from '../config/tier-schema.js';
 import type { Logger } from '../log.js';
 import { tierCommandSeconds, tierFallbacksTotal, tierStateChangesTotal, tierUp } from '../metrics.js';
@@ -10,6 +10,8 @@ import { tierCommandSeconds, tierFallbacksTotal, tierStateChangesTotal, tierUp }
 export type RedisLike = Redis;
 
 const TIMED_OUT = Symbol('timed out');
+/** Redis error codes (a reply's first word) that mean the credentials or the ACL refused the tier. */
+const REFUSED = /\b(WRONGPASS|NOAUTH|NOPERM)\b/;
 
 export interface RunOptions {
   /** Deadline of this call; the login path uses the configured commandTimeoutMs (the default). */
@@ -58,8 +60,11 @@ export function redisOptions(c: TierConfig, name: string): RedisOptions {
       role: 'master',
       ...(s.username ? { sentinelUsername: s.username } : {}),
       ...(s.password ? { sentinelPassword: s.password } : {}),
-      ...(tls ? { tls } : {}),
-      ...(s.tls ? { enableTLSForSentinelMode: true, ...(tls ? { sentinelTLS: tls } : {}) } : {}),
+      // ioredis ignores `tls` for the primary it resolves unless enableTLSForSentinelMode is set (it would talk plain
+      // TCP to a TLS Redis): redis.tls decides the data connections, sentinel.tls the Sentinel ones (system CAs
+      // when redis.tls does not name one).
+      ...(tls ? { tls, enableTLSForSentinelMode: true } : {}),
+      ...(s.tls ? { sentinelTLS: tls ?? {} } : {}),
       sentinelCommandTimeout: r.connectTimeoutMs,
       sentinelRetryStrategy: () => c.retryIntervalMs,
       // Subscribe to +switch-master so a failover is followed at once, not at the next error.
@@ -85,7 +90,7 @@ export class TierClient {
     tierUp.set(0);
     // ioredis's option types predate exactOptionalPropertyTypes (replyMapping?: T without | undefined).
     this.redis = new Redis(redisOptions(opts.config, opts.name) as RedisOptions & { replyMapping?: never });
-    this.redis.on('error', (e: Error) => this.markDown(`redis error: ${e.message.slice(0, 200)}`));
+    this.redis.on('error', (e: Error) => this.markDown(this.errorReason(e)));
     this.redis.on('close', () => this.markDown('connection closed'));
     this.redis.on('ready', () => void this.check());
   }
@@ -167,6 +172,17 @@ export class TierClient {
     this.sub?.disconnect();
     this.up = false;
     tierUp.set(0);
+  }
+
+  /** Why the connection failed; when Redis or the Sentinels refused the tier's user, which settings to check (never the password). */
+  private errorReason(e: Error): string {
+    const msg = e.message.slice(0, 200);
+    const code = REFUSED.exec(e.message)?.[1];
+    if (!code) return `redis error: ${msg}`;
+    const r = this.opts.config.redis;
+    // A refusal by the primary arrives as its ReplyError; ioredis reports the Sentinels' as a plain Error once all were tried.
+    if (e instanceof ReplyError || !r.sentinel) return `Redis refused the tier's user ${r.username ?? 'default'} (${code}; check tier.redis.username, password and the Redis ACL): ${msg}`;
+    return `the Sentinels refused the tier's user ${r.sentinel.username ?? 'default'} (${code}; check tier.redis.sentinel.username, password and the Sentinels' ACL): ${msg}`;
   }
 
   private fail(op: string, reason: string): void {

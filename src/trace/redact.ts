@@ -30,10 +30,17 @@ function splitLines(buf: Buffer): { lines: Buffer[]; rest: Buffer } {
 /**
  * One traced conversation. `fromClient` is what the side that logs in sends (the client, or the proxy towards a
  * backend); `fromServer` what answers it. After a line that carries or announces a credential, every further line
- * from the client is redacted until the server answers with something other than a continuation (`+`, SMTP `334`).
+ * from the client is redacted until the server's final answer to that command: IMAP its tagged reply; POP3 (`+OK`,
+ * `-ERR`), SMTP (`NNN `, not 334) and ManageSieve (OK/NO/BYE) the first final reply after those owed to the commands
+ * pipelined before it. Answers to earlier commands or untagged lines never end it.
  */
 export class TraceRedactor {
   private secret = false;
+  /** IMAP: the tag of the credential command whose tagged reply ends `secret`. */
+  private secretTag: string | undefined;
+  /** Untagged protocols: client commands not answered yet, and (while secret) final replies still owed to earlier ones. */
+  private unanswered = 0;
+  private ahead = 0;
   private partial: Buffer = Buffer.alloc(0);
   private serverPartial: Buffer = Buffer.alloc(0);
 
@@ -49,12 +56,7 @@ export class TraceRedactor {
   fromServer(bytes: Buffer): string[] {
     const { lines, rest } = splitLines(Buffer.concat([this.serverPartial, bytes]));
     this.serverPartial = rest.length > MAX_PARTIAL ? Buffer.alloc(0) : rest;
-    for (const l of lines) {
-      const text = l.toString('latin1');
-      // ManageSieve (RFC 5804 §2.1) answers SASL steps with strings; only OK/NO/BYE end them.
-      const continuation = this.protocol === 'smtp' ? /^334[ -]/.test(text) : this.protocol === 'sieve' ? !/^(OK|NO|BYE)\b/i.test(text) : l[0] === 0x2b; // '+'
-      if (!continuation) this.secret = false;
-    }
+    for (const l of lines) this.serverLine(l.toString('latin1'));
     return lines.map((l) => printable(l));
   }
 
@@ -66,10 +68,27 @@ export class TraceRedactor {
     return [side === 'client' ? this.clientLine(part) : printable(part)];
   }
 
+  /** A server line: does it end the credential exchange? (Continuations and untagged lines never do.) */
+  private serverLine(text: string): void {
+    if (this.protocol === 'imap') {
+      if (this.secret && (text.startsWith(`${this.secretTag ?? ''} `) || /^\* BYE\b/i.test(text))) this.secret = false;
+      return;
+    }
+    // ManageSieve (RFC 5804 §2.1) answers SASL steps with strings; only OK/NO/BYE are final. POP3 `+ ` continues.
+    const final = this.protocol === 'smtp' ? /^\d{3}(?: |$)/.test(text) && !text.startsWith('334')
+      : this.protocol === 'sieve' ? /^(OK|NO|BYE)\b/i.test(text) : /^(\+OK|-ERR)\b/i.test(text);
+    if (!final) return;
+    if (this.unanswered > 0) this.unanswered--;
+    if (!this.secret) return;
+    if (this.ahead > 0) this.ahead--; else this.secret = false;
+  }
+
   private clientLine(line: Buffer): string {
     if (this.secret) return `[redacted ${line.length} bytes]`;
     const text = line.toString('utf8');
+    const before = this.unanswered++;
     const r = this.protocol === 'imap' ? this.imap(text) : this.protocol === 'pop3' ? this.pop3(text) : this.protocol === 'sieve' ? this.sieve(text) : this.smtp(text);
+    if (this.secret) this.ahead = before;
     return r ?? printable(line);
   }
 
@@ -80,12 +99,13 @@ export class TraceRedactor {
     const c = cmd.toUpperCase();
     if (c === 'AUTHENTICATE') {
       this.secret = true;
+      this.secretTag = tag;
       const [mech, ...initial] = args.split(/ +/);
       return `${printable(Buffer.from(`${tag} ${cmd} ${mech ?? ''}`))}${initial.length ? ' [redacted]' : ''}`;
     }
     if (c !== 'LOGIN') return undefined;
     // A literal announced at the end means the next bytes still belong to this command (user or password).
-    if (/\{\d+\+?\}$/.test(args)) this.secret = true;
+    if (/\{\d+\+?\}$/.test(args)) { this.secret = true; this.secretTag = tag; }
     const user = /^("(?:[^"\\]|\\.)*"|\{\d+\+?\}|[^\s"{]+)/.exec(args)?.[1];
     return `${printable(Buffer.from(`${tag} ${cmd}${user ? ` ${user}` : ''}`))} [redacted]`;
   }

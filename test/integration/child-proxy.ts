@@ -38,11 +38,13 @@ export interface ChildProxy {
   stop(graceMs?: number): Promise<void>;
 }
 
-export async function startChildProxy(world: Pick<World, 'dir'>, raw: RawConfig, opts: { name?: string; timeoutMs?: number } = {}): Promise<ChildProxy> {
+/** `wrap`: a command prefix the proxy runs under (e.g. a sandbox that then execs node). */
+export async function startChildProxy(world: Pick<World, 'dir'>, raw: RawConfig, opts: { name?: string; timeoutMs?: number; wrap?: string[] } = {}): Promise<ChildProxy> {
   const file = join(world.dir, `${opts.name ?? 'child-proxy'}.yaml`);
   const write = (r: RawConfig | string) => writeFileSync(file, typeof r === 'string' ? r : stringify(r));
   write(raw);
-  const proc = spawn(process.execPath, [MAIN, 'start', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const command = [...(opts.wrap ?? []), process.execPath, MAIN, 'start', '-c', file];
+  const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   const other: string[] = [];
   const waiters = new Set<() => void>();

@@ -107,7 +107,11 @@ describe('deploy/systemd/mailproxy.service', function () {
   });
 
   it('reloads with SIGHUP and stops with a SIGTERM drain that outlasts the drain deadline', () => {
-    assert.deepEqual(values('ExecReload'), ['/bin/kill -HUP $MAINPID']);
+    // check-config first: an invalid file fails `systemctl reload` visibly (a SIGHUP alone is refused only in the log).
+    const reload = values('ExecReload');
+    assert.equal(reload.length, 2, reload.join('\n'));
+    assert.match(reload[0] ?? '', / check-config -c \/etc\/mailproxy\/mailproxy\.yaml$/);
+    assert.equal(reload[1], '/bin/kill -HUP $MAINPID');
     assert.deepEqual(values('KillSignal'), ['SIGTERM']);
     assert.deepEqual(values('KillMode'), ['mixed']);
     const stopSec = Number(values('TimeoutStopSec')[0]);

@@ -84,6 +84,37 @@ describe('LMTP front-end (real Dovecot LMTP)', function () {
     c.close();
   });
 
+  it('a repeated RCPT (any case) gets its own reply after DATA, as every 250 RCPT must (RFC 2033 §4.2), also when the message is too large', async () => {
+    const { world, proxy } = ctx;
+    const marker = randomBytes(6).toString('hex');
+    const c = await lhlo(proxy.port('lmtp', 'none'));
+    const envelope = async (): Promise<void> => {
+      c.write('MAIL FROM:<sender@elsewhere.example>\r\n');
+      assert.match(await reply(c), /^250 /m);
+      for (const rcpt of ['alice@example.test', 'bob@example.test', 'ALICE@example.test']) {
+        c.write(`RCPT TO:<${rcpt}>\r\n`);
+        assert.match(await reply(c), /^250 /m, rcpt);
+      }
+      c.write('DATA\r\n');
+      assert.match(await reply(c), /^354 /m);
+    };
+    await envelope();
+    c.write(`Subject: repeated ${marker}\r\n\r\nx\r\n.\r\n`);
+    assert.match(await reply(c), /^250 .*<alice@example\.test>/m);
+    assert.match(await reply(c), /^250 .*<bob@example\.test>/m);
+    assert.match(await reply(c), /^250 .*<alice@example\.test>/m, 'the repeated recipient gets the reply of its delivery');
+    assert.equal(await c.anyDataWithin(300), false, 'three RCPTs accepted, three replies');
+    await envelope();
+    const line = `${'y'.repeat(998)}\r\n`;
+    c.write(`Subject: big\r\n\r\n${line.repeat(Math.ceil(1.1 * 1024 * 1024 / line.length))}.\r\n`);
+    for (let i = 0; i < 3; i++) assert.match(await reply(c), /^552 /m, `too-large reply ${i + 1} of 3`);
+    assert.equal(await c.anyDataWithin(300), false, 'three too-large replies, no more');
+    c.write('QUIT\r\n');
+    c.close();
+    assert.equal((await stored(world, 'a', 'alice', marker)).length, 1, 'alice got the message once');
+    assert.equal((await stored(world, 'b', 'bob', marker)).length, 1);
+  });
+
   it('swaks --protocol LMTP delivers to alice and bob through the tier', async () => {
     const { world, proxy } = ctx;
     const marker = randomBytes(6).toString('hex');

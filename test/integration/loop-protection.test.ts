@@ -234,6 +234,35 @@ describe('loop protection and source addresses (real Dovecot, in-process proxies
     assert.match(await session(), /^250 /);
   });
 
+  it('submission: failed logins count against the client a trusted upstream forwarded, not the upstream (no shared penalty)', async () => {
+    const [port] = await allocatePorts(1);
+    await start((raw) => {
+      raw['listeners'] = [{ protocol: 'submission', address: '127.0.0.1', port, tls: 'none' }];
+      raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 200, authFailureMaxDelayMs: 3200 };
+      raw['loopProtection'] = { trustedNetworks: ['127.0.0.1/32'] };
+    });
+    /** One wrong password for the client `addr` behind the upstream: ms until the 535. */
+    const failFor = async (addr: string) => {
+      const c = await LineClient.connect(port!);
+      assert.match(await c.readLine(), /^220 /);
+      c.send('EHLO upstream.example');
+      await c.readUntil(/^250 /m);
+      c.send(`XCLIENT ADDR=${addr} PORT=4711`);
+      assert.match(await c.readLine(), /^220 /);
+      c.send('EHLO upstream.example');
+      await c.readUntil(/^250 /m);
+      const t = performance.now();
+      c.send(`AUTH PLAIN ${Buffer.from(`\0${world.users.alice.uid}\0wrong-password`).toString('base64')}`);
+      assert.match(await c.readLine(10_000), /^535 /);
+      c.close();
+      return performance.now() - t;
+    };
+    const guesser = [await failFor('192.0.2.7'), await failFor('192.0.2.7'), await failFor('192.0.2.7'), await failFor('192.0.2.7')];
+    assert.ok(guesser[3]! >= 1500, `the guesser's fourth failure waits 1.6 s: ${guesser.map(Math.round)}`);
+    const other = await failFor('192.0.2.8');
+    assert.ok(other < 1000, `another client behind the same upstream starts at the base delay, not the guesser's: ${Math.round(other)} ms (guesser ${guesser.map(Math.round)})`);
+  });
+
   it('an untrusted client cannot shorten the hop count (x-proxy-ttl ignored)', async () => {
     const [port] = await allocatePorts(1);
     await start((raw) => { raw['listeners'] = imapOnly(port!); });

@@ -197,6 +197,36 @@ describe('ManageSieve proxy (real Dovecot Pigeonhole)', function () {
     }
   });
 
+  it('failed logins count against the client a trusted upstream named in XCLIENT ADDR, not against the upstream', async () => {
+    const { world } = ctx;
+    const [port] = await allocatePorts(1);
+    const proxy = await startProxy(worldConfig(world, (raw: RawConfig) => {
+      raw['listeners'] = [{ protocol: 'sieve', address: '127.0.0.1', port, tls: 'none' }];
+      raw['sieve'] = { requireTlsForAuth: false, limits: { authFailureDelayMs: 200, authFailureMaxDelayMs: 3200 } };
+      raw['loopProtection'] = { trustedNetworks: ['127.0.0.1/32'] };
+    }));
+    /** One wrong password for `addr` behind the upstream: ms until the NO. */
+    const failFor = async (addr: string) => {
+      const c = await LineClient.connect(port!);
+      await reply(c);
+      c.write(`XCLIENT ADDR=${addr} PORT=4711\r\n`);
+      assert.match(await reply(c), /^OK "Updated"/m);
+      const t = performance.now();
+      c.write(`AUTHENTICATE "PLAIN" "${encodePlain(world.users.alice.uid, 'wrong-password')}"\r\n`);
+      assert.match(await reply(c, 10_000), /^NO/m);
+      c.close();
+      return performance.now() - t;
+    };
+    try {
+      const guesser = [await failFor('192.0.2.7'), await failFor('192.0.2.7'), await failFor('192.0.2.7'), await failFor('192.0.2.7')];
+      assert.ok(guesser[3]! >= 1500, `the guesser's fourth failure waits 1.6 s: ${guesser.map(Math.round)}`);
+      const other = await failFor('192.0.2.8');
+      assert.ok(other < 1000, `another client behind the upstream starts at the base delay: ${Math.round(other)} ms (guesser ${guesser.map(Math.round)})`);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('the health probe reads Pigeonhole\'s capability greeting on the sieve port', async () => {
     const { world, proxy } = ctx;
     const route = routeForBackend(proxy.config, 'backend-a', 'sieve');

@@ -171,6 +171,53 @@ describe('OAuth logins: JWT validation, token passed on to Dovecot oauth2 (real 
     assert.match(await world.backends.b.readLog(), /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);
   });
 
+  it('submission: tokens of common size (2 KB, Keycloak; 5 KB, Entra ID with groups) are taken and passed on to Dovecot submission, which takes at most 1 KB per AUTH line', async () => {
+    const { world, proxy } = ctx;
+    const groups = (n: number) => Array.from({ length: n }, (_x, i) => `/mail/group-${String(i).padStart(3, '0')}`);
+    const common = await world.idp!.token('bob', world.users.bob.mail, { claims: { groups: groups(60) } });
+    assert.ok(common.length > 1800, `token of ${common.length} characters`);
+    // Entra ID with many groups: the AUTH line passes 4 KB (the submission command line limit without oauth).
+    const large = await world.idp!.token('bob', world.users.bob.mail, { claims: { groups: groups(200) } });
+    // Traced: the token sent after the backend's empty 334 is redacted like one sent with AUTH.
+    proxy.instance.traces.set(world.users.bob.uid, 5);
+    assert.ok(encodeTokenResponse('XOAUTH2', world.users.bob.mail, large).length > 6000, `token of ${large.length} characters`);
+    for (const [mech, token] of [['XOAUTH2', common], ['OAUTHBEARER', common], ['XOAUTH2', large]] as const) {
+      const c = await LineClient.connect(proxy.port('submission', 'starttls'));
+      await c.readUntil(/^220 /m);
+      c.write('EHLO client.example\r\n');
+      await c.readUntil(/^250 /m);
+      c.write(`AUTH ${mech} ${encodeTokenResponse(mech, world.users.bob.mail, token)}\r\n`);
+      assert.match(await c.readUntil(/^\d{3} /m, 10_000), /^235 /m, mech);
+      // The backend login comes with the first transaction.
+      c.write(`MAIL FROM:<${world.users.bob.mail}>\r\n`);
+      assert.match(await c.readUntil(/^\d{3} /m, 10_000), /^250 /m, mech);
+      c.write('QUIT\r\n');
+      c.close();
+    }
+    proxy.instance.traces.set(world.users.bob.uid, 0);
+    assert.ok(proxy.logs.some((l) => l['trace'] === true && l['dir'] === 'to-backend' && /^\[redacted \d+ bytes\]$/.test(String(l['line']))), 'the traced backend login was recorded');
+    for (const t of [common, large]) assert.ok(!proxy.logText().includes(t.split('.')[2]!), 'no token signature in the log (traced)');
+    const log = await world.backends.b.readLog();
+    assert.match(log, /submission-login: Info: Login: user=<bob>, method=XOAUTH2/);
+    assert.match(log, /submission-login: Info: Login: user=<bob>, method=OAUTHBEARER/);
+  });
+
+  it('submission: a refused token gets its challenge, then 535 5.7.8 (README), for OAUTHBEARER and XOAUTH2 alike', async () => {
+    const { world, proxy } = ctx;
+    const bad = await world.idp!.token('bob', world.users.bob.mail, { audience: 'someone-else' });
+    for (const mech of ['OAUTHBEARER', 'XOAUTH2'] as const) {
+      const c = await LineClient.connect(proxy.port('submission', 'starttls'));
+      await c.readUntil(/^220 /m);
+      c.write('EHLO client.example\r\n');
+      await c.readUntil(/^250 /m);
+      c.write(`AUTH ${mech} ${encodeTokenResponse(mech, world.users.bob.mail, bad)}\r\n`);
+      assert.match(await c.readUntil(/^\d{3} /m), /^334 /m, mech);
+      c.write(mech === 'OAUTHBEARER' ? 'AQ==\r\n' : '\r\n');
+      assert.match(await c.readUntil(/^\d{3} /m), /^535 5\.7\.8 /m, mech);
+      c.close();
+    }
+  });
+
   it('the proxy fetched the JWKS once for all of these logins (cached for jwksCacheMs)', () => {
     assert.equal(ctx.world.idp!.counts.jwks, 1);
   });

@@ -35,6 +35,9 @@ function xclientAddr(address: string): string {
   return bare.includes(':') ? `IPV6:${bare}` : bare;
 }
 
+/** RFC 5321 §4.5.3.1.4 / RFC 4954 §4: the longest command line, CRLF included. */
+const MAX_AUTH_LINE = 512;
+
 type Phase = 'greeting' | 'hello' | 'starttls' | 'tls-wait' | 'xclient' | 'auth' | 'done';
 
 /** Drives one backend SMTP/LMTP session to "ready for MAIL". After `done`, `capabilities` holds the last EHLO/LHLO answer. */
@@ -42,6 +45,8 @@ export class SmtpBackendLogin implements BackendLogin {
   capabilities = new Map<string, string[]>();
   /** A token login's error challenge was answered once. */
   private tokenAcked = false;
+  /** The initial response held back for the server's empty 334 (see auth()). */
+  private response: string | undefined;
   /** Things worth a debug log line (XCLIENT wanted but not offered). */
   readonly notes: string[] = [];
   greeting = '';
@@ -97,6 +102,11 @@ export class SmtpBackendLogin implements BackendLogin {
         return this.hello();
       case 'auth':
         if (r.code === 235) return this.done();
+        if (r.code === 334 && this.response !== undefined) {
+          const bytes = `${this.response}\r\n`;
+          this.response = undefined;
+          return [{ kind: 'send', bytes }];
+        }
         // RFC 7628 §3.2.3: a 334 with a token carries the JSON error; acknowledge it (XOAUTH2: empty line), the failure follows.
         if (r.code === 334 && this.ctx.credentials?.token && !this.tokenAcked) {
           this.tokenAcked = true;
@@ -107,6 +117,18 @@ export class SmtpBackendLogin implements BackendLogin {
       case 'done':
         return [];
     }
+  }
+
+  /**
+   * RFC 4954 §4: an initial response that would take the AUTH line past 512 octets goes after the server's empty 334
+   * instead (Dovecot's submission refuses AUTH lines over about 1 KB with 500, i.e. every access token of common size).
+   */
+  private auth(mechanism: string, response: string): BackendAction[] {
+    this.phase = 'auth';
+    const line = `AUTH ${mechanism} ${response}\r\n`;
+    if (line.length <= MAX_AUTH_LINE) return [{ kind: 'send', bytes: line }];
+    this.response = response;
+    return [{ kind: 'send', bytes: `AUTH ${mechanism}\r\n` }];
   }
 
   private hello(): BackendAction[] {
@@ -140,12 +162,10 @@ export class SmtpBackendLogin implements BackendLogin {
       const token = creds.token;
       if (token) {
         if (!mechs.includes(token.mechanism)) return this.fail('BACKEND_PROTOCOL', `backend offers no AUTH ${token.mechanism} (${mechs.join(' ')})`);
-        this.phase = 'auth';
-        return [{ kind: 'send', bytes: `AUTH ${token.mechanism} ${encodeTokenResponse(token.mechanism, creds.user, token.token)}\r\n` }];
+        return this.auth(token.mechanism, encodeTokenResponse(token.mechanism, creds.user, token.token));
       }
       if (!mechs.includes('PLAIN')) return this.fail('BACKEND_PROTOCOL', `backend offers no AUTH PLAIN (${mechs.join(' ')})`);
-      this.phase = 'auth';
-      return [{ kind: 'send', bytes: `AUTH PLAIN ${encodePlain(creds.user, creds.password)}\r\n` }];
+      return this.auth('PLAIN', encodePlain(creds.user, creds.password));
     }
     return this.done();
   }

@@ -88,6 +88,16 @@ export interface ConnState {
   upstream?: UpstreamInfo;
 }
 
+/**
+ * The client this connection speaks for: the one a trusted upstream forwarded (XCLIENT ADDR/PORT), else the connection's
+ * peer. Failed-login penalties, the tier's session entry, backends and the session summary all count this one, so the
+ * clients behind one upstream never share a penalty.
+ */
+export function clientOf(state: Pick<ConnState, 'conn' | 'upstream'>): AcceptedConnection['client'] {
+  const forwarded = state.upstream?.client;
+  return forwarded ? { ...state.conn.client, ...forwarded } : state.conn.client;
+}
+
 /** A trusted upstream may use XCLIENT (upstream-xclient.ts); everyone else never sees it. */
 function withUpstream(state: ConnState, disabled: string[]): string[] {
   return state.upstream ? disabled.filter((c) => c !== 'XCLIENT') : disabled;
@@ -265,7 +275,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
     sessionsActive.dec({ protocol: spec.protocol, phase: state.info.phase });
     // One summary record per session, as for IMAP/POP3 (transactions and AUTH outcomes have their own lines).
     const { info } = state;
-    state.log.info({ phase: 'end', summary: true, client: state.conn.client.address, ...(info.user ? { user: info.user } : {}), ...(info.backend ? { backend: info.backend } : {}), reason, durationMs: clock.now() - info.startedAt }, 'session');
+    state.log.info({ phase: 'end', summary: true, client: clientOf(state).address, ...(state.upstream?.client ? { upstream: state.conn.client.address } : {}), ...(info.user ? { user: info.user } : {}), ...(info.backend ? { backend: info.backend } : {}), reason, durationMs: clock.now() - info.startedAt }, 'session');
     try {
       spec.onClose(state);
     } catch (e) {

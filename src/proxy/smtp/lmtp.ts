@@ -12,7 +12,7 @@ import { teeDataStream } from './data-tee.js';
 import { createFrontend, pipelineDeps, setPhase, smtpHostname, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { recipientDeliveryRoute } from './inbound.js';
 import { formatReceived } from './received.js';
-import { REPLY, perRecipientReplies, replyError, type ClientReply } from './replies.js';
+import { REPLY, partialRecipientReplies, perRecipientReplies, replyError, type ClientReply } from './replies.js';
 import { backendRequest, isRepeatedRecipient, recipientAccount, mailCommand, rcptCommand, refusedRcptResult, relayData, relayStep, resetLink, runHandler, sameEndpoint, type BackendLink } from './transaction.js';
 
 /** One backend's share of the transaction: its connection and the recipients it accepted, in RCPT order. */
@@ -22,7 +22,8 @@ interface LmtpState extends ConnState {
   errors: number;
   /** Backend connections by backend name, kept across transactions (RSET between them). */
   legs: Map<string, Leg>;
-  txn?: { from: SMTPServerAddress; rcpts: Array<{ address: string; backend: string }>; started: number } | undefined;
+  /** `accepted`: every RCPT answered 250, in order, repeats included (RFC 2033 §4.2 owes each one a reply after DATA). */
+  txn?: { from: SMTPServerAddress; rcpts: Array<{ address: string; backend: string }>; accepted: string[]; started: number } | undefined;
 }
 
 const SERVICE = 'lmtp';
@@ -83,7 +84,7 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
     },
 
     onMailFrom(state, from, _session, callback) {
-      state.txn = { from, rcpts: [], started: Date.now() };
+      state.txn = { from, rcpts: [], accepted: [], started: Date.now() };
       // Legs from the previous transaction are reset (RFC 5321 §4.1.1.5) and reused; MAIL goes out at their first recipient.
       void Promise.all([...state.legs.entries()].map(async ([name, leg]) => {
         leg.rcpts = [];
@@ -96,7 +97,10 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
     onRcptTo(state, to, session, callback) {
       const txn = state.txn;
       if (!txn) return callback(replyError({ code: 503, text: '5.5.1 Error: need MAIL command' }));
-      if (isRepeatedRecipient(txn.rcpts.map((r) => r.address), to.address)) return callback();
+      if (isRepeatedRecipient(txn.rcpts.map((r) => r.address), to.address)) {
+        txn.accepted.push(to.address);
+        return callback();
+      }
       const reject = (reply: ClientReply, result: string): void => {
         smtpRecipientsTotal.inc({ service: SERVICE, result });
         callback(replyError(reply));
@@ -121,6 +125,7 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         }
         leg.rcpts.push(to.address);
         txn.rcpts.push({ address: to.address, backend: route.backend });
+        txn.accepted.push(to.address);
         setPhase(state, 'relay');
         smtpRecipientsTotal.inc({ service: SERVICE, result: 'accepted' });
         callback();
@@ -134,6 +139,10 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         stream.resume();
         return callback(replyError(REPLY.backendTemp));
       }
+      // smtp-server keeps a repeated address once in its envelope and replies per envelope entry (here and when the message is too
+      // large); each RCPT it answered 250 gets its own entry back, so the client gets exactly as many replies as it counts.
+      const entries = new Map(session.envelope.rcptTo.map((r) => [r.address.toLowerCase(), r] as const));
+      session.envelope.rcptTo = txn.accepted.flatMap((a) => entries.get(a.toLowerCase()) ?? []);
       const { smtp } = state.config;
       const legs = [...state.legs.entries()].filter(([, leg]) => leg.open && leg.rcpts.length > 0);
       const branches = teeDataStream(stream, legs.length);
@@ -147,7 +156,8 @@ export function createLmtpService(deps: SmtpServiceDeps): ConnectionHandler {
         const res = await relayData(leg.link, branches[i]!, { prefix: received, recipients: leg.rcpts, commandTimeoutMs: smtp.commandTimeoutMs, dataTimeoutMs: smtp.dataTimeoutMs });
         leg.open = false;
         if (!leg.link.client.alive) leg.broken = true;
-        const replies = res.tooLarge ? leg.rcpts.map(() => REPLY.tooLarge) : res.replies ? perRecipientReplies(res.replies, leg.rcpts) : leg.rcpts.map(() => res.verdict.reply);
+        const replies = res.tooLarge ? leg.rcpts.map(() => REPLY.tooLarge) : res.replies ? perRecipientReplies(res.replies, leg.rcpts)
+          : res.partial ? partialRecipientReplies(res.partial, leg.rcpts, res.verdict.reply) : leg.rcpts.map(() => res.verdict.reply);
         state.log[res.verdict.outcome === 'delivered' ? 'info' : 'warn']({ phase: 'transaction', service: SERVICE, backend: name, from: txn.from.address, rcpts: leg.rcpts.length, result: res.verdict.outcome, size: res.bytes, ms: Date.now() - txn.started, ...(res.error ? { detail: res.error.detail } : {}), ...(res.verdict.failures.length ? { failures: res.verdict.failures.slice(0, 20) } : {}) }, 'lmtp transaction');
         smtpMessagesTotal.inc({ service: SERVICE, result: res.tooLarge ? 'too_large' : res.verdict.outcome });
         return new Map(leg.rcpts.map((r, j) => [r.toLowerCase(), replies[j]!] as const));

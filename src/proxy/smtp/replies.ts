@@ -118,3 +118,8 @@ export function perRecipientReplies(replies: BackendReply[], recipients: string[
     return isPositive(r) ? { code: 250, text: replyText(r) || '2.0.0 Delivered' } : forwardReply(r);
   });
 }
+
+/** LMTP replies read before the backend failed: recipient i gets reply i (never one reply for all, as from SMTP), the rest `rest`. */
+export function partialRecipientReplies(replies: BackendReply[], recipients: string[], rest: ClientReply): ClientReply[] {
+  return recipients.map((r, i) => (i < replies.length ? perRecipientReplies([replies[i]!], [r])[0]! : rest));
+}

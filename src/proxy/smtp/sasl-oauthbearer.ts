@@ -1,4 +1,4 @@
-// Owns the AUTH OAUTHBEARER (RFC 7628) mechanism added to smtp-server, which ships PLAIN, LOGIN and XOAUTH2 only; it hands the token to onAuth like XOAUTH2.
+// Owns the AUTH OAUTHBEARER (RFC 7628) mechanism added to smtp-server (which ships PLAIN, LOGIN, XOAUTH2), handing the token to onAuth like XOAUTH2, and the 535 both send after a refused token.
 // Must not validate tokens (submission.ts does, through the directory) nor log the payload.
 import SASL from 'smtp-server/lib/sasl.js';
 import { decodeOAuthBearer } from '../sasl.js';
@@ -31,11 +31,7 @@ function token(this: Connection, canAbort: boolean, raw: Buffer | string, done: 
     }
     if (!response?.user) {
       // RFC 7628 §3.2.2: the error as a 334 challenge; whatever the client answers (%x01), 535 follows.
-      this._nextHandler = (_data: unknown, next: Done) => {
-        void _data;
-        this.send(535, '5.7.8 Authentication credentials invalid');
-        next();
-      };
+      this._nextHandler = tokenRefused.bind(this);
       this.send(334, Buffer.from(JSON.stringify(response?.data ?? { status: 'invalid_token' })).toString('base64'));
       return done();
     }
@@ -46,6 +42,12 @@ function token(this: Connection, canAbort: boolean, raw: Buffer | string, done: 
   });
 }
 
+/** The 535 after a refused token's challenge (README: `535 5.7.8`, as for a wrong password). */
+function tokenRefused(this: Connection, _data: unknown, next: Done): void {
+  this.send(535, '5.7.8 Authentication credentials invalid');
+  next();
+}
+
 let installed = false;
 
 /** Register SASL_OAUTHBEARER with smtp-server (once per process); offered only where authMethods lists it. */
@@ -53,6 +55,8 @@ export function installOAuthBearer(): void {
   if (installed) return;
   installed = true;
   const table = SASL as unknown as Record<string, unknown>;
+  // smtp-server's own XOAUTH2 ends a refused token with `535 Error: Username and Password not accepted` (no enhanced code).
+  table['XOAUTH2_error'] = tokenRefused;
   table['SASL_OAUTHBEARER'] = function (this: Connection, args: string[], done: Done): void {
     if (args.length > 1) {
       this.send(501, 'Error: syntax: AUTH OAUTHBEARER token');

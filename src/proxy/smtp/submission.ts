@@ -13,7 +13,7 @@ import type { ConnectionHandler } from '../protocol.js';
 import { SmtpBackendClient } from './backend-client.js';
 import { admit, backendCredentials, type AdmittedRoute } from '../backend-session.js';
 import { AuthPenalty } from '../auth-penalty.js';
-import { createFrontend, pipelineDeps, setPhase, type ConnState, type SmtpServiceDeps } from './frontend.js';
+import { clientOf, createFrontend, pipelineDeps, setPhase, type ConnState, type SmtpServiceDeps } from './frontend.js';
 import { REPLY, catalogueReply, replyError, type ClientReply } from './replies.js';
 import { backendRequest, countedError, dropLink, isRepeatedRecipient, linkTo, mailCommand, rcptCommand, refuseData, refusedRcptResult, relayAndAnswer, relayStep, runHandler, transactionSummary, type BackendLink } from './transaction.js';
 
@@ -55,9 +55,9 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
     // Slows password guessing (doubling per failure from this address) without holding anything but this client's dialogue.
     const { smtp } = state.config;
     const tier = deps.tier;
-    if (!tier) { state.clock.setTimeout(fn, penalty.failure(state.conn.client.address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs)); return; }
+    if (!tier) { state.clock.setTimeout(fn, penalty.failure(clientOf(state).address, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs)); return; }
     // Tier-wide (per address and per login name); falls back to local counts within the tier's deadline.
-    void tier.penalty.failure(state.conn.client.address, user, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs).then((ms) => state.clock.setTimeout(fn, ms));
+    void tier.penalty.failure(clientOf(state).address, user, smtp.authFailureDelayMs, smtp.authFailureMaxDelayMs).then((ms) => state.clock.setTimeout(fn, ms));
   };
 
   return createFrontend<SubmissionState>(deps, {
@@ -71,6 +71,9 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
       size: smtp.maxMessageBytes,
       maxRecipients: smtp.maxRecipients,
       disableReverseLookup: true,
+      // RFC 4954 §4: a server takes its mechanisms' largest responses; an access token with group claims runs to 4–8 KB
+      // (XOAUTH2 line with it: up to ~11 KB), past the 4 KB command line kept otherwise.
+      ...(config.oauth ? { maxCommandLength: 16 * 1024 } : {}),
     }),
     createState: (base) => ({ ...base, errors: 0 }),
     disabledCommands: (state, secure) => {
@@ -135,12 +138,12 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         const route = routeFor(state.config, account); // NO_ROUTE: a temporary failure now beats one at every MAIL
         const tier = deps.tier;
         if (!tier) {
-          penalty.success(state.conn.client.address);
+          penalty.success(clientOf(state).address);
           return authenticated(account);
         }
         // The tier's session registry and limits, as for IMAP/POP3; the admit call also clears the address's and name's penalty.
-        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, backend: route.backend, address: state.conn.client.address, client: state.info.client, startedAt: state.info.startedAt };
-        return tier.sessions.admit(entry, tier.penalty.clearLocal(state.conn.client.address, typed)).then((admitted) => {
+        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, backend: route.backend, address: clientOf(state).address, client: state.info.client, startedAt: state.info.startedAt };
+        return tier.sessions.admit(entry, tier.penalty.clearLocal(clientOf(state).address, typed)).then((admitted) => {
           if (!admitted.ok) {
             tierLimitRefusalsTotal.inc({ protocol: SERVICE, limit: admitted.limit });
             state.log.info({ phase: 'auth', user: account.login, limit: admitted.limit, count: admitted.count, source: admitted.source }, 'tier session limit reached');

@@ -12,7 +12,7 @@ import type { Clock } from '../../core/clock.js';
 import type { AdmittedRoute } from '../backend-session.js';
 import { smtpMessagesTotal } from '../../metrics.js';
 import type { SmtpBackendLoginContext } from './backend-login.js';
-import { smtpHostname, type ConnState } from './frontend.js';
+import { clientOf, smtpHostname, type ConnState } from './frontend.js';
 import { nextHop } from '../loop-guard.js';
 import { REPLY, dataVerdict, forwardReply, isPositive, replyError, type ClientReply, type DataVerdict } from './replies.js';
 
@@ -109,6 +109,8 @@ export interface RelayDataResult {
   error?: ProxyError;
   /** The backend's replies after the final dot (LMTP: one per recipient), when it got that far. */
   replies?: BackendReply[];
+  /** LMTP: the replies read before the backend failed, fewer than the recipients (those recipients' fate is known). */
+  partial?: BackendReply[];
 }
 
 /** Let smtp-server finish reading a message we no longer forward (it waits for the stream's end). */
@@ -136,6 +138,7 @@ export async function relayData(link: BackendLink, stream: SMTPServerDataStream,
   // smtp-server counts bytes before passing them on, so sizeExceeded is set before the
   // oversized chunk could reach the backend: abandon the transfer (no final dot is sent).
   let tooLarge = false;
+  const replies: BackendReply[] = [];
   const watchSize = (): void => {
     if (stream.sizeExceeded && !tooLarge) {
       tooLarge = true;
@@ -154,7 +157,6 @@ export async function relayData(link: BackendLink, stream: SMTPServerDataStream,
     stream.on('data', watchSize);
     const bytes = await client.sendData(stream, opts.prefix, opts.dataTimeoutMs);
     const expected = client.lmtp ? opts.recipients.length : 1;
-    const replies: BackendReply[] = [];
     for (let i = 0; i < expected; i++) replies.push(await client.read(opts.dataTimeoutMs, 'end of DATA'));
     return { verdict: dataVerdict(replies, opts.recipients), bytes, tooLarge: false, clientGone: false, replies };
   } catch (e) {
@@ -165,7 +167,9 @@ export async function relayData(link: BackendLink, stream: SMTPServerDataStream,
       await waitEnd(stream);
       return { verdict: { outcome: 'rejected', reply: REPLY.tooLarge, failures: [] }, bytes: stream.byteLength, tooLarge: true, clientGone: false };
     }
-    return deferred(err, { clientGone: err.code === 'INTERNAL' });
+    // An LMTP backend that fails between its per-recipient replies has delivered to those it answered 250 (a 4xx for them
+    // would make the MTA deliver again).
+    return deferred(err, { clientGone: err.code === 'INTERNAL', ...(client.lmtp && replies.length > 0 ? { partial: replies } : {}) });
   } finally {
     stream.off('data', watchSize);
   }
@@ -258,7 +262,7 @@ export function backendRequest(state: ConnState, secure: boolean, backend: strin
   const hop = nextHop(upstream?.ttl, upstream?.ttl !== undefined, config.loopProtection.proxyTtl);
   if (!hop.ok) throw new ProxyError('ROUTE_LOOP', `hop count spent (XCLIENT TTL ${hop.ttl}) for backend ${backend}`);
   return {
-    client: upstream?.client ? { ...state.conn.client, ...upstream.client } : state.conn.client,
+    client: clientOf(state),
     clientTls: secure,
     login: { heloName: smtpHostname(config), sessionId: state.conn.id, proxyTtl: hop.next, ...login },
     onNote: (note: string) => state.log.debug({ phase: 'backend', backend }, note),

@@ -1,11 +1,13 @@
 // Owns real redis-server fixtures for tests (Debian package redis-server): standalone (optional ACL users) and a
-// Sentinel set (primary, replica, three Sentinels), on free loopback ports in temp folders; stop, kill, pause, restart.
-// Must not know about mailproxy beyond the ACL lines it is given.
+// Sentinel set (primary, replica, three Sentinels; optionally ACL users everywhere and TLS-only ports), on free
+// loopback ports in temp folders; stop, kill, pause, restart. Must not know about mailproxy beyond the ACL it documents.
+import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { findProgram } from './binaries.js';
 import { allocatePorts, pollUntil, waitListening } from './ports.js';
 import { pauseTree, runCommand, signalTree, spawnFixture, stopFixture, type Spawned } from './processes.js';
+import { generateCert, type TlsFiles } from './tls-cert.js';
 
 /** The ACL the README documents for the proxies (keys and channels under the prefix, only the commands used). */
 export const TIER_ACL_RULES = 'resetkeys ~mailproxy:* resetchannels &mailproxy:* -@all +ping +info +role +select +client|setname +hello +incr +incrby +pexpire +del +mget +sadd +srem +smembers +zadd +zrem +zscore +zrangebyscore +zremrangebyscore +hset +hdel +hgetall +scan +set +get +publish +subscribe +unsubscribe +evalsha +eval +xadd +xrange';
@@ -24,7 +26,7 @@ export interface RedisNode {
   port: number;
   dir: string;
   pid(): number | undefined;
-  /** redis-cli against this node as the default user; output trimmed. */
+  /** redis-cli against this node (as the default user, or cliAuth); output trimmed. */
   cli(...args: string[]): Promise<string>;
   /** SIGSTOP (every thread stopped when it returns) / SIGCONT. */
   pause(): void;
@@ -44,6 +46,21 @@ export interface RedisOptions {
   port?: number;
   /** Run as a Sentinel (config is rewritten by Sentinel, so it lives in dir). */
   sentinel?: boolean;
+  /** The harness's own redis-cli calls log in as this ACL user (for a node whose default user is off). */
+  cliAuth?: Credentials;
+  /** TLS only (`port 0`, `port` is the TLS port; replication and Sentinel links over TLS; no client certificates). */
+  tls?: TlsFiles;
+}
+
+export interface Credentials { user: string; password: string }
+
+/** TLS towards other nodes (replication, Sentinel links), verified with the CA; no client certificates asked. */
+function tlsClientLines(t: TlsFiles): string[] {
+  return [`tls-cert-file ${t.certPath}`, `tls-key-file ${t.keyPath}`, `tls-ca-cert-file ${t.caPath}`, 'tls-auth-clients no', 'tls-replication yes'];
+}
+
+function tlsLines(port: number, t: TlsFiles): string[] {
+  return ['port 0', `tls-port ${port}`, ...tlsClientLines(t)];
 }
 
 export async function startRedis(o: RedisOptions): Promise<RedisNode> {
@@ -52,7 +69,7 @@ export async function startRedis(o: RedisOptions): Promise<RedisNode> {
   const port = o.port ?? (await allocatePorts(1))[0]!;
   const conf = join(o.dir, o.sentinel ? 'sentinel.conf' : 'redis.conf');
   const lines = [
-    `port ${port}`,
+    ...(o.tls ? tlsLines(port, o.tls) : [`port ${port}`]),
     'bind 127.0.0.1',
     `dir ${o.dir}`,
     `pidfile ${join(o.dir, 'redis.pid')}`,
@@ -70,7 +87,10 @@ export async function startRedis(o: RedisOptions): Promise<RedisNode> {
     await waitListening([port], 5000, o.sentinel ? 'redis sentinel' : 'redis-server', () => (exited ? `(exited: ${p.output()})` : ''));
     await pollUntil(async () => (await cli('PING').catch(() => '')) === 'PONG', 5000, () => `redis on ${port} answers PING`);
   };
-  const cli = (...args: string[]) => runCommand(bin.cli, ['-h', '127.0.0.1', '-p', String(port), ...args], { timeoutMs: 5000 }).then((s) => s.trim());
+  const cliArgs = ['-h', '127.0.0.1', '-p', String(port),
+    ...(o.cliAuth ? ['--user', o.cliAuth.user, '--pass', o.cliAuth.password, '--no-auth-warning'] : []),
+    ...(o.tls ? ['--tls', '--cacert', o.tls.caPath] : [])];
+  const cli = (...args: string[]) => runCommand(bin.cli, [...cliArgs, ...args], { timeoutMs: 5000 }).then((s) => s.trim());
   await launch();
   return {
     port,
@@ -94,35 +114,120 @@ export async function startRedis(o: RedisOptions): Promise<RedisNode> {
   };
 }
 
+/** Redis' documented minimum for Sentinel's user on the data nodes (Redis docs, "ACL rules for Sentinel and Replicas"). */
+export const SENTINEL_MONITOR_ACL_RULES = 'allchannels +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill';
+/** … and for the replication user (`masteruser`) on the primary. */
+export const REPLICATION_ACL_RULES = '+psync +replconf +ping';
+/** On the Sentinels, what mailproxy (ioredis) asks: the primary's address, the other Sentinels, `+switch-master` events. */
+export const SENTINEL_CLIENT_ACL_RULES = 'resetchannels &+switch-master -@all +ping +subscribe +sentinel|get-master-addr-by-name +sentinel|sentinels';
+/** On the Sentinels, what one Sentinel asks of another (`sentinel sentinel-user`): pings, hellos, votes. */
+export const SENTINEL_PEER_ACL_RULES = 'resetchannels &__sentinel__:hello -@all +ping +publish +client|setname +sentinel|is-master-down-by-addr';
+
+/** The ACL users of a Sentinel set started with `acl: true` (random passwords). */
+export interface SentinelSetUsers {
+  /** The tier's user on the data nodes (TIER_ACL_RULES). */
+  mailproxy: Credentials;
+  /** The tier's user on the Sentinels (SENTINEL_CLIENT_ACL_RULES). */
+  sentinelClient: Credentials;
+  /** Sentinel's user on the data nodes (`sentinel auth-user`), replication (`masteruser`), Sentinel to Sentinel. */
+  monitor: Credentials;
+  replication: Credentials;
+  peer: Credentials;
+  /** `+@all` everywhere: the harness's own redis-cli calls. */
+  admin: Credentials;
+}
+
 export interface SentinelSet {
   masterName: string;
   primary: RedisNode;
   replica: RedisNode;
   sentinels: RedisNode[];
+  /** Present with `acl: true`. */
+  users?: SentinelSetUsers;
+  /** Present with `tls`: the certificate every TLS node serves (also the CA clients trust). */
+  tls?: TlsFiles;
   /** The primary's port as the Sentinels report it now. */
   currentPrimaryPort(): Promise<number>;
   stop(): Promise<void>;
 }
 
-/**
- * A primary, one replica and three Sentinels (quorum 2, down-after 1 s, failover timeout 3 s), all on loopback.
- * `extra` lines (ACL users) go to both data nodes.
- */
-export async function startSentinelSet(o: { dir: string; extra?: string[]; masterName?: string }): Promise<SentinelSet> {
+export interface SentinelSetOptions {
+  dir: string;
+  /** More config lines for both data nodes. */
+  extra?: string[];
+  masterName?: string;
+  /**
+   * Run the set as an operator following Redis' docs would: `user default off` everywhere, the tier's user
+   * (TIER_ACL_RULES), a replication user (`masteruser`/`masterauth` on both data nodes, so the old primary can follow
+   * the new one), Sentinel's user on the data nodes (`sentinel auth-user/auth-pass`), Sentinels requiring a client
+   * user, and `sentinel sentinel-user/sentinel-pass` between Sentinels.
+   */
+  acl?: boolean;
+  /**
+   * Data nodes and Sentinels on TLS ports only (a self-signed certificate for localhost / 127.0.0.1); 'data': only the
+   * data nodes, the Sentinels serve clients on a plain port (their peers and the data nodes talk TLS).
+   */
+  tls?: boolean | 'data';
+}
+
+const credentials = (user: string): Credentials => ({ user, password: randomBytes(12).toString('hex') });
+const userLine = (c: Credentials, rules: string) => `user ${c.user} on >${c.password} ${rules}`;
+
+/** A primary, one replica and three Sentinels (quorum 2, down-after 1 s, failover timeout 3 s), all on loopback. */
+export async function startSentinelSet(o: SentinelSetOptions): Promise<SentinelSet> {
   const masterName = o.masterName ?? 'mp';
-  const primary = await startRedis({ dir: join(o.dir, 'primary'), ...(o.extra ? { extra: o.extra } : {}) });
-  const replica = await startRedis({ dir: join(o.dir, 'replica'), extra: [...(o.extra ?? []), `replicaof 127.0.0.1 ${primary.port}`] });
+  let tls: TlsFiles | undefined;
+  if (o.tls) {
+    const openssl = findProgram('openssl');
+    if (!openssl) throw new Error('TLS Sentinel set cannot start; missing: openssl (Debian package openssl)');
+    await mkdir(join(o.dir, 'tls'), { recursive: true });
+    tls = await generateCert(openssl, join(o.dir, 'tls'));
+  }
+  const users: SentinelSetUsers | undefined = o.acl ? {
+    mailproxy: credentials('mailproxy'), sentinelClient: credentials('mailproxy-sentinel'), monitor: credentials('sentinel'),
+    replication: credentials('replication'), peer: credentials('sentinel-peer'), admin: credentials('admin'),
+  } : undefined;
+  const common = { ...(tls ? { tls } : {}), ...(users ? { cliAuth: users.admin } : {}) };
+  const sentinelCommon = { ...(tls && o.tls === true ? { tls } : {}), ...(users ? { cliAuth: users.admin } : {}) };
+  const dataExtra = [
+    ...(users ? [
+      'user default off',
+      userLine(users.admin, '~* &* +@all'),
+      userLine(users.mailproxy, TIER_ACL_RULES),
+      userLine(users.replication, REPLICATION_ACL_RULES),
+      userLine(users.monitor, SENTINEL_MONITOR_ACL_RULES),
+      `masteruser ${users.replication.user}`,
+      `masterauth ${users.replication.password}`,
+    ] : []),
+    ...(o.extra ?? []),
+  ];
+  const primary = await startRedis({ dir: join(o.dir, 'primary'), extra: dataExtra, ...common });
+  const replica = await startRedis({ dir: join(o.dir, 'replica'), extra: [...dataExtra, `replicaof 127.0.0.1 ${primary.port}`], ...common });
   await pollUntil(async () => /master_link_status:up/.test(await replica.cli('INFO', 'replication')), 10_000, () => 'replica linked to primary');
   const sentinels: RedisNode[] = [];
   for (let i = 0; i < 3; i++) {
     sentinels.push(await startRedis({
       dir: join(o.dir, `sentinel${i}`),
       sentinel: true,
+      ...sentinelCommon,
       extra: [
+        // Sentinel talks TLS to every node it links to (tls-replication), its peers too: they need a TLS port besides
+        // the plain one the clients use (a Sentinel announces its TLS port to its peers then).
+        ...(tls && o.tls === 'data' ? [`tls-port ${(await allocatePorts(1))[0]!}`, ...tlsClientLines(tls)] : []),
         `sentinel monitor ${masterName} 127.0.0.1 ${primary.port} 2`,
         `sentinel down-after-milliseconds ${masterName} 1000`,
         `sentinel failover-timeout ${masterName} 3000`,
         `sentinel parallel-syncs ${masterName} 1`,
+        ...(users ? [
+          `sentinel auth-user ${masterName} ${users.monitor.user}`,
+          `sentinel auth-pass ${masterName} ${users.monitor.password}`,
+          `sentinel sentinel-user ${users.peer.user}`,
+          `sentinel sentinel-pass ${users.peer.password}`,
+          'user default off',
+          userLine(users.admin, '~* &* +@all'),
+          userLine(users.sentinelClient, SENTINEL_CLIENT_ACL_RULES),
+          userLine(users.peer, SENTINEL_PEER_ACL_RULES),
+        ] : []),
       ],
     }));
   }
@@ -137,6 +242,8 @@ export async function startSentinelSet(o: { dir: string; extra?: string[]; maste
     primary,
     replica,
     sentinels,
+    ...(users ? { users } : {}),
+    ...(tls ? { tls } : {}),
     currentPrimaryPort,
     stop: async () => { await Promise.all([...sentinels, replica, primary].map((n) => n.stop())); },
   };

@@ -21,6 +21,11 @@ describe('check-config (checkConfigFile)', () => {
     assert.equal(r.config, undefined);
   });
 
+  it('a value of the wrong kind for a choice key says what it takes, not "Invalid input"', async () => {
+    const f = write('workers.yaml', `${GOOD}workers: many\n`);
+    assert.deepEqual((await checkConfigFile(f, [])).problems, [`${f}:6:10: workers: must be "auto" or a whole number of workers, 1 or more`]);
+  });
+
   it('runs each extra check with the validated config and key positions, and collects their problems', async () => {
     const f = write('good.yaml', GOOD);
     const seen: string[] = [];

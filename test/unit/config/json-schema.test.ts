@@ -22,6 +22,13 @@ describe('config JSON Schema and config/example.yaml', () => {
     assert.deepEqual(notDefault, [], `config/example.yaml values that differ from the schema defaults: ${notDefault.join('; ')}`);
   });
 
+  it('is a draft-07 schema: the YAML language server (VS Code YAML, Neovim) validates draft-07 and flags 2020-12 as not fully supported', () => {
+    // yaml-language-server's schema service reports "Draft 2020-12 schemas are not yet fully supported." for such a
+    // $schema; the generated schema needs nothing beyond draft-07.
+    assert.equal(configJsonSchema()['$schema'], 'http://json-schema.org/draft-07/schema#');
+    assert.doesNotMatch(JSON.stringify(configJsonSchema()), /"(\$defs|prefixItems|unevaluated\w+|dependent\w+|\$dynamicRef)"/);
+  });
+
   it('config/mailproxy.schema.json is up to date (regenerate with: npm run schema)', () => {
     const committed = JSON.parse(readFileSync(new URL('config/mailproxy.schema.json', ROOT), 'utf8')) as unknown;
     assert.deepEqual(committed, configJsonSchema(EXAMPLE), 'config/mailproxy.schema.json is stale: run `npm run schema` and commit it');

@@ -39,6 +39,20 @@ describe('tier keys and options', () => {
     assert.equal(s.sentinelPassword, 'spw');
     assert.equal(s.enableTLSForSentinelMode, true);
     assert.equal(s.failoverDetector, true);
+    assert.deepEqual(s.sentinelTLS, {}, 'sentinel.tls without a CA: system CAs');
+    // redis.tls alone: TLS to the primary the Sentinels name (ioredis talks plain TCP to it without enableTLSForSentinelMode),
+    // plain TCP to the Sentinels.
+    const dataTls = redisOptions(tierSchema.parse({ redis: { sentinel: { name: 'mp', sentinels: [{ host: 's1', port: 26379 }] }, tls: { ca: 'PEM' } } }), 'n');
+    assert.deepEqual(dataTls.tls, { ca: 'PEM' });
+    assert.equal(dataTls.enableTLSForSentinelMode, true);
+    assert.equal(dataTls.sentinelTLS, undefined);
+    // sentinel.tls alone: TLS to the Sentinels (system CAs), plain TCP to the primary.
+    const sentinelTls = redisOptions(tierSchema.parse({ redis: { sentinel: { name: 'mp', sentinels: [{ host: 's1', port: 26379 }], tls: true } } }), 'n');
+    assert.deepEqual(sentinelTls.sentinelTLS, {});
+    assert.equal(sentinelTls.tls, undefined);
+    assert.notEqual(sentinelTls.enableTLSForSentinelMode, true);
+    const both = redisOptions(tierSchema.parse({ redis: { sentinel: { name: 'mp', sentinels: [{ host: 's1', port: 26379 }], tls: true }, tls: { ca: 'PEM' } } }), 'n');
+    assert.deepEqual([both.tls, both.sentinelTLS, both.enableTLSForSentinelMode], [{ ca: 'PEM' }, { ca: 'PEM' }, true]);
   });
 
   it('rejects a redis section with both or neither of host and sentinel, and unsafe prefixes or names', () => {

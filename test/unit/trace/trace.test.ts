@@ -77,10 +77,44 @@ describe('trace redaction', () => {
     assert.deepEqual(p.fromClient(b('AGFsaWNlAHMzY3JldA==\r\n')), ['[redacted 20 bytes]']);
     const s = new TraceRedactor('smtp');
     assert.deepEqual(s.fromClient(b('EHLO x\r\nAUTH LOGIN\r\n')), ['EHLO x', 'AUTH LOGIN']);
-    s.fromServer(b('334 VXNlcm5hbWU6\r\n'));
+    s.fromServer(b('250-mx.example.test\r\n250 AUTH LOGIN PLAIN\r\n334 VXNlcm5hbWU6\r\n'));
     assert.deepEqual(s.fromClient(b('YWxpY2U=\r\n')), ['[redacted 8 bytes]']);
     s.fromServer(b('235 2.7.0 ok\r\n'));
     assert.deepEqual(s.fromClient(b('MAIL FROM:<a@b>\r\n')), ['MAIL FROM:<a@b>']);
+  });
+
+  it('a command pipelined before the login is answered first: its reply does not end the redaction (IMAP, POP3, SMTP, ManageSieve)', () => {
+    // Seen from outside: `x1 ID …` and `a LOGIN {4}` in one write; the reply to x1 came before `+ Ready`, and the
+    // password literal that followed was logged in clear. The same for NOOP + AUTHENTICATE, CAPA + AUTH, EHLO + AUTH.
+    const i = new TraceRedactor('imap');
+    assert.deepEqual(i.fromClient(b('x1 ID ("name" "mutt")\r\na LOGIN {4}\r\n')), ['x1 ID ("name" "mutt")', 'a LOGIN {4} [redacted]']);
+    i.fromServer(b('* ID ("name" "mailproxy")\r\nx1 OK ID completed\r\n+ Ready for literal data\r\n'));
+    assert.deepEqual(i.fromClient(b('erin {6}\r\n')), ['[redacted 8 bytes]']);
+    i.fromServer(b('+ Ready for literal data\r\n'));
+    assert.deepEqual(i.fromClient(b('s3cret\r\n')), ['[redacted 6 bytes]']);
+    i.fromServer(b('* CAPABILITY IMAP4rev1\r\na OK Logged in\r\n'));
+    assert.deepEqual(i.fromClient(b('b SELECT INBOX\r\n')), ['b SELECT INBOX']);
+    assert.deepEqual(i.fromClient(b('x2 NOOP\r\nc AUTHENTICATE PLAIN\r\n')), ['x2 NOOP', 'c AUTHENTICATE PLAIN']);
+    i.fromServer(b('x2 OK NOOP completed\r\n+ \r\n'));
+    assert.deepEqual(i.fromClient(b('AGFsaWNlAHMzY3JldA==\r\n')), ['[redacted 20 bytes]']);
+    const p = new TraceRedactor('pop3');
+    p.fromServer(b('+OK ready\r\n'));
+    assert.deepEqual(p.fromClient(b('CAPA\r\nAUTH PLAIN\r\n')), ['CAPA', 'AUTH PLAIN']);
+    p.fromServer(b('+OK Capability list follows\r\nUSER\r\nSASL PLAIN\r\n.\r\n+ \r\n'));
+    assert.deepEqual(p.fromClient(b('AGFsaWNlAHMzY3JldA==\r\n')), ['[redacted 20 bytes]']);
+    p.fromServer(b('+OK Logged in.\r\n'));
+    assert.deepEqual(p.fromClient(b('STAT\r\n')), ['STAT']);
+    const s = new TraceRedactor('smtp');
+    s.fromServer(b('220 mx ESMTP\r\n'));
+    assert.deepEqual(s.fromClient(b('EHLO x\r\nAUTH PLAIN\r\n')), ['EHLO x', 'AUTH PLAIN']);
+    s.fromServer(b('250-mx\r\n250 AUTH PLAIN\r\n334 \r\n'));
+    assert.deepEqual(s.fromClient(b('AGFsaWNlAHMzY3JldA==\r\n')), ['[redacted 20 bytes]']);
+    s.fromServer(b('235 2.7.0 ok\r\n'));
+    assert.deepEqual(s.fromClient(b('MAIL FROM:<a@b>\r\n')), ['MAIL FROM:<a@b>']);
+    const m = new TraceRedactor('sieve');
+    assert.deepEqual(m.fromClient(b('CAPABILITY\r\nAUTHENTICATE "PLAIN"\r\n')), ['CAPABILITY', 'AUTHENTICATE "PLAIN" [redacted]']);
+    m.fromServer(b('"SASL" "PLAIN"\r\nOK\r\n""\r\n'));
+    assert.deepEqual(m.fromClient(b('"AGFsaWNlAHMzY3JldA=="\r\n')), ['[redacted 22 bytes]']);
   });
 
   it('control bytes are escaped and long lines cut', () => {

@@ -3,59 +3,32 @@
 // instance or Redis was away stays off everywhere; a kick or route invalidation may name the user by mail or in any case.
 // Must not test kicks replayed after an outage (tier-kick-replay.test.ts) nor the other shared state (tier-proxies.test.ts).
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { startWorld, type World } from './harness/world.js';
+import type { World } from './harness/world.js';
+import type { RedisNode } from './harness/redis.js';
+import type { TcpLink } from './harness/tcp-link.js';
+import { pollUntil } from './harness/ports.js';
+import { startTierPair, type TierPair } from './tier-pair.js';
 import { LineClient } from './harness/line-client.js';
-import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
-import { startTcpLink, type TcpLink } from './harness/tcp-link.js';
-import { allocatePorts, pollUntil } from './harness/ports.js';
-import { worldRawConfig } from './proxy-fixture.js';
-import { adminGet, startChildProxy, type ChildProxy } from './child-proxy.js';
+import { adminGet, type ChildProxy } from './child-proxy.js';
 
-const PASSWORD = 'tier-operator-secret';
 const REFRESH_MS = 300;
 const BYE = /^\* BYE \[UNAVAILABLE\] Session closed by the administrator/;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('an operator\'s tier-wide actions through any instance, also across a cut link or a stopped Redis', function () {
   this.timeout(120_000);
+  let pair: TierPair;
   let world: World;
   let redis: RedisNode;
   let link: TcpLink;
   let a: ChildProxy;
   let b: ChildProxy;
 
-  const start = async (name: string, redisPort: number, adminPort: number) => startChildProxy(world, worldRawConfig(world, (r) => {
-    r['instanceName'] = name;
-    r['log'] = { level: 'info' };
-    r['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }];
-    r['admin'] = { enabled: true, address: '127.0.0.1', port: adminPort };
-    r['tier'] = {
-      instanceName: name,
-      redis: { host: '127.0.0.1', port: redisPort, username: 'mailproxy', passwordFile: join(world.dir, 'redis.pass') },
-      commandTimeoutMs: 50, retryIntervalMs: 100, heartbeatMs: 200, instanceTtlMs: 1500,
-      backendView: { refreshMs: REFRESH_MS },
-    };
-  }), { name, timeoutMs: 60_000 });
-
   before(async () => {
-    world = await startWorld();
-    writeFileSync(join(world.dir, 'redis.pass'), `${PASSWORD}\n`);
-    redis = await startRedis({ dir: join(world.dir, 'redis'), extra: [`user mailproxy on >${PASSWORD} ${TIER_ACL_RULES}`] });
-    link = await startTcpLink(redis.port);
-    const [pa, pb] = await allocatePorts(2);
-    a = await start('oa', redis.port, pa!);
-    b = await start('ob', link.port, pb!); // B reaches Redis only through the link the test can cut
-    await Promise.all([a, b].map((p) => p.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === 'up', 10_000)));
+    pair = await startTierPair(['oa', 'ob'], { backendView: { refreshMs: REFRESH_MS } });
+    ({ world, redis, link, a, b } = pair); // B reaches Redis only through the link the test can cut
   });
-
-  after(async () => {
-    await Promise.all([a, b].map((p) => p?.stop()));
-    await link?.close();
-    await redis?.stop();
-    await world?.stop();
-  });
+  after(async () => pair?.stop());
 
   const tierState = (p: ChildProxy, to: 'up' | 'down', from: number) => p.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === to, 15_000, from);
   const maintenance = async (p: ChildProxy) => {

@@ -119,6 +119,9 @@ describe('deploy/systemd/mailproxy.service', function () {
     assert.ok(stopSec * 1000 > example.shutdown.drainDeadlineMs + 5000, `TimeoutStopSec=${stopSec} must exceed shutdown.drainDeadlineMs (${example.shutdown.drainDeadlineMs} ms) with margin`);
     assert.match(values('ExecStart')[0] ?? '', / start -c \/etc\/mailproxy\/mailproxy\.yaml$/);
     assert.match(values('ExecStartPre')[0] ?? '', / check-config -c \/etc\/mailproxy\/mailproxy\.yaml$/);
+    // Restarted after a crash, not in a loop on an invalid file (check-config and start exit 78 for it: cli tests).
+    assert.deepEqual(values('Restart'), ['on-failure']);
+    assert.deepEqual(values('RestartPreventExitStatus'), ['78']);
   });
 });
 

@@ -64,6 +64,11 @@ export class App {
         // Sessions spliced to a dead backend would hang on a half-open connection: say goodbye, spread out.
         kickSpread(instanceRef.sessions, { backend, protocol }, new ProxyError('BACKEND_DOWN', `backend ${backend} went down`), instanceRef.current.health.kickWindowMs);
       },
+      onFailover: (backend, protocol, identity) => {
+        if (!instanceRef || !SPLICED.has(protocol)) return;
+        // The address moved to another node before the old one was seen down: sessions on the old node would hang.
+        kickSpread(instanceRef.sessions, { backend, protocol, notIdentity: identity }, new ProxyError('BACKEND_DOWN', `another node answers for ${backend} ${protocol}: ${identity}`), instanceRef.current.health.kickWindowMs);
+      },
       onFailback: (primary, standby, protocol) => {
         if (!instanceRef) return;
         // The primary serves new logins again: sessions still on its standby must go now, or two servers work on one mailbox.

@@ -31,7 +31,8 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'POOL_MOVE'              // pool affinity: this session is closed so its user can move to another pool member
   | 'POOL_MOVING'            // pool affinity: the user's sessions on the old member are being closed; log in again shortly
-  | 'CLIENT_GONE';           // the client closed while its login ran: the login is abandoned (not a backend failure)
+  | 'CLIENT_GONE'            // the client closed while its login ran: the login is abandoned (not a backend failure)
+  | 'LOCAL_RESOURCES';       // this host ran out of file descriptors, ports or buffers: the backend was never asked
 
 export type HealthSignal = 'none' | 'backend-failure' | 'backend-alive';
 
@@ -81,7 +82,20 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   POOL_MOVE: { imap: 'BYE [UNAVAILABLE] Your mailbox is moving to another server, please reconnect', pop3: '-ERR [SYS/TEMP] Your mailbox is moving to another server, please reconnect', smtp: '421 4.3.2 Mailbox moving to another server, please reconnect', logReason: 'pool move', metricLabel: 'pool_move', health: 'none' },
   POOL_MOVING: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'pool move in progress', metricLabel: 'pool_moving', health: 'none' },
   CLIENT_GONE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'client left during the login', metricLabel: 'client_gone', health: 'none' },
+  LOCAL_RESOURCES: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'out of local resources', metricLabel: 'local_resources', health: 'none' },
 };
+
+/**
+ * errno codes of a connect that failed on this host, before any packet reached the peer: descriptors (EMFILE, ENFILE),
+ * kernel buffers or memory (ENOBUFS, ENOMEM), no free local address or port (EADDRNOTAVAIL). They say nothing about the
+ * peer's health.
+ */
+const LOCAL_RESOURCE_ERRNOS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL']);
+
+export function isLocalResourceError(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | null | undefined)?.code;
+  return typeof code === 'string' && LOCAL_RESOURCE_ERRNOS.has(code);
+}
 
 /** Ends of a session that are not failures; with the error codes they are every disconnect reason (log text and metric label). */
 export const ENDINGS = {

@@ -4,12 +4,13 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Route, RouteProtocol } from '../directory/backends.js';
-import { sanitize } from '../errors.js';
+import { isLocalResourceError, sanitize } from '../errors.js';
 import type { Clock } from '../core/clock.js';
 import { encodeProxyV2Local } from '../core/proxy-header.js';
 import { backendTlsOptions } from '../core/tls.js';
 
-export type ProbeFailure = 'timeout' | 'connect' | 'bad_greeting' | 'closed' | 'deep';
+/** `local`: the probe could not open a connection on this host (descriptors, ports, buffers): no verdict on the backend. */
+export type ProbeFailure = 'timeout' | 'connect' | 'bad_greeting' | 'closed' | 'deep' | 'local';
 
 export interface ProbeResult {
   backend: string;
@@ -142,12 +143,12 @@ export function probeOnce(route: Route, opts: ProbeOptions): Promise<ProbeResult
     try {
       sock = (opts.dial ?? defaultDial)(route);
     } catch (e) {
-      fail('connect', errText(e));
+      fail(isLocalResourceError(e) ? 'local' : 'connect', errText(e));
       return;
     }
     sock.once('connect', () => { accepted = true; });
     sock.setEncoding?.('latin1');
-    sock.on('error', (e) => fail('connect', errText(e)));
+    sock.on('error', (e) => fail(!accepted && isLocalResourceError(e) ? 'local' : 'connect', errText(e)));
     sock.on('close', () => fail('closed', 'connection closed before greeting'));
     sock.on('data', (chunk: string | Buffer) => {
       if (done) return;

@@ -151,6 +151,12 @@ export class Prober {
         try { this.opts.onIdentityChange?.({ backend, protocol, from: prev, to: result.identity, at: result.at }); } catch (e) { this.logHandlerError(e); }
       }
     }
+    // This host could not even open the probe's connection (out of descriptors or ports): no verdict on the backend, so
+    // health, hooks and the tier are not told it failed; the metric (result="local") and this warning show it.
+    if (result.failure === 'local') {
+      this.log.warn({ event: 'probe_skipped_local', backend, protocol, error: result.error }, 'probe could not connect: out of local resources, backend state kept');
+      return;
+    }
     try { this.opts.onResult(result); } catch (e) { this.logHandlerError(e); }
   }
 

@@ -10,6 +10,8 @@ export interface KickFilter {
   protocol?: string;
   /** Phases to kick; by default only relayed (spliced) sessions: logins in progress fail by themselves. */
   phases?: ReadonlyArray<LiveSession['info']['phase']>;
+  /** Only sessions that logged in to another node than this identity (a failover moved the address away from theirs). */
+  notIdentity?: string;
 }
 
 export interface KickPlan {
@@ -42,7 +44,8 @@ export function kickSpread(
 ): KickPlan {
   const phases = filter.phases ?? ['relay'];
   const victims = registry.list({ backend: filter.backend })
-    .filter((s) => (!filter.protocol || s.info.protocol === filter.protocol) && phases.includes(s.info.phase));
+    .filter((s) => (!filter.protocol || s.info.protocol === filter.protocol) && phases.includes(s.info.phase)
+      && (filter.notIdentity === undefined || (s.info.backendIdentity !== undefined && s.info.backendIdentity !== filter.notIdentity)));
   for (let i = victims.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
     [victims[i], victims[j]] = [victims[j]!, victims[i]!];

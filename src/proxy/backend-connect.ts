@@ -1,7 +1,7 @@
 // Owns opening a connection to a backend endpoint: TCP connect (through the injected Dial) under a deadline, optional PROXY v2 header, implicit TLS.
-// Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE.
+// Must not speak any mail protocol; net/tls errors are wrapped here into ProxyError BACKEND_UNAVAILABLE (LOCAL_RESOURCES when this host is out of descriptors or ports).
 import { connect, isIP, type Socket } from 'node:net';
-import { ProxyError } from '../errors.js';
+import { isLocalResourceError, ProxyError } from '../errors.js';
 import type { Route } from '../directory/backends.js';
 import { upgradeClient } from './starttls.js';
 import { encodeProxyV2 } from '../core/proxy-header.js';
@@ -48,7 +48,7 @@ export async function connectBackend(route: Route, opts: ConnectOptions): Promis
     const timer = clock.setTimeout(() => { s.destroy(); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port} timed out after ${opts.timeoutMs} ms`)); }, opts.timeoutMs);
     // Named handler removed with off(): removeAllListeners() deletes the key and turns the socket's listener table into a
     // slow dictionary (≈ 450 bytes more per held session); off() keeps its shape.
-    const onConnectError = (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError('BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); };
+    const onConnectError = (e: NodeJS.ErrnoException) => { clock.clearTimeout(timer); reject(new ProxyError(isLocalResourceError(e) ? 'LOCAL_RESOURCES' : 'BACKEND_UNAVAILABLE', `connect to ${route.host}:${route.port}${lease ? ` from ${lease.address}` : ''}: ${e.code ?? e.message}`, { cause: e })); };
     s.once('connect', () => {
       clock.clearTimeout(timer);
       s.off('error', onConnectError);

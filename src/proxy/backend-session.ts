@@ -29,6 +29,8 @@ export interface BackendSession {
   text: string;
   /** Backend bytes received after that reply. */
   leftover: Buffer;
+  /** The greeting's identity (normalised): which node behind the backend's address this session is on. */
+  identity?: string;
 }
 
 export interface OpenRequest {
@@ -101,10 +103,11 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, { greetingMs: Math.min(bl.greetingTimeoutMs, budget.timer()), replyMs: bl.replyTimeoutMs }, progress);
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
       report(deps.gate, route, 'ok', progress);
-      return { route, ...done, attempts };
+      return { route, ...done, attempts, ...(progress.greeted ? { identity: normaliseIdentity(progress.greeting) } : {}) };
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
-      if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
+      // Not reported: a loop (the backend was never reached) and this host out of descriptors or ports (its fault, not the backend's).
+      if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP' && err.code !== 'LOCAL_RESOURCES') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
       // Refused, reset, unreachable, closed before the login reply, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR",
       // SMTP 421): a server on its way down. The login never completed, so trying again cannot log in twice.
       // A login *answered* with a temporary refusal (NO [UNAVAILABLE] from a proxy that cut a loop, 454) is final.

@@ -300,7 +300,7 @@ class Session implements LiveSession {
     const forwardClient = route.trustsProxy && route.forwardClientAddress === 'native';
     const clientTls = this.socket instanceof TLSSocket;
     try {
-      return await openBackendSession(deps, route, config.backendLogin, {
+      const opened = await openBackendSession(deps, route, config.backendLogin, {
         client: this.conn.client,
         clientTls,
         signal,
@@ -308,6 +308,8 @@ class Session implements LiveSession {
           ...identity, route: r, client: this.conn.client, clientTls, sessionId: this.conn.id, forwardClient, ...(clientId ? { clientId } : {}), proxyTtl: hop.next,
         }), this.trace),
       });
+      if (opened.identity !== undefined) this.info.backendIdentity = opened.identity;
+      return opened;
     } catch (e) {
       this.releaseFromTier();
       throw e;

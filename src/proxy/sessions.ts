@@ -15,6 +15,8 @@ export interface SessionInfo {
   /** Set when the backend was chosen as a member of this pool (pool affinity moves and counts these). */
   pool?: string;
   phase: 'prelogin' | 'login' | 'relay';
+  /** The backend greeting's identity this session logged in with (the node behind the backend's address). */
+  backendIdentity?: string;
   startedAt: number;
 }
 

@@ -27,6 +27,7 @@ import { SmtpTraceTap } from '../../trace/smtp-tap.js';
 import { TraceTable } from '../../trace/table.js';
 import { isTrustedSource } from '../../core/proxy-header.js';
 import { acceptUpstreamXclient, connectionById, type UpstreamInfo } from './upstream-xclient.js';
+import { LineDeadline } from './line-deadline.js';
 
 /** Default PEM pair (what smtp-server needs), plus SNI and ALPN when it is the instance's full material (src/tls). */
 export type TlsMaterial = { key: Buffer; cert: Buffer; SNICallback?: FullTls['SNICallback']; serverOptions?: FullTls['serverOptions'] };
@@ -171,6 +172,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
   const clock = deps.clock ?? systemClock;
   const states = new Map<string, S>();
   const taps = new Map<string, SmtpTraceTap>();
+  const lineDeadlines = new Map<string, LineDeadline>();
   /** Current smtp-server per TLS mode; older generations keep serving the connections they took. */
   const current = new Map<'plain' | 'implicit', ServerGen>();
   const generations = new Set<ServerGen>();
@@ -213,6 +215,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         const state = stateOf(session);
         if (state) session.disabledCommands = withUpstream(state, spec.disabledCommands(state, true));
         taps.get(session.id)?.attach(socket);
+        lineDeadlines.get(session.id)?.attach(socket);
         // The TLS socket inherited allowHalfOpen from the plain one: it needs the same end handling.
         answerBeforeEnd(server, session.id, socket);
         callback();
@@ -269,6 +272,8 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
     states.delete(id);
     taps.get(id)?.close();
     taps.delete(id);
+    lineDeadlines.get(id)?.detach();
+    lineDeadlines.delete(id);
     sessions.remove(id);
     state.trace.event('trace: session end', { reason });
     disconnectsTotal.inc({ protocol: spec.protocol, reason });
@@ -320,6 +325,9 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       // Before smtp-server reads: the tap's listener sees each chunk before smtp-server answers it.
       const tap = new SmtpTraceTap(trace);
       taps.set(conn.id, tap);
+      // One byte a second never trips smtp-server's inactivity timer: each line must be whole within commandTimeoutMs.
+      const lines = new LineDeadline(config.smtp.commandTimeoutMs, clock, () => kick(conn.id, new ProxyError('IDLE_TIMEOUT', `a line took longer than ${config.smtp.commandTimeoutMs} ms`)));
+      lineDeadlines.set(conn.id, lines);
       sessions.add({ info, kick: (e) => kick(conn.id, e) });
       // Safety net: smtp-server reports every close through onClose, but a socket that dies
       // before smtp-server takes it (or while TLS is set up) must not leak registry entries.
@@ -334,6 +342,7 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       };
       const start = (s: net.Socket): void => {
         tap.attach(s);
+        lines.attach(s);
         answerBeforeEnd(server, conn.id, s);
         server.connect(s, options);
         if (!state.upstream) return;

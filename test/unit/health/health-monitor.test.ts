@@ -237,6 +237,29 @@ describe('health/HealthMonitor', () => {
     assert.deepEqual(downs, ['a/imap'], 're-applying the same state is quiet');
   });
 
+  it('onFailover: an endpoint answered by another node (probe or login) is reported once per change, not during a split brain; workers see it from the snapshot', () => {
+    const config = testConfig({ health: { splitBrain: { windowMs: 60_000 } } });
+    const clock = new FakeClock();
+    const moves: string[] = [];
+    const monitor = new HealthMonitor({ config, clock, hooks: { fire: async () => undefined }, onFailover: (b, p, id) => moves.push(`${b}/${p} ${id}`) });
+    const seen = (identity: string) => { clock.set(clock.now() + 1000); monitor.recordProbe({ backend: 'a', protocol: 'imap', ok: true, at: clock.now(), latencyMs: 1, identity }); };
+    const worker = new HealthMonitor({ config, clock, role: 'worker', onFailover: (b, p, id) => moves.push(`worker ${b}/${p} ${id}`) });
+    seen('node A');
+    seen('node A');
+    worker.applyState(JSON.parse(JSON.stringify(monitor.snapshot())));
+    assert.deepEqual(moves, [], 'the first identity is no change');
+    monitor.report(routeForBackend(config, 'a', 'imap'), 'ok', 'node B');
+    assert.deepEqual(moves, ['a/imap node B'], 'a login greeted by another node shows the move first');
+    seen('node B');
+    worker.applyState(JSON.parse(JSON.stringify(monitor.snapshot())));
+    assert.deepEqual(moves, ['a/imap node B', 'worker a/imap node B']);
+    seen('node A');
+    seen('node B');
+    assert.equal(monitor.snapshot().find((b) => b.backend === 'a')!.endpoints.find((e) => e.protocol === 'imap')!.splitBrain, true);
+    seen('node A');
+    assert.deepEqual(moves, ['a/imap node B', 'worker a/imap node B', 'a/imap node A'], 'A→B→A is still a move; once a split brain, no more');
+  });
+
   it('reload adds and forgets backends and endpoints', () => {
     const { monitor } = setup();
     monitor.setMaintenance('c', true);

@@ -121,6 +121,25 @@ describe('health/prober', () => {
     w.prober.stop();
   });
 
+  it('a probe that cannot open a socket on this host (EMFILE) gives health no result, only the metric', async () => {
+    const clock = new FakeClock();
+    const config = testConfig({ backends: { px: { host: 'h', imap: { port: 1 } } } });
+    const results: ProbeResult[] = [];
+    let code = 'EMFILE';
+    const prober = new Prober({
+      targets: probeTargets(config), intervalMs: 100, jitterRatio: 0, timeoutMs: 50, clock,
+      onResult: (r) => results.push(r),
+      dial: () => { const s = new FakeSocket(); queueMicrotask(() => s.destroy(Object.assign(new Error(`connect ${code}`), { code }))); return s; },
+    });
+    const before = await counter(probesTotal, { backend: 'px', protocol: 'imap', result: 'local' });
+    await prober.probeNow('px', 'imap');
+    assert.equal(results.length, 0, 'no result for health');
+    assert.equal(await counter(probesTotal, { backend: 'px', protocol: 'imap', result: 'local' }), before + 1);
+    code = 'ECONNREFUSED';
+    await prober.probeNow('px', 'imap');
+    assert.deepEqual(results.map((r) => `${r.ok} ${r.failure}`), ['false connect'], 'a refusal by the backend still counts');
+  });
+
   it('a throwing result handler does not stop the loop', async () => {
     const clock = new FakeClock();
     const config = testConfig({ backends: { p: { host: 'h', imap: { port: 1 } } } });

@@ -25,6 +25,16 @@ describe('health/kick', () => {
     assert.deepEqual(kickDelays(3, 0), [0, 0, 0]);
   });
 
+  it('notIdentity: only sessions logged in to another node than the one answering now (sessions without an identity stay)', async () => {
+    const { reg, kicked, clock } = registry([
+      { id: 'old1', backend: 'a', backendIdentity: 'node A' }, { id: 'old2', backend: 'a', backendIdentity: 'node A' },
+      { id: 'new', backend: 'a', backendIdentity: 'node B' }, { id: 'unknown', backend: 'a' }, { id: 'other', backend: 'b', backendIdentity: 'node A' },
+    ]);
+    const plan = kickSpread(reg, { backend: 'a', protocol: 'imap', notIdentity: 'node B' }, new ProxyError('BACKEND_DOWN'), 0, clock, () => 0);
+    await plan.done;
+    assert.deepEqual(kicked.map((k) => k.id).sort(), ['old1', 'old2']);
+  });
+
   it('kicks only relayed sessions of that backend (and protocol), spread over the window', async () => {
     const { reg, kicked, clock } = registry([
       { id: '1', backend: 'a' }, { id: '2', backend: 'a' }, { id: '3', backend: 'a' }, { id: '4', backend: 'a' },

@@ -56,7 +56,8 @@ export function socketPair(): [FakeSocket, FakeSocket] {
 /** A backend that answers each complete line it reads with `reply(line)` (undefined: silence; null: close the connection). */
 export type Script = { greeting?: string; reply(line: string): string | undefined | null };
 
-export type Behaviour = { kind: 'refuse' } | { kind: 'silent' } | { kind: 'script'; script: Script };
+/** `refuse`: the connect fails with `code` (default ECONNREFUSED; EMFILE: this host is out of descriptors). */
+export type Behaviour = { kind: 'refuse'; code?: string } | { kind: 'silent' } | { kind: 'script'; script: Script };
 
 /** An IMAP backend that greets with LITERAL+ and ID, accepts every LOGIN and answers NOOP (whole-session tests share it). */
 export const IMAP_BACKEND: Behaviour = {
@@ -79,7 +80,7 @@ export function fakeDialer(byPort: Record<number, Behaviour>): { dial: Dial; bac
     const [proxySide, backendSide] = socketPair();
     const b = byPort[port] ?? { kind: 'refuse' };
     queueMicrotask(() => {
-      if (b.kind === 'refuse') { proxySide.emit('error', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })); return; }
+      if (b.kind === 'refuse') { const code = b.code ?? 'ECONNREFUSED'; proxySide.emit('error', Object.assign(new Error(`connect ${code}`), { code })); return; }
       backends.push(backendSide);
       backendSide.collect();
       proxySide.emit('connect');

@@ -65,6 +65,15 @@ describe('ride-through in the backend-session pipeline', () => {
     assert.deepEqual(s.reports.at(-1), ['ok', 'node2 ready'], 'the greeting identity goes to health with the outcome');
   });
 
+  it('a connect that fails on this host (EMFILE: out of descriptors) is neither reported to health nor ridden through', async () => {
+    const s = setup((clock) => clock.now() + 10_000);
+    s.byPort[PORTS.imap] = { kind: 'refuse', code: 'EMFILE' };
+    await s.clock.advance(0);
+    await s.login();
+    assert.match(s.client.text, /a1 NO \[UNAVAILABLE\] /, 'the temporary error at once');
+    assert.deepEqual(s.reports, [], 'the backend was never asked: nothing for health to learn');
+  });
+
   it('no ride-through allowed (down past the hold, or never up): the temporary error at once', async () => {
     const s = setup(() => null);
     await s.clock.advance(0);

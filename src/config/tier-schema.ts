@@ -101,6 +101,14 @@ export const tierSchema = z.strictObject({
     /** Read the stream this often besides every reconnect (catches a broadcast lost for any other reason). */
     checkIntervalMs: z.number().int().min(100).default(5000),
   }).prefault({}),
+}).refine((t) => t.instanceTtlMs >= 2 * t.heartbeatMs, {
+  // Shorter, and a live instance counts as gone between its heartbeats: its sessions stop counting toward the limits and
+  // listings, its probe evidence stops voting.
+  message: 'must be at least twice tier.heartbeatMs (an instance counts as gone this long after its last heartbeat)',
+  path: ['instanceTtlMs'],
+}).refine((t) => t.poolSweep.intervalMs === 0 || t.poolSweep.intervalMs >= 100, {
+  message: '0 (no sweep) or at least 100 ms (each round takes a lease and SCANs Redis)',
+  path: ['poolSweep', 'intervalMs'],
 });
 
 export type TierConfig = z.output<typeof tierSchema>;

@@ -99,6 +99,9 @@ export class Listener {
     connectionsTotal.inc({ protocol: this.config.protocol });
     if (!RELAYED.has(this.config.protocol)) socket.setKeepAlive(true, CLIENT_KEEPALIVE_MS);
     socket.on('error', ignore);
+    // Reset before we saw it (a load balancer's connect-only health check closes with RST at once): no peer address, so
+    // nothing to serve or log; it would pass for a client 0.0.0.0 (an untrusted PROXY source, a session from 0.0.0.0).
+    if (socket.remoteAddress === undefined) { socket.destroy(); return; }
     const id = newConnectionId();
     const client: ClientEndpoint = {
       address: plainAddress(socket.remoteAddress), port: socket.remotePort ?? 0,

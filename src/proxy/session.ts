@@ -280,6 +280,7 @@ class Session implements LiveSession {
     if (signal.aborted) throw new ProxyError('CLIENT_GONE', 'during the directory lookup');
     const account = auth.account;
     this.info.user = account.login;
+    if (account.mail !== undefined) this.info.mail = account.mail;
     this.trace.identify(credentials.user, account.login);
     const pooled = await deps.pools.resolve(config, account.host, account.login, deps.module.protocol);
     const wanted = pooled ? pooled.route : resolveRoute(config, account.host, deps.module.protocol);

@@ -7,6 +7,8 @@ export interface SessionInfo {
   protocol: string;
   client: string;
   user?: string;
+  /** The account's mail address (a kick or route invalidation may name the user by it). */
+  mail?: string;
   backend?: string;
   /** Set when the session went to a standby because this (primary) backend was down. */
   routedFor?: string;
@@ -18,7 +20,15 @@ export interface SessionInfo {
   startedAt: number;
 }
 
+/** `user`: the account's login name or mail address, in any case (as LDAP matches them, and the tier's registry keys). */
 export interface SessionMatch { user?: string; backend?: string; startedBefore?: number }
+
+const folded = (name: string): string => name.trim().toLowerCase();
+
+/** Whether a session belongs to the user an operator named (`wanted` already folded). */
+function isUser(info: SessionInfo, wanted: string): boolean {
+  return (info.user !== undefined && folded(info.user) === wanted) || (info.mail !== undefined && folded(info.mail) === wanted);
+}
 
 export interface LiveSession {
   info: SessionInfo;
@@ -43,7 +53,8 @@ export class SessionRegistry {
   get size(): number { return this.live.size; }
   /** `startedBefore`: only sessions that started at or before that time (ms), e.g. a kick replayed late. */
   list(filter: SessionMatch = {}): LiveSession[] {
-    return [...this.live.values()].filter((s) => (!filter.user || s.info.user === filter.user) && (!filter.backend || s.info.backend === filter.backend)
+    const user = filter.user ? folded(filter.user) : undefined;
+    return [...this.live.values()].filter((s) => (!user || isUser(s.info, user)) && (!filter.backend || s.info.backend === filter.backend)
       && (filter.startedBefore === undefined || s.info.startedAt <= filter.startedBefore));
   }
   /** Kick matching sessions; returns how many. */

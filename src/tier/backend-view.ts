@@ -7,6 +7,7 @@ import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 import type { TierPresence } from './presence.js';
 import { tierVerdict, type Evidence } from './verdict.js';
+import { flaggedBackends, recordedSwitches, switchesToPush, type MaintenanceRecords, type MaintenanceSwitch } from './maintenance.js';
 
 /** What this instance knows about one endpoint (from its HealthMonitor). */
 export interface LocalEvidence {
@@ -43,6 +44,7 @@ export interface TierViewSnapshot {
 
 const BULK_TIMEOUT_MS = BACKGROUND_TIMEOUT_MS;
 const VIEW_TTL_MS = 3_600_000;
+const MAINTENANCE_TTL_MS = 30 * 86_400_000;
 
 export class TierBackendView {
   private readonly down = new Set<string>();
@@ -51,6 +53,8 @@ export class TierBackendView {
   private refreshing = false;
   private again = false;
   private seenMaintenance = new Set<string>();
+  /** The latest maintenance switch this instance knows per backend (made here, heard or read), for the push after an outage. */
+  private readonly switches = new Map<string, MaintenanceSwitch>();
   /** Whether the last refresh read the view from Redis. */
   private available = false;
   private lastSnapshot = '';
@@ -66,7 +70,10 @@ export class TierBackendView {
     private readonly now: () => number = Date.now,
   ) {
     client.onUp(() => void this.resync());
-    broadcast.onAction((a) => { if (a.type === 'view') void this.refresh(); });
+    broadcast.onAction((a, _from, at) => {
+      if (a.type === 'view') void this.refresh();
+      if (a.type === 'maintenance') this.noteSwitch(a.backend, { enabled: a.enabled, at });
+    });
   }
 
   start(): void {
@@ -127,19 +134,33 @@ export class TierBackendView {
 
   /** Maintenance on/off for the whole tier (kept in Redis so instances that missed the broadcast or start later follow). */
   async setMaintenance(backend: string, enabled: boolean): Promise<boolean> {
-    const ok = await this.client.run('maintenance', async (r) => {
-      if (enabled) await r.pipeline().hset(this.keys.maintenance, backend, String(this.now())).pexpire(this.keys.maintenance, 30 * 86_400_000).exec();
-      else await r.hdel(this.keys.maintenance, backend);
-      return true;
-    }, { timeoutMs: BACKGROUND_TIMEOUT_MS, evenIfDown: true });
-    if (ok === undefined) return false;
+    const s = { enabled, at: this.now() };
+    this.switches.set(backend, s);
+    if (!(await this.writeSwitch(backend, s, BACKGROUND_TIMEOUT_MS))) {
+      // Kept: written when Redis answers again, unless a later switch was made through another instance meanwhile.
+      this.logger.warn({ event: 'tier_maintenance_pending', backend, enabled }, `maintenance ${enabled ? 'on' : 'off'} for ${backend} set here; Redis is unreachable, so the tier gets it when Redis answers`);
+      return false;
+    }
     if (enabled) this.seenMaintenance.add(backend); else this.seenMaintenance.delete(backend);
     return this.broadcast.send({ type: 'maintenance', backend, enabled });
   }
 
+  /** One switch into Redis: its record in one hash, the other's removed (an "off" is kept so a stale "on" cannot come back). */
+  private async writeSwitch(backend: string, s: MaintenanceSwitch, timeoutMs: number): Promise<boolean> {
+    const [set, clear] = s.enabled ? [this.keys.maintenance, this.keys.maintenanceOff] : [this.keys.maintenanceOff, this.keys.maintenance];
+    const ok = await this.client.run('maintenance', (r) => r.pipeline().hset(set, backend, String(s.at)).hdel(clear, backend)
+      .pexpire(set, MAINTENANCE_TTL_MS).exec(), { timeoutMs, evenIfDown: true });
+    return ok !== undefined;
+  }
+
+  private noteSwitch(backend: string, s: MaintenanceSwitch): void {
+    const known = this.switches.get(backend);
+    if (!known || s.at >= known.at) this.switches.set(backend, s);
+  }
+
   private async refreshOnce(): Promise<void> {
     const c = this.client.config.backendView;
-    const res = await this.client.run('backend_view', (r) => r.pipeline().hgetall(this.keys.backendView).hgetall(this.keys.maintenance).exec(), { timeoutMs: BULK_TIMEOUT_MS });
+    const res = await this.client.run('backend_view', (r) => r.pipeline().hgetall(this.keys.backendView).hgetall(this.keys.maintenance).hgetall(this.keys.maintenanceOff).exec(), { timeoutMs: BULK_TIMEOUT_MS });
     const live = res ? await this.presence.live(BULK_TIMEOUT_MS) : undefined;
     if (!res || !live) {
       this.available = false;
@@ -148,7 +169,7 @@ export class TierBackendView {
     }
     this.available = true;
     const view = (res[0]?.[1] ?? {}) as Record<string, string>;
-    const maint = (res[1]?.[1] ?? {}) as Record<string, string>;
+    const records: MaintenanceRecords = { on: (res[1]?.[1] ?? {}) as Record<string, string>, off: (res[2]?.[1] ?? {}) as Record<string, string> };
     const byEndpoint = new Map<string, Evidence[]>();
     const stale: string[] = [];
     for (const [field, value] of Object.entries(view)) {
@@ -165,11 +186,18 @@ export class TierBackendView {
     const now = this.now();
     for (const [key, evidence] of byEndpoint) this.setVerdict(key, tierVerdict(evidence, live, c.downQuorum, c.evidenceMaxAgeMs, now).down);
     for (const key of [...this.down]) if (!byEndpoint.has(key)) this.setVerdict(key, false);
-    // On from the shared flags; off only for a flag this instance saw and that is gone (a broadcast it missed). A
-    // restarted Redis has lost the flags, but every instance pushes its own back (resync) before it reads them.
-    const flagged = new Set(Object.keys(maint));
+    // On from the shared flags; off for a flag this instance saw and that is gone (a broadcast it missed), or for a local
+    // flag outvoted by a later "off" in Redis. A restarted Redis has lost the flags, but every instance pushes its own
+    // back (resync) before it reads them.
+    const recorded = recordedSwitches(records);
+    const flagged = flaggedBackends(records);
     for (const backend of flagged) if (!this.seenMaintenance.has(backend)) this.events.maintenance(backend, true);
-    for (const backend of this.seenMaintenance) if (!flagged.has(backend)) this.events.maintenance(backend, false);
+    for (const backend of new Set([...this.seenMaintenance, ...this.source.maintenance()])) {
+      if (flagged.has(backend)) continue;
+      const r = recorded.get(backend);
+      if (this.seenMaintenance.has(backend) || (r && !r.enabled && r.at > (this.switches.get(backend)?.at ?? 0))) this.events.maintenance(backend, false);
+    }
+    for (const [backend, s] of recorded) this.noteSwitch(backend, s);
     this.seenMaintenance = flagged;
     if (stale.length) void this.client.run('backend_view', (r) => r.hdel(this.keys.backendView, ...stale), { timeoutMs: BACKGROUND_TIMEOUT_MS });
   }
@@ -195,12 +223,21 @@ export class TierBackendView {
     }
   }
 
-  /** Redis is back: push our maintenance flags (a restarted Redis lost them) and evidence, then read the view. */
+  /**
+   * Redis is back: push the maintenance switches Redis lacks (a restarted Redis lost the flags; a switch made here while
+   * it did not answer) but none older than what it holds, then our evidence, then read the view.
+   */
   private async resync(): Promise<void> {
-    const mine = this.source.maintenance();
-    if (mine.length) {
-      const fields = Object.fromEntries(mine.map((b) => [b, String(this.now())]));
-      await this.client.run('maintenance', (r) => r.hset(this.keys.maintenance, fields), { timeoutMs: BULK_TIMEOUT_MS });
+    const mine = new Map(this.switches);
+    for (const b of this.source.maintenance()) if (!mine.has(b)) mine.set(b, { enabled: true, at: 0 });
+    if (mine.size) {
+      const res = await this.client.run('maintenance', (r) => r.pipeline().hgetall(this.keys.maintenance).hgetall(this.keys.maintenanceOff).exec(), { timeoutMs: BULK_TIMEOUT_MS });
+      if (res) {
+        const recorded = recordedSwitches({ on: (res[0]?.[1] ?? {}) as Record<string, string>, off: (res[1]?.[1] ?? {}) as Record<string, string> });
+        for (const [backend, s] of switchesToPush(mine, recorded)) {
+          if (await this.writeSwitch(backend, s, BULK_TIMEOUT_MS)) await this.broadcast.send({ type: 'maintenance', backend, enabled: s.enabled });
+        }
+      }
     }
     this.lastPublished = '';
     await this.publish();

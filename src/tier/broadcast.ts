@@ -19,12 +19,12 @@ const envelopeSchema = z.strictObject({ from: z.string().max(200), at: z.number(
 export type TierAction = z.output<typeof actionSchema>;
 
 export class TierBroadcast {
-  private readonly handlers: Array<(a: TierAction, from: string) => void> = [];
+  private readonly handlers: Array<(a: TierAction, from: string, at: number) => void> = [];
 
   constructor(private readonly client: TierClient, private readonly keys: TierKeys, private readonly instanceId: string, private readonly logger: Logger) {}
 
-  /** Called for every valid action another instance sent. */
-  onAction(fn: (a: TierAction, from: string) => void): void { this.handlers.push(fn); }
+  /** Called for every valid action another instance sent (`at`: when it was sent, the sender's clock). */
+  onAction(fn: (a: TierAction, from: string, at: number) => void): void { this.handlers.push(fn); }
 
   start(): void {
     this.client.subscribe(this.keys.channel, (text) => this.receive(text));
@@ -53,6 +53,6 @@ export class TierBroadcast {
     if (r.data.from === this.instanceId) return;
     tierBroadcastsTotal.inc({ type: r.data.action.type, direction: 'received' });
     if (r.data.action.type !== 'view') this.logger.info({ event: 'tier_action', from: r.data.from, action: r.data.action }, 'tier action received');
-    for (const h of this.handlers) h(r.data.action, r.data.from);
+    for (const h of this.handlers) h(r.data.action, r.data.from, r.data.at);
   }
 }

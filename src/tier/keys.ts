@@ -31,6 +31,8 @@ export class TierKeys {
   get backendView(): string { return `${this.prefix}backends`; }
   /** HASH backend → since (ms) of backends in maintenance. */
   get maintenance(): string { return `${this.prefix}maintenance`; }
+  /** HASH backend → when (ms) maintenance was switched off: a later "off" outvotes an older "on" pushed back after an outage. */
+  get maintenanceOff(): string { return `${this.prefix}maintenance-off`; }
   /** STREAM of recent kicks (bounded length, TTL), read by instances that missed their broadcast. */
   get kicks(): string { return `${this.prefix}kicks`; }
   /** Pub/sub channel of admin actions and view changes. */

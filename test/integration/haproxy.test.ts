@@ -120,6 +120,21 @@ describe('mailproxy behind a real HAProxy (send-proxy-v2, agent-check)', functio
     }
   });
 
+  it('a connect-only health check (HAProxy\'s L4 check, closed with RST at once) is no client: no untrusted-PROXY warning, no session', async () => {
+    const from = nodes.map((n) => n.proxy!.logs.length);
+    const l4 = await startHaproxy({ dir: join(world.dir, 'haproxy-l4'), servers: nodes.map((n) => ({ name: n.name, port: n.imapPort })), checkIntervalMs: CHECK_MS });
+    try {
+      for (const n of nodes) await l4.waitServer(n.name, (s) => s.status === 'UP' && /^L4OK/.test(s.checkStatus));
+      await sleep(CHECK_MS * 5);
+    } finally {
+      await l4.stop();
+    }
+    for (const [i, n] of nodes.entries()) {
+      const logs = n.proxy!.logs.slice(from[i]);
+      assert.deepEqual(logs.filter((l) => l['client'] === '0.0.0.0').map((l) => l['msg']), [], n.name);
+    }
+  });
+
   it('maintenance on mp1: the agent says drain, HAProxy sends new logins to mp2 only, mp1\'s open session keeps working', async () => {
     // an established session on mp1
     const held = await sessionOn('mp1');

@@ -2,62 +2,35 @@
 // issued: two proxy processes, a real Redis (the documented ACL user), one proxy's link through a cuttable TCP link.
 // Must not test the tier's other shared state (tier-proxies.test.ts) nor the pure replay rules (unit tests).
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import type { World } from './harness/world.js';
+import type { RedisNode } from './harness/redis.js';
+import type { TcpLink } from './harness/tcp-link.js';
+import { startTierPair, type TierPair } from './tier-pair.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startWorld, type World } from './harness/world.js';
 import { LineClient } from './harness/line-client.js';
-import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
-import { startTcpLink, type TcpLink } from './harness/tcp-link.js';
-import { allocatePorts } from './harness/ports.js';
 import { runCommand } from './harness/processes.js';
-import { worldRawConfig } from './proxy-fixture.js';
-import { adminGet, metricValue, startChildProxy, type ChildProxy, type LogLine } from './child-proxy.js';
+import { adminGet, metricValue, type ChildProxy, type LogLine } from './child-proxy.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'main.js');
-const PASSWORD = 'tier-kick-secret';
 const CHECK_MS = 500;
 const BYE = /^\* BYE \[UNAVAILABLE\] Session closed by the administrator/;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('kicks reach every proxy of the tier after Redis or a proxy\'s link to it was away', function () {
   this.timeout(120_000);
+  let pair: TierPair;
   let world: World;
   let redis: RedisNode;
   let link: TcpLink;
   let a: ChildProxy;
   let b: ChildProxy;
 
-  const start = async (name: string, redisPort: number, adminPort: number) => startChildProxy(world, worldRawConfig(world, (r) => {
-    r['instanceName'] = name;
-    r['log'] = { level: 'info' };
-    r['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }];
-    r['admin'] = { enabled: true, address: '127.0.0.1', port: adminPort };
-    r['tier'] = {
-      instanceName: name,
-      redis: { host: '127.0.0.1', port: redisPort, username: 'mailproxy', passwordFile: join(world.dir, 'redis.pass') },
-      commandTimeoutMs: 50, retryIntervalMs: 100, heartbeatMs: 200, instanceTtlMs: 1500,
-      kicks: { checkIntervalMs: CHECK_MS },
-    };
-  }), { name, timeoutMs: 60_000 });
-
   before(async () => {
-    world = await startWorld();
-    writeFileSync(join(world.dir, 'redis.pass'), `${PASSWORD}\n`);
-    redis = await startRedis({ dir: join(world.dir, 'redis'), extra: [`user mailproxy on >${PASSWORD} ${TIER_ACL_RULES}`] });
-    link = await startTcpLink(redis.port);
-    const [pa, pb] = await allocatePorts(2);
-    a = await start('ka', redis.port, pa!);
-    b = await start('kb', link.port, pb!); // B reaches Redis only through the link the test can cut
-    await Promise.all([a, b].map((p) => p.waitForLog((l) => l['event'] === 'tier_state' && l['to'] === 'up', 10_000)));
+    pair = await startTierPair(['ka', 'kb'], { kicks: { checkIntervalMs: CHECK_MS } });
+    ({ world, redis, link, a, b } = pair); // B reaches Redis only through the link the test can cut
   });
-
-  after(async () => {
-    await Promise.all([a, b].map((p) => p?.stop()));
-    await link?.close();
-    await redis?.stop();
-    await world?.stop();
-  });
+  after(async () => pair?.stop());
 
   const login = async (p: ChildProxy, user: string, password: string) => {
     const c = await LineClient.connect(p.port('imap', 'none'));

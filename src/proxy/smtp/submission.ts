@@ -123,6 +123,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         if ('password' in credentials) state.secret = credentials.password;
         else state.token = { mechanism: credentials.mechanism, token: credentials.token };
         state.info.user = account.login;
+        if (account.mail !== undefined) state.info.mail = account.mail;
         setPhase(state, 'relay');
         loginsTotal.inc({ protocol: SERVICE, result: 'ok' });
         state.log.info({ phase: 'auth', user: account.login, mechanism: method }, 'smtp authenticated');

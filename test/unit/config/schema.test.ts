@@ -134,6 +134,16 @@ describe('config schema', () => {
     assert.throws(() => loadConfig(join(dir, 'c.yaml')), (e: unknown) => e instanceof ConfigError && /admin\.tokenFile/.test(e.problems.join()));
   });
 
+  it('refuses tier timings that make a live instance count as gone, or a pool sweep that hammers Redis', () => {
+    const tier = (extra: string) => `${MINIMAL}tier:\n  redis: { host: 127.0.0.1 }\n${extra}`;
+    const ttl = problems(tier('  heartbeatMs: 5000\n  instanceTtlMs: 1000\n'));
+    assert.ok(ttl.some((p) => /tier\.instanceTtlMs: must be at least twice tier\.heartbeatMs/.test(p)), ttl.join('\n'));
+    assert.ok(problems(tier('  heartbeatMs: 3000\n')).some((p) => /instanceTtlMs/.test(p)), 'the default instanceTtlMs (5000) with a 3 s heartbeat');
+    const sweep = problems(tier('  poolSweep: { intervalMs: 1 }\n'));
+    assert.ok(sweep.some((p) => /tier\.poolSweep\.intervalMs: 0 \(no sweep\) or at least 100 ms/.test(p)), sweep.join('\n'));
+    for (const ok of ['  heartbeatMs: 300\n  instanceTtlMs: 600\n', '  poolSweep: { intervalMs: 0 }\n', '']) assert.ok(parseConfig(tier(ok), 'test.yaml').tier);
+  });
+
   it('returns a deeply frozen config', () => {
     const c = parseConfig(MINIMAL, 'test.yaml');
     assert.ok(Object.isFrozen(c) && Object.isFrozen(c.imap.limits) && Object.isFrozen(c.listeners[0]));

@@ -213,14 +213,19 @@ function allow(method: string, methods: string[]): void {
   if (!methods.includes(method)) throw new HttpError(405, 'method not allowed', { allow: methods.join(', ') + (methods.includes('GET') ? ', HEAD' : '') });
 }
 
+/** Longest user or backend name a filter takes: what the tier's broadcast carries (a longer one would be kicked here only). */
+const MAX_FILTER_NAME = 512;
+
 function filterFrom(user: unknown, backend: unknown): SessionFilter {
   const f: SessionFilter = {};
   if (user !== undefined && user !== null) {
     if (typeof user !== 'string') throw new HttpError(400, 'user must be a string');
+    if (user.length > MAX_FILTER_NAME) throw new HttpError(400, `user longer than ${MAX_FILTER_NAME} characters`);
     if (user) f.user = user;
   }
   if (backend !== undefined && backend !== null) {
     if (typeof backend !== 'string') throw new HttpError(400, 'backend must be a string');
+    if (backend.length > MAX_FILTER_NAME) throw new HttpError(400, `backend longer than ${MAX_FILTER_NAME} characters`);
     if (backend) f.backend = backend;
   }
   return f;

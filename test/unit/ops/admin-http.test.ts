@@ -108,6 +108,9 @@ describe('health/http (admin server on 127.0.0.1:0)', () => {
 
     assert.equal((await post('/sessions/kick', {})).status, 400, 'refuses to kick everyone');
     assert.equal((await post('/sessions/kick', { user: 42 })).status, 400);
+    // Longer than the tier's broadcast carries: refused, not kicked here alone and answered "sent".
+    assert.equal((await post('/sessions/kick', { user: 'a'.repeat(513) })).status, 400);
+    assert.equal((await post('/sessions/kick', { backend: 'b'.repeat(513) })).status, 400);
     r = await post('/sessions/kick', { user: 'bob' });
     assert.deepEqual(await r.json(), { kicked: 2 });
     r = await post('/sessions/kick?backend=c');

@@ -8,7 +8,7 @@ import type { BackendSnapshot, EndpointTransition } from '../health/health.js';
 import type { AdminDeps, SessionFilter } from '../ops/http.js';
 import type { LocalEvidence, TierViewSnapshot } from './backend-view.js';
 import type { TierAction } from './broadcast.js';
-import { kickFilter } from './kick-replay.js';
+import { kickFilter, kickTarget } from './kick-replay.js';
 import type { Tier } from './tier.js';
 import type { Logger } from '../log.js';
 import { poolSpec, type MemberState } from '../directory/pool-route.js';
@@ -110,7 +110,7 @@ export function tierAdminDeps(inner: AdminDeps, tier: Tier, actions: LocalAction
     kickSessions: async (filter) => {
       const answer = await inner.kickSessions(filter);
       if (!filter.user && !filter.backend) return answer;
-      const sent = await tier.kicks.issue({ ...(filter.user ? { user: filter.user } : {}), ...(filter.backend ? { backend: filter.backend } : {}) });
+      const sent = await tier.kicks.issue(kickTarget(filter));
       if (sent === 'sent') return { ...answer, tier: sent };
       const c = tier.client.config.kicks;
       return { ...answer, tier: sent, message: `closed ${answer.kicked} sessions here; Redis is unreachable, so the kick is pending tier-wide: it goes to the other instances when Redis answers (kept up to ${Math.round(c.maxAgeMs / 1000)} s) and closes their sessions that started before it` };

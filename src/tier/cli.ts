@@ -2,6 +2,7 @@
 // for the whole tier when `tier:` is set) and print the result. Must not talk to Redis or the directory itself.
 import type { Config } from '../config/schema.js';
 import { adminBaseUrl } from '../ops/status.js';
+import type { KickTarget } from './kick-replay.js';
 
 export interface CliOptions {
   print?(line: string): void;
@@ -54,7 +55,7 @@ export async function runInvalidate(config: Pick<Config, 'admin'>, user: string,
 }
 
 /** Close USER's (or a backend's) sessions here and, with a tier, everywhere. Exit 0 done (also while pending tier-wide), 3 when the API fails. */
-export async function runKick(config: Pick<Config, 'admin'>, filter: { user?: string; backend?: string }, o: CliOptions = {}): Promise<number> {
+export async function runKick(config: Pick<Config, 'admin'>, filter: KickTarget, o: CliOptions = {}): Promise<number> {
   const print = o.print ?? ((l: string) => console.log(l));
   const q = new URLSearchParams({ ...(filter.user ? { user: filter.user } : {}), ...(filter.backend ? { backend: filter.backend } : {}) });
   const r = await call(config, 'POST', `/sessions/kick?${q.toString()}`, o);

@@ -3,6 +3,14 @@
 // Must not talk to Redis or touch sessions (kicks.ts and the composition do).
 import { z } from 'zod';
 
+/** Whom a kick closes: a user's sessions, a backend's, or a user's on one backend. */
+export interface KickTarget { user?: string; backend?: string }
+
+/** `k`'s user and backend as a target of their own (absent or empty ones left out). */
+export function kickTarget(k: { user?: string | undefined; backend?: string | undefined }): KickTarget {
+  return { ...(k.user ? { user: k.user } : {}), ...(k.backend ? { backend: k.backend } : {}) };
+}
+
 /** One kick as it travels: a unique id (applied once per instance), who issued it and when (sessions started later are spared). */
 export interface KickRecord {
   id: string;
@@ -38,7 +46,7 @@ export function parseKickEntry(fields: readonly string[]): KickRecord | undefine
 }
 
 function stripUndefined(k: z.output<typeof kickRecordSchema>): KickRecord {
-  return { id: k.id, from: k.from, at: k.at, ...(k.user !== undefined ? { user: k.user } : {}), ...(k.backend !== undefined ? { backend: k.backend } : {}) };
+  return { id: k.id, from: k.from, at: k.at, ...kickTarget(k) };
 }
 
 /** The smallest stream id after `id` ("ms-seq"), so XRANGE can start past the last one read (Redis 6.0 has no exclusive range). */
@@ -110,6 +118,6 @@ export function kickVerdict(k: KickRecord, o: { self: string; startedAt: number;
 }
 
 /** The session filter a kick applies here: its user/backend, and only sessions that started at or before the kick. */
-export function kickFilter(k: KickRecord): { user?: string; backend?: string; startedBefore: number } {
-  return { ...(k.user !== undefined ? { user: k.user } : {}), ...(k.backend !== undefined ? { backend: k.backend } : {}), startedBefore: k.at };
+export function kickFilter(k: KickRecord): KickTarget & { startedBefore: number } {
+  return { ...kickTarget(k), startedBefore: k.at };
 }

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import { tierBroadcastsTotal, tierKicksTotal } from '../metrics.js';
 import type { TierAction, TierBroadcast } from './broadcast.js';
 import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
-import { KICK_FIELD, kickVerdict, nextStreamId, parseKickEntry, PendingKicks, SeenKicks, type KickRecord } from './kick-replay.js';
+import { KICK_FIELD, kickTarget, kickVerdict, nextStreamId, parseKickEntry, PendingKicks, SeenKicks, type KickRecord, type KickTarget } from './kick-replay.js';
 import type { TierKeys } from './keys.js';
 
 /** Carries a kick out here (only sessions started at or before k.at); resolves how many sessions it closed. */
@@ -15,11 +15,10 @@ export type KickSink = (k: KickRecord) => Promise<number>;
 const PAGE = 100;
 const MAX_PAGES = 1000;
 
-type KickFilter = { user?: string; backend?: string };
 type KickAction = Extract<TierAction, { type: 'kick' }>;
 
 function describe(k: KickRecord): Record<string, unknown> {
-  return { id: k.id, from: k.from, at: new Date(k.at).toISOString(), ...(k.user ? { user: k.user } : {}), ...(k.backend ? { backend: k.backend } : {}) };
+  return { id: k.id, from: k.from, at: new Date(k.at).toISOString(), ...kickTarget(k) };
 }
 
 export class TierKicks {
@@ -57,7 +56,7 @@ export class TierKicks {
    * A kick already applied here, for the other instances: 'sent' when Redis took it, 'pending' when it is kept here and
    * goes out once Redis answers (within kicks.maxAgeMs; the others apply it only to sessions started before now).
    */
-  async issue(filter: KickFilter): Promise<'sent' | 'pending'> {
+  async issue(filter: KickTarget): Promise<'sent' | 'pending'> {
     const record: KickRecord = { id: randomUUID(), from: this.instanceId, at: this.now(), ...filter };
     this.seen.add(record.id);
     for (const d of this.pending.add(record)) this.dropped(d, 'maxPending');
@@ -70,7 +69,7 @@ export class TierKicks {
 
   /** A kick broadcast by another instance (pub/sub). One without id/at (an older version) is applied as it is. */
   async receive(a: KickAction, from: string): Promise<void> {
-    const filter: KickFilter = { ...(a.user ? { user: a.user } : {}), ...(a.backend ? { backend: a.backend } : {}) };
+    const filter = kickTarget(a);
     if (a.id === undefined || a.at === undefined) {
       await this.sink?.({ id: '', from, at: this.now(), ...filter });
       return;
@@ -117,7 +116,7 @@ export class TierKicks {
   /** XADD to the stream (bounded, TTL) and PUBLISH, in one round trip. */
   private async publish(k: KickRecord): Promise<boolean> {
     const c = this.client.config.kicks;
-    const action: TierAction = { type: 'kick', id: k.id, at: k.at, ...(k.user ? { user: k.user } : {}), ...(k.backend ? { backend: k.backend } : {}) };
+    const action: TierAction = { type: 'kick', id: k.id, at: k.at, ...kickTarget(k) };
     const ok = await this.client.run('kick_send', async (r) => {
       const res = await r.pipeline()
         .xadd(this.keys.kicks, 'MAXLEN', String(c.streamLength), '*', KICK_FIELD, JSON.stringify(k))

@@ -102,8 +102,8 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
       });
       const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, { greetingMs: Math.min(bl.greetingTimeoutMs, budget.timer()), replyMs: bl.replyTimeoutMs }, progress);
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
-      report(deps.gate, route, 'ok', progress);
-      return { route, ...done, attempts, ...(progress.greeted ? { identity: normaliseIdentity(progress.greeting) } : {}) };
+      const identity = report(deps.gate, route, 'ok', progress);
+      return { route, ...done, attempts, ...(identity !== undefined ? { identity } : {}) };
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
       // Not reported: a loop (the backend was never reached) and this host out of descriptors or ports (its fault, not the backend's).
@@ -119,9 +119,12 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
   }
 }
 
-function report(gate: BackendGate, route: Route, outcome: 'ok' | 'fail' | 'hang', progress: Progress): void {
-  if (progress.greeted) gate.report(route, outcome, normaliseIdentity(progress.greeting));
-  else gate.report(route, outcome);
+/** Tell health the outcome (with the greeting's identity when there was one); returns that identity. */
+function report(gate: BackendGate, route: Route, outcome: 'ok' | 'fail' | 'hang', progress: Progress): string | undefined {
+  if (!progress.greeted) { gate.report(route, outcome); return undefined; }
+  const identity = normaliseIdentity(progress.greeting);
+  gate.report(route, outcome, identity);
+  return identity;
 }
 
 /** Wait RIDE_THROUGH_RETRY_MS when health allows another attempt within the hold and the budget; false: fail now. */

@@ -203,11 +203,13 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     const ep = this.endpoint(backend, protocol);
     const before = ep.identities.identity;
     this.splitBrainEvent(ep, ep.identities.observe(identity, this.clock.now()));
-    if (before !== undefined && identity !== '' && identity !== before && !ep.identities.active) this.failover(backend, protocol, identity);
+    this.failoverIfMoved(backend, protocol, before, identity, ep.identities.active);
   }
 
-  private failover(backend: string, protocol: RouteProtocol, identity: string): void {
-    try { this.opts.onFailover?.(backend, protocol, identity); } catch (e) { this.logError('on_failover', e); }
+  /** A known identity replaced by another, outside a split brain: a failover faster than down detection (onFailover). */
+  private failoverIfMoved(backend: string, protocol: RouteProtocol, from: string | undefined, to: string | undefined, splitBrain: boolean): void {
+    if (from === undefined || to === undefined || to === '' || to === from || splitBrain) return;
+    try { this.opts.onFailover?.(backend, protocol, to); } catch (e) { this.logError('on_failover', e); }
   }
 
   private splitBrainEvent(ep: Endpoint, ev: SplitBrainEvent): void {
@@ -266,9 +268,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
         const t = ep.machine.adopt(e.health, b.maintenance, Number.isFinite(since) ? since : now, now, { since: failingSince !== null && Number.isFinite(failingSince) ? failingSince : null, hung: e.hung === true });
         ep.splitBrain = e.splitBrain === true;
         // Workers see identities through the primary's probes: a changed one is a failover for their sessions too.
-        const seen = ep.lastProbe?.identity;
-        const latest = e.lastProbe?.identity;
-        if (seen !== undefined && latest !== undefined && latest !== '' && latest !== seen && !ep.splitBrain) this.failover(b.backend, e.protocol, latest);
+        this.failoverIfMoved(b.backend, e.protocol, ep.lastProbe?.identity, e.lastProbe?.identity, ep.splitBrain);
         if (e.lastProbe) {
           const { failure, ...rest } = e.lastProbe;
           ep.lastProbe = { backend: b.backend, protocol: e.protocol, ...rest, at: Date.parse(e.lastProbe.at), ...(failure ? { failure: failure as NonNullable<ProbeResult['failure']> } : {}) };

@@ -7,7 +7,7 @@ import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 import type { TierPresence } from './presence.js';
 import { tierVerdict, type Evidence } from './verdict.js';
-import { flaggedBackends, recordedSwitches, switchesToPush, type MaintenanceRecords, type MaintenanceSwitch } from './maintenance.js';
+import { flaggedBackends, recordedSwitches, switchesToPush, type MaintenanceSwitch } from './maintenance.js';
 
 /** What this instance knows about one endpoint (from its HealthMonitor). */
 export interface LocalEvidence {
@@ -45,6 +45,11 @@ export interface TierViewSnapshot {
 const BULK_TIMEOUT_MS = BACKGROUND_TIMEOUT_MS;
 const VIEW_TTL_MS = 3_600_000;
 const MAINTENANCE_TTL_MS = 30 * 86_400_000;
+
+/** The HGETALL reply at `i` of a pipeline's results (an empty hash when absent). */
+function hashAt(res: ReadonlyArray<[Error | null, unknown]>, i: number): Record<string, string> {
+  return (res[i]?.[1] ?? {}) as Record<string, string>;
+}
 
 export class TierBackendView {
   private readonly down = new Set<string>();
@@ -168,8 +173,8 @@ export class TierBackendView {
       return;
     }
     this.available = true;
-    const view = (res[0]?.[1] ?? {}) as Record<string, string>;
-    const records: MaintenanceRecords = { on: (res[1]?.[1] ?? {}) as Record<string, string>, off: (res[2]?.[1] ?? {}) as Record<string, string> };
+    const view = hashAt(res, 0);
+    const recorded = recordedSwitches({ on: hashAt(res, 1), off: hashAt(res, 2) });
     const byEndpoint = new Map<string, Evidence[]>();
     const stale: string[] = [];
     for (const [field, value] of Object.entries(view)) {
@@ -189,8 +194,7 @@ export class TierBackendView {
     // On from the shared flags; off for a flag this instance saw and that is gone (a broadcast it missed), or for a local
     // flag outvoted by a later "off" in Redis. A restarted Redis has lost the flags, but every instance pushes its own
     // back (resync) before it reads them.
-    const recorded = recordedSwitches(records);
-    const flagged = flaggedBackends(records);
+    const flagged = flaggedBackends(recorded);
     for (const backend of flagged) if (!this.seenMaintenance.has(backend)) this.events.maintenance(backend, true);
     for (const backend of new Set([...this.seenMaintenance, ...this.source.maintenance()])) {
       if (flagged.has(backend)) continue;
@@ -233,7 +237,7 @@ export class TierBackendView {
     if (mine.size) {
       const res = await this.client.run('maintenance', (r) => r.pipeline().hgetall(this.keys.maintenance).hgetall(this.keys.maintenanceOff).exec(), { timeoutMs: BULK_TIMEOUT_MS });
       if (res) {
-        const recorded = recordedSwitches({ on: (res[0]?.[1] ?? {}) as Record<string, string>, off: (res[1]?.[1] ?? {}) as Record<string, string> });
+        const recorded = recordedSwitches({ on: hashAt(res, 0), off: hashAt(res, 1) });
         for (const [backend, s] of switchesToPush(mine, recorded)) {
           if (await this.writeSwitch(backend, s, BULK_TIMEOUT_MS)) await this.broadcast.send({ type: 'maintenance', backend, enabled: s.enabled });
         }

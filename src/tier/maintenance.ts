@@ -19,10 +19,10 @@ export function recordedSwitches(r: MaintenanceRecords): Map<string, Maintenance
   return out;
 }
 
-/** Backends in maintenance according to Redis. */
-export function flaggedBackends(r: MaintenanceRecords): Set<string> {
+/** Backends in maintenance according to Redis (its latest switches, recordedSwitches). */
+export function flaggedBackends(recorded: ReadonlyMap<string, MaintenanceSwitch>): Set<string> {
   const out = new Set<string>();
-  for (const [backend, s] of recordedSwitches(r)) if (s.enabled) out.add(backend);
+  for (const [backend, s] of recorded) if (s.enabled) out.add(backend);
   return out;
 }
 

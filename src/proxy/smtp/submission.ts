@@ -137,13 +137,14 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
         const account = result.account;
         const route = routeFor(state.config, account); // NO_ROUTE: a temporary failure now beats one at every MAIL
         const tier = deps.tier;
+        const address = clientOf(state).address;
         if (!tier) {
-          penalty.success(clientOf(state).address);
+          penalty.success(address);
           return authenticated(account);
         }
         // The tier's session registry and limits, as for IMAP/POP3; the admit call also clears the address's and name's penalty.
-        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, backend: route.backend, address: clientOf(state).address, client: state.info.client, startedAt: state.info.startedAt };
-        return tier.sessions.admit(entry, tier.penalty.clearLocal(clientOf(state).address, typed)).then((admitted) => {
+        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, backend: route.backend, address, client: state.info.client, startedAt: state.info.startedAt };
+        return tier.sessions.admit(entry, tier.penalty.clearLocal(address, typed)).then((admitted) => {
           if (!admitted.ok) {
             tierLimitRefusalsTotal.inc({ protocol: SERVICE, limit: admitted.limit });
             state.log.info({ phase: 'auth', user: account.login, limit: admitted.limit, count: admitted.count, source: admitted.source }, 'tier session limit reached');

@@ -9,14 +9,10 @@ import { registry } from '../../src/metrics.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function imapConnections(): Promise<number> {
+/** Connections accepted so far on this process's listeners of `protocol` (mailproxy_connections_total). */
+async function connections(protocol: 'imap' | 'lmtp'): Promise<number> {
   const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'mailproxy_connections_total');
-  return m?.values.filter((v) => v.labels['protocol'] === 'imap').reduce((a, v) => a + v.value, 0) ?? 0;
-}
-
-async function lmtpConnections(): Promise<number> {
-  const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'mailproxy_connections_total');
-  return m?.values.filter((v) => v.labels['protocol'] === 'lmtp').reduce((a, v) => a + v.value, 0) ?? 0;
+  return m?.values.filter((v) => v.labels['protocol'] === protocol).reduce((a, v) => a + v.value, 0) ?? 0;
 }
 
 /** LHLO on an LMTP listener; the 250 reply's lines. */
@@ -58,11 +54,11 @@ describe('loop protection and source addresses (real Dovecot, in-process proxies
       raw['listeners'] = imapOnly(port!);
       (raw['backends'] as Record<string, unknown>)['backend-a'] = { host: 'localhost', imap: { port }, trustsProxy: true };
     });
-    const before = await imapConnections();
+    const before = await connections('imap');
     const { c, reply } = await login(port!, world.users.alice);
     assert.match(reply, /^a NO \[UNAVAILABLE\]/m);
     await sleep(300);
-    assert.ok(await imapConnections() - before <= 2, 'the client and at most the one connection to ourselves that was refused');
+    assert.ok(await connections('imap') - before <= 2, 'the client and at most the one connection to ourselves that was refused');
     assert.ok(p.logs.some((l) => l['code'] === 'ROUTE_LOOP'), 'login failed with ROUTE_LOOP in the log');
     c.close();
   });
@@ -95,11 +91,11 @@ describe('loop protection and source addresses (real Dovecot, in-process proxies
       raw['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'none' }];
       (raw['backends'] as Record<string, unknown>)['backend-a'] = backendAt(own);
     }));
-    const before = await imapConnections();
+    const before = await connections('imap');
     const { c, reply } = await login(own, world.users.alice);
     assert.match(reply, /^a NO \[UNAVAILABLE\]/m);
     await sleep(200);
-    assert.equal(await imapConnections() - before, 1, 'only the client: the proxy never dialled itself');
+    assert.equal(await connections('imap') - before, 1, 'only the client: the proxy never dialled itself');
     c.close();
   });
 
@@ -126,12 +122,12 @@ describe('loop protection and source addresses (real Dovecot, in-process proxies
       raw['listeners'] = imapOnly(pb!); raw['loopProtection'] = trusted;
       (raw['backends'] as Record<string, unknown>)['backend-a'] = backendAt(pa!);
     }));
-    const before = await imapConnections();
+    const before = await connections('imap');
     const [fromA, fromB] = [a.logs.length, b.logs.length];
     const ring = await login(pa!, world.users.alice);
     assert.match(ring.reply, /^a NO \[UNAVAILABLE\]/m);
     await sleep(500);
-    assert.equal(await imapConnections() - before, 5, 'client + 4 hops, then the loop is cut');
+    assert.equal(await connections('imap') - before, 5, 'client + 4 hops, then the loop is cut');
     const loops = [...a.logs.slice(fromA), ...b.logs.slice(fromB)].filter((l) => l['code'] === 'ROUTE_LOOP');
     assert.equal(loops.length, 1, 'one proxy refused; the others failed on its temporary error');
     ring.c.close();
@@ -188,12 +184,12 @@ describe('loop protection and source addresses (real Dovecot, in-process proxies
       raw['listeners'] = lmtpOnly(pb!); raw['loopProtection'] = trusted;
       (raw['backends'] as Record<string, unknown>)['backend-a'] = lmtpAt(pa!);
     }));
-    const before = await lmtpConnections();
+    const before = await connections('lmtp');
     const [fromA, fromB] = [a.logs.length, b.logs.length];
     const ring = await lhlo(pa!);
     assert.match(await rcpt(ring.c), /^451 /);
     await sleep(500);
-    assert.equal(await lmtpConnections() - before, 5, 'client + 4 hops, then the loop is cut');
+    assert.equal(await connections('lmtp') - before, 5, 'client + 4 hops, then the loop is cut');
     const loops = [...a.logs.slice(fromA), ...b.logs.slice(fromB)].filter((l) => /hop count spent \(XCLIENT TTL 1\)/.test(String(l['detail'])));
     assert.equal(loops.length, 1, 'one proxy refused; the others failed on its temporary error');
     ring.c.close();

@@ -40,6 +40,9 @@ export interface ServerStat {
   checkStatus: string;
 }
 
+/** HAProxy's stats report the last check's status prefixed with "* " while the next check runs: the status is the same. */
+const lastStatus = (field: string | undefined): string => (field ?? '').replace(/^\* /, '');
+
 export interface HaproxyInstance {
   /** Frontend port clients connect to. */
   port: number;
@@ -148,8 +151,8 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyInstance> 
         status: f[at('status')]!,
         weight: Number(f[at('weight')]),
         total: Number(f[at('stot')]),
-        agentStatus: `${f[at('agent_status')]} ${f[at('agent_desc')]}`.trim(),
-        checkStatus: `${f[at('check_status')]} ${f[at('check_desc')]}`.trim(),
+        agentStatus: `${lastStatus(f[at('agent_status')])} ${f[at('agent_desc')]}`.trim(),
+        checkStatus: `${lastStatus(f[at('check_status')])} ${f[at('check_desc')]}`.trim(),
       }));
   };
   const server = async (name: string): Promise<ServerStat> => {

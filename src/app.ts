@@ -36,7 +36,7 @@ export interface AppOptions {
 
 /** SMTP services read config, directory and TLS material through getters at each connection, so SIGHUP reaches them. */
 function smtpDeps(d: HandlerDeps): SmtpServiceDeps {
-  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, pools: d.pools, logger: d.logger, secureContext: d.tls, penalty: d.penalty, clock: d.clock, dial: d.dial, guard: d.guard, ...(d.traces ? { traces: d.traces } : {}), ...(d.tier ? { tier: d.tier } : {}) };
+  return { config: d.config, directory: d.directory, gate: d.gate, sessions: d.sessions, pools: d.pools, logger: d.logger, secureContext: d.tls, penalty: d.penalty, clock: d.clock, dial: d.dial, guard: d.guard, ...(d.limiter ? { limiter: d.limiter } : {}), ...(d.traces ? { traces: d.traces } : {}), ...(d.tier ? { tier: d.tier } : {}) };
 }
 
 export class App {

@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'NO_ROUTE'               // account has no host attribute and no default backend
   | 'BACKEND_UNAVAILABLE'    // connect refused / timed out / TLS failed / closed during login
   | 'BACKEND_DOWN'           // health says down: fail fast without trying
+  | 'BACKEND_BUSY'           // the per-backend cap on attempts in flight is reached and its queue is full or the wait ran out
   | 'BACKEND_MAINTENANCE'    // administratively drained
   | 'BACKEND_SPLIT_BRAIN'    // two nodes answer in turn and health.splitBrain.policy is refuse
   | 'BACKEND_AUTH_FAILED'    // backend refused the credentials the directory accepted
@@ -59,6 +60,7 @@ export const CATALOGUE: Readonly<Record<ErrorCode, ErrorSpec>> = {
   NO_ROUTE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'no backend for account', metricLabel: 'no_route', health: 'none' },
   BACKEND_UNAVAILABLE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend unavailable', metricLabel: 'backend_unavailable', health: 'backend-failure' },
   BACKEND_DOWN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend marked down', metricLabel: 'backend_down', health: 'none' },
+  BACKEND_BUSY: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend busy: no connection slot', metricLabel: 'backend_busy', health: 'none' },
   BACKEND_MAINTENANCE: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend in maintenance', metricLabel: 'backend_maintenance', health: 'none' },
   BACKEND_SPLIT_BRAIN: { imap: TEMP_IMAP, pop3: TEMP_POP3, smtp: TEMP_SMTP, logReason: 'backend split brain: logins refused', metricLabel: 'backend_split_brain', health: 'none' },
   BACKEND_AUTH_FAILED: { imap: 'NO [AUTHENTICATIONFAILED] Authentication failed', pop3: '-ERR [AUTH] Authentication failed', smtp: '535 5.7.8 Authentication credentials invalid', logReason: 'backend refused login', metricLabel: 'backend_auth_failed', health: 'backend-alive' },

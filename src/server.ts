@@ -20,6 +20,7 @@ import { AuthPenalty } from './proxy/auth-penalty.js';
 import { TraceTable } from './trace/table.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls/certificates.js';
 import { createBackendGuard } from './proxy/backend-guard.js';
+import { BackendLimiter } from './proxy/backend-limit.js';
 import { setCertificateExpirySource } from './metrics.js';
 import type { TierLogin } from './tier/tier.js';
 
@@ -95,6 +96,7 @@ export class Instance {
       penalty: new AuthPenalty(),
       tls: () => this.tls,
       guard: this.guard,
+      limiter: new BackendLimiter(() => this.config.backendLogin, clock),
       ...(opts.tier ? { tier: opts.tier } : {}),
       clock: opts.clock ?? systemClock,
       dial: opts.dial ?? netDial,

@@ -284,6 +284,10 @@ const backendLoginSchema = z.strictObject({
   greetingTimeoutMs: z.number().int().min(50).default(2000),
   /** After the greeting, a backend silent this long while the proxy waits for a reply is failed (no ride-through); above the backend's auth-failure delay (Dovecot: 2 s). */
   replyTimeoutMs: z.number().int().min(50).default(5000),
+  /** Backend connection attempts (connect + greeting + login) in flight per backend and process at most; 0 = no cap. Probes are not counted. */
+  maxInFlightPerBackend: z.number().int().min(0).default(16),
+  /** Attempts waiting (FIFO, within their own backendLoginBudgetMs) for a slot per backend and process at most; beyond it the temporary error at once. 0 = none wait. */
+  maxQueuedPerBackend: z.number().int().min(0).default(500),
 });
 
 const healthSchema = z.strictObject({
@@ -308,6 +312,12 @@ const healthSchema = z.strictObject({
     stableMs: ms(30_000),
   }).prefault({}),
   deepProbe: z.strictObject({ user: z.string(), password: secret.optional(), passwordFile: z.string().optional() }).optional(),
+  /** Hooks hear settled changes only; a backend changing state maxTransitions times within windowMs is flapping: one event, then none until quiet for quietMs. */
+  flapDetection: z.strictObject({
+    maxTransitions: z.number().int().min(0).default(6),
+    windowMs: z.number().int().min(1000).default(60_000),
+    quietMs: z.number().int().min(1000).default(60_000),
+  }).prefault({}),
   hooks: z.strictObject({
     command: z.string().optional(),
     webhookUrl: z.string().optional(),

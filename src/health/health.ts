@@ -6,11 +6,12 @@ import { routeForBackend, type Route, type RouteProtocol } from '../directory/ba
 import { ProxyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { backendSplitBrain, backendStateTransitionsTotal, backendUp } from '../metrics.js';
+import { backendFlapping, backendSplitBrain, backendStateTransitionsTotal, backendUp } from '../metrics.js';
 import { BackendState, foldStates, type EffectiveState, type HealthState, type Outcome } from './backend-state.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { BackendGate } from './gate.js';
 import { HookRunner } from './hooks.js';
+import { HookDamper } from './hook-damper.js';
 import { imapDeepProbe } from './deep-probe.js';
 import type { DeepProbe, Dial, ProbeResult } from './probe.js';
 import { Prober, probeTargets, targetKey } from './prober.js';
@@ -44,6 +45,8 @@ export interface BackendSnapshot {
   state: EffectiveState;
   since: string;
   maintenance: boolean;
+  /** Changing state too often: hooks are paused until it is stable (health.flapDetection); `state` is still the true one. */
+  flapping?: boolean;
   standby?: string;
   sessions?: number;
   endpoints: EndpointSnapshot[];
@@ -87,6 +90,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
   private readonly log: Logger;
   private readonly role: 'primary' | 'worker';
   private readonly hooks: Pick<HookRunner, 'fire'> | undefined;
+  private readonly damper: HookDamper;
   private prober: Prober | undefined;
 
   constructor(private readonly opts: HealthMonitorOptions) {
@@ -96,6 +100,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     this.log = opts.logger ?? silentLogger;
     this.role = opts.role ?? 'primary';
     this.hooks = this.role === 'primary' ? opts.hooks ?? new HookRunner({ hooks: opts.config.health.hooks, logger: this.log }) : undefined;
+    this.damper = new HookDamper(opts.config.health.flapDetection);
     this.ensureConfigured();
   }
 
@@ -130,6 +135,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
   reload(config: HealthConfigView): void {
     const wasConfigured = new Set(Object.keys(this.config.backends));
     this.config = config;
+    this.damper.reconfigure(config.health.flapDetection);
     const keep = new Set(probeTargets(config).map((r) => targetKey(r.backend, r.protocol)));
     for (const [key, ep] of this.endpoints) {
       if (!wasConfigured.has(ep.backend) || keep.has(key)) continue;
@@ -249,6 +255,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
         state: f.state,
         since: iso(f.since),
         maintenance: this.maintenance.has(backend),
+        ...(this.damper.isFlapping(backend) ? { flapping: true } : {}),
         ...(standby ? { standby } : {}),
         ...(sessionCounts ? { sessions: sessionCounts[backend] ?? 0 } : {}),
         endpoints: this.endpointsOf(backend).map((ep) => endpointSnapshot(ep)),
@@ -286,6 +293,7 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
 
   private record(backend: string, protocol: RouteProtocol, outcome: Outcome): void {
     const ep = this.endpoint(backend, protocol);
+    for (const ev of this.damper.settle(this.clock.now())) this.fireHook(ev);
     const t = ep.machine.record(outcome, this.clock.now());
     this.apply(ep, t);
     if (t) this.refold(backend, t.at, `${protocol}: ${t.reason}`);
@@ -322,9 +330,18 @@ export class HealthMonitor extends EventEmitter implements BackendGate {
     if (sideEffects) {
       backendStateTransitionsTotal.inc({ backend, from: t.from, to: t.to });
       this.log[next === 'down' ? 'error' : 'warn']({ event: 'backend_state', backend, from: t.from, to: t.to, reason }, `backend ${backend} ${t.from} -> ${t.to}`);
-      void this.hooks?.fire({ instance: this.config.instanceName, backend, from: t.from, to: t.to, reason, at: now });
+      for (const ev of this.damper.observe(t)) this.fireHook(ev);
     }
     this.safeEmit('backend', t);
+  }
+
+  /** Run the hooks for one damped event; the start and end of a flap are also logged and shown by the gauge. */
+  private fireHook(ev: { backend: string; from: string; to: string; at: number; reason: string }): void {
+    if (ev.to === 'flapping' || ev.from === 'flapping') {
+      backendFlapping.set({ backend: ev.backend }, ev.to === 'flapping' ? 1 : 0);
+      this.log.warn({ event: ev.to === 'flapping' ? 'backend_flapping' : 'backend_flapping_over', backend: ev.backend, reason: ev.reason }, `backend ${ev.backend}: ${ev.to === 'flapping' ? 'flapping, hooks paused' : `stable again (${ev.to})`}`);
+    }
+    void this.hooks?.fire({ instance: this.config.instanceName, ...ev });
   }
 
   private fold(backend: string, now = this.clock.now()): { state: EffectiveState; since: number } {

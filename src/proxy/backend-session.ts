@@ -13,6 +13,7 @@ import { backendLoginSeconds } from '../metrics.js';
 import type { BackendAction, BackendLogin } from './protocol.js';
 import { connectBackend, type Dial } from './backend-connect.js';
 import type { BackendGuard } from './backend-guard.js';
+import type { AttemptSlot, BackendLimiter } from './backend-limit.js';
 import { LineReader } from './line-reader.js';
 import { upgradeClient } from './starttls.js';
 import { normaliseIdentity } from '../health/probe.js';
@@ -49,6 +50,8 @@ export interface BackendSessionDeps {
   dial: Dial;
   /** Loop protection (never our own listeners) and backend sourceAddresses; the Instance's. */
   guard?: BackendGuard;
+  /** The per-backend cap on attempts in flight and its wait queue (the Instance's); no cap when absent. */
+  limiter?: BackendLimiter;
 }
 
 const MAX_BACKEND_LINE = 64 * 1024;
@@ -93,7 +96,10 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
     if (req.signal?.aborted) throw new ProxyError('CLIENT_GONE', attempts > 0 ? `after ${attempts} attempts` : undefined);
     attempts++;
     const progress: Progress = { greeting: [], greeted: false, hung: false };
+    let slot: AttemptSlot | undefined;
     try {
+      // The wait for a slot counts against the login's budget; a refusal (BACKEND_BUSY) is ours, not the backend's.
+      slot = await deps.limiter?.acquire(route.backend, budget.left(), req.signal);
       const proxyFor = route.trustsProxy && route.forwardClientAddress === 'proxy-v2' ? req.client : undefined;
       const socket = await connectBackend(route, {
         timeoutMs: Math.max(1, Math.min(bl.connectTimeoutMs, budget.left())), dial: deps.dial, clock: deps.clock,
@@ -101,13 +107,18 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
         ...(deps.guard ? { guard: deps.guard } : {}),
       });
       const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, { greetingMs: Math.min(bl.greetingTimeoutMs, budget.timer()), replyMs: bl.replyTimeoutMs }, progress);
+      slot?.release();
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
       const identity = report(deps.gate, route, 'ok', progress);
       return { route, ...done, attempts, ...(identity !== undefined ? { identity } : {}) };
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
-      // Not reported: a loop (the backend was never reached) and this host out of descriptors or ports (its fault, not the backend's).
-      if (!req.signal?.aborted && err.code !== 'ROUTE_LOOP' && err.code !== 'LOCAL_RESOURCES') report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
+      // Not reported: a loop (the backend was never reached), this host out of descriptors or ports (its fault, not the
+      // backend's), no slot under the cap (never tried), and a greeting that did not come while other attempts of this
+      // process at the same backend overlapped it: our own load, not proof of a hang (the probe, never queued, judges).
+      const unreported = err.code === 'ROUTE_LOOP' || err.code === 'LOCAL_RESOURCES' || err.code === 'BACKEND_BUSY' || (progress.hung && (slot?.overlapping() ?? 0) > 0);
+      slot?.release();
+      if (!req.signal?.aborted && !unreported) report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
       // Refused, reset, unreachable, closed before the login reply, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR",
       // SMTP 421): a server on its way down. The login never completed, so trying again cannot log in twice.
       // A login *answered* with a temporary refusal (NO [UNAVAILABLE] from a proxy that cut a loop, 454) is final.

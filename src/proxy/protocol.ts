@@ -15,6 +15,7 @@ import type { AuthPenalty } from './auth-penalty.js';
 import type { TraceTable } from '../trace/table.js';
 import type { TlsMaterial } from '../tls/certificates.js';
 import type { BackendGuard } from './backend-guard.js';
+import type { BackendLimiter } from './backend-limit.js';
 
 /**
  * Client bytes a dialogue holds, unparsed, behind a login command while the backend login runs (pipelined commands, an
@@ -144,6 +145,8 @@ export interface HandlerDeps {
   penalty: AuthPenalty;
   /** Never dial our own listeners; bind backend sourceAddresses. */
   guard: BackendGuard;
+  /** The per-backend cap on backend connection attempts in flight (backendLogin.maxInFlightPerBackend); none when absent. */
+  limiter?: BackendLimiter;
   /** Pool affinity: the member for accounts whose host value names a pool. */
   pools: PoolRouter;
   /** Time and timers (fake in unit tests). */

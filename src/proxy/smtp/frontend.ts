@@ -22,6 +22,7 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { netDial, type Dial } from '../backend-connect.js';
 import type { BackendSessionDeps } from '../backend-session.js';
 import type { BackendGuard } from '../backend-guard.js';
+import type { BackendLimiter } from '../backend-limit.js';
 import { SessionTrace } from '../../trace/session-trace.js';
 import { SmtpTraceTap } from '../../trace/smtp-tap.js';
 import { TraceTable } from '../../trace/table.js';
@@ -52,13 +53,15 @@ export interface SmtpServiceDeps {
   dial?: Dial;
   /** Loop protection and backend sourceAddresses (the Instance's); none when absent. */
   guard?: BackendGuard;
+  /** The per-backend cap on backend connection attempts in flight (the Instance's); none when absent. */
+  limiter?: BackendLimiter;
   /** Users traced on demand in this process; nothing is traced when absent. */
   traces?: TraceTable;
 }
 
 /** The backend-session pipeline's dependencies for an SMTP service. */
 export function pipelineDeps(deps: SmtpServiceDeps): BackendSessionDeps {
-  return { gate: deps.gate, clock: deps.clock ?? systemClock, dial: deps.dial ?? netDial, ...(deps.guard ? { guard: deps.guard } : {}) };
+  return { gate: deps.gate, clock: deps.clock ?? systemClock, dial: deps.dial ?? netDial, ...(deps.guard ? { guard: deps.guard } : {}), ...(deps.limiter ? { limiter: deps.limiter } : {}) };
 }
 
 /** The name this proxy greets with, says in EHLO/LHLO and writes in Received headers. */

@@ -183,8 +183,9 @@ describe('health/HealthMonitor', () => {
     assert.deepEqual(downs, ['c/imap']);
     assert.equal(await metricValue(backendUp, { backend: 'c', protocol: 'imap' }), 0);
     assert.equal(await metricValue(backendStateTransitionsTotal, { backend: 'c', from: 'suspect', to: 'down' }), before + 1);
-    assert.deepEqual(hooks.map((h) => [h.backend, h.from, h.to]), [['c', 'unknown', 'up'], ['c', 'up', 'suspect'], ['c', 'suspect', 'down']]);
-    assert.match(hooks[2]!.reason, /imap: probe failed/);
+    // Hooks hear settled changes: up -> down, not the suspect step on the way (health.flapDetection).
+    assert.deepEqual(hooks.map((h) => [h.backend, h.from, h.to]), [['c', 'unknown', 'up'], ['c', 'up', 'down']]);
+    assert.match(hooks[1]!.reason, /imap: probe failed/);
     up('c');
     assert.equal(await metricValue(backendUp, { backend: 'c', protocol: 'imap' }), 1);
   });
@@ -197,7 +198,32 @@ describe('health/HealthMonitor', () => {
     assert.equal(monitor.snapshot().find((b) => b.backend === 'a')!.state, 'up');
     down('a', 'pop3');
     assert.equal(monitor.snapshot().find((b) => b.backend === 'a')!.state, 'down');
-    assert.deepEqual(hooks.filter((h) => h.backend === 'a').map((h) => h.to), ['up', 'suspect', 'down']);
+    assert.deepEqual(hooks.filter((h) => h.backend === 'a').map((h) => h.to), ['up', 'down']);
+  });
+
+  it('a link losing packets (30 up/suspect/down changes in 25 s) runs hooks a few times, not 30: flapping, then one summary when quiet', async () => {
+    const { monitor, hooks, clock, config } = setup();
+    const states: string[] = [];
+    monitor.on('backend', (t: BackendTransition) => states.push(t.to));
+    monitor.recordProbe(probe('c', 'imap', true, clock.now()));
+    // One in four probes lost, and now and then two in a row (down for a moment): every 250 ms for 25 s.
+    for (let i = 1; i <= 100; i++) {
+      clock.set(clock.now() + 250);
+      monitor.recordProbe(probe('c', 'imap', !(i % 4 === 0 || i % 12 === 1), clock.now()));
+    }
+    const fired = hooks.filter((h) => h.backend === 'c');
+    assert.ok(states.length >= 30, `the true state changed ${states.length} times (metrics, logs and the API see every one)`);
+    // The first start (unknown > up), the changes below the flap threshold (default 6 in 60 s), and the flap's start.
+    assert.ok(fired.length <= config.health.flapDetection.maxTransitions + 1, `hooks ran ${fired.length} times: ${fired.map((h) => `${h.from}>${h.to}`).join(' ')}`);
+    assert.equal(fired.at(-1)!.to, 'flapping');
+    assert.equal(monitor.snapshot().find((b) => b.backend === 'c')!.flapping, true);
+    assert.equal(monitor.snapshot().find((b) => b.backend === 'c')!.state, monitor.stateOf('c', 'imap'), 'the snapshot shows the true state');
+    // Stable for quietMs: one event ends the flap with the state it settled in.
+    for (let i = 0; i < 70; i++) { clock.set(clock.now() + 1000); monitor.recordProbe(probe('c', 'imap', true, clock.now())); }
+    const end = hooks.filter((h) => h.backend === 'c').slice(fired.length);
+    assert.deepEqual(end.map((h) => `${h.from}>${h.to}`), ['flapping>up']);
+    assert.match(end[0]!.reason, /changes not run as hooks/);
+    assert.equal(monitor.snapshot().find((b) => b.backend === 'c')!.flapping, undefined);
   });
 
   it('snapshot shows state, since, last probe and session counts', () => {

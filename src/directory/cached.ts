@@ -29,7 +29,7 @@ type LookupKind = 'lookup' | 'recipient';
  * Caching decorator.
  *
  * Routes: `lookup` and `lookupRecipient` results are kept for `ttlMs`, unknown names (null) for `negativeTtlMs`.
- * While the inner directory throws DIRECTORY_UNAVAILABLE, the last good account is served for up to `maxStaleMs`
+ * While the inner directory throws DIRECTORY_UNAVAILABLE (or LOCAL_RESOURCES), the last good account is served for up to `maxStaleMs`
  * past its expiry (stale-if-error); negative results are never served stale.
  *
  * Verdicts: a successful `authenticate` is remembered for `ttlMs` under SHA3-256(per-process random key, user NUL
@@ -183,6 +183,7 @@ export class CachedDirectory implements Directory {
   }
 }
 
+/** The directory could not be asked: its own trouble, or this host out of descriptors or ports (LOCAL_RESOURCES). */
 function isUnavailable(e: unknown): boolean {
-  return isProxyError(e) && e.code === 'DIRECTORY_UNAVAILABLE';
+  return isProxyError(e) && (e.code === 'DIRECTORY_UNAVAILABLE' || e.code === 'LOCAL_RESOURCES');
 }

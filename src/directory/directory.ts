@@ -18,7 +18,8 @@ export type AuthResult = { ok: true; account: Account } | { ok: false };
 export interface Directory {
   /**
    * Verify credentials. Wrong password, unknown user and empty password all give { ok: false }.
-   * Directory trouble throws ProxyError('DIRECTORY_UNAVAILABLE'), never { ok: false }.
+   * Directory trouble throws ProxyError('DIRECTORY_UNAVAILABLE'), never { ok: false }; a connection this host could not
+   * open (out of descriptors or ports) throws LOCAL_RESOURCES.
    */
   authenticate(credentials: Credentials): Promise<AuthResult>;
   /** Find an account by login name or address without a password (routing, `lookup` CLI). */

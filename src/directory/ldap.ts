@@ -1,10 +1,10 @@
 // Owns the LDAP directory: service-account searches and user binds on pooled connections, hedged across servers, probes
-// that mark servers up/down. Must not cache, retry on the same server, or let an ldapts error escape (ProxyError or { ok: false }).
+// that mark servers up/down (never for this host's own EMFILE & co.). Must not cache, retry on the same server, or let an ldapts error escape (ProxyError or { ok: false }).
 import net from 'node:net';
 import tls, { type ConnectionOptions } from 'node:tls';
 import { Client, InvalidCredentialsError, ResultCodeError, type ClientOptions, type Entry } from 'ldapts';
 import type { LdapConfig } from '../config/schema.js';
-import { ProxyError, sanitize } from '../errors.js';
+import { isLocalResourceError, ProxyError, sanitize } from '../errors.js';
 import type { Logger } from '../log.js';
 import { directoryRequestSeconds, ldapUp } from '../metrics.js';
 import { isTokenCredentials, type Credentials } from '../core/types.js';
@@ -247,6 +247,9 @@ export class LdapDirectory implements Directory {
           throw this.answerError(e, server, kind, stage);
         }
         lease.release(false);
+        // This host could not open the connection (descriptors, ports, buffers): the server was never asked, so it is
+        // not marked down (its pooled connections stay); the request fails with the temporary error.
+        if (isLocalResourceError(e)) throw new ProxyError('LOCAL_RESOURCES', `${server.url}: ${describe(e)}`, { cause: e });
         const failure = e instanceof LdapFailure ? e : new LdapFailure(describe(e));
         // A kept connection closed by the server (idle timeout, restart) is not the server failing now.
         if (round === 0 && !lease.fresh && !failure.timedOut && !signal.aborted) continue;
@@ -283,6 +286,8 @@ export class LdapDirectory implements Directory {
       this.markUp(server);
     } catch (e) {
       if (isAnswer(e)) this.markUp(server);
+      // The probe could not open its connection on this host: no verdict on the server (as backend probes, result "local").
+      else if (isLocalResourceError(e)) this.log.warn({ event: 'ldap_probe_skipped_local', server: server.url, error: describe(e) }, 'LDAP probe could not connect: out of local resources, server state kept');
       else if (!this.closed) this.markDown(server, e instanceof LdapFailure ? e.reason : `probe: ${describe(e)}`);
     } finally {
       clearTimeout(timer);

@@ -1,5 +1,5 @@
 // Proves that a proxy out of file descriptors (a flood of idle client connections up to its RLIMIT_NOFILE) does not
-// blame its backends: probes that cannot open a socket leave the backends' state alone (no "down", no hooks), and
+// blame its backends or its LDAP server: probes that cannot open a socket leave their state alone (no "down", no hooks), and
 // logins work again as soon as the flood is gone. Real Dovecot and slapd; the proxy runs as a child under `ulimit -n`.
 // Must not test the state machine itself (unit tests do).
 import assert from 'node:assert/strict';
@@ -41,6 +41,8 @@ describe('proxy out of file descriptors (real Dovecot and slapd, child proxy und
       delete (r['backends'] as Record<string, unknown>)['backend-dead'];
       r['health'] = { enabled: true, intervalMs: 200, fastIntervalMs: 100, timeoutMs: 2000, rise: 2, fall: 2 };
       (r['directory'] as { cache: unknown })['cache'] = { ttlMs: 120_000 };
+      // LDAP probed often enough that some of its probes fall into the flood.
+      ((r['directory'] as { ldap: Record<string, unknown> })['ldap'])['probeIntervalMs'] = 400;
     });
     // The shell execs node under the limit, so the pid (signals, stop) stays the proxy's.
     proxy = await startChildProxy(world, raw, { name: 'fd-limit', wrap: ['/bin/sh', '-c', 'ulimit -n 256 && exec "$0" "$@"'] });
@@ -60,6 +62,10 @@ describe('proxy out of file descriptors (real Dovecot and slapd, child proxy und
     const down = during.filter((l) => (l['event'] === 'backend_state' || l['event'] === 'backend_endpoint_state') && /EMFILE|ENFILE/.test(String(l['reason'])));
     assert.deepEqual(down.map((l) => `${String(l['backend'])} ${String(l['protocol'] ?? '')} -> ${String(l['to'])}: ${String(l['reason'])}`), []);
     assert.ok(during.some((l) => l['event'] === 'probe_skipped_local'), 'probes that could not open a socket were logged as skipped');
+    // The directory likewise: an LDAP probe that cannot open its socket marks no server down (nor closes its pool).
+    const ldapDown = during.filter((l) => l['msg'] === 'LDAP server failed: skipped until a probe succeeds' && /EMFILE|ENFILE/.test(String(l['reason'])));
+    assert.deepEqual(ldapDown.map((l) => String(l['reason'])), []);
+    assert.ok(during.some((l) => l['event'] === 'ldap_probe_skipped_local'), 'LDAP probes that could not open a socket were logged as skipped');
 
     for (const s of flood.splice(0)) s.destroy();
     // The proxy closes its ends as it reads the FINs; then logins work (a loaded machine may take a moment).

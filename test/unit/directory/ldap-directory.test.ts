@@ -9,8 +9,11 @@ import { silentLogger } from '../../../src/log.js';
 import { registry } from '../../../src/metrics.js';
 
 interface FakeUser { dn: string; uid: string; mail: string; mailHost?: string; password: string }
-/** 'slow': each request fails with a timeout after SLOW_MS. 'hang': accepts and never answers (until the connection is closed). */
-type Mode = 'up' | 'refused' | 'timeout' | 'denied' | 'slow' | 'hang';
+/**
+ * 'slow': each request fails with a timeout after SLOW_MS. 'hang': accepts and never answers (until the connection is
+ * closed). 'emfile': this host is out of descriptors: a new connection fails with EMFILE, open ones still serve.
+ */
+type Mode = 'up' | 'refused' | 'timeout' | 'denied' | 'slow' | 'hang' | 'emfile';
 const SLOW_MS = 150;
 
 /** One fake LDAP server: evaluates filters with ldapts' own matcher over a few users, counts what it was asked. */
@@ -68,7 +71,8 @@ function fakeFactory(servers: FakeServer[]) {
         events.push('bind');
         if (server.mode === 'hang') await hang();
         if (server.mode === 'slow') await new Promise((r) => setTimeout(r, SLOW_MS));
-        if (server.mode !== 'up') throw server.fail();
+        if (server.mode === 'emfile' && !connected) throw Object.assign(new Error('connect EMFILE'), { code: 'EMFILE' });
+        if (server.mode !== 'up' && server.mode !== 'emfile') throw server.fail();
         connected = true;
         if (dn === SERVICE_DN) {
           server.serviceBinds++;
@@ -83,7 +87,8 @@ function fakeFactory(servers: FakeServer[]) {
         events.push('search');
         if (server.mode === 'hang') await hang();
         if (server.mode === 'slow') await new Promise((r) => setTimeout(r, SLOW_MS));
-        if (server.mode !== 'up') throw server.fail();
+        if (server.mode === 'emfile' && !connected) throw Object.assign(new Error('connect EMFILE'), { code: 'EMFILE' });
+        if (server.mode !== 'up' && server.mode !== 'emfile') throw server.fail();
         connected = true;
         if (typeof opts.filter === 'string') return { searchEntries: [], searchReferences: [] }; // the probe's base search
         const filter = opts.filter as Filter;
@@ -375,6 +380,27 @@ describe('LdapDirectory (fake ldapts client)', () => {
       // the kept service connection and its fresh replacement are closed either way; close-all also closes the two idle bind connections
       assert.equal(servers[0]!.closed - closedBefore, expected, policy);
     }
+  });
+
+  it('this host out of descriptors (EMFILE on new connections): servers stay up and their pooled connections open; a request that needs a new one fails LOCAL_RESOURCES', async () => {
+    const { dir, servers } = setup(['ldap://one:389', 'ldap://two:389'], { hedgeDelayMs: 0 });
+    assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
+    for (const s of servers) s.mode = 'emfile';
+    await dir.probeAll();
+    assert.deepEqual(dir.poolStats().map((p) => [p.up, p.service, p.idle]), [[true, 1, 1], [true, 0, 0]], 'servers up, pooled connections kept (close-all did not run)');
+    assert.match(await registry.getSingleMetricAsString('mailproxy_ldap_up'), /server="ldap:\/\/one:389"} 1/);
+    assert.match(await registry.getSingleMetricAsString('mailproxy_ldap_up'), /server="ldap:\/\/two:389"} 1/);
+    // The kept service and bind connections still serve.
+    assert.ok(await dir.lookup('alice'));
+    assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
+    // Two at once: the second bind needs a new connection, which this host cannot open.
+    const both = await Promise.allSettled([dir.authenticate(creds('alice', 'alice-pw')), dir.authenticate(creds('alice', 'alice-pw'))]);
+    assert.equal(both.filter((r) => r.status === 'fulfilled').length, 1);
+    const refused = both.find((r): r is PromiseRejectedResult => r.status === 'rejected')!;
+    assert.ok(isProxyError(refused.reason) && refused.reason.code === 'LOCAL_RESOURCES', String(refused.reason));
+    assert.deepEqual(dir.poolStats().map((s) => s.up), [true, true], 'no server marked down');
+    for (const s of servers) s.mode = 'up';
+    assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
   });
 
   it('probes: a dead server is reported down by the probe alone (no request needed), and up again when it answers', async () => {

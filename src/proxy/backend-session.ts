@@ -106,7 +106,7 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
         ...(proxyFor ? { proxyFor, clientTls: req.clientTls } : {}),
         ...(deps.guard ? { guard: deps.guard } : {}),
       });
-      const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, { greetingMs: Math.min(bl.greetingTimeoutMs, budget.timer()), replyMs: bl.replyTimeoutMs }, progress);
+      const done = await runBackendLogin(socket, req.login(route), route, budget, deps.clock, req.signal, { greetingMs: Math.min(bl.greetingTimeoutMs, budget.timer()), replyMs: bl.replyTimeoutMs, ...(slot ? { slot } : {}) }, progress);
       slot?.release();
       backendLoginSeconds.observe({ backend: route.backend, protocol: route.protocol, result: 'ok' }, budget.elapsed() / 1000);
       const identity = report(deps.gate, route, 'ok', progress);
@@ -151,7 +151,7 @@ function rideThrough(deps: BackendSessionDeps, route: Route, budget: Budget, sig
 }
 
 /** Feed the backend's lines to `machine` and perform its send / start-tls / done / fail actions until done, within `budget`. */
-function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: CancelSignal | undefined, limits: { greetingMs: number; replyMs: number }, progress: Progress): Promise<Omit<BackendSession, 'route' | 'attempts'>> {
+function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, budget: Budget, clock: Clock, signal: CancelSignal | undefined, limits: { greetingMs: number; replyMs: number; slot?: AttemptSlot }, progress: Progress): Promise<Omit<BackendSession, 'route' | 'attempts'>> {
   return new Promise((resolve, reject) => {
     let socket = first;
     let settled = false;
@@ -166,6 +166,11 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       const limit = progress.greeted ? limits.replyMs : limits.greetingMs;
       const quiet = clock.now() - heard;
       if (quiet < limit) { silenceTimer = clock.setTimeout(onSilence, limit - quiet); return; }
+      // A greeting late while the backend greeted another of our attempts within greetingMs: it is alive and busy with
+      // our own load (an unpooled Dovecot forking a login process per connection). Dropping this connection would leave
+      // it forking for nobody and the next attempt would add another; wait on, within the budget. A hung backend greets
+      // nobody, so this ends within one more greetingMs.
+      if (!progress.greeted && limits.slot?.othersGreetedWithin(limits.greetingMs)) { heard = clock.now(); silenceTimer = clock.setTimeout(onSilence, limit); return; }
       if (progress.greeted) progress.silent = true;
       else progress.hung = true;
       fail(new ProxyError('BACKEND_UNAVAILABLE', progress.greeted ? `greeted, but no reply within ${limit} ms` : `accepted, but no greeting within ${limit} ms`));
@@ -181,6 +186,7 @@ function runBackendLogin(first: Socket, machine: BackendLogin, route: Route, bud
       // IMAP/POP3 greet in one line.
       if (/^(\d{3}-|")/.test(line)) return;
       progress.greeted = true;
+      limits.slot?.greeted();
       heard = clock.now();
     };
     const onAbort = () => fail(new ProxyError('CLIENT_GONE'));

@@ -1,6 +1,8 @@
 // Proves an operator's tier-wide actions hold as the README states them, through two mailproxy processes sharing a real
 // Redis (the documented ACL user), one of them reaching it through a cuttable TCP link: maintenance switched off while an
-// instance or Redis was away stays off everywhere; a kick or route invalidation may name the user by mail or in any case.
+// instance or Redis was away stays off everywhere, the newest switch wins after Redis restarts empty, a switch made while
+// Redis is away is answered "pending"; a kick, route invalidation or session listing may name the user by mail or in any
+// case, and one tier-wide limit counts her whatever name she logs in with.
 // Must not test kicks replayed after an outage (tier-kick-replay.test.ts) nor the other shared state (tier-proxies.test.ts).
 import assert from 'node:assert/strict';
 import type { World } from './harness/world.js';
@@ -120,6 +122,24 @@ describe('an operator\'s tier-wide actions through any instance, also across a c
       await both(last, `B's older switch (${first ? 'on' : 'off'}) did not win over A's (${last ? 'on' : 'off'}) after Redis lost its data`);
       await stays(last, 'nobody pushed the older switch back');
     }
+  });
+
+  it('a switch made through B while its link is cut is answered pending and, outvoted by a newer one through A, is logged so and not written', async () => {
+    await switchOn(a, false);
+    await both(false, 'switched off through A');
+    const fromB = b.logs.length;
+    link.cut();
+    await tierState(b, 'down', fromB);
+    const answer = await switchOn(b, true);
+    assert.deepEqual([answer.maintenance, answer.tier], [true, 'pending'], JSON.stringify(answer));
+    await sleep(20);
+    await switchOn(a, false); // newer than B's pending "on"
+    const fromB2 = b.logs.length;
+    link.restore();
+    await b.waitForLog((l) => l['event'] === 'tier_maintenance_outvoted' && l['backend'] === 'backend-b' && l['enabled'] === true && l['newerEnabled'] === false, 10_000, fromB2);
+    await both(false, 'the newer "off" through A');
+    await stays(false, 'B did not write its outvoted "on"');
+    assert.equal(b.logs.slice(fromB2).filter((l) => l['event'] === 'tier_maintenance_written').length, 0);
   });
 
   it('a route invalidation or kick naming the user by mail address or in another case closes her sessions on both instances', async () => {

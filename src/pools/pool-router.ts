@@ -12,7 +12,8 @@ import { poolMovesTotal, poolRoutesTotal, poolSessionsClosedTotal, poolUsersLive
 
 /** Live sessions of a user in the whole tier (the tier's session registry); `local` when Redis did not answer in time. */
 export interface TierSessionSource {
-  list(user: string): Promise<{ source: 'tier' | 'local'; sessions: ReadonlyArray<{ backend: string; instance?: string }> }>;
+  /** `loginPath`: a login waits for the answer (the login deadline applies, a tier marked down is not asked). */
+  list(user: string, opts?: { loginPath?: boolean }): Promise<{ source: 'tier' | 'local'; sessions: ReadonlyArray<{ backend: string; instance?: string }> }>;
 }
 
 export interface PoolRouterOptions {
@@ -177,7 +178,7 @@ export class PoolRouter {
 
   private async decide(pool: string, user: string): Promise<PoolDecision> {
     const spec = this.spec(pool);
-    const live = await this.liveMembers(pool, user);
+    const live = await this.liveMembers(pool, user, true);
     const decision = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: live.members, now: this.now() });
     this.applyKicks(pool, user, decision);
     return decision;
@@ -284,7 +285,7 @@ export class PoolRouter {
     return this.statesFor(this.spec(pool));
   }
 
-  private async liveMembers(pool: string, user: string): Promise<WhereReport['live']> {
+  private async liveMembers(pool: string, user: string, loginPath = false): Promise<WhereReport['live']> {
     const members = new Set<string>();
     let sessions = 0;
     const inPool = new Set(this.spec(pool).members.map((m) => m.name));
@@ -297,7 +298,7 @@ export class PoolRouter {
     }
     let source: WhereReport['live']['source'] = 'process';
     if (this.opts.tier) {
-      const t = await this.opts.tier.list(user);
+      const t = await this.opts.tier.list(user, { loginPath });
       source = t.source === 'tier' ? 'tier' : 'local-fallback';
       for (const s of t.sessions) {
         if (!inPool.has(s.backend)) continue;

@@ -147,11 +147,16 @@ export class TierSessions {
     void this.client.run('sessions_release', (r) => r.pipeline().srem(reg.userKey, reg.userMember).srem(reg.addrKey, reg.addrMember).exec(), { timeoutMs: BACKGROUND_TIMEOUT_MS });
   }
 
-  /** Sessions of `user` on every live instance; this process's own when Redis does not answer. */
-  async list(user: string): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
+  /**
+   * Sessions of `user` on every live instance; this process's own when Redis does not answer. `loginPath`: a login waits
+   * for it (pool routing), so the login deadline (`commandTimeoutMs`) applies and a tier marked down is not asked at all;
+   * otherwise (operators' listings) Redis gets LIST_TIMEOUT_MS and is tried even while marked down.
+   */
+  async list(user: string, opts: { loginPath?: boolean } = {}): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
     const key = this.keys.userSessions(user);
-    const members = await this.client.run('sessions_list', (r) => r.smembers(key), { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true });
-    const live = members ? await this.presence.live(LIST_TIMEOUT_MS) : undefined;
+    const run = opts.loginPath ? {} : { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true };
+    const members = await this.client.run('sessions_list', (r) => r.smembers(key), run);
+    const live = members ? await this.presence.live(run.timeoutMs, !opts.loginPath) : undefined;
     if (!members || !live) {
       const mine = [...this.local.values()].filter((x) => x.entry.user.toLowerCase() === user.trim().toLowerCase());
       return { source: 'local', sessions: mine.map((x) => view(this.presence.instanceId, x.entry)) };

@@ -161,8 +161,11 @@ export class TierSessions {
   /**
    * Sessions of `user` (a login or mail address in any case, as a kick names it) on every live instance: the login's
    * set, and the sets of the logins registered under that mail address. This process's own when Redis does not answer.
+   * `loginPath`: a login waits for it (pool routing), so the login deadline (`commandTimeoutMs`) applies and a tier marked
+   * down is not asked at all; otherwise (operators' listings) Redis gets LIST_TIMEOUT_MS and is tried even while marked down.
    */
-  async list(user: string): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
+  async list(user: string, opts: { loginPath?: boolean } = {}): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
+    const run = opts.loginPath ? {} : { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true };
     const members = await this.client.run('sessions_list', async (r) => {
       const first = (await r.pipeline().smembers(this.keys.userSessions(user)).smembers(this.keys.mailLogins(user)).exec()) ?? [];
       const logins = stringsAt(first, 1).filter((l) => foldName(l) !== foldName(user));
@@ -171,8 +174,8 @@ export class TierSessions {
       for (const l of logins) p.smembers(this.keys.userSessions(l));
       const more = (await p.exec()) ?? [];
       return [...stringsAt(first, 0), ...more.flatMap((_, i) => stringsAt(more, i))];
-    }, { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true });
-    const live = members ? await this.presence.live(LIST_TIMEOUT_MS) : undefined;
+    }, run);
+    const live = members ? await this.presence.live(run.timeoutMs, !opts.loginPath) : undefined;
     if (!members || !live) {
       const mine = [...this.local.values()].filter((x) => namesAccount(x.entry.user, x.entry.mail, user));
       return { source: 'local', sessions: mine.map((x) => view(this.presence.instanceId, x.entry)) };

@@ -11,6 +11,9 @@ import { parseConfig } from '../../src/config/load.js';
 import type { TierConfig } from '../../src/config/tier-schema.js';
 import { registry } from '../../src/metrics.js';
 import { Tier } from '../../src/tier/tier.js';
+import { PoolRouter } from '../../src/pools/pool-router.js';
+import { SessionRegistry } from '../../src/proxy/sessions.js';
+import { configSchema } from '../../src/config/schema.js';
 import type { LocalEvidence } from '../../src/tier/backend-view.js';
 import type { TierAction } from '../../src/tier/broadcast.js';
 import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
@@ -168,6 +171,14 @@ describe('tier module against a real redis-server', function () {
     assert.deepEqual([d1, d2], [100, 200], 'the local curve goes on');
     const r = await timed(a.tier.sessions.admit(entry('during-stop')));
     assert.deepEqual(r, { ok: true, source: 'local' });
+    // A pool login asks the tier where the user's sessions are: it gets the login deadline, not the operators' listing one.
+    const pools = new PoolRouter({
+      config: () => configSchema.parse({ listeners: [{ protocol: 'imap', port: 143, tls: 'none' }], directory: { type: 'static', static: { file: 'x' } },
+        backends: { m1: { host: 'h1' }, m2: { host: 'h2' } }, pools: { store1: { members: ['m1', 'm2'] } } }),
+      sessions: new SessionRegistry(), tier: a.tier.sessions,
+    });
+    const routed = await timed(pools.route('store1', 'bob'));
+    assert.ok(['m1', 'm2'].includes(routed.member));
     for (const ms of timings) assert.ok(ms < 50 + 150, `a call took ${ms.toFixed(1)} ms (deadline 50 ms)`);
     assert.equal(a.tier.isUp, false);
     assert.equal(await metric('mailproxy_tier_up'), 0);

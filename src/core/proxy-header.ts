@@ -68,7 +68,8 @@ function parseV1(buf: Buffer): ProxyHeaderResult {
   const [, proto, src, dst, sport, dport] = parts as [string, string, string, string, string, string];
   let family: 'tcp4' | 'tcp6';
   if (proto === 'TCP4' && isIPv4(src) && isIPv4(dst)) family = 'tcp4';
-  else if (proto === 'TCP6' && isIPv6(src) && isIPv6(dst)) family = 'tcp6';
+  // Node's isIPv6 also takes a zone id (fe80::1%eth0), which no address on the wire carries and a backend cannot parse.
+  else if (proto === 'TCP6' && isIPv6(src) && isIPv6(dst) && !src.includes('%') && !dst.includes('%')) family = 'tcp6';
   else return fail('v1: bad protocol or address');
   const sp = parsePort(sport);
   const dp = parsePort(dport);

@@ -68,6 +68,8 @@ describe('PROXY protocol header', () => {
         'PROXY TCP4 192.0.2.1 198.51.100.2 56324\r\n', 'PROXY TCP4 2001:db8::1 ::1 1 2\r\n', 'PROXY TCP6 192.0.2.1 198.51.100.2 1 2\r\n',
         'PROXY TCP4 192.0.2.1 198.51.100.2 65536 1\r\n', 'PROXY TCP4 192.0.2.1 198.51.100.2 01 1\r\n', 'PROXY TCP4 192.0.2.256 198.51.100.2 1 1\r\n',
         'PROXY UDP4 192.0.2.1 198.51.100.2 1 1\r\n', 'PROXY TCP4  192.0.2.1 198.51.100.2 1 1\r\n',
+        // A zone id is no address on the wire (the spec's TCP6 form is RFC 4291 text); Dovecot cannot read it as x-originating-ip.
+        'PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n', 'PROXY TCP6 fe80::1 ::1%lo 1 2\r\n',
       ]) {
         const r = parseProxyHeader(Buffer.from(bad));
         assert.equal(r.state, 'error', bad);

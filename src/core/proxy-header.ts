@@ -18,7 +18,8 @@ export interface ProxyHeader {
 }
 
 export type ProxyHeaderResult =
-  | { state: 'need-more' }
+  /** `needed`: the whole header's length once known (v2 after its fixed part): nothing to parse before that many bytes. */
+  | { state: 'need-more'; needed?: number }
   | { state: 'done'; header: ProxyHeader; consumed: number }
   | { state: 'error'; reason: string };
 
@@ -97,7 +98,7 @@ function parseV2(buf: Buffer): ProxyHeaderResult {
   const local = (buf[12]! & 0x0f) === 0;
   const fam = buf[13]!;
   const consumed = V2_FIXED_BYTES + buf.readUInt16BE(14);
-  if (buf.length < consumed) return NEED_MORE;
+  if (buf.length < consumed) return { state: 'need-more', needed: consumed };
   if (local) return { state: 'done', header: { version: 2, command: 'LOCAL', family: 'unknown' }, consumed };
   const body = buf.subarray(V2_FIXED_BYTES, consumed);
   // Spec §2.2: only TCP over IPv4/IPv6 carries addresses we use; UNSPEC, UNIX and DGRAM keep the real endpoints.

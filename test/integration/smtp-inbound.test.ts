@@ -11,6 +11,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { LineClient } from './harness/line-client.js';
 import { pollUntil } from './harness/ports.js';
+import { runCommand } from './harness/processes.js';
 import { startWorld, type World } from './harness/world.js';
 import { serveOnListener, worldConfig } from './proxy-fixture.js';
 import { createDirectory } from '../../src/directory/create.js';
@@ -184,6 +185,38 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     assert.match(await reply(c), /^250 /, 'the session goes on');
     c.send('QUIT');
     c.close();
+  });
+
+  it('an IDNA sender and recipient (xn--, plain ASCII SMTP) reach Dovecot in ASCII form; SMTPUTF8, DSN and unknown parameters get 555', async () => {
+    // smtp-server hands both over in Unicode: Dovecot's LMTP stored the sender as `Return-Path: <>`, and the recipient,
+    // which the directory holds in its ASCII form, was answered 550 5.1.1 (the sending MTA bounced it).
+    const idn = 'alice@xn--bcher-kva.example';
+    await runCommand('ldapmodify', ['-x', '-H', world.ldap.url, '-D', world.ldap.adminDN, '-w', world.ldap.adminPassword],
+      { input: `dn: ${world.users.alice.dn}\nchangetype: modify\nadd: mailLocalAddress\nmailLocalAddress: ${idn}\n` });
+    const marker = `idn-${randomBytes(4).toString('hex')}`;
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example> SMTPUTF8');
+    assert.match(await reply(c), /^555 5\.5\.4 Unsupported parameter SMTPUTF8/);
+    c.send('MAIL FROM:<j\u00f6rg@elsewhere.example>');
+    assert.match(await reply(c), /^553 5\.6\.7 /);
+    c.send('MAIL FROM:<info@xn--mnchen-3ya.de> RET=HDRS');
+    assert.match(await reply(c), /^555 5\.5\.4 Unsupported parameter RET/);
+    c.send('MAIL FROM:<info@xn--mnchen-3ya.de>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${idn}> NOTIFY=SUCCESS,FAILURE`);
+    assert.match(await reply(c), /^555 5\.5\.4 Unsupported parameter NOTIFY/);
+    c.send(`RCPT TO:<${idn}>`);
+    assert.match(await reply(c), /^250 /, 'the directory finds the ASCII address');
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(dotStuff(Buffer.from(message(marker, idn))));
+    assert.match(await reply(c), /^250 /);
+    c.send('QUIT');
+    c.close();
+    const [m] = await stored(world, 'a', 'alice', marker);
+    assert.ok(m, 'stored for alice on backend-a');
+    assert.match(m.toString(), /^Return-Path: <info@xn--mnchen-3ya\.de>\n/, 'the sender reached Dovecot (not <>)');
+    assert.match(m.toString(), /^Delivered-To: alice@xn--bcher-kva\.example$/m);
   });
 
   it('defers (451 4.3.0) recipients on a dead backend and while the directory is unreachable', async () => {

@@ -28,9 +28,11 @@ COPY config/example.yaml config/mailproxy.schema.json ./config/
 COPY config/docker.yaml /etc/mailproxy/mailproxy.yaml
 COPY config/mailproxy.schema.json /etc/mailproxy/mailproxy.schema.json
 COPY --from=build --chown=node:node /tls /etc/mailproxy/tls
+# tini as PID 1: forwards SIGHUP/SIGTERM to node and reaps orphans of hook commands (node as PID 1 reaps none).
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 USER node
 # Publish on the standard ports (-p 143:10143 ...); 8025 is the admin API (metrics, status), 127.0.0.1 on the host.
 EXPOSE 10143 10993 10110 10995 10587 10465 10025 8025
 HEALTHCHECK --interval=10s --timeout=3s CMD node -e "fetch('http://127.0.0.1:8025/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-ENTRYPOINT ["node", "dist/src/main.js"]
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "dist/src/main.js"]
 CMD ["start", "-c", "/etc/mailproxy/mailproxy.yaml"]

@@ -19,7 +19,7 @@ import { ProxyError } from './errors.js';
 import { AuthPenalty } from './proxy/auth-penalty.js';
 import { TraceTable } from './trace/table.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls/certificates.js';
-import { createBackendGuard } from './proxy/backend-guard.js';
+import { createBackendGuard, type BackendGuard } from './proxy/backend-guard.js';
 import { setCertificateExpirySource } from './metrics.js';
 import type { TierLogin } from './tier/tier.js';
 
@@ -78,11 +78,13 @@ export class Instance {
   readonly pools: PoolRouter;
   private readonly handlers = new Map<ListenerConfig['protocol'], ConnectionHandler>();
   private listeners: Listener[] = [];
-  private readonly guard = createBackendGuard(() => this.bound, () => this.config.loopProtection.selfAddresses);
+  private readonly guard: BackendGuard;
   draining = false;
 
   constructor(config: Config, private readonly opts: InstanceOptions) {
     this.config = config;
+    this.guard = createBackendGuard(() => this.bound, () => this.config.loopProtection.selfAddresses, (reason) =>
+      opts.logger.warn({ event: 'interfaces_unreadable', reason }, `cannot read this host's interface addresses (${reason}; a sandbox without AF_NETLINK?): loop protection knows loopback only, list the others in loopProtection.selfAddresses`));
     this.tls = loadTlsMaterial(config);
     this.useTls(this.tls);
     this.directory = createDirectory(config, opts.logger.child({ module: 'directory' }));

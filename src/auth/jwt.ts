@@ -65,6 +65,7 @@ export class JwtValidator implements TokenValidator {
         clockTolerance: this.config.clockToleranceSec,
         currentDate: new Date(this.now()),
         requiredClaims: ['exp'],
+        ...(this.config.type ? { typ: this.config.type } : {}),
       });
       const user = userFromClaims(payload, this.opts.userClaim);
       if (!user) return { ok: false, reason: 'no_user_claim' };
@@ -131,6 +132,7 @@ function refusalOf(e: unknown): TokenRefusal {
     if (claim === 'iss') return 'issuer';
     if (claim === 'aud') return 'audience';
     if (claim === 'nbf' || claim === 'iat') return 'not_yet_valid';
+    if (claim === 'typ') return 'type';
     return 'malformed';
   }
   return (typeof code === 'string' && REFUSALS[code]) || 'malformed';

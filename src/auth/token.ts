@@ -1,6 +1,6 @@
 // Owns the contract of an OAuth 2.0 bearer-token validator (verdicts, refusal reasons) and the user-claim rule.
 // Must not choose or build a validator (token-validator.ts does), look users up, or keep a token in clear.
-export type TokenRefusal = 'malformed' | 'signature' | 'expired' | 'not_yet_valid' | 'issuer' | 'audience' | 'inactive' | 'no_user_claim' | 'unknown_key' | 'algorithm';
+export type TokenRefusal = 'malformed' | 'signature' | 'expired' | 'not_yet_valid' | 'issuer' | 'audience' | 'inactive' | 'no_user_claim' | 'unknown_key' | 'algorithm' | 'type';
 
 export type TokenVerdict =
   | { ok: true; user: string; /** ms since epoch, when the token says */ expiresAt?: number }

@@ -232,6 +232,11 @@ const jwtSchema = z.strictObject({
   algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])).min(1).default(['RS256', 'PS256', 'ES256', 'EdDSA']),
   /** Allowed clock skew for exp/nbf/iat. */
   clockToleranceSec: z.number().int().min(0).default(30),
+  /**
+   * Required `typ` header, e.g. "at+jwt" (RFC 9068 §4; "application/at+jwt" matches too). Unset: any typ, because many
+   * providers sign access tokens as plain "JWT"; then an ID token whose audience is listed is accepted as well.
+   */
+  type: z.string().min(1).optional(),
 }).refine((j) => !!j.jwksFile !== !!j.jwksUrl, { message: 'oauth.jwt needs exactly one of jwksFile or jwksUrl' });
 
 const introspectionSchema = z.strictObject({

@@ -18,8 +18,9 @@ export interface BackendGuard {
 }
 
 /** `selfAddresses`: addresses that lead into the tier on any port (loopProtection.selfAddresses, e.g. the balancer's VIP). */
-export function createBackendGuard(listeners: () => readonly OwnListener[], selfAddresses: () => readonly string[] = () => []): BackendGuard {
-  let local = localAddresses();
+export function createBackendGuard(listeners: () => readonly OwnListener[], selfAddresses: () => readonly string[] = () => [], onInterfacesError?: (reason: string) => void): BackendGuard {
+  const localAddressesNow = () => localAddresses(onInterfacesError);
+  let local = localAddressesNow();
   const picker = new SourceAddressPicker();
   const isOwn = (address: string | undefined, port: number | undefined) => address !== undefined && port !== undefined
     && (isOwnListener(address, port, listeners(), local) || selfAddresses().some((a) => plainIp(a) === plainIp(address)));
@@ -33,6 +34,6 @@ export function createBackendGuard(listeners: () => readonly OwnListener[], self
     lease(route) {
       return route.sourceAddresses?.length ? picker.pick(`${route.host}:${route.port}`, route.sourceAddresses) : undefined;
     },
-    refresh() { local = localAddresses(); },
+    refresh() { local = localAddressesNow(); },
   };
 }

@@ -15,10 +15,21 @@ export function plainIp(address: string): string {
 const isWildcard = (a: string) => a === '0.0.0.0' || a === '::' || a === '';
 const isLoopback = (a: string) => a === '::1' || a.startsWith('127.') || a === 'localhost';
 
-/** Addresses of this host's interfaces (plus loopback): where a wildcard listener can be reached. */
-export function localAddresses(): Set<string> {
+/**
+ * Addresses of this host's interfaces (plus loopback): where a wildcard listener can be reached. A sandbox that denies
+ * reading them (no AF_NETLINK: Node throws "uv_interface_addresses returned Unknown system error 97") leaves loopback
+ * only, and `onError` hears why, instead of the proxy failing to start with that opaque error.
+ */
+export function localAddresses(onError?: (reason: string) => void): Set<string> {
   const out = new Set<string>(['127.0.0.1', '::1']);
-  for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) out.add(plainIp(i.address));
+  let interfaces: ReturnType<typeof networkInterfaces>;
+  try {
+    interfaces = networkInterfaces();
+  } catch (e) {
+    onError?.((e as Error).message);
+    return out;
+  }
+  for (const list of Object.values(interfaces)) for (const i of list ?? []) out.add(plainIp(i.address));
   return out;
 }
 

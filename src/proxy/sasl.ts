@@ -6,7 +6,9 @@ import type { PasswordCredentials, TokenCredentials, TokenMechanism } from '../c
 export { isTokenCredentials } from '../core/types.js';
 export type { Credentials, PasswordCredentials, TokenCredentials, TokenMechanism } from '../core/types.js';
 
-export type SaslResult = { ok: true; credentials: PasswordCredentials } | { ok: false; reason: 'malformed' | 'authzid' };
+/** `base64`: not base64 at all (IMAP answers BAD, RFC 9051 §6.2.2); `malformed`: base64 of a message the mechanism does not take (a failed authentication). */
+export type SaslFailure = 'base64' | 'malformed' | 'authzid';
+export type SaslResult = { ok: true; credentials: PasswordCredentials } | { ok: false; reason: SaslFailure };
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -20,7 +22,7 @@ export function decodeBase64(text: string): Buffer | null {
 /** RFC 4616 §2: message = [authzid] NUL authcid NUL passwd. An authzid equal to authcid is accepted. */
 export function decodePlain(b64: string): SaslResult {
   const raw = decodeBase64(b64);
-  if (!raw) return { ok: false, reason: 'malformed' };
+  if (!raw) return { ok: false, reason: 'base64' };
   const parts = raw.toString('utf8').split('\0');
   if (parts.length !== 3) return { ok: false, reason: 'malformed' };
   const [authzid, user, password] = parts as [string, string, string];
@@ -48,7 +50,7 @@ export function encodePlain(user: string, password: string, authzid = ''): strin
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const MAX_TOKEN_BYTES = 64 * 1024;
 
-export type TokenSaslResult = { ok: true; credentials: TokenCredentials } | { ok: false; reason: 'malformed' | 'authzid' };
+export type TokenSaslResult = { ok: true; credentials: TokenCredentials } | { ok: false; reason: SaslFailure };
 
 /** RFC 5801 §4 saslname: "=2C" and "=3D" escape "," and "="; any other "=" is malformed. */
 function decodeSaslName(text: string): string | null {
@@ -71,7 +73,8 @@ function bearer(value: string | undefined): string | null {
  */
 export function decodeOAuthBearer(b64: string): TokenSaslResult {
   const raw = decodeBase64(b64);
-  if (!raw || raw.length > MAX_TOKEN_BYTES) return { ok: false, reason: 'malformed' };
+  if (!raw) return { ok: false, reason: 'base64' };
+  if (raw.length > MAX_TOKEN_BYTES) return { ok: false, reason: 'malformed' };
   const text = raw.toString('utf8');
   const m = /^([ny]),(?:a=([^,]*))?,\x01((?:[A-Za-z]+=[\x21-\x7e \t\r\n]*\x01)*)\x01$/.exec(text);
   if (!m) return { ok: false, reason: 'malformed' };
@@ -90,7 +93,8 @@ export function decodeOAuthBearer(b64: string): TokenSaslResult {
 /** XOAUTH2 (Google's, as Microsoft and Dovecot take it): `user=NAME^Aauth=Bearer TOKEN^A^A`. */
 export function decodeXOAuth2(b64: string): TokenSaslResult {
   const raw = decodeBase64(b64);
-  if (!raw || raw.length > MAX_TOKEN_BYTES) return { ok: false, reason: 'malformed' };
+  if (!raw) return { ok: false, reason: 'base64' };
+  if (raw.length > MAX_TOKEN_BYTES) return { ok: false, reason: 'malformed' };
   const m = /^user=([^\x00-\x1f]*)\x01auth=([^\x00-\x1f]*)\x01\x01$/.exec(raw.toString('utf8'));
   if (!m) return { ok: false, reason: 'malformed' };
   const token = bearer(m[2]);

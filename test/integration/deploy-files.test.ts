@@ -190,4 +190,12 @@ describe('Dockerfile and the image config it names', function () {
     assert.match(finalStage(), new RegExp(`HEALTHCHECK .*http://127\\.0\\.0\\.1:${raw.admin.port}/healthz`));
     assert.match(finalStage(), /^USER node$/m);
   });
+
+  it('PID 1 is an init (tini, installed in the final stage) that runs node: hook commands\' orphans are reaped', () => {
+    const entry = /^ENTRYPOINT (\[.*\])$/m.exec(finalStage());
+    assert.ok(entry, 'Dockerfile has an ENTRYPOINT in JSON form');
+    const args = JSON.parse(entry[1]!) as string[];
+    assert.deepEqual(args.slice(0, 3), ['/usr/bin/tini', '--', 'node'], `node is not PID 1: ${entry[1]}`);
+    assert.match(finalStage(), /^RUN apt-get .*install .*\btini\b/m, 'the final stage installs tini');
+  });
 });

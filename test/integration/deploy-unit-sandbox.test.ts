@@ -69,4 +69,26 @@ describe('deploy/systemd/mailproxy.service: the proxy under the unit\'s seccomp 
     assert.notEqual(out.code, 0, out.text);
     assert.match(out.text, /uv_interface_addresses/);
   });
+
+  it('a stricter sandbox without AF_NETLINK: the proxy still starts and serves, and says why loop protection knows loopback only', async () => {
+    const unit = readFileSync(UNIT, 'utf8').replace(/^RestrictAddressFamilies=.*$/m, 'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX');
+    const raw = worldRawConfig(world, (c) => {
+      c['log'] = { level: 'info' };
+      c['listeners'] = [{ protocol: 'imap', address: '127.0.0.1', port: 0, tls: 'starttls' }];
+      c['shutdown'] = { drainDeadlineMs: 1000 };
+    });
+    const strict = await startChildProxy(world, raw, { name: 'no-netlink', wrap: unitSandboxPrefix(unit, dir), timeoutMs: 30_000 });
+    try {
+      const warning = strict.logs.find((l) => l['event'] === 'interfaces_unreadable');
+      assert.ok(warning, 'no interfaces_unreadable warning');
+      assert.match(String(warning['msg']), /loopProtection\.selfAddresses/);
+      const u = world.users.alice;
+      const c = await LineClient.connect(strict.port('imap', 'starttls'));
+      try {
+        await c.readLine();
+        assert.match(await c.command('a', `LOGIN ${u.uid} ${u.password}`), /^a OK/m);
+        await c.command('z', 'LOGOUT');
+      } finally { c.close(); }
+    } finally { await strict.stop(); }
+  });
 });

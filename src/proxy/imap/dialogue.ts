@@ -16,6 +16,8 @@ const TEXT = {
   mechanism: 'NO Unsupported authentication mechanism',
   cancelled: 'BAD Authentication cancelled',
   saslInvalid: 'BAD Invalid SASL response',
+  // Valid base64 of a message the mechanism does not take (e.g. an empty PLAIN): a failed authentication, as Dovecot answers it.
+  saslFailed: 'NO [AUTHENTICATIONFAILED] Invalid SASL response',
   authBye: 'BYE Too many authentication failures',
 } as const;
 
@@ -306,13 +308,13 @@ class ImapDialogue extends ActionBuffer implements Dialogue {
     const r = decodePlain(b64);
     if (r.ok) return this.login(tag, r.credentials);
     if (r.reason === 'authzid') return this.reject(tag, imapText('AUTHZ_UNSUPPORTED'));
-    this.reject(tag, TEXT.saslInvalid);
+    this.reject(tag, r.reason === 'base64' ? TEXT.saslInvalid : TEXT.saslFailed);
   }
 
   private finishToken(tag: string, mech: TokenMechanism, b64: string): void {
     const r = decodeTokenResponse(mech, b64);
     if (r.ok) return this.login(tag, r.credentials);
-    this.reject(tag, TEXT.saslInvalid);
+    this.reject(tag, r.reason === 'base64' ? TEXT.saslInvalid : TEXT.saslFailed);
   }
 
   private login(tag: string, credentials: Credentials): void {

@@ -25,9 +25,9 @@ describe('JwtValidator (jwksFile)', () => {
     for (const { k, kid } of keys) jwks.keys.push({ ...(await exportJWK(k)), kid, alg: 'ES256' });
     writeFileSync(file, JSON.stringify(jwks));
   };
-  const sign = (k: CryptoKey, kid: string, o: { exp?: number; aud?: string; iss?: string; claims?: Record<string, unknown> } = {}) =>
+  const sign = (k: CryptoKey, kid: string, o: { exp?: number; aud?: string; iss?: string; claims?: Record<string, unknown>; typ?: string } = {}) =>
     new SignJWT({ email: 'alice@example.test', ...o.claims })
-      .setProtectedHeader({ alg: 'ES256', kid })
+      .setProtectedHeader({ alg: 'ES256', kid, ...(o.typ ? { typ: o.typ } : {}) })
       .setIssuer(o.iss ?? ISS).setAudience(o.aud ?? AUD)
       .setIssuedAt(Math.floor(now / 1000))
       .setExpirationTime(o.exp ?? Math.floor(now / 1000) + 300)
@@ -55,6 +55,15 @@ describe('JwtValidator (jwksFile)', () => {
     const v = await validator().validate(await sign(key, 'k1'));
     assert.equal(v.ok, true);
     assert.ok(v.ok && v.user === 'alice@example.test' && typeof v.expiresAt === 'number');
+  });
+
+  it('with type set, takes only tokens of that typ header (RFC 9068 at+jwt; media-type form too); unset, any typ', async () => {
+    const strict = validator({ type: 'at+jwt' });
+    assert.equal((await strict.validate(await sign(key, 'k1', { typ: 'at+jwt' }))).ok, true);
+    assert.equal((await strict.validate(await sign(key, 'k1', { typ: 'application/at+jwt' }))).ok, true);
+    assert.deepEqual(await strict.validate(await sign(key, 'k1', { typ: 'JWT' })), { ok: false, reason: 'type' });
+    assert.deepEqual(await strict.validate(await sign(key, 'k1')), { ok: false, reason: 'type' });
+    assert.equal((await validator().validate(await sign(key, 'k1', { typ: 'JWT' }))).ok, true);
   });
 
   it('refuses expired, wrong audience, wrong issuer, wrong signature, missing claim, garbage', async () => {

@@ -84,7 +84,7 @@ describe('OAuth in the IMAP and POP3 dialogues', () => {
     assert.equal(text(feed('AQ==\r\n')), 'a NO [AUTHENTICATIONFAILED] Authentication failed\r\n');
     feed(`b AUTHENTICATE XOAUTH2 ${encodeTokenResponse('XOAUTH2', 'alice', 'T2')}\r\n`);
     assert.equal(text(d.step({ kind: 'login-failed', error: new ProxyError('IDP_UNAVAILABLE') })), 'b NO [UNAVAILABLE] Temporary failure, please try again later\r\n');
-    assert.equal(text(feed('c AUTHENTICATE OAUTHBEARER bm90IGEgdG9rZW4=\r\n')), 'c BAD Invalid SASL response\r\n');
+    assert.equal(text(feed('c AUTHENTICATE OAUTHBEARER bm90IGEgdG9rZW4=\r\n')), 'c NO [AUTHENTICATIONFAILED] Invalid SASL response\r\n');
   });
 
   it('IMAP: without oauth the mechanisms are refused', () => {

@@ -28,7 +28,7 @@ describe('SASL OAUTHBEARER / XOAUTH2', () => {
       'n,a=u,\x01auth=Bearer a b\x01\x01',      // token with space
       '\x01',                                  // the error-ack, not a login
     ]) assert.deepEqual(decodeOAuthBearer(b64(text)), { ok: false, reason: 'malformed' }, JSON.stringify(text));
-    assert.deepEqual(decodeOAuthBearer('not base64!'), { ok: false, reason: 'malformed' });
+    assert.deepEqual(decodeOAuthBearer('not base64!'), { ok: false, reason: 'base64' });
   });
 
   it('decodes XOAUTH2 and refuses variants', () => {

@@ -80,7 +80,9 @@ describe('imap dialogue', () => {
     });
 
     it('PLAIN with "=" (empty initial response) is invalid', () => {
-      assert.deepEqual(run('a AUTHENTICATE PLAIN =\r\n'), ['a BAD Invalid SASL response\r\n']);
+      assert.deepEqual(run('a AUTHENTICATE PLAIN =\r\n'), ['a NO [AUTHENTICATIONFAILED] Invalid SASL response\r\n']);
+      // Valid base64 of a PLAIN message without a user is a failed authentication (NO); not base64 at all is BAD.
+      assert.deepEqual(run('a AUTHENTICATE PLAIN AGFiYw==\r\n'), ['a NO [AUTHENTICATIONFAILED] Invalid SASL response\r\n']);
     });
 
     it('"*" cancels the exchange with a tagged BAD', () => {

@@ -322,6 +322,32 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     assert.ok(text.endsWith(message(marker, world.users.carol.mail, '.dot line\r\nend\r\n')), 'message intact after the trace header');
   });
 
+  it('SMTP smuggling: bare CR and bare LF variants reach an SMTP backend as CRLF lines in one message (no lone "." line)', async () => {
+    // A backend that takes a lone CR (or LF) for a line end would have read "\r.\r" as the end of the data and the rest
+    // as commands of a second, smuggled transaction.
+    const before = world.sink.messages.length;
+    const marker = `smuggle-${randomBytes(4).toString('hex')}`;
+    const smuggled = 'MAIL FROM:<evil@elsewhere.example>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n';
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.carol.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(`${message(marker, world.users.carol.mail, 'one\r.\r')}${smuggled}two\n.\r${smuggled}three\r.\n${smuggled}\r\n.\r\n`);
+    assert.match(await reply(c), /^250 /);
+    c.send('QUIT');
+    c.close();
+    await world.sink.waitFor(before + 1, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(world.sink.messages.length, before + 1, 'one message, nothing smuggled');
+    const raw = world.sink.messages.at(-1)!.raw.toString('latin1');
+    assert.ok(raw.includes(marker));
+    assert.doesNotMatch(raw, /\r(?!\n)|(?<!\r)\n/, 'the backend got CRLF line ends only');
+    assert.match(raw, /one\r\n\.\r\nMAIL FROM:<evil@elsewhere\.example>\r\n/, 'the dot line went as a stuffed "..", un-stuffed by the backend');
+  });
+
   it('refuses the recipient past maxRecipients with 452', async () => {
     const c = await session();
     c.send('MAIL FROM:<sender@elsewhere.example>');

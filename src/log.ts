@@ -94,6 +94,24 @@ export class LineBatch {
   stop(): void { clearInterval(this.timer); }
 }
 
+/**
+ * pino's `isoTime` (`,"time":"<ISO 8601 UTC>"`) without a Date and toISOString per line (≈ 3 µs each on the 2-core
+ * bench VM, two lines per session): the text up to the second is made once per second, the milliseconds appended.
+ */
+let secondStart = Number.NaN;
+let secondText = '';
+export function isoTime(now: number): string {
+  let ms = now - secondStart;
+  if (!(ms >= 0 && ms < 1000)) {
+    const iso = new Date(now).toISOString();
+    if (iso.length !== 24) return `,"time":"${iso}"`; // a year outside 0000–9999 (never from a real clock)
+    secondStart = now - (((now % 1000) + 1000) % 1000);
+    secondText = `,"time":"${iso.slice(0, 20)}`;
+    ms = now - secondStart;
+  }
+  return `${secondText}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z"`;
+}
+
 function stdoutDestination(): pino.DestinationStream {
   const batch = new LineBatch(pino.destination({ dest: 1, sync: false, minLength: 0 }), LOG_BATCH_BYTES, LOG_FLUSH_MS);
   process.once('exit', () => batch.flushSync());
@@ -105,7 +123,7 @@ export function createLogger(level = 'info', destination?: NodeJS.WritableStream
     level,
     base: { pid: process.pid },
     formatters: { log: scrubSecrets, bindings: scrubSecrets },
-    timestamp: pino.stdTimeFunctions.isoTime,
+    timestamp: () => isoTime(Date.now()),
   }, (destination ?? stdoutDestination()) as pino.DestinationStream);
   // pino applies the bindings formatter to the root only; children (which inherit from the root) get theirs scrubbed here.
   type ChildFn = (this: unknown, bindings: pino.Bindings, options?: pino.ChildLoggerOptions) => Logger;

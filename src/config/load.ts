@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { LineCounter, parseDocument, isMap, isNode, isScalar } from 'yaml';
 import { configSchema, type Config } from './schema.js';
+import { secretFileHolders } from './secret-files.js';
 
 export class ConfigError extends Error {
   constructor(message: string, readonly problems: string[]) { super(message); this.name = 'ConfigError'; }
@@ -71,9 +72,10 @@ export function loadConfigLocated(file: string): { config: Config; where: Locate
   return parseConfigLocated(text, file);
 }
 
-function readSecret(baseDir: string, file: string, key: string, where: Locate): string {
+function readSecret(baseDir: string, file: string, path: readonly string[], where: Locate): string {
+  const key = path.join('.');
   try { return readFileSync(resolve(baseDir, file), 'utf8').replace(/\r?\n$/, ''); } catch (e) {
-    throw new ConfigError(`cannot read secret file for ${key}`, [`${where(key.split('.'))}: ${key}: ${(e as Error).message}`]);
+    throw new ConfigError(`cannot read secret file for ${key}`, [`${where(path)}: ${key}: ${(e as Error).message}`]);
   }
 }
 
@@ -84,26 +86,16 @@ function resolveSecrets(c: Config, baseDir: string, where: Locate): Config {
     out.tls.certFile = abs(out.tls.certFile); out.tls.keyFile = abs(out.tls.keyFile);
     for (const s of out.tls.sni) { s.certFile = abs(s.certFile); s.keyFile = abs(s.keyFile); }
   }
-  const ldap = out.directory.ldap;
-  if (ldap?.bindPasswordFile) ldap.bindPassword = readSecret(baseDir, ldap.bindPasswordFile, 'directory.ldap.bindPasswordFile', where);
-  if (ldap?.tlsCaFile) ldap.tlsCa = readSecret(baseDir, ldap.tlsCaFile, 'directory.ldap.tlsCaFile', where);
   if (out.directory.static) out.directory.static.file = abs(out.directory.static.file);
-  const bl = out.backendLogin;
-  if (bl.masterPasswordFile) bl.masterPassword = readSecret(baseDir, bl.masterPasswordFile, 'backendLogin.masterPasswordFile', where);
-  const dp = out.health.deepProbe;
-  if (dp?.passwordFile) dp.password = readSecret(baseDir, dp.passwordFile, 'health.deepProbe.passwordFile', where);
-  for (const [name, b] of Object.entries(out.backends)) {
-    if (b.tlsCaFile) b.tlsCa = readSecret(baseDir, b.tlsCaFile, `backends.${name}.tlsCaFile`, where);
+  if (out.oauth?.jwt?.jwksFile) out.oauth.jwt.jwksFile = abs(out.oauth.jwt.jwksFile);
+  // Each `…File` key is read into its inline key and dropped: the resolved config names one of the two, as the schema
+  // demands of the file, so validating it again (or comparing it at a reload) sees the value, never both keys.
+  for (const { path, holder, pair } of secretFileHolders(out)) {
+    const file = holder[pair.file];
+    if (typeof file !== 'string') continue;
+    holder[pair.value] = readSecret(baseDir, file, [...path, pair.file], where);
+    delete holder[pair.file];
   }
-  const oauth = out.oauth;
-  if (oauth?.tlsCaFile) oauth.tlsCa = readSecret(baseDir, oauth.tlsCaFile, 'oauth.tlsCaFile', where);
-  if (oauth?.introspection?.clientSecretFile) oauth.introspection.clientSecret = readSecret(baseDir, oauth.introspection.clientSecretFile, 'oauth.introspection.clientSecretFile', where);
-  if (oauth?.jwt?.jwksFile) oauth.jwt.jwksFile = abs(oauth.jwt.jwksFile);
-  if (out.admin.tokenFile) out.admin.token = readSecret(baseDir, out.admin.tokenFile, 'admin.tokenFile', where);
-  const redis = out.tier?.redis;
-  if (redis?.passwordFile) redis.password = readSecret(baseDir, redis.passwordFile, 'tier.redis.passwordFile', where);
-  if (redis?.sentinel?.passwordFile) redis.sentinel.password = readSecret(baseDir, redis.sentinel.passwordFile, 'tier.redis.sentinel.passwordFile', where);
-  if (redis?.tls?.caFile) redis.tls.ca = readSecret(baseDir, redis.tls.caFile, 'tier.redis.tls.caFile', where);
   return deepFreeze(out);
 }
 

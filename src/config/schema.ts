@@ -3,6 +3,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { tierSchema } from './tier-schema.js';
+import { secretFileHolders } from './secret-files.js';
 
 const port = z.number().int().min(0).max(65535);
 const ms = (def: number) => z.number().int().min(0).default(def);
@@ -387,6 +388,9 @@ export const configSchema = z.strictObject({
     }
   }
   checkPools(c, ctx);
+  for (const { path, holder, pair } of secretFileHolders(c)) {
+    if (holder[pair.value] !== undefined && holder[pair.file] !== undefined) ctx.addIssue({ code: 'custom', path: [...path, pair.file], message: `give ${pair.value} or ${pair.file}, not both` });
+  }
   if (c.routing.defaultBackend && !c.backends[c.routing.defaultBackend] && !c.pools[c.routing.defaultBackend]) ctx.addIssue({ code: 'custom', path: ['routing', 'defaultBackend'], message: `'${c.routing.defaultBackend}' is not a configured backend or pool` });
   if (c.oauth?.backendLogin === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['oauth', 'backendLogin'], message: 'oauth.backendLogin master needs backendLogin.masterUser and masterPassword or masterPasswordFile' });
   if (c.backendLogin.mode === 'master' && (!c.backendLogin.masterUser || !(c.backendLogin.masterPassword || c.backendLogin.masterPasswordFile))) ctx.addIssue({ code: 'custom', path: ['backendLogin'], message: 'mode master needs masterUser and masterPassword or masterPasswordFile' });

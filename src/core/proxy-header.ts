@@ -18,7 +18,8 @@ export interface ProxyHeader {
 }
 
 export type ProxyHeaderResult =
-  | { state: 'need-more' }
+  /** `needed`: the whole header's length once known (v2 after its fixed part): nothing to parse before that many bytes. */
+  | { state: 'need-more'; needed?: number }
   | { state: 'done'; header: ProxyHeader; consumed: number }
   | { state: 'error'; reason: string };
 
@@ -68,7 +69,8 @@ function parseV1(buf: Buffer): ProxyHeaderResult {
   const [, proto, src, dst, sport, dport] = parts as [string, string, string, string, string, string];
   let family: 'tcp4' | 'tcp6';
   if (proto === 'TCP4' && isIPv4(src) && isIPv4(dst)) family = 'tcp4';
-  else if (proto === 'TCP6' && isIPv6(src) && isIPv6(dst)) family = 'tcp6';
+  // Node's isIPv6 also takes a zone id (fe80::1%eth0), which no address on the wire carries and a backend cannot parse.
+  else if (proto === 'TCP6' && isIPv6(src) && isIPv6(dst) && !src.includes('%') && !dst.includes('%')) family = 'tcp6';
   else return fail('v1: bad protocol or address');
   const sp = parsePort(sport);
   const dp = parsePort(dport);
@@ -96,7 +98,7 @@ function parseV2(buf: Buffer): ProxyHeaderResult {
   const local = (buf[12]! & 0x0f) === 0;
   const fam = buf[13]!;
   const consumed = V2_FIXED_BYTES + buf.readUInt16BE(14);
-  if (buf.length < consumed) return NEED_MORE;
+  if (buf.length < consumed) return { state: 'need-more', needed: consumed };
   if (local) return { state: 'done', header: { version: 2, command: 'LOCAL', family: 'unknown' }, consumed };
   const body = buf.subarray(V2_FIXED_BYTES, consumed);
   // Spec §2.2: only TCP over IPv4/IPv6 carries addresses we use; UNSPEC, UNIX and DGRAM keep the real endpoints.

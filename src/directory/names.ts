@@ -21,3 +21,17 @@ export function normalizeAddress(address: string): string {
   if (at < 0) return address;
   return `${address.slice(0, at)}@${address.slice(at + 1).toLowerCase()}`;
 }
+
+/** A login name or address as the proxy compares account names: trimmed, in any case (LDAP matches uid and mail so). */
+export function foldName(name: string): string {
+  return name.trim().toLowerCase();
+}
+
+/**
+ * Whether the account with this login (and mail address) is the one an operator or the tier named: by its login or its
+ * mail address, in any case. The one rule for kicks, route invalidation and session listings, local and tier-wide.
+ */
+export function namesAccount(login: string | undefined, mail: string | undefined, named: string): boolean {
+  const wanted = foldName(named);
+  return (login !== undefined && foldName(login) === wanted) || (mail !== undefined && foldName(mail) === wanted);
+}

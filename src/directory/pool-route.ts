@@ -58,8 +58,8 @@ export type PoolReason =
   /** The user's live sessions are on a member in maintenance; they follow it until the user's drain moment. */
   | 'draining';
 
-/** Why sessions are closed to let a user move; also the `reason` label of the moves metric. */
-export type MoveReason = 'move-back' | 'drain' | 'down' | 'conflict';
+/** Why sessions are closed to let a user move; also the `reason` label of the moves metric (`removed`: the member left the pool by a reload). */
+export type MoveReason = 'move-back' | 'drain' | 'down' | 'conflict' | 'removed';
 
 export interface PoolKick {
   member: string;
@@ -95,7 +95,11 @@ export interface PoolRouteInput {
   pool: PoolSpec;
   /** State per member; a member without an entry counts as up since 0. */
   states: ReadonlyMap<string, MemberState>;
-  /** Members holding the user's live sessions (anywhere the caller can see: this process, or the tier registry). */
+  /**
+   * Members holding the user's live sessions (anywhere the caller can see: this process, or the tier registry). A backend that is
+   * not (or no longer) a member counts only when the caller knows the session is real (its own): the tier registry's entries on
+   * non-members may be stale and are left out by the caller.
+   */
   live: readonly string[];
   now: number;
 }
@@ -174,9 +178,21 @@ function stateOf(states: ReadonlyMap<string, MemberState>, member: string): Memb
  * - live sessions on an up member that is not the current choice (a member came back or was added):
  *   new sessions follow them until the choice has been up for moveBackAfterMs; then they are closed;
  * - once a move is due, logins wait (temporary failure) until the closed sessions are gone;
- * - live sessions on several members (a race without shared state): all but the best held one are closed.
+ * - live sessions on several members (a race without shared state): all but the best held one are closed;
+ * - live sessions on a backend that is no longer a member (a reload removed it): they are closed and logins wait.
  */
 export function choosePoolMember(input: PoolRouteInput): PoolDecision {
+  const decision = chooseAmongMembers(input);
+  // Sessions on a backend a reload took out of the pool: closed, and logins wait until they are gone (the member still
+  // serves them, so routing the user elsewhere at once would put them on two servers).
+  const removed = [...new Set(input.live)].filter((m) => !input.pool.members.some((x) => x.name === m));
+  if (removed.length === 0) return decision;
+  const kick = [...decision.kick, ...removed.map((member) => ({ member, reason: 'removed' as const }))];
+  if (decision.kind === 'none') return { ...decision, kick };
+  return { kind: 'wait', holder: removed[0]!, target: decision.target, order: decision.order, kick };
+}
+
+function chooseAmongMembers(input: PoolRouteInput): PoolDecision {
   const { pool, states, now } = input;
   const order = rankMembers(input.user, pool.members);
   const known = new Set(order);

@@ -30,8 +30,8 @@ export interface AdminDeps {
   readiness(): Readiness | Promise<Readiness>;
   metrics(): Promise<{ contentType: string; body: string }>;
   backends(): Promise<BackendSnapshot[]>;
-  /** Undefined when the backend is unknown (404). */
-  setMaintenance(backend: string, enabled: boolean): Promise<BackendSnapshot | undefined>;
+  /** Undefined when the backend is unknown (404). With a tier: whether the others have it or it is pending. */
+  setMaintenance(backend: string, enabled: boolean): Promise<(BackendSnapshot & Pick<KickAnswer, 'tier' | 'message'>) | undefined>;
   listSessions(filter: SessionFilter): Promise<SessionInfo[]>;
   /** How many sessions were kicked. */
   kickSessions(filter: SessionFilter): Promise<KickAnswer>;

@@ -12,7 +12,8 @@ import { poolMovesTotal, poolRoutesTotal, poolSessionsClosedTotal, poolUsersLive
 
 /** Live sessions of a user in the whole tier (the tier's session registry); `local` when Redis did not answer in time. */
 export interface TierSessionSource {
-  list(user: string): Promise<{ source: 'tier' | 'local'; sessions: ReadonlyArray<{ backend: string; instance?: string }> }>;
+  /** `loginPath`: a login waits for the answer (the login deadline applies, a tier marked down is not asked). */
+  list(user: string, opts?: { loginPath?: boolean }): Promise<{ source: 'tier' | 'local'; sessions: ReadonlyArray<{ backend: string; instance?: string }> }>;
 }
 
 export interface PoolRouterOptions {
@@ -80,10 +81,15 @@ export class PoolRouter {
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
   private readonly startedAt: number;
+  /** pool NUL member → when a reload's config made it a member here (−∞ for the members configured at start). */
+  private readonly joined = new Map<string, number>();
+  private joinedFrom: Config['pools'] | undefined;
 
   constructor(private readonly opts: PoolRouterOptions) {
     this.now = opts.now ?? Date.now;
     this.startedAt = this.now();
+    // Members configured at start carry no join time of their own: health's first snapshot decides, as before.
+    this.syncMembership(-Infinity);
     opts.sessions.onRemove?.((info) => {
       if (info.pool && info.user && info.backend && CLOSING_SESSION_PHASES.includes(info.phase)) {
         this.lastEnded.set(`${info.pool}\0${normaliseUser(info.user)}`, { member: info.backend, at: this.now() });
@@ -172,7 +178,7 @@ export class PoolRouter {
 
   private async decide(pool: string, user: string): Promise<PoolDecision> {
     const spec = this.spec(pool);
-    const live = await this.liveMembers(pool, user);
+    const live = await this.liveMembers(pool, user, true);
     const decision = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: live.members, now: this.now() });
     this.applyKicks(pool, user, decision);
     return decision;
@@ -184,7 +190,8 @@ export class PoolRouter {
     const live = await this.liveMembers(pool, user);
     // Sessions the caller sees beyond this process (a cluster primary asks its workers).
     for (const m of elsewhere) if (spec.members.some((x) => x.name === m) && !live.members.includes(m)) { live.members.push(m); live.sessions++; }
-    const d = choosePoolMember({ user, pool: spec, states: this.statesFor(spec), live: live.members, now: this.now() });
+    const states = this.statesFor(spec);
+    const d = choosePoolMember({ user, pool: spec, states, live: live.members, now: this.now() });
     const weight = new Map(spec.members.map((m) => [m.name, m.weight]));
     const report: WhereReport = {
       user,
@@ -193,7 +200,7 @@ export class PoolRouter {
       reason: d.kind === 'route' ? d.reason : d.kind === 'wait' ? `moving: closing the sessions on ${d.holder}` : 'no member may take logins',
       target: d.kind === 'none' ? null : d.target,
       order: d.order.map((m) => {
-        const s = this.states.get(m) ?? { condition: 'up' as const, since: this.startedAt };
+        const s = states.get(m) ?? { condition: 'up' as const, since: this.startedAt };
         return { member: m, weight: weight.get(m) ?? 1, condition: s.condition, since: new Date(s.since).toISOString() };
       }),
       conditions: this.conditionSource,
@@ -207,6 +214,7 @@ export class PoolRouter {
   /** Carry out due moves for this process's sessions and refresh the live-users gauge. */
   sweep(): void {
     const now = this.now();
+    this.syncMembership(now);
     const byUser = new Map<string, { pool: string; user: string; members: Set<string> }>();
     for (const s of this.opts.sessions.list()) {
       const { pool, user, backend, phase } = s.info;
@@ -243,10 +251,33 @@ export class PoolRouter {
     this.timer = undefined;
   }
 
-  /** Member states, with members never seen before (just added by a reload) starting as up from now: their users move back under the usual rule. */
+  /**
+   * Member states as the choice sees them. A member added by a reload counts from the moment its config was first read here,
+   * not from when health first saw the backend (every configured backend is probed from the start): its users' live sessions
+   * elsewhere then move under the usual rule (moveBackAfterMs), not at once. A removed member forgets when it joined.
+   */
   private statesFor(spec: PoolSpec): ReadonlyMap<string, MemberState> {
-    for (const m of spec.members) if (!this.states.has(m.name)) this.states.set(m.name, { condition: memberCondition(m.name, 'up', this.tierView), since: this.now() });
-    return this.states;
+    const now = this.now();
+    this.syncMembership(now);
+    for (const m of spec.members) if (!this.states.has(m.name)) this.states.set(m.name, { condition: memberCondition(m.name, 'up', this.tierView), since: now });
+    let adjusted: Map<string, MemberState> | undefined;
+    for (const m of spec.members) {
+      const state = this.states.get(m.name)!;
+      const joined = this.joined.get(`${spec.name}\0${m.name}`) ?? now;
+      if (joined > state.since) (adjusted ??= new Map(this.states)).set(m.name, { condition: state.condition, since: joined });
+    }
+    return adjusted ?? this.states;
+  }
+
+  /** After a reload (a new pools object): members new to a pool joined `at`, removed ones are forgotten. */
+  private syncMembership(at: number): void {
+    const pools = this.opts.config().pools;
+    if (pools === this.joinedFrom) return;
+    this.joinedFrom = pools;
+    const current = new Set<string>();
+    for (const name of Object.keys(pools)) for (const m of poolSpec({ pools }, name)?.members ?? []) current.add(`${name}\0${m.name}`);
+    for (const key of this.joined.keys()) if (!current.has(key)) this.joined.delete(key);
+    for (const key of current) if (!this.joined.has(key)) this.joined.set(key, at);
   }
 
   /** Member states of a pool as the choice sees them now (the tier's conflict sweep decides with them). */
@@ -254,7 +285,7 @@ export class PoolRouter {
     return this.statesFor(this.spec(pool));
   }
 
-  private async liveMembers(pool: string, user: string): Promise<WhereReport['live']> {
+  private async liveMembers(pool: string, user: string, loginPath = false): Promise<WhereReport['live']> {
     const members = new Set<string>();
     let sessions = 0;
     const inPool = new Set(this.spec(pool).members.map((m) => m.name));
@@ -267,7 +298,7 @@ export class PoolRouter {
     }
     let source: WhereReport['live']['source'] = 'process';
     if (this.opts.tier) {
-      const t = await this.opts.tier.list(user);
+      const t = await this.opts.tier.list(user, { loginPath });
       source = t.source === 'tier' ? 'tier' : 'local-fallback';
       for (const s of t.sessions) {
         if (!inPool.has(s.backend)) continue;
@@ -275,7 +306,8 @@ export class PoolRouter {
         members.add(s.backend);
       }
     }
-    return { source, members: [...members].filter((m) => inPool.has(m)), sessions };
+    // This process's sessions are real even on a backend a reload took out of the pool (they must close before the user moves).
+    return { source, members: [...members], sessions };
   }
 
   private applyKicks(pool: string, user: string, decision: PoolDecision): void {

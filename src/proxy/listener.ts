@@ -118,7 +118,11 @@ export class Listener {
   }
 
   private readProxyHeader(socket: Socket, id: string, peer: ClientEndpoint): void {
-    let buf = Buffer.alloc(0);
+    // Chunks are kept as they come and joined only when a parse can finish: a header sent a byte a write costs linear,
+    // not quadratic, copying (a v2 header with TLVs may be 64 KiB).
+    const chunks: Buffer[] = [];
+    let length = 0;
+    let needed = 0;
     const timer = setTimeout(() => fail('no PROXY header in time'), this.config.proxyHeaderTimeoutMs ?? PROXY_HEADER_DEADLINE_MS);
     const fail = (reason: string) => {
       clearTimeout(timer);
@@ -127,10 +131,15 @@ export class Listener {
       this.refuse(socket, 'PROXY_HEADER_INVALID');
     };
     const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (buf.length > PROXY_HEADER_MAX_BYTES) return fail('header too large');
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length > PROXY_HEADER_MAX_BYTES) return fail('header too large');
+      if (length < needed) return;
+      const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
+      chunks.length = 0;
+      chunks.push(buf);
       const r = parseProxyHeader(buf);
-      if (r.state === 'need-more') return;
+      if (r.state === 'need-more') { needed = r.needed ?? 0; return; }
       if (r.state === 'error') return fail(r.reason);
       clearTimeout(timer);
       socket.off('data', onData);

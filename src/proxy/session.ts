@@ -295,7 +295,7 @@ class Session implements LiveSession {
     if (pooled) this.info.pool = pooled.pool;
     this.info.backend = route.backend;
     if (route.routedFor !== undefined) this.info.routedFor = route.routedFor;
-    if (deps.tier) await this.registerInTier(deps.tier, account.login, route.backend, credentials.user);
+    if (deps.tier) await this.registerInTier(deps.tier, account, route.backend, credentials.user);
     const identity = backendIdentity(config, account, credentials);
     const forwardClient = route.trustsProxy && route.forwardClientAddress === 'native';
     const clientTls = this.socket instanceof TLSSocket;
@@ -317,10 +317,11 @@ class Session implements LiveSession {
   }
 
   /** The tier's session registry and limits (tier-wide, or this process's own while Redis is away). */
-  private async registerInTier(tier: TierLogin, user: string, backend: string, typedUser: string): Promise<void> {
+  private async registerInTier(tier: TierLogin, account: Account, backend: string, typedUser: string): Promise<void> {
     // The password was right: the penalty of this address and name is cleared in the same call (locally at once).
     const clear = tier.penalty.clearLocal(this.origin, typedUser);
-    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user, backend, address: this.origin, client: this.info.client, startedAt: this.started }, clear);
+    const r = await tier.sessions.admit({ id: this.conn.id, protocol: this.deps.module.protocol, user: account.login, ...(account.mail !== undefined ? { mail: account.mail } : {}),
+      backend, address: this.origin, client: this.info.client, startedAt: this.started }, clear);
     if (!r.ok) {
       tierLimitRefusalsTotal.inc({ protocol: this.deps.module.protocol, limit: r.limit });
       throw new ProxyError('SESSION_LIMIT', `tier session limit per ${r.limit} reached (${r.count}, ${r.source})`);

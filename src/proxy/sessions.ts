@@ -1,6 +1,7 @@
 // Owns the in-process registry of live client sessions (for /sessions, kicks, drain and backend-down goodbyes).
 // Must not know protocols or sockets; each entry brings its own kick function.
 import type { ProxyError } from '../errors.js';
+import { namesAccount } from '../directory/names.js';
 
 export interface SessionInfo {
   id: string;
@@ -22,13 +23,6 @@ export interface SessionInfo {
 
 /** `user`: the account's login name or mail address, in any case (as LDAP matches them, and the tier's registry keys). */
 export interface SessionMatch { user?: string; backend?: string; startedBefore?: number }
-
-const folded = (name: string): string => name.trim().toLowerCase();
-
-/** Whether a session belongs to the user an operator named (`wanted` already folded). */
-function isUser(info: SessionInfo, wanted: string): boolean {
-  return (info.user !== undefined && folded(info.user) === wanted) || (info.mail !== undefined && folded(info.mail) === wanted);
-}
 
 export interface LiveSession {
   info: SessionInfo;
@@ -53,8 +47,8 @@ export class SessionRegistry {
   get size(): number { return this.live.size; }
   /** `startedBefore`: only sessions that started at or before that time (ms), e.g. a kick replayed late. */
   list(filter: SessionMatch = {}): LiveSession[] {
-    const user = filter.user ? folded(filter.user) : undefined;
-    return [...this.live.values()].filter((s) => (!user || isUser(s.info, user)) && (!filter.backend || s.info.backend === filter.backend)
+    const user = filter.user;
+    return [...this.live.values()].filter((s) => (!user || namesAccount(s.info.user, s.info.mail, user)) && (!filter.backend || s.info.backend === filter.backend)
       && (filter.startedBefore === undefined || s.info.startedAt <= filter.startedBefore));
   }
   /** Kick matching sessions; returns how many. */

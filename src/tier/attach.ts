@@ -117,8 +117,10 @@ export function tierAdminDeps(inner: AdminDeps, tier: Tier, actions: LocalAction
     },
     setMaintenance: async (backend, enabled) => {
       const r = await inner.setMaintenance(backend, enabled);
-      if (r) await tier.backendView?.setMaintenance(backend, enabled);
-      return r;
+      if (!r || !tier.backendView) return r;
+      const sent = await tier.backendView.setMaintenance(backend, enabled);
+      if (sent === 'sent') return { ...r, tier: sent };
+      return { ...r, tier: sent, message: `maintenance ${enabled ? 'on' : 'off'} for ${backend} is applied here; Redis is unreachable, so it is pending tier-wide: it is written when Redis answers (logged as tier_maintenance_written), unless a newer switch was made through another instance meanwhile (tier_maintenance_outvoted)` };
     },
     invalidateRoute: async (user) => {
       const dropped = await actions.invalidateRoute(user);

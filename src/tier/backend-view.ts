@@ -46,6 +46,31 @@ const BULK_TIMEOUT_MS = BACKGROUND_TIMEOUT_MS;
 const VIEW_TTL_MS = 3_600_000;
 const MAINTENANCE_TTL_MS = 30 * 86_400_000;
 
+/** Where a maintenance switch made through this instance stands in the tier: in Redis (and broadcast), or pending until Redis answers. */
+export type SwitchDelivery = 'sent' | 'pending';
+
+/**
+ * A switch pushed back after an outage, written only when Redis holds no switch for the backend as new as it (both
+ * hashes read in the same atomic step: instances pushing at once after a restart cannot put an older one over a newer).
+ * KEYS: the switch's hash, the other state's hash. ARGV: backend, at (ms), TTL (ms). Returns 1 written, 0 not newer.
+ */
+const PUSH_SWITCH_SCRIPT = `
+local function recorded(key)
+  local h = redis.call('HGETALL', key)
+  for i = 1, #h, 2 do if h[i] == ARGV[1] then return tonumber(h[i + 1]) or 0 end end
+  return nil
+end
+local at = tonumber(ARGV[2])
+for _, key in ipairs(KEYS) do
+  local t = recorded(key)
+  if t ~= nil and t >= at then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`;
+
 /** The HGETALL reply at `i` of a pipeline's results (an empty hash when absent). */
 function hashAt(res: ReadonlyArray<[Error | null, unknown]>, i: number): Record<string, string> {
   return (res[i]?.[1] ?? {}) as Record<string, string>;
@@ -60,6 +85,8 @@ export class TierBackendView {
   private seenMaintenance = new Set<string>();
   /** The latest maintenance switch this instance knows per backend (made here, heard or read), for the push after an outage. */
   private readonly switches = new Map<string, MaintenanceSwitch>();
+  /** Switches made here while Redis did not answer, until the resync wrote them or found them outvoted (both logged). */
+  private readonly pending = new Map<string, MaintenanceSwitch>();
   /** Whether the last refresh read the view from Redis. */
   private available = false;
   private lastSnapshot = '';
@@ -137,25 +164,56 @@ export class TierBackendView {
     }
   }
 
-  /** Maintenance on/off for the whole tier (kept in Redis so instances that missed the broadcast or start later follow). */
-  async setMaintenance(backend: string, enabled: boolean): Promise<boolean> {
+  /**
+   * Maintenance on/off for the whole tier (kept in Redis so instances that missed the broadcast or start later follow).
+   * 'pending' when Redis did not take it: applied here only, written when Redis answers unless a newer switch is there.
+   */
+  async setMaintenance(backend: string, enabled: boolean): Promise<SwitchDelivery> {
     const s = { enabled, at: this.now() };
     this.switches.set(backend, s);
-    if (!(await this.writeSwitch(backend, s, BACKGROUND_TIMEOUT_MS))) {
-      // Kept: written when Redis answers again, unless a later switch was made through another instance meanwhile.
+    if (await this.writeSwitch(backend, s, BACKGROUND_TIMEOUT_MS) === undefined) {
+      this.pending.set(backend, s);
       this.logger.warn({ event: 'tier_maintenance_pending', backend, enabled }, `maintenance ${enabled ? 'on' : 'off'} for ${backend} set here; Redis is unreachable, so the tier gets it when Redis answers`);
-      return false;
+      return 'pending';
     }
+    this.pending.delete(backend);
     if (enabled) this.seenMaintenance.add(backend); else this.seenMaintenance.delete(backend);
-    return this.broadcast.send({ type: 'maintenance', backend, enabled });
+    // In Redis now: an instance that misses the broadcast reads it at its next refresh.
+    await this.broadcast.send({ type: 'maintenance', backend, enabled });
+    return 'sent';
   }
 
-  /** One switch into Redis: its record in one hash, the other's removed (an "off" is kept so a stale "on" cannot come back). */
-  private async writeSwitch(backend: string, s: MaintenanceSwitch, timeoutMs: number): Promise<boolean> {
+  /**
+   * One switch into Redis: its record in one hash, the other's removed (an "off" is kept so a stale "on" cannot come
+   * back). `pushBack` (after an outage): only when Redis holds no switch as new ('older' otherwise). Undefined: no answer.
+   */
+  private async writeSwitch(backend: string, s: MaintenanceSwitch, timeoutMs: number, pushBack = false): Promise<'written' | 'older' | undefined> {
     const [set, clear] = s.enabled ? [this.keys.maintenance, this.keys.maintenanceOff] : [this.keys.maintenanceOff, this.keys.maintenance];
-    const ok = await this.client.run('maintenance', (r) => r.pipeline().hset(set, backend, String(s.at)).hdel(clear, backend)
-      .pexpire(set, MAINTENANCE_TTL_MS).exec(), { timeoutMs, evenIfDown: true });
-    return ok !== undefined;
+    const ok = await this.client.run('maintenance', (r) => (pushBack
+      ? this.client.script(r, PUSH_SWITCH_SCRIPT, [set, clear], [backend, s.at, MAINTENANCE_TTL_MS])
+      : r.pipeline().hset(set, backend, String(s.at)).hdel(clear, backend).pexpire(set, MAINTENANCE_TTL_MS).exec()), { timeoutMs, evenIfDown: true });
+    if (ok === undefined) return undefined;
+    return pushBack && Number(ok) !== 1 ? 'older' : 'written';
+  }
+
+  /** After a resync: log what became of each switch made here while Redis was away, and forget those settled. */
+  private settlePending(recorded: ReadonlyMap<string, MaintenanceSwitch>, pushed: ReadonlyMap<string, 'written' | 'older' | undefined>): void {
+    for (const [backend, s] of [...this.pending]) {
+      const result = pushed.get(backend);
+      if (pushed.has(backend) && result === undefined) continue; // Redis went away again: the next resync tries again
+      this.pending.delete(backend);
+      const state = s.enabled ? 'on' : 'off';
+      const r = recorded.get(backend);
+      const latest = this.switches.get(backend);
+      const superseded = latest !== undefined && (latest.at !== s.at || latest.enabled !== s.enabled);
+      if (!superseded && (result === 'written' || (result === undefined && r?.enabled === s.enabled))) {
+        this.logger.info({ event: 'tier_maintenance_written', backend, enabled: s.enabled, at: new Date(s.at).toISOString() }, `maintenance ${state} for ${backend}, set here while Redis was unreachable, is in Redis now: the whole tier has it`);
+      } else {
+        const newer = superseded ? latest : r;
+        this.logger.warn({ event: 'tier_maintenance_outvoted', backend, enabled: s.enabled, at: new Date(s.at).toISOString(), ...(newer ? { newerEnabled: newer.enabled, newerAt: new Date(newer.at).toISOString() } : {}) },
+          `maintenance ${state} for ${backend}, set here while Redis was unreachable, was not written: a newer switch was made meanwhile`);
+      }
+    }
   }
 
   private noteSwitch(backend: string, s: MaintenanceSwitch): void {
@@ -238,9 +296,11 @@ export class TierBackendView {
       const res = await this.client.run('maintenance', (r) => r.pipeline().hgetall(this.keys.maintenance).hgetall(this.keys.maintenanceOff).exec(), { timeoutMs: BULK_TIMEOUT_MS });
       if (res) {
         const recorded = recordedSwitches({ on: hashAt(res, 0), off: hashAt(res, 1) });
-        for (const [backend, s] of switchesToPush(mine, recorded)) {
-          if (await this.writeSwitch(backend, s, BULK_TIMEOUT_MS)) await this.broadcast.send({ type: 'maintenance', backend, enabled: s.enabled });
-        }
+        const pushed = new Map<string, 'written' | 'older' | undefined>();
+        for (const [backend, s] of switchesToPush(mine, recorded)) pushed.set(backend, await this.writeSwitch(backend, s, BULK_TIMEOUT_MS, true));
+        // The others re-read the view (a broadcast 'maintenance' would carry the send time, not the switch's).
+        if ([...pushed.values()].includes('written')) await this.broadcast.send({ type: 'view' });
+        this.settlePending(recorded, pushed);
       }
     }
     this.lastPublished = '';

@@ -1,6 +1,7 @@
 // Owns the names of every Redis key and channel the tier uses, and the hashing that keeps client input out of them.
 // Must not talk to Redis; names are pure functions of the prefix and already-hashed parts.
 import { createHash } from 'node:crypto';
+import { foldName } from '../directory/names.js';
 
 /**
  * A client-supplied name (login name, address) as a key part: SHA-256, base64url, 22 chars (132 bits). The raw
@@ -8,7 +9,7 @@ import { createHash } from 'node:crypto';
  * Login names are compared case-insensitively (LDAP uid/mail match that way).
  */
 export function namePart(kind: 'user' | 'addr', value: string): string {
-  const v = kind === 'user' ? value.trim().toLowerCase() : value;
+  const v = kind === 'user' ? foldName(value) : value;
   return createHash('sha256').update(kind).update('\0').update(v).digest('base64url').slice(0, 22);
 }
 
@@ -18,6 +19,8 @@ export class TierKeys {
   get instances(): string { return `${this.prefix}instances`; }
   /** SET of session members (JSON) of one user, every instance. */
   userSessions(user: string): string { return `${this.prefix}su:${namePart('user', user)}`; }
+  /** SET of the logins whose sessions carry this mail address (refreshed with them): a listing by mail finds their sets. */
+  mailLogins(mail: string): string { return `${this.prefix}sm:${namePart('user', mail)}`; }
   /** SCAN pattern of every user's session set (the prefix allows no glob characters). */
   get userSessionsPattern(): string { return `${this.prefix}su:*`; }
   /** STRING instanceId with a TTL: the instance doing the tier-wide pool conflict sweep this round. */

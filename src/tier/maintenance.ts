@@ -27,16 +27,19 @@ export function flaggedBackends(recorded: ReadonlyMap<string, MaintenanceSwitch>
 }
 
 /**
- * After Redis (or this instance's link to it) was away: the switches this instance must write. Its own switch goes in
- * when Redis holds nothing for that backend (a restarted Redis lost the flags) or only an older switch (one made here
- * while Redis did not answer). A newer switch in Redis wins: an "off" made through another instance while this one
- * was cut off is not undone by the flag this one still holds.
+ * After Redis (or this instance's link to it) was away: the switches this instance must write. The newest switch known
+ * anywhere wins, whether Redis lost its data (restarted empty) or only this instance's link was cut, so both cases take
+ * one rule: the latest switch this instance knows (made here, heard or read, on or off) goes in when Redis holds nothing
+ * for that backend (a restarted Redis lost the records, "off" ones too) or only an older switch of the other state (one
+ * made here while Redis did not answer). A newer switch in Redis wins: an "off" made through another instance while this
+ * one was cut off is not undone by the "on" this one still holds, nor a newer "on" by an older "off". Several instances
+ * pushing at once after a restart are ordered by Redis (the write is refused when a switch as new is already there).
  */
 export function switchesToPush(mine: ReadonlyMap<string, MaintenanceSwitch>, recorded: ReadonlyMap<string, MaintenanceSwitch>): Array<[string, MaintenanceSwitch]> {
   const out: Array<[string, MaintenanceSwitch]> = [];
   for (const [backend, s] of mine) {
     const r = recorded.get(backend);
-    if (r === undefined ? s.enabled : s.at > r.at && s.enabled !== r.enabled) out.push([backend, s]);
+    if (r === undefined || (s.at > r.at && s.enabled !== r.enabled)) out.push([backend, s]);
   }
   return out;
 }

@@ -44,11 +44,11 @@ export class TierPresence {
     return ok !== undefined;
   }
 
-  /** Instance ids with a heartbeat that has not expired; undefined when Redis does not answer. */
-  async live(timeoutMs?: number): Promise<Set<string> | undefined> {
+  /** Instance ids with a heartbeat that has not expired; undefined when Redis does not answer (or, `evenIfDown` false, the tier is down). */
+  async live(timeoutMs?: number, evenIfDown = true): Promise<Set<string> | undefined> {
     const now = this.now();
     if (this.cache && now - this.cache.at < LIVE_CACHE_MS) return this.cache.live;
-    const ids = await this.client.run('presence', (r) => r.zrangebyscore(this.keys.instances, now, '+inf'), { timeoutMs: timeoutMs ?? BACKGROUND_TIMEOUT_MS, evenIfDown: true });
+    const ids = await this.client.run('presence', (r) => r.zrangebyscore(this.keys.instances, now, '+inf'), { timeoutMs: timeoutMs ?? BACKGROUND_TIMEOUT_MS, evenIfDown });
     if (!ids) return undefined;
     this.cache = { at: now, live: new Set(ids) };
     return this.cache.live;

@@ -3,6 +3,7 @@
 import { BACKGROUND_TIMEOUT_MS, type TierClient } from './client.js';
 import type { TierKeys } from './keys.js';
 import { instanceNameOf, type TierPresence } from './presence.js';
+import { foldName, namesAccount } from '../directory/names.js';
 
 /** One logged-in session as any instance shows it. */
 export interface TierSessionView {
@@ -18,8 +19,10 @@ export interface TierSessionView {
 export interface SessionEntry {
   id: string;
   protocol: string;
-  /** The login name the directory returned (the account's login). */
+  /** The login name the directory returned (the account's login): limits count by it, in any case. */
   user: string;
+  /** The account's mail address, when the directory gave one: a listing may name the user by it. */
+  mail?: string;
   backend: string;
   /** Client address without port (limits count it). */
   address: string;
@@ -30,12 +33,14 @@ export interface SessionEntry {
 
 export type AdmitResult = { ok: true; source: 'tier' | 'local' } | { ok: false; limit: 'user' | 'address'; count: number; source: 'tier' | 'local' };
 
-interface Registered { entry: SessionEntry; userKey: string; addrKey: string; userMember: string; addrMember: string }
+interface Registered { entry: SessionEntry; userKey: string; addrKey: string; userMember: string; addrMember: string; mailKey?: string }
 
 /**
  * Count the live sessions of the same protocol in the user's and the address's sets (removing members of instances
  * that are gone), refuse when a limit is reached, else add the session to both. One round trip, atomic across instances.
- * KEYS: instances, user set, address set, then keys to delete once admitted (penalty counters). ARGV: now, user member, address member, protocol, max user, max address, key TTL.
+ * Once admitted, the login goes into the mail address's set of logins when ARGV[8] is not empty (KEYS[4] is that set).
+ * KEYS: instances, user set, address set, [mail's logins,] then keys to delete once admitted (penalty counters).
+ * ARGV: now, user member, address member, protocol, max user, max address, key TTL, login for the mail's set or ''.
  */
 const ADMIT_SCRIPT = `
 local now = tonumber(ARGV[1])
@@ -82,7 +87,13 @@ redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
-for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+local first = 4
+if ARGV[8] ~= '' then
+  redis.call('SADD', KEYS[4], ARGV[8])
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+  first = 5
+end
+for i = first, #KEYS do redis.call('DEL', KEYS[i]) end
 return {0, 0}
 `;
 
@@ -121,8 +132,8 @@ export class TierSessions {
     const maxAddr = c.limits.maxSessionsPerAddress[proto] ?? 0;
     const reg = this.registered(entry);
     const reply = await this.client.run('sessions_admit', (r) => this.client.script(r, ADMIT_SCRIPT,
-      [this.keys.instances, reg.userKey, reg.addrKey, ...deleteOnAdmit],
-      [this.now(), reg.userMember, reg.addrMember, entry.protocol, maxUser, maxAddr, c.sessionKeyTtlMs]));
+      [this.keys.instances, reg.userKey, reg.addrKey, ...(reg.mailKey !== undefined ? [reg.mailKey] : []), ...deleteOnAdmit],
+      [this.now(), reg.userMember, reg.addrMember, entry.protocol, maxUser, maxAddr, c.sessionKeyTtlMs, reg.mailKey !== undefined ? entry.user : '']));
     if (Array.isArray(reply)) {
       const [code, n] = reply.map(Number) as [number, number];
       if (code === 1) return { ok: false, limit: 'user', count: n, source: 'tier' };
@@ -131,7 +142,7 @@ export class TierSessions {
       return { ok: true, source: 'tier' };
     }
     const mine = [...this.local.values()].filter((x) => x.entry.protocol === entry.protocol);
-    const byUser = mine.filter((x) => x.entry.user.toLowerCase() === entry.user.toLowerCase()).length;
+    const byUser = mine.filter((x) => foldName(x.entry.user) === foldName(entry.user)).length;
     if (maxUser > 0 && byUser >= maxUser) return { ok: false, limit: 'user', count: byUser, source: 'local' };
     const byAddr = mine.filter((x) => x.entry.address === entry.address).length;
     if (maxAddr > 0 && byAddr >= maxAddr) return { ok: false, limit: 'address', count: byAddr, source: 'local' };
@@ -147,19 +158,32 @@ export class TierSessions {
     void this.client.run('sessions_release', (r) => r.pipeline().srem(reg.userKey, reg.userMember).srem(reg.addrKey, reg.addrMember).exec(), { timeoutMs: BACKGROUND_TIMEOUT_MS });
   }
 
-  /** Sessions of `user` on every live instance; this process's own when Redis does not answer. */
-  async list(user: string): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
-    const key = this.keys.userSessions(user);
-    const members = await this.client.run('sessions_list', (r) => r.smembers(key), { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true });
-    const live = members ? await this.presence.live(LIST_TIMEOUT_MS) : undefined;
+  /**
+   * Sessions of `user` (a login or mail address in any case, as a kick names it) on every live instance: the login's
+   * set, and the sets of the logins registered under that mail address. This process's own when Redis does not answer.
+   * `loginPath`: a login waits for it (pool routing), so the login deadline (`commandTimeoutMs`) applies and a tier marked
+   * down is not asked at all; otherwise (operators' listings) Redis gets LIST_TIMEOUT_MS and is tried even while marked down.
+   */
+  async list(user: string, opts: { loginPath?: boolean } = {}): Promise<{ source: 'tier' | 'local'; sessions: TierSessionView[] }> {
+    const run = opts.loginPath ? {} : { timeoutMs: LIST_TIMEOUT_MS, evenIfDown: true };
+    const members = await this.client.run('sessions_list', async (r) => {
+      const first = (await r.pipeline().smembers(this.keys.userSessions(user)).smembers(this.keys.mailLogins(user)).exec()) ?? [];
+      const logins = stringsAt(first, 1).filter((l) => foldName(l) !== foldName(user));
+      if (logins.length === 0) return stringsAt(first, 0);
+      const p = r.pipeline();
+      for (const l of logins) p.smembers(this.keys.userSessions(l));
+      const more = (await p.exec()) ?? [];
+      return [...stringsAt(first, 0), ...more.flatMap((_, i) => stringsAt(more, i))];
+    }, run);
+    const live = members ? await this.presence.live(run.timeoutMs, !opts.loginPath) : undefined;
     if (!members || !live) {
-      const mine = [...this.local.values()].filter((x) => x.entry.user.toLowerCase() === user.trim().toLowerCase());
+      const mine = [...this.local.values()].filter((x) => namesAccount(x.entry.user, x.entry.mail, user));
       return { source: 'local', sessions: mine.map((x) => view(this.presence.instanceId, x.entry)) };
     }
     const out: TierSessionView[] = [];
     for (const m of members) {
       const v = parseMember(m);
-      if (v && live.has(v.i)) out.push({ instance: instanceNameOf(v.i), id: v.id, protocol: v.p, user: v.u, backend: v.b, client: v.c, since: new Date(v.t).toISOString() });
+      if (v && live.has(v.i) && namesAccount(v.u, v.m, user)) out.push({ instance: instanceNameOf(v.i), id: v.id, protocol: v.p, user: v.u, backend: v.b, client: v.c, since: new Date(v.t).toISOString() });
     }
     out.sort((a, b) => a.since.localeCompare(b.since) || a.instance.localeCompare(b.instance));
     return { source: 'tier', sessions: out };
@@ -177,7 +201,7 @@ export class TierSessions {
       const p = r.pipeline();
       for (const k of keys) p.smembers(k);
       const out = (await p.exec()) ?? [];
-      return { next, sets: out.map(([err, v]) => (err || !Array.isArray(v) ? [] : (v as string[]))) };
+      return { next, sets: out.map((_, i) => stringsAt(out, i)) };
     }, { timeoutMs: BULK_TIMEOUT_MS });
     const live = res ? await this.presence.live(BULK_TIMEOUT_MS) : undefined;
     if (!res || !live) return undefined;
@@ -213,9 +237,12 @@ export class TierSessions {
 
   private registered(entry: SessionEntry): Registered {
     const i = this.presence.instanceId;
-    const member: Member = { i, id: entry.id, p: entry.protocol, u: entry.user, b: entry.backend, c: entry.client, t: entry.startedAt };
+    const member: Member = { i, id: entry.id, p: entry.protocol, u: entry.user, b: entry.backend, c: entry.client, t: entry.startedAt, ...(entry.mail !== undefined ? { m: entry.mail } : {}) };
+    // A mail address that folds to the login itself needs no set of its own: the login's set is found by it.
+    const mailKey = entry.mail !== undefined && foldName(entry.mail) !== foldName(entry.user) ? this.keys.mailLogins(entry.mail) : undefined;
     return {
       entry,
+      ...(mailKey !== undefined ? { mailKey } : {}),
       userKey: this.keys.userSessions(entry.user),
       addrKey: this.keys.addressSessions(entry.address),
       userMember: JSON.stringify(member),
@@ -230,7 +257,10 @@ export class TierSessions {
     const all = [...this.local.values()];
     await this.client.run('sessions_resync', async (r) => {
       const p = r.pipeline();
-      for (const x of all) p.sadd(x.userKey, x.userMember).pexpire(x.userKey, ttl).sadd(x.addrKey, x.addrMember).pexpire(x.addrKey, ttl);
+      for (const x of all) {
+        p.sadd(x.userKey, x.userMember).pexpire(x.userKey, ttl).sadd(x.addrKey, x.addrMember).pexpire(x.addrKey, ttl);
+        if (x.mailKey !== undefined) p.sadd(x.mailKey, x.entry.user).pexpire(x.mailKey, ttl);
+      }
       await p.exec();
       return true;
     }, { timeoutMs: BULK_TIMEOUT_MS });
@@ -240,7 +270,7 @@ export class TierSessions {
     if (this.local.size === 0) return;
     const ttl = this.client.config.sessionKeyTtlMs;
     const keys = new Set<string>();
-    for (const x of this.local.values()) { keys.add(x.userKey); keys.add(x.addrKey); }
+    for (const x of this.local.values()) { keys.add(x.userKey); keys.add(x.addrKey); if (x.mailKey !== undefined) keys.add(x.mailKey); }
     await this.client.run('sessions_refresh', async (r) => {
       const p = r.pipeline();
       for (const k of keys) p.pexpire(k, ttl);
@@ -250,13 +280,20 @@ export class TierSessions {
   }
 }
 
-interface Member { i: string; id: string; p: string; u: string; b: string; c: string; t: number }
+/** A session in a user's set: instance, session id, protocol, login, backend, client, start (ms), mail address. */
+interface Member { i: string; id: string; p: string; u: string; b: string; c: string; t: number; m?: string }
+
+/** The members an SMEMBERS at `i` of a pipeline's replies gave (none on an error). */
+function stringsAt(res: ReadonlyArray<[Error | null, unknown]>, i: number): string[] {
+  const [err, v] = res[i] ?? [null, undefined];
+  return err || !Array.isArray(v) ? [] : (v as string[]);
+}
 
 function parseMember(text: string): Member | undefined {
   try {
     const m = JSON.parse(text) as Partial<Member>;
     if (typeof m.i !== 'string' || typeof m.id !== 'string' || typeof m.p !== 'string' || typeof m.u !== 'string'
-      || typeof m.b !== 'string' || typeof m.c !== 'string' || typeof m.t !== 'number') return undefined;
+      || typeof m.b !== 'string' || typeof m.c !== 'string' || typeof m.t !== 'number' || (m.m !== undefined && typeof m.m !== 'string')) return undefined;
     return m as Member;
   } catch {
     return undefined;

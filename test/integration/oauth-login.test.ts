@@ -31,8 +31,10 @@ function oauthRaw(world: World, raw: RawConfig, validation: 'jwt' | 'introspecti
   );
   raw['smtp'] = { requireTlsForAuth: false, authFailureDelayMs: 100, authFailureMaxDelayMs: 100 };
   raw['backendLogin'] = { ...(raw['backendLogin'] as object), masterUser: world.masterUser.name, masterPassword: world.masterUser.password, masterSeparator: world.masterUser.separator };
-  // worldConfig validates without the loader, which would read tlsCaFile into tlsCa.
-  (raw['oauth'] as Record<string, unknown>)['tlsCa'] = readFileSync(world.tls.caPath, 'utf8');
+  // worldConfig validates without the loader, which would read tlsCaFile into tlsCa (and drop tlsCaFile: one of the two).
+  const oauth = raw['oauth'] as Record<string, unknown>;
+  oauth['tlsCa'] = readFileSync(world.tls.caPath, 'utf8');
+  delete oauth['tlsCaFile'];
 }
 
 async function imapAuth(port: number, mech: string, ir: string): Promise<{ c: LineClient; reply: string }> {

@@ -134,6 +134,24 @@ describe('PROXY protocol on listeners (real slapd + Dovecot)', function () {
     await waitForLog(env.world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.12,/);
   });
 
+  it('a v2 header with a 20 KB TLV arriving in many writes is reassembled, and the command after it is kept', async () => {
+    const base = v2('203.0.113.14');
+    const tlv = Buffer.concat([Buffer.from([0x04, 0x4e, 0x20]), Buffer.alloc(20_000)]); // PP2_TYPE_NOOP, 20,000 bytes
+    const h = Buffer.concat([base, tlv]);
+    h.writeUInt16BE(base.length - 16 + tlv.length, 14);
+    const wire = Buffer.concat([h, Buffer.from('a CAPABILITY\r\n')]);
+    const c = await raw(plain);
+    for (let at = 0; at < wire.length; at += 1500) {
+      c.write(wire.subarray(at, at + 1500));
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.match(await c.readLine(), /^\* OK /);
+    assert.match(await c.readUntil(/^a (OK|NO|BAD)/), /^a OK/m);
+    assert.match(await c.command('b', `LOGIN alice ${env.world.users.alice.password}`), /^b OK/m);
+    c.close();
+    await waitForLog(env.world.backends.a, /Login: user=<alice>.*rip=203\.0\.113\.14,/);
+  });
+
   it('implicit TLS: header then ClientHello in one segment, and header then ClientHello separately', async () => {
     let c = await tlsAfterPrefix(implicit, v1('203.0.113.11', '127.0.0.1', 40000, 993));
     await loginAlice(c);

@@ -11,6 +11,9 @@ import { parseConfig } from '../../src/config/load.js';
 import type { TierConfig } from '../../src/config/tier-schema.js';
 import { registry } from '../../src/metrics.js';
 import { Tier } from '../../src/tier/tier.js';
+import { PoolRouter } from '../../src/pools/pool-router.js';
+import { SessionRegistry } from '../../src/proxy/sessions.js';
+import { configSchema } from '../../src/config/schema.js';
 import type { LocalEvidence } from '../../src/tier/backend-view.js';
 import type { TierAction } from '../../src/tier/broadcast.js';
 import { startRedis, TIER_ACL_RULES, type RedisNode } from './harness/redis.js';
@@ -105,7 +108,7 @@ describe('tier module against a real redis-server', function () {
     assert.equal(await b.tier.penalty.count('192.0.2.7', 'alice'), 0);
 
     // Sessions and the per-user limit (2 IMAP sessions tier-wide), listed from either instance.
-    const entry = (id: string, protocol = 'imap') => ({ id, protocol, user: 'alice', backend: 'backend-a', address: '192.0.2.9', client: '192.0.2.9:1000', startedAt: Date.now() });
+    const entry = (id: string, protocol = 'imap') => ({ id, protocol, user: 'alice', mail: 'alice@example.test', backend: 'backend-a', address: '192.0.2.9', client: '192.0.2.9:1000', startedAt: Date.now() });
     assert.deepEqual(await a.tier.sessions.admit(entry('a1')), { ok: true, source: 'tier' });
     assert.deepEqual(await b.tier.sessions.admit(entry('b1')), { ok: true, source: 'tier' });
     assert.deepEqual(await b.tier.sessions.admit(entry('b2')), { ok: false, limit: 'user', count: 2, source: 'tier' });
@@ -113,6 +116,11 @@ describe('tier module against a real redis-server', function () {
     const listed = await b.tier.sessions.list('ALICE');
     assert.equal(listed.source, 'tier');
     assert.deepEqual(listed.sessions.map((s) => `${s.instance} ${s.id} ${s.protocol}`).sort(), ['a a1 imap', 'a a2 pop3', 'b b1 imap']);
+    // Named by the account's mail address (in any case), as a kick may name it: the same sessions.
+    const byMail = await a.tier.sessions.list('Alice@Example.TEST');
+    assert.equal(byMail.source, 'tier');
+    assert.deepEqual(byMail.sessions.map((s) => `${s.instance} ${s.id} ${s.user}`).sort(), ['a a1 alice', 'a a2 alice', 'b b1 alice']);
+    assert.deepEqual((await a.tier.sessions.list('alice@other.test')).sessions, []);
     // A session admit can clear a penalty in the same call (what a successful login does).
     await b.tier.penalty.failure('192.0.2.10', 'alice', 100, 1000);
     assert.equal(await a.tier.penalty.count('192.0.2.10', 'alice'), 1);
@@ -151,7 +159,7 @@ describe('tier module against a real redis-server', function () {
     a.tier.start(); b.tier.start();
     await upAll(a.tier, b.tier);
     await sleep(300);
-    const entry = (id: string) => ({ id, protocol: 'pop3', user: 'bob', backend: 'backend-a', address: '192.0.2.20', client: '192.0.2.20:1', startedAt: Date.now() });
+    const entry = (id: string) => ({ id, protocol: 'pop3', user: 'bob', mail: 'bob@example.test', backend: 'backend-a', address: '192.0.2.20', client: '192.0.2.20:1', startedAt: Date.now() });
     assert.equal((await a.tier.sessions.admit(entry('before'))).source, 'tier');
 
     redis.pause();
@@ -163,11 +171,20 @@ describe('tier module against a real redis-server', function () {
     assert.deepEqual([d1, d2], [100, 200], 'the local curve goes on');
     const r = await timed(a.tier.sessions.admit(entry('during-stop')));
     assert.deepEqual(r, { ok: true, source: 'local' });
+    // A pool login asks the tier where the user's sessions are: it gets the login deadline, not the operators' listing one.
+    const pools = new PoolRouter({
+      config: () => configSchema.parse({ listeners: [{ protocol: 'imap', port: 143, tls: 'none' }], directory: { type: 'static', static: { file: 'x' } },
+        backends: { m1: { host: 'h1' }, m2: { host: 'h2' } }, pools: { store1: { members: ['m1', 'm2'] } } }),
+      sessions: new SessionRegistry(), tier: a.tier.sessions,
+    });
+    const routed = await timed(pools.route('store1', 'bob'));
+    assert.ok(['m1', 'm2'].includes(routed.member));
     for (const ms of timings) assert.ok(ms < 50 + 150, `a call took ${ms.toFixed(1)} ms (deadline 50 ms)`);
     assert.equal(a.tier.isUp, false);
     assert.equal(await metric('mailproxy_tier_up'), 0);
-    const listedLocal = await a.tier.sessions.list('bob');
+    const listedLocal = await a.tier.sessions.list('bob@EXAMPLE.test');
     assert.equal(listedLocal.source, 'local');
+    assert.deepEqual(listedLocal.sessions.map((s) => s.id).sort(), ['before', 'during-stop'], 'this process\'s own, named by mail too');
 
     await redis.kill();
     const t = performance.now();
@@ -182,6 +199,7 @@ describe('tier module against a real redis-server', function () {
     const listed = await b.tier.sessions.list('bob');
     assert.equal(listed.source, 'tier');
     assert.deepEqual(listed.sessions.map((s) => s.id).sort(), ['before', 'during-kill', 'during-stop']);
+    assert.deepEqual((await b.tier.sessions.list('BOB@example.test')).sessions.map((s) => s.id).sort(), ['before', 'during-kill', 'during-stop'], 'the mail\'s set was resynced too');
     assert.equal(await b.tier.penalty.count('192.0.2.21', 'bob'), 2);
     assert.equal(a.lines.filter((l) => l['event'] === 'tier_state' && l['to'] === 'up').length, 2);
   });

@@ -203,23 +203,25 @@ class ImapBackendLogin implements BackendLogin {
     return caps.has('LITERAL+') || (caps.has('LITERAL-') && size <= LITERAL_MINUS_MAX);
   }
 
-  /** Dovecot's trusted-proxy ID fields first, then the client's own (never its `x-` fields, which could spoof ours). */
+  /**
+   * Dovecot's trusted-proxy ID fields first, then the client's own (never its `x-` fields, which could spoof ours).
+   * Built as one string (ports and the hop count are numbers: nothing to quote).
+   */
   private idList(): string {
-    const { client, sessionId, clientId } = this.ctx;
-    const pairs: Array<[string, string]> = [
-      ['x-originating-ip', plainAddress(client.address)],
-      ['x-originating-port', String(client.port)],
-      ['x-connected-ip', plainAddress(client.localAddress)],
-      ['x-connected-port', String(client.localPort)],
-      ['x-session-id', sessionId],
-    ];
+    const { client, sessionId, clientId, proxyTtl } = this.ctx;
+    let out = `("x-originating-ip" ${quoteAscii(plainAddress(client.address))} "x-originating-port" "${client.port}" "x-connected-ip" ${quoteAscii(plainAddress(client.localAddress))} "x-connected-port" "${client.localPort}" "x-session-id" ${quoteAscii(sessionId)}`;
+    let pairs = 5;
     // Dovecot's hop count (login proxy TTL): the next proxy refuses when it reaches the end instead of looping on.
-    if (this.ctx.proxyTtl !== undefined) pairs.push(['x-proxy-ttl', String(this.ctx.proxyTtl)]);
-    for (const [k, v] of Object.entries(clientId ?? {})) {
-      if (pairs.length >= ID_MAX_PAIRS) break;
-      if (!/^x-/i.test(k)) pairs.push([k, v]);
+    if (proxyTtl !== undefined) { out += ` "x-proxy-ttl" "${proxyTtl}"`; pairs++; }
+    if (clientId) {
+      for (const k of Object.keys(clientId)) {
+        if (pairs >= ID_MAX_PAIRS) break;
+        if (/^x-/i.test(k)) continue;
+        out += ` ${quoteAscii(k)} ${quoteAscii(clientId[k]!)}`;
+        pairs++;
+      }
     }
-    return `(${pairs.map(([k, v]) => `${quoteAscii(k)} ${quoteAscii(v)}`).join(' ')})`;
+    return `${out})`;
   }
 }
 

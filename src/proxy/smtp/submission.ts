@@ -143,7 +143,7 @@ export function createSubmissionService(deps: SmtpServiceDeps): ConnectionHandle
           return authenticated(account);
         }
         // The tier's session registry and limits, as for IMAP/POP3; the admit call also clears the address's and name's penalty.
-        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, backend: route.backend, address, client: state.info.client, startedAt: state.info.startedAt };
+        const entry = { id: state.conn.id, protocol: SERVICE, user: account.login, ...(account.mail !== undefined ? { mail: account.mail } : {}), backend: route.backend, address, client: state.info.client, startedAt: state.info.startedAt };
         return tier.sessions.admit(entry, tier.penalty.clearLocal(address, typed)).then((admitted) => {
           if (!admitted.ok) {
             tierLimitRefusalsTotal.inc({ protocol: SERVICE, limit: admitted.limit });

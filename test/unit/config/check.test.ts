@@ -23,7 +23,7 @@ describe('check-config (checkConfigFile)', () => {
 
   it('a value of the wrong kind for a choice key says what it takes, not "Invalid input"', async () => {
     const f = write('workers.yaml', `${GOOD}workers: many\n`);
-    assert.deepEqual((await checkConfigFile(f, [])).problems, [`${f}:6:10: workers: must be "auto" or a whole number of workers, 1 or more`]);
+    assert.deepEqual((await checkConfigFile(f, [])).problems.sort(), [`${f}:6:10: workers: must be "auto" or a whole number of workers, 1 or more`]);
   });
 
   it('runs each extra check with the validated config and key positions, and collects their problems', async () => {
@@ -52,5 +52,15 @@ describe('check-config (checkConfigFile)', () => {
     assert.match(r.problems.join('\n'), /:6:10: workers: /);
     const s = await checkConfigFile(write('secret.yaml', `${GOOD}admin: { tokenFile: missing-token }\n`), []);
     assert.match(s.problems[0]!, /secret\.yaml:6:21: admin\.tokenFile: ENOENT/);
+  });
+
+  it('a secret given both inline and as a file is one problem per pair at the file key, whichever pair it is', async () => {
+    const f = write('both.yaml', `${GOOD}admin: { token: inline, tokenFile: token.txt }\ntier:\n  redis:\n    host: 127.0.0.1\n    password: inline\n    passwordFile: redis.pass\nbackends:\n  b.one: { host: h, tlsCa: pem, tlsCaFile: ca.pem }\n`);
+    writeFileSync(join(dir, 'token.txt'), 'from-file');
+    assert.deepEqual((await checkConfigFile(f, [])).problems.sort(), [
+      `${f}:6:36: admin.tokenFile: give token or tokenFile, not both`,
+      `${f}:11:19: tier.redis.passwordFile: give password or passwordFile, not both`,
+      `${f}:13:44: backends.b.one.tlsCaFile: give tlsCa or tlsCaFile, not both`,
+    ].sort());
   });
 });

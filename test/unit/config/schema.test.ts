@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig } from '../../../src/config/load.js';
 import { MINIMAL_YAML } from './minimal.js';
+import { configSchema } from '../../../src/config/schema.js';
 
 const MINIMAL = MINIMAL_YAML;
 
@@ -126,6 +127,17 @@ describe('config schema', () => {
     assert.equal(loadConfig(join(dir, 'd.yaml')).directory.ldap!.startTls, false);
     writeFileSync(join(dir, 'e.yaml'), ldap(', tlsCaFile: missing.pem'));
     assert.throws(() => loadConfig(join(dir, 'e.yaml')), (e: unknown) => e instanceof ConfigError && /directory\.ldap\.tlsCaFile/.test(e.problems.join()));
+  });
+
+  it('a resolved config holds each secret once (the file read into the value) and validates again as it is', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mpcfg-'));
+    writeFileSync(join(dir, 'bind.secret'), 's3cret\n');
+    writeFileSync(join(dir, 'redis.pass'), 'r3dis\n');
+    writeFileSync(join(dir, 'c.yaml'), `listeners: [{ protocol: imap, port: 143, tls: none }]\ndirectory:\n  type: ldap\n  ldap: { urls: [ldap://l], bindDN: cn=x, bindPasswordFile: bind.secret, baseDN: dc=x }\ntier:\n  redis: { host: 127.0.0.1, passwordFile: redis.pass }\n`);
+    const c = loadConfig(join(dir, 'c.yaml'));
+    assert.deepEqual([c.directory.ldap!.bindPassword, c.directory.ldap!.bindPasswordFile, c.tier!.redis.password, c.tier!.redis.passwordFile], ['s3cret', undefined, 'r3dis', undefined]);
+    const again = configSchema.parse(structuredClone(c));
+    assert.equal(again.tier!.redis.password, 'r3dis');
   });
 
   it('names a missing secret file', () => {

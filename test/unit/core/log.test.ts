@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { LineBatch, createLogger, scrubSecrets } from '../../../src/log.js';
+import { LineBatch, createLogger, isoTime, scrubSecrets } from '../../../src/log.js';
 
 function capture(): { stream: Writable; lines: () => string[] } {
   const chunks: string[] = [];
@@ -94,5 +94,21 @@ describe('log: lines are batched in front of the stdout stream', () => {
       assert.equal(out.syncs, 1, 'a destroyed stream was synced');
       assert.equal(out.writes.length, 1, 'a destroyed stream was written to');
     } finally { batch.stop(); }
+  });
+});
+
+describe('log: the time field', () => {
+  it('is the ISO 8601 UTC text pino\'s isoTime writes, across milliseconds, seconds, days and a clock stepping back', () => {
+    const base = Date.UTC(2026, 11, 31, 23, 59, 58, 0);
+    const times = [base, base + 1, base + 9, base + 10, base + 99, base + 100, base + 999, base + 1000, base + 1001, base + 2500, base + 2000, base - 1, base - 1000, base + 86_400_000 + 7, 0, 5, 1_000_000_000_123, -1, 253_402_300_800_000, base];
+    for (const t of times) assert.equal(isoTime(t), `,"time":"${new Date(t).toISOString()}"`, `at ${t}`);
+  });
+
+  it('a logged line carries it', () => {
+    const { stream, lines } = capture();
+    createLogger('info', stream).info({ a: 1 }, 'x');
+    const line = JSON.parse(lines()[0]!) as { time: string };
+    assert.match(line.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.ok(Math.abs(Date.parse(line.time) - Date.now()) < 60_000);
   });
 });

@@ -262,8 +262,12 @@ describe('pool route: affinity rules', () => {
     assert.deepEqual(e.kick, [{ member: 'm3', reason: 'conflict' }]);
   });
 
-  it('ignores live sessions on members not in the pool (stale registry entries)', () => {
-    assert.equal(route(choosePoolMember({ user: u, pool: POOL, states: all(), live: ['old-member'], now: 5 })).member, 'm2');
+  it('live sessions on a backend no longer in the pool (removed by a reload) are closed and logins wait until they are gone', () => {
+    const d = choosePoolMember({ user: u, pool: POOL, states: all(), live: ['old-member', 'old-member'], now: 5 });
+    assert.equal(d.kind, 'wait');
+    assert.deepEqual(d.kick, [{ member: 'old-member', reason: 'removed' }]);
+    assert.equal(d.kind === 'wait' && d.target, 'm2');
+    assert.equal(route(choosePoolMember({ user: u, pool: POOL, states: all(), live: [], now: 5 })).member, 'm2');
   });
 
   it('never routes one user to two members: exhaustive over member states and live sets', () => {

@@ -172,6 +172,78 @@ describe('pool router (run time)', () => {
     void r;
   });
 
+  it('a backend probed from the start that a reload adds to the pool counts from the reload, not from its first probe', async () => {
+    const sessions = new SessionRegistry();
+    const backends = { ...config.backends, m4: { host: 'h4' } };
+    const three = configSchema.parse({ ...config, backends });
+    const four = configSchema.parse({ ...config, pools: { store1: { members: ['m1', 'm2', 'm3', 'm4'], moveBackAfterMs: 60_000 } }, backends });
+    let current = three;
+    now = 0;
+    const r = new PoolRouter({ config: () => current, sessions, now: () => now });
+    // Health probes every configured backend from the start, pool member or not (app.ts passes each one's snapshot).
+    for (const m of ['m1', 'm2', 'm3', 'm4']) r.observe(m, 'up', 0);
+    let u4 = '';
+    for (let i = 0; !u4; i++) if (rankMembers(`n${i}`, [...MEMBERS, { name: 'm4', weight: 1 }])[0] === 'm4') u4 = `n${i}`;
+    const held = rankMembers(u4, MEMBERS)[0]!;
+    now = 400_000;
+    assert.equal((await r.route('store1', u4)).member, held);
+    const s = addSession(sessions, u4, held);
+    now = 500_000;
+    current = four; // SIGHUP
+    r.sweep();
+    assert.equal(s.kicks.length, 0, 'the held session is not closed at the reload');
+    const first = await r.route('store1', u4);
+    assert.equal(first.member, held);
+    assert.equal(first.decision.pendingMove?.at, 560_000);
+    now = 559_999;
+    r.sweep();
+    assert.equal(s.kicks.length, 0);
+    now = 560_000;
+    r.sweep();
+    assert.equal(s.kicks.length, 1);
+    assert.equal((await r.route('store1', u4)).member, 'm4');
+    // Removed and added again: counts from the second addition.
+    current = three;
+    r.sweep();
+    const again = addSession(sessions, u4, held);
+    now = 600_000;
+    current = four;
+    assert.equal((await r.route('store1', u4)).member, held);
+    now = 659_999;
+    r.sweep();
+    assert.equal(again.kicks.length, 0);
+    now = 660_000;
+    r.sweep();
+    assert.equal(again.kicks.length, 1);
+  });
+
+  it('a member removed by a reload: its users\' sessions there are closed (reason removed) before their logins go elsewhere', async () => {
+    const sessions = new SessionRegistry();
+    const backends = { ...config.backends, m4: { host: 'h4' } };
+    const four = configSchema.parse({ ...config, pools: { store1: { members: ['m1', 'm2', 'm3', 'm4'], moveBackAfterMs: 60_000 } }, backends });
+    const three = configSchema.parse({ ...config, backends });
+    let current = four;
+    const r = new PoolRouter({ config: () => current, sessions, now: () => now });
+    for (const m of ['m1', 'm2', 'm3', 'm4']) r.observe(m, 'up', 0);
+    let u4 = '';
+    for (let i = 0; !u4; i++) if (rankMembers(`n${i}`, [...MEMBERS, { name: 'm4', weight: 1 }])[0] === 'm4') u4 = `n${i}`;
+    assert.equal((await r.route('store1', u4)).member, 'm4');
+    const held = addSession(sessions, u4, 'm4');
+    current = three; // SIGHUP
+    const w = await r.where('store1', u4);
+    assert.equal(w.member, null);
+    assert.match(w.reason, /moving: closing the sessions on m4/);
+    await assert.rejects(r.route('store1', u4), (e: ProxyError) => e.code === 'POOL_MOVING');
+    assert.equal(held.kicks.length, 1);
+    assert.equal(held.kicks[0]!.code, 'POOL_MOVE');
+    assert.equal((await r.route('store1', u4)).member, rankMembers(u4, MEMBERS)[0]);
+    // The sweep closes them too, without any login.
+    const again = addSession(sessions, u4, 'm4');
+    now += 5_000;
+    r.sweep();
+    assert.equal(again.kicks.length, 1);
+  });
+
   it('takes member conditions from the tier view while it is available, and local health when it is not', async () => {
     const { r } = make();
     r.observeTier({ available: true, down: [], maintenance: [] }, now);

@@ -16,8 +16,23 @@ describe('tier maintenance switches (what Redis holds, what an instance pushes b
     assert.deepEqual(switchesToPush(new Map([['b', on(100)]]), recordedSwitches({ on: {}, off: { b: '200' } })), []);
   });
 
-  it('a restarted Redis (no record at all) gets the flags back; an "off" needs no record', () => {
-    assert.deepEqual(switchesToPush(new Map([['b', on(100)], ['c', off(100)]]), new Map()), [['b', on(100)]]);
+  it('a restarted Redis (no record at all) gets every switch back, an "off" too', () => {
+    assert.deepEqual(switchesToPush(new Map([['b', on(100)], ['c', off(100)]]), new Map()), [['b', on(100)], ['c', off(100)]]);
+  });
+
+  it('after Redis restarted empty while one instance was cut off, the newest switch wins whoever pushes first', () => {
+    // "on" at 100 everywhere; "off" at 200 through A while B was cut off; Redis then lost everything.
+    const a = new Map([['b', off(200)]]);
+    const b = new Map([['b', on(100)]]);
+    for (const [first, second] of [[a, b], [b, a]] as const) {
+      const redis = new Map<string, MaintenanceSwitch>();
+      for (const [backend, s] of switchesToPush(first, redis)) redis.set(backend, s);
+      for (const [backend, s] of switchesToPush(second, redis)) redis.set(backend, s);
+      assert.deepEqual(redis.get('b'), off(200));
+    }
+    // The other way round: a newer "on" is not undone by an older "off" held by the instance that was cut off.
+    const redis = new Map([['b', on(300)]]);
+    assert.deepEqual(switchesToPush(new Map([['b', off(200)]]), redis), []);
   });
 
   it('a switch made here while Redis did not answer goes in when it is newer than what Redis holds', () => {

@@ -10,6 +10,7 @@ import { CachedDirectory } from '../../../src/directory/cached.js';
 import { createDirectory } from '../../../src/directory/create.js';
 import { LdapDirectory } from '../../../src/directory/ldap.js';
 import { StaticDirectory } from '../../../src/directory/static.js';
+import { sameDirectorySettings } from '../../../src/server.js';
 import { silentLogger } from '../../../src/log.js';
 
 const FIXTURE = join(process.cwd(), 'test/fixtures/static-users.yaml');
@@ -47,6 +48,13 @@ describe('createDirectory', () => {
       await d.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('a reload keeps the directory only when the directory and oauth sections are unchanged (a rotated bind password is a change)', () => {
+    const ldap = (pw: string) => config(`  type: ldap\n  ldap: {urls: ["ldap://127.0.0.1:1"], bindDN: "cn=x", bindPassword: ${pw}, baseDN: "dc=x"}\n`);
+    assert.equal(sameDirectorySettings(ldap('y'), structuredClone(ldap('y'))), true);
+    assert.equal(sameDirectorySettings(ldap('y'), ldap('rotated')), false);
+    assert.equal(sameDirectorySettings(ldap('y'), config(`  type: static\n  static: {file: ${FIXTURE}}\n`)), false);
   });
 
   it('cache disabled gives the bare directory', () => {

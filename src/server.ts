@@ -63,6 +63,11 @@ export interface InstanceOptions {
   dial?: Dial;
 }
 
+/** Does a reload leave the directory as it is (same `directory` and `oauth` sections, secrets read from files included)? */
+export function sameDirectorySettings(prev: Config, next: Config): boolean {
+  return JSON.stringify(prev.directory) === JSON.stringify(next.directory) && JSON.stringify(prev.oauth) === JSON.stringify(next.oauth);
+}
+
 export class Instance {
   private config: Config;
   private directory: Directory;
@@ -171,15 +176,25 @@ export class Instance {
     const tls = loadTlsMaterial(next);
     this.checkHandlers(next.listeners);
     const plan = this.draining ? undefined : planListeners(this.listeners, next.listeners);
-    const added = plan ? await this.openListeners(plan.add.map((a) => a.config)) : [];
-    const directory = createDirectory(next, this.opts.logger.child({ module: 'directory' }));
+    // An unchanged directory section keeps the directory: its cache (which carries cached users through an LDAP
+    // outage), pooled connections and what it knows of each server's state; a static users file is re-read.
+    const keep = sameDirectorySettings(this.config, next);
+    if (keep) await this.directory.reload?.();
+    const directory = keep ? this.directory : createDirectory(next, this.opts.logger.child({ module: 'directory' }));
+    let added: Listener[];
+    try {
+      added = plan ? await this.openListeners(plan.add.map((a) => a.config)) : [];
+    } catch (e) {
+      if (!keep) await directory.close().catch(() => undefined);
+      throw e;
+    }
     const old = this.directory;
     this.config = next;
     this.tls = tls;
     this.useTls(tls);
     this.guard.refresh();
     this.directory = directory;
-    setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
+    if (!keep) setTimeout(() => { old.close().catch(() => undefined); }, 30_000).unref();
     if (!plan) return;
     const listeners: Listener[] = [];
     for (const k of plan.keep) {

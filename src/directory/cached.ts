@@ -93,6 +93,14 @@ export class CachedDirectory implements Directory {
     }
   }
 
+  /** The inner directory re-reads its file; what was cached from the old one goes, so the change applies at once. */
+  async reload(): Promise<void> {
+    if (!this.inner.reload) return;
+    await this.inner.reload();
+    this.routes.clear();
+    this.verdicts.clear();
+  }
+
   async close(): Promise<void> {
     this.routes.clear();
     this.verdicts.clear();

@@ -28,5 +28,10 @@ export interface Directory {
   lookupRecipient(address: string): Promise<Account | null>;
   /** Drop whatever is cached about one account (route invalidation); directories without a cache leave it out. */
   invalidate?(user: string): number;
+  /**
+   * Re-read what the directory reads from outside the config (the static users file), for a SIGHUP that leaves the
+   * directory section unchanged; on a problem the old data stays and it throws. Absent: nothing to re-read.
+   */
+  reload?(): Promise<void>;
   close(): Promise<void>;
 }

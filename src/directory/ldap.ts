@@ -40,6 +40,8 @@ export class LdapDirectory implements Directory {
   private readonly probes: LdapProbeLoop;
   private readonly log: Logger;
   private closed = false;
+  /** Servers whose last probe had the service bind rejected (logged once per episode). */
+  private readonly serviceBindRejected = new Set<LdapServer>();
 
   constructor(
     private readonly config: LdapConfig,
@@ -269,7 +271,12 @@ export class LdapDirectory implements Directory {
     return new ProxyError('DIRECTORY_UNAVAILABLE', `${server.url}: ${what}`, { cause: e });
   }
 
-  /** One probe: fresh connection, StartTLS when configured, service bind, base-object search; any LDAP answer is "up". */
+  /**
+   * One probe: fresh connection, StartTLS when configured, service bind, base-object search; any LDAP answer is "up".
+   * A rejected service bind (the account's password rotated in LDAP but not here) leaves the server up, since connections
+   * bound before keep working, but is logged as an error at once and again after every good probe, so it shows before the
+   * pooled connections are reopened (a slapd restart) and every uncached login fails.
+   */
   private async probe(server: LdapServer): Promise<void> {
     if (this.closed) return;
     const client = this.createClient(this.clientOptions(server.url));
@@ -277,14 +284,22 @@ export class LdapDirectory implements Directory {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new LdapFailure(`probe: no answer within ${this.config.timeoutMs} ms`, true)), this.config.timeoutMs);
     });
+    let binding = false;
     try {
       await Promise.race([(async () => {
         await this.secure(client, server.url);
+        binding = true;
         await client.bind(this.config.bindDN, this.config.bindPassword ?? '');
+        binding = false;
         await client.search(this.config.baseDN, { scope: 'base', filter: '(objectClass=*)', attributes: ['1.1'], sizeLimit: 1 });
       })(), timeout]);
+      this.serviceBindRejected.delete(server);
       this.markUp(server);
     } catch (e) {
+      if (binding && e instanceof InvalidCredentialsError && !this.closed && !this.serviceBindRejected.has(server)) {
+        this.serviceBindRejected.add(server);
+        this.log.error({ server: server.url, bindDN: this.config.bindDN, code: e.code }, 'LDAP probe: service account bind rejected (check bindDN/bindPassword); connections bound before keep working until they are reopened');
+      }
       if (isAnswer(e)) this.markUp(server);
       // The probe could not open its connection on this host: no verdict on the server (as backend probes, result "local").
       else if (isLocalResourceError(e)) this.log.warn({ event: 'ldap_probe_skipped_local', server: server.url, error: describe(e) }, 'LDAP probe could not connect: out of local resources, server state kept');

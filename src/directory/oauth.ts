@@ -31,6 +31,8 @@ export class OAuthDirectory implements Directory {
   lookup(name: string): Promise<Account | null> { return this.inner.lookup(name); }
   lookupRecipient(address: string): Promise<Account | null> { return this.inner.lookupRecipient(address); }
   close(): Promise<void> { return this.inner.close(); }
+  invalidate(user: string): number { return this.inner.invalidate?.(user) ?? 0; }
+  async reload(): Promise<void> { await this.inner.reload?.(); }
 
   private async sameAccount(name: string, account: Account): Promise<boolean> {
     const other = await this.inner.lookup(name);

@@ -123,6 +123,25 @@ describe('LDAP outages as clients see them (real slapd ×2, real Dovecot)', func
     }
   });
 
+  it('a SIGHUP reload during an outage keeps the cache: cached users go on logging in (a reload used to empty it)', async () => {
+    const p = await proxyFor([ldap2.url], true);
+    const port = p.port('imap', 'starttls');
+    assert.equal((await imapLogin(port, 'alice', world.users.alice.password)).cls, 'ok', 'alice logs in once: her verdict is cached');
+    ldap2.pause();
+    try {
+      await waitUp(ldap2.url, 0, PROBE_INTERVAL_MS * 5);
+      assert.equal((await imapLogin(port, 'alice', world.users.alice.password)).cls, 'ok', 'served from the cache');
+      // What `kill -HUP` does with an unchanged file (a certificate rotation, a listener added): a freshly read config.
+      await p.app.reload(structuredClone(p.config));
+      const alice = await imapLogin(port, 'alice', world.users.alice.password);
+      assert.equal(alice.cls, 'ok', 'still served from the cache after the reload');
+      assert.ok(alice.ms < 1000, `no LDAP wait after the reload either (${Math.round(alice.ms)} ms): the server stays known down`);
+      assert.equal((await imapLogin(port, 'bob', world.users.bob.password)).cls, 'unavailable', 'an uncached user still gets the temporary error');
+    } finally {
+      ldap2.resume();
+    }
+  });
+
   it('mailproxy_ldap_up follows a dead server within one probe interval, even when the cache hides it; back when it returns', async () => {
     const p = await proxyFor([ldap2.url, world.ldap.url], true);
     await waitUp(ldap2.url, 1, 3000);

@@ -11,6 +11,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { LineClient } from './harness/line-client.js';
 import { pollUntil } from './harness/ports.js';
+import { runCommand } from './harness/processes.js';
 import { startWorld, type World } from './harness/world.js';
 import { serveOnListener, worldConfig } from './proxy-fixture.js';
 import { createDirectory } from '../../src/directory/create.js';
@@ -186,6 +187,38 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     c.close();
   });
 
+  it('an IDNA sender and recipient (xn--, plain ASCII SMTP) reach Dovecot in ASCII form; SMTPUTF8, DSN and unknown parameters get 555', async () => {
+    // smtp-server hands both over in Unicode: Dovecot's LMTP stored the sender as `Return-Path: <>`, and the recipient,
+    // which the directory holds in its ASCII form, was answered 550 5.1.1 (the sending MTA bounced it).
+    const idn = 'alice@xn--bcher-kva.example';
+    await runCommand('ldapmodify', ['-x', '-H', world.ldap.url, '-D', world.ldap.adminDN, '-w', world.ldap.adminPassword],
+      { input: `dn: ${world.users.alice.dn}\nchangetype: modify\nadd: mailLocalAddress\nmailLocalAddress: ${idn}\n` });
+    const marker = `idn-${randomBytes(4).toString('hex')}`;
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example> SMTPUTF8');
+    assert.match(await reply(c), /^555 5\.5\.4 Unsupported parameter SMTPUTF8/);
+    c.send('MAIL FROM:<j\u00f6rg@elsewhere.example>');
+    assert.match(await reply(c), /^553 5\.6\.7 /);
+    c.send('MAIL FROM:<info@xn--mnchen-3ya.de> RET=HDRS');
+    assert.match(await reply(c), /^555 5\.5\.4 Unsupported parameter RET/);
+    c.send('MAIL FROM:<info@xn--mnchen-3ya.de>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${idn}> NOTIFY=SUCCESS,FAILURE`);
+    assert.match(await reply(c), /^555 5\.5\.4 Unsupported parameter NOTIFY/);
+    c.send(`RCPT TO:<${idn}>`);
+    assert.match(await reply(c), /^250 /, 'the directory finds the ASCII address');
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(dotStuff(Buffer.from(message(marker, idn))));
+    assert.match(await reply(c), /^250 /);
+    c.send('QUIT');
+    c.close();
+    const [m] = await stored(world, 'a', 'alice', marker);
+    assert.ok(m, 'stored for alice on backend-a');
+    assert.match(m.toString(), /^Return-Path: <info@xn--mnchen-3ya\.de>\n/, 'the sender reached Dovecot (not <>)');
+    assert.match(m.toString(), /^Delivered-To: alice@xn--bcher-kva\.example$/m);
+  });
+
   it('defers (451 4.3.0) recipients on a dead backend and while the directory is unreachable', async () => {
     const c = await session();
     c.send('MAIL FROM:<sender@elsewhere.example>');
@@ -287,6 +320,32 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     const text = got.raw.toString();
     assert.match(text, /^Received: from mta\.elsewhere\.example \(.*\[127\.0\.0\.1\]\)\r\n\tby mx\.proxy\.example\.test with ESMTP id \S+\r\n\tfor <carol@example\.test>; /);
     assert.ok(text.endsWith(message(marker, world.users.carol.mail, '.dot line\r\nend\r\n')), 'message intact after the trace header');
+  });
+
+  it('SMTP smuggling: bare CR and bare LF variants reach an SMTP backend as CRLF lines in one message (no lone "." line)', async () => {
+    // A backend that takes a lone CR (or LF) for a line end would have read "\r.\r" as the end of the data and the rest
+    // as commands of a second, smuggled transaction.
+    const before = world.sink.messages.length;
+    const marker = `smuggle-${randomBytes(4).toString('hex')}`;
+    const smuggled = 'MAIL FROM:<evil@elsewhere.example>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n';
+    const c = await session();
+    c.send('MAIL FROM:<sender@elsewhere.example>');
+    assert.match(await reply(c), /^250 /);
+    c.send(`RCPT TO:<${world.users.carol.mail}>`);
+    assert.match(await reply(c), /^250 /);
+    c.send('DATA');
+    assert.match(await reply(c), /^354 /);
+    c.write(`${message(marker, world.users.carol.mail, 'one\r.\r')}${smuggled}two\n.\r${smuggled}three\r.\n${smuggled}\r\n.\r\n`);
+    assert.match(await reply(c), /^250 /);
+    c.send('QUIT');
+    c.close();
+    await world.sink.waitFor(before + 1, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(world.sink.messages.length, before + 1, 'one message, nothing smuggled');
+    const raw = world.sink.messages.at(-1)!.raw.toString('latin1');
+    assert.ok(raw.includes(marker));
+    assert.doesNotMatch(raw, /\r(?!\n)|(?<!\r)\n/, 'the backend got CRLF line ends only');
+    assert.match(raw, /one\r\n\.\r\nMAIL FROM:<evil@elsewhere\.example>\r\n/, 'the dot line went as a stuffed "..", un-stuffed by the backend');
   });
 
   it('refuses the recipient past maxRecipients with 452', async () => {

@@ -14,6 +14,7 @@ import type { BackendGate } from '../../health/gate.js';
 import type { AcceptedConnection, ConnectionHandler } from '../protocol.js';
 import type { SessionInfo, SessionRegistry } from '../sessions.js';
 import { REPLY, catalogueReply } from './replies.js';
+import { checkEnvelopeAddress } from './envelope.js';
 import { upgradeServer } from '../starttls.js';
 import { serverTlsOptions, type TlsMaterial as FullTls } from '../../tls/certificates.js';
 import type { AuthPenalty } from '../auth-penalty.js';
@@ -234,11 +235,15 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
         // smtp-server decodes command lines as UTF-8: malformed bytes arrive as U+FFFD, and passed on they would name
         // another mailbox. Refused here, before any backend hears of it (an address really holding U+FFFD goes too).
         if (address.address.includes('\uFFFD')) return callback(replyErr(REPLY.badSenderSyntax.code, REPLY.badSenderSyntax.text));
+        const refused = checkEnvelopeAddress(address, 'mail');
+        if (refused) return callback(replyErr(refused.code, refused.text));
         spec.onMailFrom(state, address, session, callback);
       },
       onRcptTo(address, session, callback) {
         const state = stateOf(session);
         if (!state) return callback(replyErr(421, shutdownReply.text));
+        const refused = checkEnvelopeAddress(address, 'rcpt');
+        if (refused) return callback(replyErr(refused.code, refused.text));
         spec.onRcptTo(state, address, session, callback);
       },
       onData(stream, session, callback) {

@@ -49,6 +49,17 @@ describe('OAuthDirectory', () => {
     await assert.rejects(dir().authenticate({ user: '', token: 'down', mechanism: 'OAUTHBEARER' }), (e) => e instanceof ProxyError && e.code === 'IDP_UNAVAILABLE');
   });
 
+  it('passes route invalidation and reload to the inner directory (with oauth on, POST /routes/invalidate dropped nothing)', async () => {
+    const inner = Object.assign(new Inner(), { dropped: [] as string[], reloads: 0 });
+    Object.assign(inner, { invalidate: (u: string) => { inner.dropped.push(u); return 2; }, reload: async () => { inner.reloads++; } });
+    const d = dir(inner);
+    assert.equal(d.invalidate('alice'), 2);
+    assert.deepEqual(inner.dropped, ['alice']);
+    await d.reload();
+    assert.equal(inner.reloads, 1);
+    assert.equal(dir().invalidate('alice'), 0, 'an inner directory without a cache drops nothing');
+  });
+
   it('passes password logins to the inner directory untouched', async () => {
     const inner = new Inner();
     await dir(inner).authenticate({ user: 'alice', password: 'pw', mechanism: 'PLAIN' });

@@ -5,7 +5,8 @@ import { InvalidCredentialsError, InsufficientAccessError, type ClientOptions, t
 import { ldapSchemaDefaults } from './ldap-fixtures.js';
 import { LdapDirectory, type LdapClient } from '../../../src/directory/ldap.js';
 import { isProxyError } from '../../../src/errors.js';
-import { silentLogger } from '../../../src/log.js';
+import { Writable } from 'node:stream';
+import { createLogger, silentLogger } from '../../../src/log.js';
 import { registry } from '../../../src/metrics.js';
 
 interface FakeUser { dn: string; uid: string; mail: string; mailHost?: string; password: string }
@@ -401,6 +402,29 @@ describe('LdapDirectory (fake ldapts client)', () => {
     assert.deepEqual(dir.poolStats().map((s) => s.up), [true, true], 'no server marked down');
     for (const s of servers) s.mode = 'up';
     assert.equal((await dir.authenticate(creds('alice', 'alice-pw'))).ok, true);
+  });
+
+  it('probes: a rejected service bind (password rotated in LDAP only) is logged at once, once, and again after a good probe; the server stays up', async () => {
+    const out: string[] = [];
+    let now = 1_000_000;
+    const servers = [new FakeServer('ldap://one:389')];
+    const { factory } = fakeFactory(servers);
+    const config = ldapSchemaDefaults({ urls: ['ldap://one:389'], bindDN: SERVICE_DN, bindPassword: 'rotated-away', filter: '(uid=%u)' });
+    const logger = createLogger('info', new Writable({ write(c: Buffer, _e, cb) { out.push(c.toString()); cb(); } }));
+    const dir = new LdapDirectory(config, logger, () => now, factory);
+    const rejected = () => out.filter((l) => l.includes('service account bind rejected') && l.includes('LDAP probe')).length;
+    await dir.probeAll();
+    await dir.probeAll();
+    assert.equal(rejected(), 1, 'logged once while it lasts');
+    assert.ok(out.every((l) => !l.includes('rotated-away')), 'never the password');
+    assert.deepEqual(dir.poolStats().map((p) => p.up), [true], 'an answering server stays up');
+    (config as { bindPassword?: string }).bindPassword = 'svc-pw';
+    await dir.probeAll();
+    (config as { bindPassword?: string }).bindPassword = 'rotated-away';
+    now += 1000;
+    await dir.probeAll();
+    assert.equal(rejected(), 2, 'a new episode after a good probe is logged again');
+    await dir.close();
   });
 
   it('probes: a dead server is reported down by the probe alone (no request needed), and up again when it answers', async () => {

@@ -1,4 +1,4 @@
-// Proves SMTP dot-stuffing as a stream transform, split at every pair of offsets, and bare-LF normalisation.
+// Proves SMTP dot-stuffing as a stream transform, split at every pair of offsets, and bare-LF and bare-CR normalisation.
 // Must not open sockets.
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
@@ -7,9 +7,8 @@ import { DotStuffer, DotStuffStream, dotStuff } from '../../../src/proxy/smtp/do
 /** Reference: the RFC 5321 §4.5.2 rule written the slow, obvious way. */
 function reference(message: string): string {
   if (message === '') return '.\r\n';
-  let text = message.replace(/\r?\n/g, '\r\n');
-  if (text.endsWith('\r')) text += '\n';
-  else if (!text.endsWith('\r\n')) text += '\r\n';
+  let text = message.replace(/\r\n|\r|\n/g, '\r\n');
+  if (!text.endsWith('\r\n')) text += '\r\n';
   return `${text.replace(/^\./gm, '..')}.\r\n`;
 }
 
@@ -32,6 +31,11 @@ const CASES = [
   'cr only\r',
   '\r\n\r\n.\r\n..\r\n...\r\n',
   'x.\r\n.y\r\n',
+  'smuggle\r.\rMAIL FROM:<x>\r\n',
+  'body\r.\r\nMAIL FROM:<x>\r\n',
+  'a\rb\r\r\n.c\r',
+  '\r.\r.\r\n\r',
+  '\r\r\n\n\r.',
 ];
 
 describe('smtp dot-stuffing stream', () => {
@@ -50,10 +54,13 @@ describe('smtp dot-stuffing stream', () => {
   }
 
   it('never lets CRLF.CRLF appear before the end, whatever the chunking', () => {
-    const msg = Buffer.from('line\r\n.\r\n.\r\n\n.\n\r\n.\r\nend', 'latin1');
+    const msg = Buffer.from('line\r\n.\r\n.\r\n\n.\n\r\n.\r\n\r.\r\r.\r\n\n.\r\r\n.\n\n.\nend', 'latin1');
     for (let i = 0; i <= msg.length; i++) {
       const out = stuffChunks([msg.subarray(0, i), msg.subarray(i)]).toString('latin1');
       assert.equal(out.indexOf('\r\n.\r\n'), out.length - 5, `split at ${i}`);
+      // A backend that takes a lone CR or LF for a line end sees no lone "." line before the end either.
+      assert.deepEqual(out.split(/\r\n|\r|\n/).slice(0, -2).filter((l) => l === '.'), [], `split at ${i}`);
+      assert.doesNotMatch(out, /\r(?!\n)|(?<!\r)\n/, 'only CRLF line ends');
     }
   });
 

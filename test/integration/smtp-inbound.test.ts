@@ -95,6 +95,8 @@ describe('SMTP inbound / MX (real Dovecot LMTP)', function () {
     const ehlo = await reply(c);
     assert.doesNotMatch(ehlo, /AUTH/);
     assert.match(ehlo, /SIZE 31457280/);
+    // What is not offered is refused (555) when sent anyway: an MTA must not see DSN or SMTPUTF8 and then use them.
+    assert.doesNotMatch(ehlo, /^250[- ](DSN|SMTPUTF8)\b/m);
     return c;
   }
 

@@ -198,7 +198,12 @@ export function createFrontend<S extends ConnState>(deps: SmtpServiceDeps, spec:
       name: smtpHostname(config),
       logger: false,
       heloResponse: '%s Hello %s',
+      // None is offered (src/proxy/smtp/envelope.ts refuses their parameters with 555): a client that saw one would use
+      // it and have its mail refused. REQUIRETLS (RFC 8689), which smtp-server offers on TLS sessions unless hidden, would
+      // also be a promise about the hops after ours that the proxy cannot keep.
       hideSMTPUTF8: true,
+      hideDSN: true,
+      hideREQUIRETLS: true,
       // smtp-server has one client inactivity timer, so it also bounds pauses inside DATA;
       // dataTimeoutMs bounds the backend side (stalled writes, the reply after the final dot).
       socketTimeout: config.smtp.commandTimeoutMs,

@@ -46,6 +46,7 @@ export const backendAttemptsRefusedTotal = new Counter({ name: 'mailproxy_backen
 export const backendAttemptsWaiting = new Gauge({ name: 'mailproxy_backend_attempts_waiting', help: 'Backend connection attempts waiting for a slot now', labelNames: ['backend'], registers: [registry] });
 export const probesTotal = new Counter({ name: 'mailproxy_probes_total', help: 'Active health probes by result', labelNames: ['backend', 'protocol', 'result'], registers: [registry] });
 export const ldapUp = new Gauge({ name: 'mailproxy_ldap_up', help: '1 when the LDAP server answers', labelNames: ['server'], registers: [registry] });
+export const ldapServiceBindOk = new Gauge({ name: 'mailproxy_ldap_service_bind_ok', help: '1 while the LDAP probe\'s service-account bind is accepted, 0 while the server rejects it (bindDN/bindPassword out of date)', labelNames: ['server'], registers: [registry] });
 export const workerRestartsTotal = new Counter({ name: 'mailproxy_worker_restarts_total', help: 'Cluster workers replaced by the primary, by reason (exited, unresponsive)', labelNames: ['reason'], registers: [registry] });
 export const smtpMessagesTotal = new Counter({ name: 'mailproxy_smtp_messages_total', help: 'SMTP transactions by service and result', labelNames: ['service', 'result'], registers: [registry] });
 export const smtpRecipientsTotal = new Counter({ name: 'mailproxy_smtp_recipients_total', help: 'SMTP recipients by service and result', labelNames: ['service', 'result'], registers: [registry] });

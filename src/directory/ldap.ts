@@ -6,7 +6,7 @@ import { Client, InvalidCredentialsError, ResultCodeError, type ClientOptions, t
 import type { LdapConfig } from '../config/schema.js';
 import { isLocalResourceError, ProxyError, sanitize } from '../errors.js';
 import type { Logger } from '../log.js';
-import { directoryRequestSeconds, ldapUp } from '../metrics.js';
+import { directoryRequestSeconds, ldapServiceBindOk, ldapUp } from '../metrics.js';
 import { isTokenCredentials, type Credentials } from '../core/types.js';
 import { backendTlsOptions } from '../core/tls.js';
 import type { Account, AuthResult, Directory } from './directory.js';
@@ -294,8 +294,10 @@ export class LdapDirectory implements Directory {
         await client.search(this.config.baseDN, { scope: 'base', filter: '(objectClass=*)', attributes: ['1.1'], sizeLimit: 1 });
       })(), timeout]);
       this.serviceBindRejected.delete(server);
+      ldapServiceBindOk.set({ server: server.url }, 1);
       this.markUp(server);
     } catch (e) {
+      if (binding && e instanceof InvalidCredentialsError && !this.closed) ldapServiceBindOk.set({ server: server.url }, 0);
       if (binding && e instanceof InvalidCredentialsError && !this.closed && !this.serviceBindRejected.has(server)) {
         this.serviceBindRejected.add(server);
         this.log.error({ server: server.url, bindDN: this.config.bindDN, code: e.code }, 'LDAP probe: service account bind rejected (check bindDN/bindPassword); connections bound before keep working until they are reopened');

@@ -416,10 +416,13 @@ describe('LdapDirectory (fake ldapts client)', () => {
     await dir.probeAll();
     await dir.probeAll();
     assert.equal(rejected(), 1, 'logged once while it lasts');
+    const bindOk = async () => /server="ldap:\/\/one:389"} (\d)/.exec(await registry.getSingleMetricAsString('mailproxy_ldap_service_bind_ok'))?.[1];
+    assert.equal(await bindOk(), '0', 'the gauge the alert reads');
     assert.ok(out.every((l) => !l.includes('rotated-away')), 'never the password');
     assert.deepEqual(dir.poolStats().map((p) => p.up), [true], 'an answering server stays up');
     (config as { bindPassword?: string }).bindPassword = 'svc-pw';
     await dir.probeAll();
+    assert.equal(await bindOk(), '1');
     (config as { bindPassword?: string }).bindPassword = 'rotated-away';
     now += 1000;
     await dir.probeAll();

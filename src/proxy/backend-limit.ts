@@ -14,8 +14,6 @@ export interface AttemptLimits {
 
 /** A slot for one attempt: give it back once the attempt is logged in or has failed. */
 export interface AttemptSlot {
-  /** Other attempts at the same backend that overlapped this one: in flight when it started, or started since. */
-  overlapping(): number;
   /** This attempt's backend greeted it: the backend is alive (seen by the other attempts' patience). */
   greeted(): void;
   /** Another attempt at this backend was greeted within the last `ms`: the backend is busy, not hung. */
@@ -24,7 +22,7 @@ export interface AttemptSlot {
 }
 
 interface Waiter { grant(): void; fail(e: ProxyError): void }
-interface Lane { inFlight: number; started: number; queue: Waiter[]; lastGreetedAt: number }
+interface Lane { inFlight: number; queue: Waiter[]; lastGreetedAt: number }
 
 export class BackendLimiter {
   private readonly lanes = new Map<string, Lane>();
@@ -85,19 +83,15 @@ export class BackendLimiter {
 
   private lane(backend: string): Lane {
     let lane = this.lanes.get(backend);
-    if (!lane) { lane = { inFlight: 0, started: 0, queue: [], lastGreetedAt: -Infinity }; this.lanes.set(backend, lane); }
+    if (!lane) { lane = { inFlight: 0, queue: [], lastGreetedAt: -Infinity }; this.lanes.set(backend, lane); }
     return lane;
   }
 
   private take(backend: string, lane: Lane): AttemptSlot {
-    const before = lane.inFlight;
-    const seq = lane.started;
     lane.inFlight++;
-    lane.started++;
     let released = false;
     let mine = -Infinity;
     return {
-      overlapping: () => before + (lane.started - seq - 1),
       greeted: () => { mine = lane.lastGreetedAt = this.clock.now(); },
       othersGreetedWithin: (ms) => lane.lastGreetedAt !== mine && this.clock.now() - lane.lastGreetedAt < ms,
       release: () => {

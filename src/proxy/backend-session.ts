@@ -114,9 +114,11 @@ export async function openBackendSession(deps: BackendSessionDeps, route: Admitt
     } catch (e) {
       const err = toProxyError(e, 'BACKEND_PROTOCOL');
       // Not reported: a loop (the backend was never reached), this host out of descriptors or ports (its fault, not the
-      // backend's), no slot under the cap (never tried), and a greeting that did not come while other attempts of this
-      // process at the same backend overlapped it: our own load, not proof of a hang (the probe, never queued, judges).
-      const unreported = err.code === 'ROUTE_LOOP' || err.code === 'LOCAL_RESOURCES' || err.code === 'BACKEND_BUSY' || (progress.hung && (slot?.overlapping() ?? 0) > 0);
+      // backend's), no slot under the cap (never tried), and a greeting that did not come while the backend greeted
+      // another of our attempts within greetingTimeoutMs: alive and busy with our own load, not hung (the probe, never
+      // queued, judges). A backend that greets nobody (stopped, hung) is reported, so real logins speed its detection.
+      const busyNotHung = progress.hung && (slot?.othersGreetedWithin(bl.greetingTimeoutMs) ?? false);
+      const unreported = err.code === 'ROUTE_LOOP' || err.code === 'LOCAL_RESOURCES' || err.code === 'BACKEND_BUSY' || busyNotHung;
       slot?.release();
       if (!req.signal?.aborted && !unreported) report(deps.gate, route, progress.hung ? 'hang' : err.spec.health === 'backend-failure' ? 'fail' : 'ok', progress);
       // Refused, reset, unreachable, closed before the login reply, or greeted with a refusal (IMAP "* BYE", POP3 "-ERR",

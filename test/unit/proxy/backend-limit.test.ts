@@ -1,6 +1,6 @@
 // Proves the per-backend cap on backend connection attempts: slots up to the cap, a FIFO queue bounded in length and in
-// time, refusals as BACKEND_BUSY, a leaving client's place given up; and in the pipeline, that a greeting timeout under
-// our own load is not reported to health while a lone one is. Fake clock and in-memory sockets; must not open sockets.
+// time, refusals as BACKEND_BUSY, a leaving client's place given up, whether another attempt was greeted lately; and in
+// the pipeline, that a backend greeting none of our attempts is reported as hung. Fake clock and in-memory sockets; must not open sockets.
 import assert from 'node:assert/strict';
 import type { Route } from '../../../src/directory/backends.js';
 import type { BackendGate } from '../../../src/health/gate.js';
@@ -31,7 +31,6 @@ describe('BackendLimiter (per-backend cap on attempts in flight)', () => {
     const other = await lim.acquire('b2', 1000);
     await clock.advance(0);
     assert.deepEqual([lim.inFlight('b1'), lim.waiting('b1'), order], [2, 2, []]);
-    assert.equal(a.overlapping(), 1);
     a.release();
     a.release(); // idempotent
     await clock.advance(0);
@@ -43,6 +42,22 @@ describe('BackendLimiter (per-backend cap on attempts in flight)', () => {
     (await d).release();
     other.release();
     assert.deepEqual([lim.inFlight('b1'), lim.waiting('b1'), lim.inFlight('b2')], [0, 0, 0]);
+  });
+
+  it('othersGreetedWithin: another attempt at the same backend greeted within the window (not this one, not another backend)', async () => {
+    const { clock, lim } = limiter({ maxInFlightPerBackend: 4, maxQueuedPerBackend: 10 });
+    const a = await lim.acquire('b1', 1000);
+    const b = await lim.acquire('b1', 1000);
+    const elsewhere = await lim.acquire('b2', 1000);
+    assert.equal(a.othersGreetedWithin(2000), false, 'nobody greeted yet');
+    elsewhere.greeted();
+    assert.equal(a.othersGreetedWithin(2000), false, 'a greeting at another backend says nothing about this one');
+    b.greeted();
+    assert.equal(a.othersGreetedWithin(2000), true);
+    assert.equal(b.othersGreetedWithin(2000), false, 'its own greeting is not another\'s');
+    await clock.advance(2000);
+    assert.equal(a.othersGreetedWithin(2000), false, 'the window has passed');
+    for (const s of [a, b, elsewhere]) s.release();
   });
 
   it('a full queue and a wait past the login\'s own deadline are refused with BACKEND_BUSY (the temporary error)', async () => {
@@ -110,11 +125,13 @@ describe('greeting timeouts under our own load (backend-session pipeline)', () =
     return { clock, reports, clients };
   }
 
-  it('two hung greetings at once: neither is reported (the probe judges); with a cap of 1 they run one after the other and both are', async () => {
+  it('a backend that greets none of our attempts is a hang for health, at once or one after the other under a cap of 1', async () => {
+    // (A backend that greeted another attempt within greetingTimeoutMs is busy, not hung: waited for, and not reported,
+    // through othersGreetedWithin, proven above and against real Dovecot in backend-herd.)
     const together = await twoLogins(16);
     await together.clock.advance(2000);
     assert.ok(together.clients.every((c) => /a1 NO \[UNAVAILABLE\]/.test(c.text)), 'both logins failed with the temporary error');
-    assert.deepEqual(together.reports, [], 'greeting timeouts while another attempt was in flight are not hangs for health');
+    assert.deepEqual(together.reports, ['hang', 'hang'], 'silent at once: a stopped backend is detected by real logins too');
 
     const alone = await twoLogins(1);
     await alone.clock.advance(2000);
